@@ -1,0 +1,73 @@
+"""The backbone interface: images -> embeddings, class names -> class embeddings."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import torch
+
+
+class BackboneUnavailable(RuntimeError):
+    """A backbone's weights cannot be had (offline, missing file). The message is one sentence
+    that says what to do; callers show it as is."""
+
+
+class UnknownClassError(ValueError):
+    """A class name the backbone cannot represent (e.g. a label-only backbone)."""
+
+
+class Backbone(ABC):
+    """A frozen image encoder plus a way to embed class names.
+
+    Subclasses set: ``name`` (registry id), ``embed_dim``, ``image_size`` (square input side),
+    ``mean``/``std`` (per-channel normalisation applied to [0, 1] pixels; ``None`` for none),
+    and ``note`` (why this backbone is in use, shown by the UI/CLI; may be empty).
+    """
+
+    name: str = ""
+    embed_dim: int = 0
+    image_size: int = 224
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    note: str = ""
+    #: head options this backbone recommends (e.g. a similarity or temperature measured for it);
+    #: merged under explicit user options by ``load_model``.
+    head_defaults: dict = {}
+
+    def __init__(self) -> None:
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> "Backbone":
+        self.device = torch.device(device)
+        for m in self.modules():
+            m.to(self.device)
+        return self
+
+    @abstractmethod
+    def modules(self) -> Sequence[torch.nn.Module]:
+        """The torch modules holding weights (moved by ``to``, set to eval)."""
+
+    @abstractmethod
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) normalised pixels on ``self.device`` -> (B, d) raw (unnormalised) embeddings."""
+
+    @abstractmethod
+    def encode_classes(self, names: Sequence[str], descriptions: Sequence[str], template: str) -> torch.Tensor:
+        """Class embeddings (C, d), raw. ``descriptions[i]`` is the text to put in the prompt for
+        class ``names[i]`` (often the name itself). Raise ``UnknownClassError`` for a class the
+        backbone cannot represent."""
+
+    def class_logit_bias(self, names: Sequence[str]) -> torch.Tensor | None:
+        """Per-class additive logit bias (C,) for backbones whose classifier has one; else None."""
+        return None
+
+    def normalize(self, pixels01: torch.Tensor) -> torch.Tensor:
+        """[0, 1] pixels (..., 3, H, W) -> the backbone's input normalisation."""
+        if self.mean is None:
+            return pixels01
+        mean = torch.tensor(self.mean, dtype=pixels01.dtype, device=pixels01.device).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=pixels01.dtype, device=pixels01.device).view(3, 1, 1)
+        return (pixels01 - mean) / std
+
+    def describe(self) -> str:
+        return self.name + (f" ({self.note})" if self.note else "")

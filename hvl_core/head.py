@@ -1,0 +1,181 @@
+"""The HVL head: adapter, text biases, cross-scale fusion, entropy filter, pseudo-OOD (HVL_SPEC §2–6).
+
+``HVLHead`` composes the pure functions of :mod:`hvl_core.equations`; its three parameters
+``W`` (d×d), ``b0`` and ``b2`` (C×d) start at zero, so an untrained head is zero-shot
+multi-scale CLIP.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from . import equations as eq
+
+SELECTIONS = ("entropy_gain", "entropy")
+SIMILARITIES = ("cosine", "linear")
+
+
+@dataclass(frozen=True)
+class HVLConfig:
+    """Every option and ablation switch of the spec. Defaults are the paper's [pinned] choices."""
+
+    n: int = 2
+    k: int = 4
+    tau: float = 0.01
+    #: divide a scale's kept-patch sum by the number of kept patches instead of all patches
+    renormalize: bool = False
+    #: the entropy filter of Eq. 3 (off: every patch counts)
+    entropy_filter: bool = True
+    #: cross-scale fusion of Eq. 1 (ablation: off means û = u)
+    fusion: bool = True
+    #: train with L_OOD (ablation: off)
+    use_ood_loss: bool = True
+    #: weight of L_OOD in the total loss
+    lambda_ood: float = 1.0
+    #: how pseudo-OOD patches are chosen: by entropy gain ΔH (paper) or by highest entropy H
+    #: (the "background" selection of LoCoOp/SCT; ablation)
+    pseudo_ood_selection: str = "entropy_gain"
+    #: propagate pseudo-OOD embeddings to lower scales, Eq. 5 (ablation: off means q¹ = q⁰ = q²)
+    propagate: bool = True
+    #: "cosine" (paper) or "linear": logits = (u·t + class bias) / tau, for backbones whose class
+    #: embeddings are a trained linear classifier (inputs are then not L2-normalised)
+    similarity: str = "cosine"
+    #: trailing class rows that are *negative classes*: they take part in every softmax but
+    #: are not known classes; p0/p1/p2/p_ID and the decision cover the first C rows only
+    num_negatives: int = 0
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if not self.tau > 0:
+            raise ValueError(f"tau must be > 0, got {self.tau}")
+        if self.pseudo_ood_selection not in SELECTIONS:
+            raise ValueError(f"pseudo_ood_selection must be one of {SELECTIONS}")
+        if self.similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}")
+        if self.num_negatives < 0:
+            raise ValueError("num_negatives must be >= 0")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HVLConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown HVL options: {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class HVLOutput:
+    """Batch-first results of one head pass. Probabilities cover the C known classes."""
+
+    p0: torch.Tensor  # (B, C) scale 0
+    p1: torch.Tensor  # (B, C) mid scale, entropy-filtered aggregate
+    p2: torch.Tensor  # (B, C) high scale
+    p_id: torch.Tensor  # (B, C) fused
+    msp: torch.Tensor  # (B,)
+    p1_patches: torch.Tensor  # (B, n², C) per-patch
+    p2_patches: torch.Tensor  # (B, 4n², C)
+    entropy1: torch.Tensor  # (B, n²)
+    entropy2: torch.Tensor  # (B, 4n²)
+    keep1: torch.Tensor  # (B, n²) bool
+    keep2: torch.Tensor  # (B, 4n²) bool
+    entropy_gain: torch.Tensor  # (B, 4n²)
+    pseudo_ood: torch.Tensor  # (B, K) indices into the high scale
+    pseudo_ood_probs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = field(repr=False, default=None)  # p_k^0,1,2 (B,K,C+neg)
+
+
+class HVLHead(nn.Module):
+    """HVL on top of a frozen encoder.
+
+    >>> head = HVLHead(dim=512, num_classes=4, n=2, k=4)
+    >>> out = head(v0, v1, v2, text)      # raw encoder outputs; text (C[+negatives], d)
+    >>> losses = head.loss(out, labels)   # {"id", "ood", "total"}
+    """
+
+    def __init__(self, dim: int, num_classes: int, **options):
+        super().__init__()
+        self.config = HVLConfig(**options)
+        self.dim = dim
+        self.num_classes = num_classes
+        rows = num_classes + self.config.num_negatives
+        self.W = nn.Parameter(torch.zeros(dim, dim))
+        self.b0 = nn.Parameter(torch.zeros(rows, dim))
+        self.b2 = nn.Parameter(torch.zeros(rows, dim))
+        self.register_buffer("parent", eq.parent_index(self.config.n), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_classes={self.num_classes}, {self.config}"
+
+    def forward(self, v0: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor, text: torch.Tensor,
+                logit_bias: torch.Tensor | None = None, **overrides) -> HVLOutput:
+        """Run the head. ``overrides`` replace config fields for this call only (inference-time
+        options such as ``k``, ``tau``, ``renormalize``, ``entropy_filter``; ``n`` cannot change)."""
+        cfg = dataclasses.replace(self.config, **overrides) if overrides else self.config
+        if cfg.n != self.config.n:
+            raise ValueError("n is fixed by the encoded crops; re-encode to change it")
+        n2 = cfg.n ** 2
+        if v1.shape[1] != n2 or v2.shape[1] != 4 * n2:
+            raise ValueError(f"expected {n2} mid and {4 * n2} high-scale patches for n={cfg.n}, "
+                             f"got {v1.shape[1]} and {v2.shape[1]}")
+        rows = self.num_classes + cfg.num_negatives
+        if text.shape != (rows, self.dim):
+            raise ValueError(f"text embeddings must be ({rows}, {self.dim}), got {tuple(text.shape)}")
+        dtype = self.W.dtype
+        v0, v1, v2, text = (x.to(dtype) for x in (v0, v1, v2, text))
+        if cfg.similarity == "cosine":  # §2: L2-normalised embeddings
+            v0, v1, v2, text = (nn.functional.normalize(x, dim=-1) for x in (v0, v1, v2, text))
+
+        u0, u1, u2 = (eq.adapter(v, self.W) for v in (v0, v1, v2))
+        t0, t1, t2 = eq.scale_texts(text, self.b0, self.b2)
+        if cfg.fusion:
+            u1_hat, u2_hat = eq.fuse_scales(u0, u1, u2, self.parent)
+        else:
+            u1_hat, u2_hat = u1, u2
+
+        def probs(u, t):
+            return eq.class_probs(u, t, cfg.tau, logit_bias, cfg.similarity)
+
+        C = self.num_classes
+        p0_all, p1_all, p2_all = probs(u0, t0), probs(u1_hat, t1), probs(u2_hat, t2)
+        h1, h2 = eq.entropy(p1_all), eq.entropy(p2_all)
+        if cfg.entropy_filter:
+            keep1, keep2 = eq.entropy_filter(h1), eq.entropy_filter(h2)
+        else:
+            keep1, keep2 = torch.ones_like(h1, dtype=torch.bool), torch.ones_like(h2, dtype=torch.bool)
+        p0 = p0_all[..., :C]
+        p1 = eq.aggregate_patches(p1_all[..., :C], keep1, cfg.renormalize)
+        p2 = eq.aggregate_patches(p2_all[..., :C], keep2, cfg.renormalize)
+        p_id = eq.fused_prediction(p0, p1, p2)
+
+        gain = eq.entropy_gain(h2, h1, self.parent)
+        score = gain if cfg.pseudo_ood_selection == "entropy_gain" else h2
+        idx = eq.select_pseudo_ood(score, cfg.k)
+        q2 = u2_hat.gather(1, idx.unsqueeze(-1).expand(-1, -1, u2_hat.shape[-1]))
+        if cfg.propagate:
+            q1, q0 = eq.propagate_pseudo_ood(q2, u1_hat, u0)
+        else:
+            q1 = q0 = q2
+        pk = (probs(q0, t0), probs(q1, t1), probs(q2, t2))
+
+        return HVLOutput(p0=p0, p1=p1, p2=p2, p_id=p_id, msp=eq.msp(p_id),
+                         p1_patches=p1_all[..., :C], p2_patches=p2_all[..., :C],
+                         entropy1=h1, entropy2=h2, keep1=keep1, keep2=keep2,
+                         entropy_gain=gain, pseudo_ood=idx, pseudo_ood_probs=pk)
+
+    def loss(self, out: HVLOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """L_ID (Eq. 3), L_OOD (Eq. 5) and total = L_ID + lambda_ood · L_OOD."""
+        l_id = eq.id_loss(out.p0, out.p1, out.p2, labels)
+        if self.config.use_ood_loss:
+            l_ood = eq.ood_loss(*out.pseudo_ood_probs)
+        else:
+            l_ood = torch.zeros((), dtype=l_id.dtype, device=l_id.device)
+        return {"id": l_id, "ood": l_ood, "total": l_id + self.config.lambda_ood * l_ood}

@@ -1,0 +1,94 @@
+"""Class sets: the known (ID) classes a model recognises, from a preset file or a list of names."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+
+DEFAULT_TEMPLATE = "a photo of a {}"
+
+
+class UnknownPresetError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ClassSet:
+    """Known classes with the text each one puts in the prompt template."""
+
+    names: tuple[str, ...]
+    prompts: tuple[str, ...]
+    template: str = DEFAULT_TEMPLATE
+    descriptions: tuple[str, ...] = ()
+    preset: str | None = None
+    title: str = ""
+    domain: str = ""
+    #: classes of the preset that are *not* known (held out as OOD); informational
+    unknown_names: tuple[str, ...] = field(default=())
+
+    def __post_init__(self):
+        if not self.names:
+            raise ValueError("a class set needs at least one class")
+        if len(set(n.lower() for n in self.names)) != len(self.names):
+            raise ValueError(f"duplicate class names in {list(self.names)}")
+        if len(self.prompts) != len(self.names):
+            raise ValueError("one prompt per class is needed")
+        if "{}" not in self.template:
+            raise ValueError(f"the prompt template must contain '{{}}', got {self.template!r}")
+
+    @property
+    def texts(self) -> list[str]:
+        """The full prompts, e.g. 'a photo of a melanoma'."""
+        return [self.template.format(p) for p in self.prompts]
+
+    def key(self) -> tuple:
+        return (self.names, tuple(self.texts))
+
+    def to_dict(self) -> dict:
+        return {"names": list(self.names), "prompts": list(self.prompts), "template": self.template,
+                "descriptions": list(self.descriptions), "preset": self.preset}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClassSet":
+        return cls(names=tuple(d["names"]), prompts=tuple(d["prompts"]), template=d.get("template", DEFAULT_TEMPLATE),
+                   descriptions=tuple(d.get("descriptions", ())), preset=d.get("preset"))
+
+
+def list_presets() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("hvl_core.resources.presets").iterdir() if p.name.endswith(".json"))
+
+
+def preset_info(name: str) -> dict:
+    """The raw preset file (classes with name, abbrev, id, prompt, description)."""
+    path = resources.files("hvl_core.resources.presets") / f"{name}.json"
+    if not path.is_file():
+        raise UnknownPresetError(f"unknown preset {name!r}; available: {', '.join(list_presets())}")
+    return json.loads(path.read_text())
+
+
+def load_preset(name: str, template: str | None = None) -> ClassSet:
+    """The known classes of a preset (``dermatology-isic4``, ``histology-nct-crc``)."""
+    info = preset_info(name)
+    known = [c for c in info["classes"] if c["id"]]
+    return ClassSet(names=tuple(c["name"] for c in known), prompts=tuple(c.get("prompt", c["name"]) for c in known),
+                    template=template or info.get("template", DEFAULT_TEMPLATE),
+                    descriptions=tuple(c.get("description", "") for c in known), preset=name,
+                    title=info.get("title", name), domain=info.get("domain", ""),
+                    unknown_names=tuple(c["name"] for c in info["classes"] if not c["id"]))
+
+
+def class_set_from_names(names, template: str | None = None) -> ClassSet:
+    """A custom class set. Each entry is a name, or ``"name: longer description for the prompt"``."""
+    if isinstance(names, str):
+        names = [s for s in names.replace("\n", ",").split(",")]
+    parsed = []
+    for raw in names:
+        raw = raw.strip()
+        if not raw:
+            continue
+        name, _, desc = raw.partition(":")
+        parsed.append((name.strip(), desc.strip() or name.strip()))
+    if not parsed:
+        raise ValueError("no class names given")
+    return ClassSet(names=tuple(n for n, _ in parsed), prompts=tuple(d for _, d in parsed),
+                    template=template or DEFAULT_TEMPLATE, descriptions=tuple(d for _, d in parsed))
