@@ -6,7 +6,6 @@ Patch order is row-major; see :func:`parent_index` for the mid-scale parent of a
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 EPS_COS = 1e-8
 EPS_LOG = 1e-12
@@ -34,9 +33,15 @@ def cosine_matrix(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return dot / (x.norm(dim=-1, keepdim=True) * t.norm(dim=-1)).clamp_min(EPS_COS)
 
 
+def relu_right(z: torch.Tensor) -> torch.Tensor:
+    """ReLU whose (sub)gradient at 0 is 1, not torch's 0. The forward is ReLU exactly; without
+    this, the zero-initialised W of the spec would get a zero gradient and never train."""
+    return torch.where(z >= 0, z, torch.zeros_like(z))
+
+
 def adapter(v: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     """Adapter of §2.2: u = ReLU(v W) + v (residual; W = 0 gives u = v)."""
-    return F.relu(v @ W) + v
+    return relu_right(v @ W) + v
 
 
 def scale_texts(t: torch.Tensor, b0: torch.Tensor, b2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

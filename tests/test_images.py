@@ -1,0 +1,108 @@
+"""Untrusted uploads: every bad input gets an ImageError with a readable sentence."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hvl_core.images import MIN_SIDE, ImageError, load_image
+
+
+def png_bytes(img, fmt="PNG", **kw):
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def test_rgb_jpeg_roundtrip():
+    img = Image.fromarray(np.full((40, 60, 3), 128, np.uint8))
+    li = load_image(png_bytes(img, "JPEG"))
+    assert li.image.mode == "RGB" and li.image.size == (60, 40) and li.notes == []
+
+
+def test_not_an_image(tmp_path):
+    p = tmp_path / "notes.txt"
+    p.write_text("hello")
+    with pytest.raises(ImageError, match="notes.txt is not an image"):
+        load_image(p)
+
+
+def test_truncated_png():
+    data = png_bytes(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)))
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        load_image(data[: len(data) // 2])
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "nope.png")
+
+
+def test_tiny_image():
+    with pytest.raises(ImageError, match=f"at least {MIN_SIDE}"):
+        load_image(png_bytes(Image.new("RGB", (1, 1))))
+
+
+def test_decompression_bomb_is_refused_before_decoding(monkeypatch):
+    import hvl_core.images as im
+
+    monkeypatch.setattr(im, "MAX_PIXELS", 10_000)
+    with pytest.raises(ImageError, match="more than the 10,000"):
+        load_image(png_bytes(Image.new("RGB", (200, 200))))
+
+
+def test_pil_decompression_bomb_error_is_translated(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageError, match="decompression bomb|more than"):
+        load_image(png_bytes(Image.new("RGB", (100, 100))))
+
+
+def test_rgba_is_composited_on_white():
+    a = np.zeros((20, 20, 4), np.uint8)
+    a[..., 0] = 255
+    a[:, :10, 3] = 255  # left half opaque red, right half fully transparent
+    li = load_image(png_bytes(Image.fromarray(a, "RGBA")))
+    px = np.asarray(li.image)
+    assert px[0, 0].tolist() == [255, 0, 0] and px[0, 15].tolist() == [255, 255, 255]
+    assert any("transparency" in n for n in li.notes)
+
+
+def test_grayscale_becomes_rgb():
+    li = load_image(png_bytes(Image.fromarray(np.full((20, 20), 77, np.uint8), "L")))
+    assert li.image.mode == "RGB" and np.asarray(li.image)[0, 0].tolist() == [77, 77, 77]
+
+
+def test_16bit_grayscale_is_rescaled_not_clipped():
+    a = np.full((20, 20), 65535 // 2, np.uint16)
+    a[0, 0] = 65535
+    li = load_image(png_bytes(Image.fromarray(a)))
+    px = np.asarray(li.image)
+    assert px[0, 0, 0] == 255 and px[5, 5, 0] == 127  # 32767 / 257
+    assert any("8-bit" in n for n in li.notes)
+
+
+def test_cmyk_is_converted():
+    li = load_image(png_bytes(Image.new("CMYK", (20, 20), (0, 255, 255, 0)), "JPEG"))
+    r, g, b = np.asarray(li.image)[10, 10]
+    assert r > 200 and g < 60 and b < 60
+
+
+def test_animated_gif_uses_the_first_frame():
+    frames = [Image.new("RGB", (20, 20), c) for c in ((255, 0, 0), (0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    li = load_image(buf.getvalue())
+    assert np.asarray(li.image)[0, 0, 0] > 200
+    assert any("first of 2 frames" in n for n in li.notes)
+
+
+def test_huge_image_is_downscaled():
+    li = load_image(png_bytes(Image.new("RGB", (300, 100))), max_side=150)
+    assert li.image.size == (150, 50) and li.original_size == (300, 100)
+    assert any("downscaled" in n for n in li.notes)
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "BMP", "WEBP"])
+def test_other_formats(fmt):
+    li = load_image(png_bytes(Image.new("RGB", (32, 32), (10, 200, 30)), fmt))
+    assert li.image.size == (32, 32)
