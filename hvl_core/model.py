@@ -7,6 +7,7 @@ A prediction is split in two steps so a UI can re-decide without re-running the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -91,13 +92,16 @@ class Prediction:
 
 
 def class_embeddings(backbone: Backbone, classes: ClassSet) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Class embeddings (C, d) and the optional logit bias, computed once per backbone and class set."""
+    """Class embeddings (C + negatives, d) and the optional logit bias, computed once per backbone
+    and class set."""
     cache = backbone.__dict__.setdefault("_class_cache", {})
     key = classes.key()
     if key not in cache:
+        names = list(classes.names) + list(classes.negatives)
+        prompts = list(classes.prompts) + list(classes.negatives)
         with torch.inference_mode():
-            t = backbone.encode_classes(list(classes.names), list(classes.prompts), classes.template).float()
-            bias = backbone.class_logit_bias(list(classes.names))
+            t = backbone.encode_classes(names, prompts, classes.template).float()
+            bias = backbone.class_logit_bias(names)
         cache[key] = (t.clone(), None if bias is None else bias.float().clone())
     return cache[key]
 
@@ -109,6 +113,9 @@ class HVLModel:
                  threshold: float | None = None, device: str | torch.device = "auto", checkpoint: str | None = None):
         if head.num_classes != len(classes.names):
             raise ValueError(f"the head has {head.num_classes} classes, the class set {len(classes.names)}")
+        if head.config.num_negatives != len(classes.negatives):
+            raise ValueError(f"the head expects {head.config.num_negatives} negative classes, the class set has "
+                             f"{len(classes.negatives)}")
         if head.dim != backbone.embed_dim:
             raise ValueError(f"the head expects {head.dim}-d embeddings, {backbone.name} gives {backbone.embed_dim}")
         self.device = resolve_device(device)
@@ -119,6 +126,8 @@ class HVLModel:
         self.threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
         self.calibrated = threshold is not None
         self.checkpoint = checkpoint
+        #: upsample and cut the crops where the encoder runs (GPU: only the S² view crosses the bus)
+        self.crops_on_device = self.device.type == "cuda"
         self.text, self.logit_bias = (x if x is None else x.to(self.device) for x in class_embeddings(backbone, classes))
 
     @property
@@ -136,7 +145,7 @@ class HVLModel:
         """(N, 3, S, S) [0,1] pixels → (N, d) float32 embeddings, in chunks of MAX_CROPS_PER_CALL."""
         outs = []
         for chunk in crops01.split(MAX_CROPS_PER_CALL):
-            if self.device.type == "cuda":
+            if self.device.type == "cuda" and chunk.device.type == "cpu":
                 chunk = chunk.pin_memory().to(self.device, non_blocking=True)
             x = self.backbone.normalize(chunk.to(self.device))
             with self._autocast():
@@ -150,12 +159,13 @@ class HVLModel:
         """Encode several images: all their crops go through the encoder together."""
         loaded = [self._load(im) for im in images]
         S, n = self.backbone.image_size, self.n
-        crops = torch.stack([hierarchical_crops(li.image, n, S, self.detail) for li in loaded])  # (B, M, 3, S, S)
+        where = self.device if self.crops_on_device else None
+        crops = torch.stack([hierarchical_crops(li.image, n, S, self.detail, device=where) for li in loaded])  # (B, M, 3, S, S)
         B, M = crops.shape[:2]
         v = self.encode_crops(crops.flatten(0, 1)).view(B, M, -1).cpu()
         v0, v1, v2 = split_scales(v, n)
-        return [Encoded(v0=v0[i], v1=v1[i], v2=v2[i], n=n,
-                        view=(crops[i, 0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8),
+        views = (crops[:, 0].permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        return [Encoded(v0=v0[i], v1=v1[i], v2=v2[i], n=n, view=views[i],
                         notes=list(li.notes)) for i, li in enumerate(loaded)]
 
     def encode(self, image) -> Encoded:
@@ -256,5 +266,10 @@ def load_model(backbone: str | Backbone = "auto", classes=None, preset: str | No
     bb = backbone if isinstance(backbone, Backbone) else create_backbone(backbone)
     cs = resolve_classes(classes, preset, template)
     options = {**bb.head_defaults, **head_options}
+    if "num_negatives" in head_options:  # explicit: 0 turns negatives off, N keeps the first N
+        cs = dataclasses.replace(cs, negatives=tuple(bb.negative_classes(cs.names))[:head_options["num_negatives"]])
+    elif bb.negatives_by_default and not cs.negatives:
+        cs = dataclasses.replace(cs, negatives=tuple(bb.negative_classes(cs.names)))
+    options["num_negatives"] = len(cs.negatives)
     head = HVLHead(bb.embed_dim, len(cs.names), **options)
     return HVLModel(bb, head, cs, detail, threshold, device)

@@ -25,6 +25,9 @@ class ClassSet:
     domain: str = ""
     #: classes of the preset that are *not* known (held out as OOD); informational
     unknown_names: tuple[str, ...] = field(default=())
+    #: negative classes: they join every softmax (head option ``num_negatives``) but are never
+    #: a prediction; backbone labels outside the known set, e.g. for medmnist-densenet121
+    negatives: tuple[str, ...] = field(default=())
 
     def __post_init__(self):
         if not self.names:
@@ -42,16 +45,17 @@ class ClassSet:
         return [self.template.format(p) for p in self.prompts]
 
     def key(self) -> tuple:
-        return (self.names, tuple(self.texts))
+        return (self.names, tuple(self.texts), self.negatives)
 
     def to_dict(self) -> dict:
         return {"names": list(self.names), "prompts": list(self.prompts), "template": self.template,
-                "descriptions": list(self.descriptions), "preset": self.preset}
+                "descriptions": list(self.descriptions), "preset": self.preset, "negatives": list(self.negatives)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ClassSet":
         return cls(names=tuple(d["names"]), prompts=tuple(d["prompts"]), template=d.get("template", DEFAULT_TEMPLATE),
-                   descriptions=tuple(d.get("descriptions", ())), preset=d.get("preset"))
+                   descriptions=tuple(d.get("descriptions", ())), preset=d.get("preset"),
+                   negatives=tuple(d.get("negatives", ())))
 
 
 def list_presets() -> list[str]:

@@ -33,6 +33,8 @@ class Backbone(ABC):
     #: head options this backbone recommends (e.g. a similarity or temperature measured for it);
     #: merged under explicit user options by ``load_model``.
     head_defaults: dict = {}
+    #: whether ``load_model`` adds ``negative_classes`` to a class set by default
+    negatives_by_default: bool = False
 
     def __init__(self) -> None:
         self.device = torch.device("cpu")
@@ -60,6 +62,10 @@ class Backbone(ABC):
     def class_logit_bias(self, names: Sequence[str]) -> torch.Tensor | None:
         """Per-class additive logit bias (C,) for backbones whose classifier has one; else None."""
         return None
+
+    def negative_classes(self, names: Sequence[str]) -> list[str]:
+        """Classes the backbone knows besides ``names``, usable as negative classes (none by default)."""
+        return []
 
     def normalize(self, pixels01: torch.Tensor) -> torch.Tensor:
         """[0, 1] pixels (..., 3, H, W) -> the backbone's input normalisation."""

@@ -1,0 +1,40 @@
+"""HVL demo — the Gradio app (Hugging Face Space entry point; locally: ``scripts/demo.sh``).
+
+Environment:
+  HVL_BACKBONE        backbone (default ``auto``: CLIP ViT-B/16 when its weights can be had, else
+                      the offline ``medmnist-densenet121``; ``tiny-clip-random`` for quick tests)
+  HVL_DEVICE          ``auto`` (default: a GPU when present), ``cpu``, ``cuda``
+  GRADIO_SERVER_NAME  address to listen on (default 127.0.0.1; a Space sets 0.0.0.0)
+  GRADIO_SERVER_PORT  port (default 7860)
+"""
+import os
+
+# privacy: no analytics, no version check, no hub telemetry; set before gradio is imported
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import ipaddress  # noqa: E402
+import logging  # noqa: E402
+
+from app.service import ModelService  # noqa: E402
+from app.ui import build_demo, launch_kwargs  # noqa: E402
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_launch = launch_kwargs()
+# checkpoint folders on the server's disk may be named only when the app listens on this machine alone
+service = ModelService(allow_local_checkpoints=_is_loopback(_launch["server_name"]))
+demo = build_demo(service)
+
+if __name__ == "__main__":
+    demo.launch(**_launch)
