@@ -268,7 +268,7 @@ def load_model(backbone: str | Backbone = "auto", classes=None, preset: str | No
     options = {**bb.head_defaults, **head_options}
     if "num_negatives" in head_options:  # explicit: 0 turns negatives off, N keeps the first N
         cs = dataclasses.replace(cs, negatives=tuple(bb.negative_classes(cs.names))[:head_options["num_negatives"]])
-    elif bb.negatives_by_default and not cs.negatives:
+    elif bb.negatives_by_default:  # all the backbone's other labels (a preset's negatives among them)
         cs = dataclasses.replace(cs, negatives=tuple(bb.negative_classes(cs.names)))
     options["num_negatives"] = len(cs.negatives)
     head = HVLHead(bb.embed_dim, len(cs.names), **options)

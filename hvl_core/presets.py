@@ -74,11 +74,13 @@ def load_preset(name: str, template: str | None = None) -> ClassSet:
     """The known classes of a preset (``dermatology-isic4``, ``histology-nct-crc``)."""
     info = preset_info(name)
     known = [c for c in info["classes"] if c["id"]]
+    negatives = tuple(c.get("prompt", c["name"]) for c in info["classes"] if c.get("negative"))
     return ClassSet(names=tuple(c["name"] for c in known), prompts=tuple(c.get("prompt", c["name"]) for c in known),
                     template=template or info.get("template", DEFAULT_TEMPLATE),
                     descriptions=tuple(c.get("description", "") for c in known), preset=name,
                     title=info.get("title", name), domain=info.get("domain", ""),
-                    unknown_names=tuple(c["name"] for c in info["classes"] if not c["id"]))
+                    unknown_names=tuple(c["name"] for c in info["classes"] if not c["id"] and not c.get("negative")),
+                    negatives=negatives)
 
 
 def class_set_from_names(names, template: str | None = None) -> ClassSet:

@@ -74,7 +74,7 @@ def test_bad_image_raises_image_error(tiny_model):
 def test_n_changes_the_grids(tiny_backbone, rgb_image):
     for n in (1, 3):
         p = load_model(tiny_backbone, preset="histology-nct-crc", n=n, device="cpu").predict(rgb_image)
-        assert p.entropy1.shape == (n, n) and p.entropy2.shape == (2 * n, 2 * n) and len(p.classes) == 9
+        assert p.entropy1.shape == (n, n) and p.entropy2.shape == (2 * n, 2 * n) and len(p.classes) == 8  # background is a negative
 
 
 def test_unknown_preset_and_backbone_are_clear(tiny_backbone):
@@ -115,3 +115,13 @@ def test_real_vit_b16_architecture_end_to_end(rgb_image):
 
     x0 = hierarchical_crops(rgb_image, 2)[:1]
     torch.testing.assert_close(m.encode_crops(x0)[0], enc.v0, atol=1e-4, rtol=1e-4)
+
+
+def test_histology_preset_uses_background_as_a_negative_class(tiny_backbone, rgb_image):
+    m = load_model(tiny_backbone, preset="histology-nct-crc", device="cpu")
+    assert "background" not in m.classes.names and m.classes.negatives == ("background of a histology slide",)
+    assert m.head.config.num_negatives == 1 and m.text.shape[0] == 9
+    p = m.predict(rgb_image)
+    assert p.p_id.shape == (8,) and p.p0.sum() < 1  # the negative takes its share of the softmax
+    off = load_model(tiny_backbone, preset="histology-nct-crc", device="cpu", num_negatives=0)
+    assert off.classes.negatives == () and off.text.shape[0] == 8
