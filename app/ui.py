@@ -94,9 +94,14 @@ def model_markdown(model) -> str:
     head = (f"trained checkpoint ({model.checkpoint})" if model.checkpoint
             else "untrained (zero-shot: W, b⁰, b² are zero)")
     classes = ", ".join(model.classes.names)
+    neg = model.classes.negatives
+    negatives = (f"**Negative classes ({len(neg)}):** {', '.join(neg)} — in the softmax, never the answer  \n"
+                 if neg else "")
+    cfg = model.head.config
+    similarity = "" if cfg.similarity == "cosine" else f"; {cfg.similarity} similarity, τ = {cfg.tau:g}"
     return (f"**Backbone:** `{bb.name}`{note}  \n"
-            f"**Known classes ({len(model.classes.names)}):** {classes}  \n"
-            f"**Head:** {head}; n = {model.n} ({1 + model.n ** 2 + 4 * model.n ** 2} crops); device {model.device.type}")
+            f"**Known classes ({len(model.classes.names)}):** {classes}  \n{negatives}"
+            f"**Head:** {head}; n = {model.n} ({1 + model.n ** 2 + 4 * model.n ** 2} crops){similarity}; device {model.device.type}")
 
 
 def status_markdown(session: Session, pred) -> str:

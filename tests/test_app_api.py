@@ -84,7 +84,7 @@ def test_preset_switch_reuses_the_encoding_and_n_reencodes(service, encoder_call
     sess2, pred2, model2, reset = service.analyse(sess, spec, ck, 0.3, 4, True, False)
     assert encoder_calls == []  # same backbone and n: the cached encoding is reused
     assert reset and pred2.threshold == model2.threshold  # another model: its own threshold
-    assert len(pred2.classes) == 9 and model2 is not model
+    assert len(pred2.classes) == 8 and model2 is not model  # background is a negative class
     spec3, _ = service.spec("histology-nct-crc", "", None, 3)
     sess3, pred3, model3, reset3 = service.analyse(sess2, spec3, None, 0.3, 4, True, False)
     assert sum(encoder_calls) == 1 + 9 + 36 and pred3.n == 3

@@ -182,7 +182,7 @@ def test_gallery_example_switches_preset_and_analyses(page):
     page.wait_for_function(f"() => {{ const s = document.querySelector('#status'); "
                            f"return s && s.innerText.includes('{name}'); }}")
     assert page.locator("#preset input[value='histology-nct-crc']").get_attribute("aria-checked") == "true"
-    assert "Known classes (9)" in page.locator("#model-info").inner_text()
+    assert "Known classes (8)" in page.locator("#model-info").inner_text()
     assert _decision(page)["text"]
     _overlay_sizes(page)
 
