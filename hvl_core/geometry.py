@@ -46,22 +46,26 @@ def to_tensor01(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
 
 
-def hierarchical_crops(image: Image.Image, n: int, size: int = 224, detail: str = "upsample") -> torch.Tensor:
+def hierarchical_crops(image: Image.Image, n: int, size: int = 224, detail: str = "upsample",
+                       device: torch.device | str | None = None) -> torch.Tensor:
     """All crops of one image in [0, 1] pixels: (1 + n² + 4n², 3, size, size).
 
     Order: scale 0, then the n×n mid-scale cells, then the 2n×2n high-scale cells, row-major.
+    ``device``: where to upsample and cut (e.g. the GPU, so only the S² view is copied there).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if detail not in DETAIL_MODES:
         raise ValueError(f"detail must be one of {DETAIL_MODES}, got {detail!r}")
     x = to_tensor01(square_view(image, size))
+    if device is not None:
+        x = x.to(device)
     crops = [x.unsqueeze(0)]
     native = detail == "native" and min(image.size) >= 2 * n * size
     square = center_square(image) if native else None
     for g in (n, 2 * n):
         if native:
-            big = to_tensor01(square.resize((g * size, g * size), Image.BICUBIC))
+            big = to_tensor01(square.resize((g * size, g * size), Image.BICUBIC)).to(x.device)
         else:
             big = F.interpolate(x.unsqueeze(0), scale_factor=g, mode="bicubic", align_corners=False)[0].clamp(0, 1)
         crops.append(grid_cells(big, g))
