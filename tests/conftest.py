@@ -22,3 +22,13 @@ def tiny_model(tiny_backbone):
 def rgb_image():
     rng = np.random.default_rng(0)
     return Image.fromarray(rng.integers(0, 255, (180, 240, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory):
+    """A small synthetic benchmark (hvl_core.synthetic), generated once per session."""
+    from hvl_core.synthetic import generate
+
+    root = tmp_path_factory.getbasetemp() / "hvl-synth-small"
+    generate(root, seed=1, train_per_class=8, test_per_class=4, ood_per_class=4, size=64)
+    return root

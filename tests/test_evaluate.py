@@ -9,18 +9,8 @@ import pytest
 from hvl_core import load_checkpoint
 from hvl_core.cli import main
 from hvl_core.evaluate import ScoredSet, aggregate, write_report
-from hvl_core.synthetic import generate
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    # shared by this session's test modules (same folder name → generated once)
-    root = tmp_path_factory.getbasetemp() / "hvl-synth-small"
-    if not (root / "split.json").exists():
-        generate(root, seed=1, train_per_class=8, test_per_class=4, ood_per_class=4, size=64)
-    return root
 
 
 @pytest.fixture(autouse=True)

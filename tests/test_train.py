@@ -17,15 +17,6 @@ from hvl_core.train import STATE_JSON, TrainConfig, TrainStateError, head_scores
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    # shared by this session's test modules (same folder name → generated once)
-    root = tmp_path_factory.getbasetemp() / "hvl-synth-small"
-    if not (root / "split.json").exists():
-        generate(root, seed=1, train_per_class=8, test_per_class=4, ood_per_class=4, size=64)
-    return root
-
-
-@pytest.fixture(scope="module")
 def model():
     return hvl_core.load_model("tiny-clip-random", classes=list(ID_CLASSES), device="cpu")
 
