@@ -12,7 +12,7 @@ from hvl_core.data import labelled_items
 from hvl_core.features import FeatureCache, FeatureSet, extract_features, features_of_items
 from hvl_core.head import HVLHead
 from hvl_core.images import ImageError
-from hvl_core.synthetic import ID_CLASSES, generate
+from hvl_core.synthetic import ID_CLASSES
 from hvl_core.train import STATE_JSON, TrainConfig, TrainStateError, head_scores, train_head
 
 

@@ -59,7 +59,7 @@ def create_backbone(name: str = "auto") -> Backbone:
         except BackboneUnavailable as e:
             log.warning("%s", e)
             bb = _REGISTRY[OFFLINE_BACKBONE]()
-            bb.note = f"fallback: the CLIP ViT-B/16 weights could not be loaded (no hub access, not cached)"
+            bb.note = "fallback: the CLIP ViT-B/16 weights could not be loaded (no hub access, not cached)"
             return bb
     if name in _REGISTRY:
         return _REGISTRY[name]()

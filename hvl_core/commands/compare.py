@@ -50,11 +50,10 @@ def _run(args) -> int:
     folds = args.folds if args.folds else (list(range(k)) if spec["partition"]["rule"] == "kfold-hash" else [None])
     plans = [plan_split(spec, args.data_root, fold=f, task=t) for t in tasks for f in folds]
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-    doc = run_benchmark(args.backbone, plans, args.out, seeds=args.seeds, variants=args.variants, train_config=cfg,
-                        val_fraction=args.val_fraction, head_options=head_options(args), cache=cache_from_args(args),
-                        device=args.device, detail=args.detail, progress=not args.no_progress,
-                        encode_kw={"batch_size": args.encode_batch_size, "workers": args.workers,
-                                   "strict": args.strict})
+    run_benchmark(args.backbone, plans, args.out, seeds=args.seeds, variants=args.variants, train_config=cfg,
+                  val_fraction=args.val_fraction, head_options=head_options(args), cache=cache_from_args(args),
+                  device=args.device, detail=args.detail, progress=not args.no_progress,
+                  encode_kw={"batch_size": args.encode_batch_size, "workers": args.workers, "strict": args.strict})
     print((__import__("pathlib").Path(args.out) / "summary.md").read_text())
     print(f"wrote {args.out}/summary.md, summary.json, roc.png and per-run reports", file=sys.stderr)
     return 0
