@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from ._train_common import add_cache_args, add_head_args, cache_from_args, guard, head_options
 
@@ -54,6 +55,6 @@ def _run(args) -> int:
                   val_fraction=args.val_fraction, head_options=head_options(args), cache=cache_from_args(args),
                   device=args.device, detail=args.detail, progress=not args.no_progress,
                   encode_kw={"batch_size": args.encode_batch_size, "workers": args.workers, "strict": args.strict})
-    print((__import__("pathlib").Path(args.out) / "summary.md").read_text())
+    print((Path(args.out) / "summary.md").read_text())
     print(f"wrote {args.out}/summary.md, summary.json, roc.png and per-run reports", file=sys.stderr)
     return 0
