@@ -12,11 +12,15 @@ import os
 # privacy: no analytics, no version check, no hub telemetry; set before gradio is imported
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# uploads in a folder of this app's own, which is emptied at start-up (app/service.py: start_sweeper)
+import tempfile  # noqa: E402
+
+os.environ.setdefault("GRADIO_TEMP_DIR", os.path.join(tempfile.gettempdir(), "hvl-demo-uploads"))
 
 import ipaddress  # noqa: E402
 import logging  # noqa: E402
 
-from app.service import ModelService  # noqa: E402
+from app.service import ModelService, configure_queue, start_sweeper  # noqa: E402
 from app.ui import build_demo, launch_kwargs  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -34,7 +38,8 @@ def _is_loopback(host: str) -> bool:
 _launch = launch_kwargs()
 # checkpoint folders on the server's disk may be named only when the app listens on this machine alone
 service = ModelService(allow_local_checkpoints=_is_loopback(_launch["server_name"]))
-demo = build_demo(service)
+demo = configure_queue(build_demo(service))
 
 if __name__ == "__main__":
+    start_sweeper()
     demo.launch(**_launch)
