@@ -120,6 +120,10 @@ def array_to_image(a, notes: list[str], white: float | None = None) -> Image.Ima
     h, w = a.shape[:2]
     check_raster("the array", w, h)
     img = Image.fromarray(np.ascontiguousarray(array_to_uint8(a, notes, white)))
+    f = max(w, h) // MAX_SIDE
+    if f >= 2:  # box-reduce while still one 8-bit channel per sample: the RGB copy is then small
+        img = img.reduce(f)
+        notes.append(f"reduced {f}× from {w}×{h}")
     return to_rgb(img, notes)
 
 
