@@ -60,8 +60,9 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]
 #: group; browser events and the API have a group each, so neither can lock the other out)
 QUEUE_MAX_SIZE = 256
 BROWSER_GROUP, API_GROUP = "model", "api"
-#: gradio's upload folder is swept every SWEEP_EVERY_S of files older than SWEEP_AGE_S
-SWEEP_EVERY_S, SWEEP_AGE_S = 60, 600
+#: gradio's upload folder is swept every SWEEP_EVERY_S of files older than SWEEP_AGE_S, and of the
+#: empty temporary files its upload parser leaves (one per upload) once EMPTY_AGE_S old
+SWEEP_EVERY_S, SWEEP_AGE_S, EMPTY_AGE_S = 60, 600, 60
 
 log = logging.getLogger(__name__)
 
@@ -395,20 +396,25 @@ def upload_dir() -> Path:
     return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
 
 
-def sweep_uploads(folder: str | os.PathLike | None = None, older_than_s: float = 0.0) -> int:
+def sweep_uploads(folder: str | os.PathLike | None = None, older_than_s: float = 0.0,
+                  empty_older_than_s: float | None = None) -> int:
     """Delete the files under ``folder`` (default ``upload_dir()``) not modified for
     ``older_than_s`` seconds — 0 at start-up: a fresh server has no session to keep them for
-    (uploads under patients' names must not survive a stop or crash) — and then the empty
-    folders. Links are removed, never followed. Returns how many files went."""
+    (uploads under patients' names must not survive a stop or crash) — and 0-byte files not
+    modified for ``empty_older_than_s`` (default: the same), then the empty folders. Links are
+    removed, never followed. Returns how many files went."""
     root = Path(folder) if folder is not None else upload_dir()
     if not root.is_dir():
         return 0
-    cutoff, removed = time.time() - older_than_s, 0
+    now, removed = time.time(), 0
+    empty_age = older_than_s if empty_older_than_s is None else empty_older_than_s
     for dirpath, dirnames, filenames in os.walk(root, topdown=False):
         for f in filenames:
             p = Path(dirpath) / f
             try:
-                if older_than_s <= 0 or p.lstat().st_mtime <= cutoff:
+                st = p.lstat()
+                age = now - st.st_mtime
+                if older_than_s <= 0 or age >= older_than_s or (st.st_size == 0 and age >= empty_age):
                     p.unlink()
                     removed += 1
             except OSError:
@@ -432,7 +438,7 @@ def start_sweeper(folder: str | os.PathLike | None = None, every_s: float = SWEE
     def loop():
         while True:
             time.sleep(every_s)
-            sweep_uploads(folder, age_s)
+            sweep_uploads(folder, age_s, EMPTY_AGE_S)
 
     t = threading.Thread(target=loop, name="hvl-upload-sweeper", daemon=True)
     t.start()

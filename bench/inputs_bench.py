@@ -18,6 +18,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -233,9 +234,10 @@ def run_concurrency(clients: int = 20, per_client: int = 5) -> dict:
     from gradio_client import Client, handle_file
 
     port = _free_port()
+    uploads = Path(tempfile.mkdtemp(prefix="hvl-bench-uploads-"))
     tmp_before = {p.name for p in Path(tempfile.gettempdir()).iterdir()}
     env = {**os.environ, "HVL_BACKBONE": "tiny-clip-random", "HVL_DEVICE": "cpu", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_SERVER_NAME": "127.0.0.1", "PYTHONPATH": str(ROOT)}
+           "GRADIO_SERVER_NAME": "127.0.0.1", "PYTHONPATH": str(ROOT), "GRADIO_TEMP_DIR": str(uploads)}
     log = tempfile.TemporaryFile()
     server = subprocess.Popen([sys.executable, str(ROOT / "app.py")], env=env, stdout=log, stderr=subprocess.STDOUT)
     proc = psutil.Process(server.pid)
@@ -279,6 +281,13 @@ def run_concurrency(clients: int = 20, per_client: int = 5) -> dict:
     finally:
         server.terminate()
         server.wait(timeout=30)
+    in_uploads = [p for p in uploads.rglob("*") if p.is_file()]
+    empty_uploads = sum(p.stat().st_size == 0 for p in in_uploads)
+    from app.service import sweep_uploads
+
+    swept = sweep_uploads(uploads, 0)  # what the next start-up does
+    left_after_sweep = sum(1 for p in uploads.rglob("*") if p.is_file())
+    shutil.rmtree(uploads, ignore_errors=True)
     log.seek(0)
     server_log = log.read().decode(errors="replace")
     lat = sorted(latencies)
@@ -289,12 +298,16 @@ def run_concurrency(clients: int = 20, per_client: int = 5) -> dict:
             "p95_s": round(lat[int(0.95 * (len(lat) - 1))], 2) if lat else None, "max_s": round(lat[-1], 2) if lat else None,
             "rss_after_10_mb": round(rss_at.get(10, 0) / 2 ** 20), "rss_after_100_mb": round(rss_at.get(clients * per_client, 0) / 2 ** 20),
             "server_tracebacks": server_log.count("Traceback"),
+            "upload_folder_files_after_run": len(in_uploads), "upload_folder_zero_byte_files": empty_uploads,
+            "upload_folder_files_after_startup_sweep": left_after_sweep, "swept": swept,
             "new_files_in_system_tmp": len(leftovers), "new_zero_byte_files_in_system_tmp": sum(p.stat().st_size == 0 for p in leftovers)}
 
 
 # --------------------------------------------------------------------------- report
 
 def write_report(out: Path, bad: dict | None, conc: dict | None) -> None:
+    from app.service import EMPTY_AGE_S
+
     out.mkdir(parents=True, exist_ok=True)
     old = json.loads((out / "inputs.json").read_text()) if (out / "inputs.json").exists() else {}
     data = {**old, **({"bad_inputs": bad} if bad else {}), **({"concurrency": conc} if conc else {}),
@@ -324,8 +337,11 @@ def write_report(out: Path, bad: dict | None, conc: dict | None) -> None:
               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
               f"| {c['answers']}/{c['requests']} | {c['errors']} | {c['wall_s']} s | {c['p50_s']} s | {c['p95_s']} s | "
               f"{c['max_s']} s | {c['rss_after_10_mb']} MB | {c['rss_after_100_mb']} MB | {ratio:.2f} | {c['server_tracebacks']} |",
-              "", f"New files left in the system temp folder: {c['new_files_in_system_tmp']} "
-              f"({c['new_zero_byte_files_in_system_tmp']} of 0 bytes).", ""]
+              "", f"Upload folder after the run: {c['upload_folder_files_after_run']} files "
+              f"({c['upload_folder_zero_byte_files']} of them gradio's empty temporary files, one per upload; "
+              f"the sweeper removes those after {EMPTY_AGE_S} s and the uploads after ten minutes); after a "
+              f"start-up sweep: {c['upload_folder_files_after_startup_sweep']}. New files in the system temp "
+              f"folder: {c['new_files_in_system_tmp']} ({c['new_zero_byte_files_in_system_tmp']} of 0 bytes).", ""]
     (out / "inputs.md").write_text("\n".join(L))
 
 

@@ -161,6 +161,18 @@ def test_sweep_removes_old_uploads_and_empty_folders(tmp_path):
     assert sweep_uploads(root, 0) == 1 and not any(root.iterdir())  # start-up: everything
 
 
+def test_sweep_removes_the_empty_temp_files_of_uploads_sooner(tmp_path):
+    """gradio's upload parser leaves one 0-byte temporary file per upload next to the uploads."""
+    leftover, upload = tmp_path / "tmpab12cd", tmp_path / "x" / "scan.png"
+    upload.parent.mkdir()
+    leftover.write_bytes(b""), upload.write_bytes(b"png")
+    past = time.time() - 120
+    for p in (leftover, upload):
+        os.utime(p, (past, past))
+    assert sweep_uploads(tmp_path, older_than_s=600, empty_older_than_s=60) == 1
+    assert not leftover.exists() and upload.exists()
+
+
 def test_queue_gives_the_api_its_own_group():
     import gradio as gr
 
@@ -186,3 +198,41 @@ def test_a_click_on_the_thumbnail_picks_that_tile(service_tiny, tmp_path):
         service_tiny.pick_tile(new, 1, 1)
     with pytest.raises(UserError, match="not a whole-slide image"):
         service_tiny.pick_tile(service_tiny.load(str(EXAMPLE)), 1, 1)
+
+
+def test_api_flood_does_not_lock_out_browser_events():
+    """Twelve API requests queued first; a browser event (the other group) is served while they
+    still wait, not after all of them; and more requests than the old 16-slot queue all queue."""
+    import socket
+    import threading
+
+    import gradio as gr
+    from gradio_client import Client
+
+    def slow(x):
+        time.sleep(0.3)
+        return x
+
+    with gr.Blocks() as demo:
+        t = gr.Textbox()
+        gr.Button().click(slow, t, t, api_name="predict", concurrency_id="model")
+        gr.Button().click(slow, t, t, api_name="browser", concurrency_id="model")
+    configure_queue(demo)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", server_port=port)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        jobs = [client.submit(str(i), api_name="/predict") for i in range(20)]
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        assert client.predict("b", api_name="/browser") == "b"
+        browser_wait = time.perf_counter() - t0
+        answers = [j.result(timeout=60) for j in jobs]
+        api_done = time.perf_counter() - t0
+        assert sorted(answers, key=int) == [str(i) for i in range(20)]
+        # one API slot: the API backlog takes ~6 s; the browser event had its own slot
+        assert browser_wait < api_done / 2
+    finally:
+        demo.close()
