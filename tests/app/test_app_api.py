@@ -242,7 +242,10 @@ def test_app_py_builds_the_space_app(monkeypatch):
     assert mod._launch["run_history"] is False
     assert mod.service.allow_local_checkpoints  # loopback: local checkpoint folders allowed
     assert mod.service.backbone().name == "tiny-clip-random"
-    assert mod.demo._queue.max_size == 16
+    from app.service import API_GROUP, QUEUE_MAX_SIZE
+
+    assert mod.demo._queue.max_size == QUEUE_MAX_SIZE  # 20 clients × 5 requests all queue
+    assert {fn.concurrency_id for fn in mod.demo.fns.values() if fn.api_name == "predict"} == {API_GROUP}
 
 
 def test_readme_front_matter_is_a_space_config():
