@@ -107,6 +107,10 @@ def bad_inputs(tmp: Path, tiny_backbone) -> list[tuple[str, str, dict]]:
         p.write_bytes(data)
         return str(p)
 
+    from tests.wsi_files import slide_pixels, write_dicom_wsi
+
+    (tmp / "dwsi").mkdir()
+    dwsi = write_dicom_wsi(tmp / "dwsi", slide_pixels(3072, 2048), mpp=0.25, levels=1)
     slide = tmp / "slide-12288.tiff"
     big_slide(slide)
     nan_f = np.linspace(0, 1, 256 * 256, dtype=np.float32).reshape(256, 256)
@@ -136,7 +140,8 @@ def bad_inputs(tmp: Path, tiny_backbone) -> list[tuple[str, str, dict]]:
         ("DICOM colour", "8-bit RGB", {"image": f("rgb.dcm", dicom_bytes(rgb))}),
         ("DICOM 12-bit windowed", "uint16, window", {"image": f("w.dcm", dicom_bytes(rng.integers(0, 4096, (64, 64), dtype=np.uint16), bits_stored=12, window=(2048, 1000)))}),
         ("DICOM truncated", "pixel data cut", {"image": f("cut.dcm", dicom_bytes(rgb)[:-5000])}),
-        ("DICOM WSI level", "VL WSI SOP class", {"image": f("wsi.dcm", dicom_bytes(rgb, sop_class="1.2.840.10008.5.1.4.1.1.77.1.6"))}),
+        ("DICOM WSI level file", "3072×2048 TILED_FULL, 0.25 µm/px", {"image": str(dwsi[0])}),
+        ("DICOM WSI as bytes", "the same file's bytes", {"image": dwsi[0].read_bytes()}),
         ("whole-slide TIFF 12288²", "pyramid, 0.5 µm/px, JPEG tiles", {"image": str(slide)}),
         ("slide, tile outside", "tile (99999, 5)", {"image": str(slide), "tile": (99999, 5)}),
         ("checkpoint: ViT-B-16:none", "hvl.json backbone", {"ckpt": ck("none", backbone="ViT-B-16:none")}),

@@ -1,5 +1,5 @@
 """DICOM images (pydicom): single-frame colour and grey images → the same 8-bit pixels a PNG export
-would hold. Only the pixel description is read from the header (size, samples, bits, photometric
+would hold (whole-slide DICOM goes to ``slides``, through wsidicom). Only the pixel description is read from the header (size, samples, bits, photometric
 interpretation, window); no patient or study attribute is ever returned, shown or written.
 """
 from __future__ import annotations
@@ -29,6 +29,19 @@ def _window(ds, a: np.ndarray) -> tuple[np.ndarray, float | None, str]:
     return a, None, ""
 
 
+def is_dicom_wsi(fp) -> bool:
+    """Whether a DICOM file is (a level of) a whole-slide image; ``fp`` is left at its start."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+        return str(getattr(ds, "SOPClassUID", "")) == WSI_SOP_CLASS
+    except Exception:  # noqa: BLE001 — read_dicom says what is wrong with it
+        return False
+    finally:
+        fp.seek(0)
+
+
 def read_dicom(fp, name: str, notes: list[str]) -> np.ndarray:
     """The first frame of a DICOM file as a uint8 array (H×W grey or H×W×3 RGB).
 
@@ -45,8 +58,7 @@ def read_dicom(fp, name: str, notes: list[str]) -> np.ndarray:
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ImageError(f"{name} is not a DICOM file this app can read ({type(e).__name__})") from None
     if str(getattr(ds, "SOPClassUID", "")) == WSI_SOP_CLASS:
-        raise ImageError(f"{name} is one level of a DICOM whole-slide image; export a region as PNG or TIFF, "
-                         "or convert the slide to a pyramidal TIFF")
+        raise ImageError(f"{name} is a DICOM whole-slide image; it is read from its file (a path), not from bytes")
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
         samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)

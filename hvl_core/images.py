@@ -259,8 +259,13 @@ def _load_file(fp, name: str, max_side: int, tile, notes: list[str]) -> LoadedIm
         fp.seek(0)
         kind = _sniff(head)
         if kind == "dicom":
-            from .dicom import read_dicom
+            from .dicom import is_dicom_wsi, read_dicom
 
+            path = getattr(fp, "name", None)
+            if isinstance(path, str) and os.path.isfile(path) and is_dicom_wsi(fp):
+                from .slides import load_slide
+
+                return load_slide(path, name, tile=tile, dicom=True)
             img = array_to_image(read_dicom(fp, name, notes), notes)
         elif kind == "tiff":
             img = _open_tiff(fp, name, max_side, notes, tile)

@@ -1,5 +1,5 @@
-"""Whole-slide images (pyramidal TIFF, SVS, NDPI) through tiffslide: a thumbnail, and one tile at
-about 0.5 µm/px — the scale of the NCT-CRC-HE training tiles (224 px = 112 µm) — centred where
+"""Whole-slide images — pyramidal TIFF, SVS, NDPI through tiffslide, DICOM WSI through wsidicom:
+a thumbnail, and one tile at about 0.5 µm/px — the scale of the NCT-CRC-HE training tiles (224 px = 112 µm) — centred where
 asked, or on the tissue-richest spot of the thumbnail. Only the chunks a region covers are
 decoded; level 0 is never read whole.
 """
@@ -65,8 +65,40 @@ def parse_tile(text: str) -> tuple[int, int]:
     return x, y
 
 
-def open_slide(fp):
-    """A ``tiffslide.TiffSlide`` on a path or file object."""
+class DicomSlide:
+    """A DICOM whole-slide image (wsidicom) behind the few tiffslide calls this module makes:
+    level-0 coordinates in, the level's own pixels to wsidicom."""
+
+    def __init__(self, path):
+        try:
+            from wsidicom import WsiDicom
+        except ImportError:
+            raise ImageError("DICOM whole-slide images need the wsidicom package: pip install 'hvl[wsi]'") from None
+        self.wsi = WsiDicom.open(path)
+        self.levels = list(self.wsi.levels)
+        self.level_dimensions = [(lv.size.width, lv.size.height) for lv in self.levels]
+        self.dimensions = self.level_dimensions[0]
+        self.level_count = len(self.levels)
+        self.level_downsamples = [self.dimensions[0] / w for w, _ in self.level_dimensions]
+        mpp = self.levels[0].mpp  # µm per pixel (wsidicom's SizeMm holds µm/px here)
+        self.properties = {"tiffslide.mpp-x": getattr(mpp, "width", None)}
+
+    def get_best_level_for_downsample(self, f: float) -> int:
+        return max(i for i, d in enumerate(self.level_downsamples) if d <= f * 1.0001 or i == 0)
+
+    def read_region(self, location, level: int, size):
+        ds = self.level_downsamples[level]
+        loc = (int(location[0] / ds), int(location[1] / ds))
+        return self.wsi.read_region(loc, self.levels[level].level, tuple(size))
+
+    def close(self):
+        self.wsi.close()
+
+
+def open_slide(fp, dicom: bool = False):
+    """A ``tiffslide.TiffSlide`` on a path or file object, or a ``DicomSlide`` on a DICOM file's path."""
+    if dicom:
+        return DicomSlide(fp)
     try:
         import tiffslide
     except ImportError:
@@ -101,10 +133,27 @@ def thumbnail(slide, max_side: int = THUMB_SIDE) -> Image.Image:
     level = slide.level_count - 1
     w, h = slide.level_dimensions[level]
     step = max(1, math.ceil(max(w, h) / max_side))
+    if isinstance(slide, DicomSlide):
+        return _thumbnail_by_strips(slide, level, step)
     a = np.asarray(_level_array(slide, level)[::step, ::step])
     if a.ndim == 2:
         a = np.stack([a] * 3, axis=-1)
     return Image.fromarray(np.ascontiguousarray(a[:, :, :3]).astype(np.uint8), "RGB")
+
+
+def _thumbnail_by_strips(slide, level: int, step: int, strip_rows: int = 1024) -> Image.Image:
+    """The thumbnail from horizontal strips of a level, each box-reduced by ``step`` at once
+    (at most ``strip_rows`` rows of the level in memory)."""
+    w, h = slide.level_dimensions[level]
+    ds = slide.level_downsamples[level]
+    tw, th = max(1, w // step), max(1, h // step)
+    out = Image.new("RGB", (tw, th), (255, 255, 255))
+    rows = max(1, strip_rows // step) * step  # a multiple of step
+    for y in range(0, th * step, rows):
+        n = min(rows, th * step - y, h - y)
+        strip = slide.read_region((0, int(y * ds)), level, (min(tw * step, w), n)).convert("RGB")
+        out.paste(strip.reduce(step) if step > 1 else strip, (0, y // step))
+    return out
 
 
 def tissue_mask(thumb: Image.Image) -> np.ndarray:
@@ -162,11 +211,12 @@ def read_tile(slide, x: int, y: int, mpp: float = TARGET_MPP, size: int = TILE_S
 
 
 def load_slide(fp, name: str = "the slide", tile: tuple[int, int] | None = None, mpp: float = TARGET_MPP,
-               size: int = TILE_SIDE) -> LoadedImage:
+               size: int = TILE_SIDE, dicom: bool = False) -> LoadedImage:
     """One tile of a whole-slide image as a ``LoadedImage`` (its ``slide`` field: the thumbnail and
-    where the tile is). ``tile``: level-0 (x, y) of the tile's centre; None: the tissue picker's."""
+    where the tile is). ``tile``: level-0 (x, y) of the tile's centre; None: the tissue picker's.
+    ``dicom``: ``fp`` is the path of a DICOM WSI file (one level, or all of a slide's in a folder)."""
     try:
-        slide = open_slide(fp)
+        slide = open_slide(fp, dicom)
     except ImageError:
         raise
     except Exception as e:  # noqa: BLE001 — tiffslide/tifffile raise many kinds for broken files

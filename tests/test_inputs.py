@@ -169,7 +169,7 @@ def test_dicom_multiframe_uses_the_first_frame():
     assert pixels(li)[0, 0, 0] == 7 and any("3 frames" in n for n in li.notes)
 
 
-def test_dicom_whole_slide_level_is_refused_clearly():
+def test_dicom_whole_slide_bytes_are_refused_clearly():
     b = dicom_bytes(np.zeros((32, 32, 3), np.uint8), sop_class="1.2.840.10008.5.1.4.1.1.77.1.6")
     with pytest.raises(ImageError, match="whole-slide"):
         load_image(b)

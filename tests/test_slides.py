@@ -107,3 +107,50 @@ def test_plain_tiff_is_not_a_slide(tmp_path):
 def test_slide_tile_predicts(slide_path, tiny_model):
     pred = tiny_model.predict(load_image(slide_path))
     assert 0.0 <= pred.msp <= 1.0
+
+
+# --------------------------------------------------------------------------- DICOM whole-slide images
+
+@pytest.fixture(scope="module")
+def dicom_slide(tmp_path_factory):
+    from tests.wsi_files import slide_pixels, write_dicom_wsi
+
+    folder = tmp_path_factory.mktemp("dwsi")
+    return write_dicom_wsi(folder, slide_pixels(3072, 2048), mpp=0.25)
+
+
+def test_dicom_wsi_level_file_gives_a_tissue_tile(dicom_slide):
+    li = load_image(dicom_slide[0])
+    info = li.slide
+    assert li.original_size == (3072, 2048) and info.mpp == pytest.approx(0.25) and info.picked
+    x, y = info.tile_center
+    assert 1536 <= x < 2688 and 256 <= y < 1024 and info.tile_side == 448
+    r, g, b = np.asarray(li.image).reshape(-1, 3).mean(axis=0)
+    assert g < 100 and r > 140
+    assert "Doe" not in " ".join(li.notes)
+
+
+def test_dicom_wsi_tile_matches_the_tiff_of_the_same_pixels(dicom_slide, tmp_path):
+    """Same slide as uncompressed DICOM WSI and as a pyramidal TIFF: the given tile is the same
+    place (the glass/tissue border at level-0 x = 1536 in the tile's middle)."""
+    li = load_image(dicom_slide[0], tile=(1536, 600))
+    row = np.asarray(li.image)[112, :, 1].astype(int)
+    assert row[:100].mean() > 230 and row[124:].mean() < 100
+
+
+def test_dicom_wsi_thumbnail_is_read_in_strips(dicom_slide):
+    from hvl_core.slides import DicomSlide, thumbnail
+
+    s = DicomSlide(dicom_slide[0])  # one level only: the thumbnail comes from level 0, strip by strip
+    try:
+        t = thumbnail(s, max_side=512)
+    finally:
+        s.close()
+    assert t.size == (512, 341)
+    a = np.asarray(t)
+    assert a[100, 400, 1] < 100 and a[300, 100, 1] > 230  # tissue upper right, glass lower left
+
+
+def test_dicom_wsi_as_bytes_is_refused_clearly(dicom_slide):
+    with pytest.raises(ImageError, match="read from its file"):
+        load_image(dicom_slide[0].read_bytes())

@@ -64,3 +64,62 @@ def dicom_bytes(a: np.ndarray, photometric: str | None = None, bits_stored: int 
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
+
+
+def write_dicom_wsi(folder, img: np.ndarray, mpp: float = 0.25, levels: int = 3, tile: int = 256) -> list:
+    """A DICOM whole-slide image: one uncompressed TILED_FULL VL WSI file per level (level i at
+    2^i downsample), with pixel spacing and patient attributes. Returns the file paths."""
+    from pathlib import Path
+
+    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    study, series, frame_ref = generate_uid(), generate_uid(), generate_uid()
+    paths = []
+    for i in range(levels):
+        a = img[::2 ** i, ::2 ** i]
+        H, W = a.shape[:2]
+        frames = []
+        for r in range(-(-H // tile)):
+            for c in range(-(-W // tile)):
+                f = np.full((tile, tile, 3), 255, np.uint8)
+                part = a[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile]
+                f[:part.shape[0], :part.shape[1]] = part
+                frames.append(f)
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = WSI_SOP_CLASS
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = WSI_SOP_CLASS, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame_ref
+        ds.Modality, ds.PatientName, ds.PatientID = "SM", "Doe^Jane", "ID-123456"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+        ds.TotalPixelMatrixColumns, ds.TotalPixelMatrixRows = W, H
+        ds.Columns = ds.Rows = tile
+        ds.NumberOfFrames = len(frames)
+        ds.DimensionOrganizationType = "TILED_FULL"
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+        ds.BitsAllocated = ds.BitsStored = 8
+        ds.HighBit, ds.PixelRepresentation = 7, 0
+        spacing = mpp * 2 ** i / 1000  # mm
+        pm = Dataset()
+        pm.PixelSpacing, pm.SliceThickness = [spacing, spacing], 0.001
+        shared = Dataset()
+        shared.PixelMeasuresSequence = Sequence([pm])
+        ds.SharedFunctionalGroupsSequence = Sequence([shared])
+        ds.ImagedVolumeWidth, ds.ImagedVolumeHeight, ds.ImagedVolumeDepth = W * spacing, H * spacing, 0.001
+        ds.TotalPixelMatrixFocalPlanes, ds.NumberOfOpticalPaths = 1, 1
+        op = Dataset()
+        op.OpticalPathIdentifier = "0"
+        ds.OpticalPathSequence = Sequence([op])
+        ds.ContainerIdentifier = "slide-1"
+        ds.PixelData = np.stack(frames).tobytes()
+        p = Path(folder) / f"level{i}.dcm"
+        ds.save_as(p, enforce_file_format=True)
+        paths.append(p)
+    return paths
