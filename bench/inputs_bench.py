@@ -2,6 +2,8 @@
 
     PYTHONPATH=. .venv/bin/python bench/inputs_bench.py                  # both parts (~3 min on 2 cores)
     PYTHONPATH=. .venv/bin/python bench/inputs_bench.py --part bad       # the bad-input table only
+    git worktree add /tmp/before HEAD~1 && PYTHONPATH=. .venv/bin/python bench/inputs_bench.py \
+        --part decode --compare-root /tmp/before                       # decoding memory, before / after
 
 Part 1, bad inputs: each kind goes through what the app does with an upload or a field
 (``ModelService.load`` / ``spec`` / ``model`` / ``analyse``) on the ``tiny-clip-random`` backbone,
@@ -308,14 +310,55 @@ def run_concurrency(clients: int = 20, per_client: int = 5) -> dict:
             "new_files_in_system_tmp": len(leftovers), "new_zero_byte_files_in_system_tmp": sum(p.stat().st_size == 0 for p in leftovers)}
 
 
+# --------------------------------------------------------------------------- decode memory, before / after
+
+_DECODE_PROBE = """
+import sys, time, threading, psutil
+from hvl_core.images import load_image
+p = psutil.Process(); base = p.memory_info().rss; peak = [base]; stop = []
+def watch():
+    while not stop:
+        peak[0] = max(peak[0], p.memory_info().rss); time.sleep(0.002)
+t = threading.Thread(target=watch, daemon=True); t.start()
+try:
+    load_image(sys.argv[1]); msg = 'ok'
+except Exception as e:
+    msg = type(e).__name__ + ': ' + str(e)[:80]
+stop.append(1); t.join()
+print(round((peak[0] - base) / 2 ** 20), msg)
+"""
+
+
+def run_decode_memory(compare_root: Path) -> dict:
+    """Peak RSS growth of ``load_image`` on 9000² 16-bit and float TIFFs, each in a fresh
+    process, with this tree's hvl_core and with ``compare_root``'s (e.g. the previous commit)."""
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        files = {"uint16 9000² TIFF": np.zeros((9000, 9000), np.uint16),
+                 "float32 9000² TIFF": np.zeros((9000, 9000), np.float32)}
+        for kind, a in files.items():
+            path = Path(d) / f"{a.dtype}.tiff"
+            path.write_bytes(_tiff(a, compression="zlib"))
+            row = {"kind": kind}
+            for label, root in (("before", compare_root), ("after", ROOT)):
+                out = subprocess.run([sys.executable, "-c", _DECODE_PROBE, str(path)], capture_output=True, text=True,
+                                     env={**os.environ, "PYTHONPATH": str(root)}, cwd=d, timeout=300)
+                growth, _, msg = out.stdout.strip().partition(" ")
+                row[label] = {"peak_growth_mb": int(growth) if growth.isdigit() else None, "result": msg or out.stderr[-200:]}
+            rows.append(row)
+            print(row, flush=True)
+    return {"compare_root": str(compare_root), "rows": rows}
+
+
 # --------------------------------------------------------------------------- report
 
-def write_report(out: Path, bad: dict | None, conc: dict | None) -> None:
+def write_report(out: Path, bad: dict | None, conc: dict | None, decode: dict | None = None) -> None:
     from app.service import EMPTY_AGE_S
 
     out.mkdir(parents=True, exist_ok=True)
     old = json.loads((out / "inputs.json").read_text()) if (out / "inputs.json").exists() else {}
     data = {**old, **({"bad_inputs": bad} if bad else {}), **({"concurrency": conc} if conc else {}),
+            **({"decode_memory": decode} if decode else {}),
             "cpu": f"{psutil.cpu_count()} cores", "python": sys.version.split()[0]}
     (out / "inputs.json").write_text(json.dumps(data, indent=1, ensure_ascii=False))
     L = ["# Bad inputs and concurrent clients", "",
@@ -347,19 +390,30 @@ def write_report(out: Path, bad: dict | None, conc: dict | None) -> None:
               f"the sweeper removes those after {EMPTY_AGE_S} s and the uploads after ten minutes); after a "
               f"start-up sweep: {c['upload_folder_files_after_startup_sweep']}. New files in the system temp "
               f"folder: {c['new_files_in_system_tmp']} ({c['new_zero_byte_files_in_system_tmp']} of 0 bytes).", ""]
+    if "decode_memory" in data:
+        L += ["## Decoding memory, before / after", "",
+              "Peak RSS growth of `load_image` alone, each in a fresh process (`--compare-root`: the tree before "
+              "this change).", "", "| file | before (MB) | before: result | after (MB) | after: result |",
+              "|---|---:|---|---:|---|"]
+        for r in data["decode_memory"]["rows"]:
+            b, a = r["before"], r["after"]
+            L.append(f"| {r['kind']} | {b['peak_growth_mb']} | {b['result']} | {a['peak_growth_mb']} | {a['result']} |")
+        L.append("")
     (out / "inputs.md").write_text("\n".join(L))
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=["bad", "concurrency", "all"], default="all")
+    ap.add_argument("--part", choices=["bad", "concurrency", "decode", "all"], default="all")
+    ap.add_argument("--compare-root", help="for --part decode: a checkout whose hvl_core gives the 'before' column")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = ap.parse_args(argv)
     bad = run_bad_inputs() if args.part in ("bad", "all") else None
     conc = run_concurrency() if args.part in ("concurrency", "all") else None
     if conc:
         print(json.dumps(conc, indent=1))
-    write_report(Path(args.out), bad, conc)
+    decode = run_decode_memory(Path(args.compare_root)) if args.part == "decode" and args.compare_root else None
+    write_report(Path(args.out), bad, conc, decode)
 
 
 if __name__ == "__main__":
