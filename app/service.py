@@ -21,6 +21,7 @@ gradio's upload folder at start-up and, with ``start_sweeper``, of files older t
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -28,11 +29,9 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
-
-import json
 
 import hvl_core
 from hvl_core import CheckpointError, Encoded, HVLModel, ImageError, Prediction, load_checkpoint, load_image

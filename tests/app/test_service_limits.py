@@ -204,7 +204,6 @@ def test_api_flood_does_not_lock_out_browser_events():
     """Twelve API requests queued first; a browser event (the other group) is served while they
     still wait, not after all of them; and more requests than the old 16-slot queue all queue."""
     import socket
-    import threading
 
     import gradio as gr
     from gradio_client import Client
