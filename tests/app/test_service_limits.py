@@ -16,7 +16,7 @@ from app.service import ModelService, Session, UserError, checkpoint_ref, config
 from hvl_core import CheckpointError
 from tests.wsi_files import write_pyramid
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "assets" / "skin_nevus_closeup.jpg"
 
 
