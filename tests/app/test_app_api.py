@@ -225,9 +225,10 @@ def test_examples_from_the_manifest_and_without_it(tmp_path):
     assert [(Path(i["path"]).name, i["kind"]) for i in found] == [("skin_a.jpg", "skin"), ("ood_thing.png", "ood")]
 
 
-def test_app_py_builds_the_space_app(monkeypatch):
+def test_app_py_builds_the_space_app(monkeypatch, tmp_path):
     import gradio as gr
 
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # app.py sets its own otherwise, for the whole session
     monkeypatch.setenv("HVL_BACKBONE", "tiny-clip-random")
     monkeypatch.setenv("HVL_DEVICE", "cpu")
     monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
