@@ -3,7 +3,9 @@ its defaults from ``TrainConfig`` without loading it."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -54,4 +56,14 @@ VARIANT_TITLES = {
     "entropy-selection": "HVL, pseudo-OOD by entropy (background)",
     "no-propagation": "HVL w/o lower-scale propagation",
 }
+
+
+CACHE_ENV = "HVL_CACHE_DIR"
+
+
+DEFAULT_CACHE = ".hvl_cache"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.cwd() / DEFAULT_CACHE)
 

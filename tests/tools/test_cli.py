@@ -99,3 +99,13 @@ print(sorted(m for m in ("torch", "numpy", "gradio", "open_clip") if m in sys.mo
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
     assert "usage: hvl predict" in r.stdout and "usage: hvl train" in r.stdout
+
+
+def test_an_output_folder_that_cannot_be_written_stops_before_any_work(run, tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    r = run("evaluate", "--backbone", "tiny-clip-random", "--id-dir", str(tmp_path), "--out", str(tmp_path / "taken"))
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip() == f"hvl: error: the output folder {tmp_path / 'taken'} cannot be written " \
+                               "(File exists); choose a folder you can write to"
+    r = run("synth", "/proc/hvl-synth")
+    assert r.returncode == 2 and "cannot be written" in r.stderr and "Traceback" not in r.stderr
