@@ -22,7 +22,7 @@ from .head import HVLHead, HVLOutput, ScoreError, check_threshold, scale_scores,
 from .images import LoadedImage, load_image
 from .presets import ClassSet, class_set_from_names, load_preset
 
-#: MSP threshold used when neither a checkpoint nor the backbone (``Backbone.default_thresholds``)
+#: MSP threshold used when neither a checkpoint nor the backbone (``Backbone.decision_defaults``)
 #: gives one. With the spec's sub-normalised p1/p2 an untrained head rarely reaches high MSPs;
 #: 0.5 is a neutral middle for teaching. Energy and max-logit have no neutral value.
 DEFAULT_THRESHOLD = 0.5
@@ -60,7 +60,9 @@ class Prediction:
     paper's; "energy" or "maxlogit", HVL_SPEC §9), ``threshold`` is in its units and
     ``score_range`` is the interval it can take (``None`` ends: unbounded). ``msp`` = max p_ID
     is always given. ``threshold_source``: "calibrated" (a checkpoint's 95%-TPR threshold),
-    "default" (the backbone's measured default, else 0.5 for MSP) or "given" (the caller's).
+    "measured" (the backbone's default for this preset, chosen on real images:
+    bench/results/decision_defaults.md), "default" (0.5 for MSP, not measured) or "given" (the
+    caller's).
     ``scale_scores`` = the per-scale terms (S⁰, S¹, S²) of a logit score, whose mean is
     ``score`` (None for MSP, which is not a mean over scales).
 
@@ -143,17 +145,26 @@ class Prediction:
         return out
 
 
-def default_threshold(backbone: Backbone, score: str) -> float:
-    """The default threshold for ``score``: the backbone's measured one
-    (``Backbone.default_thresholds``), else 0.5 for MSP; energy and max-logit have no neutral
-    value, so without a measured one ``ScoreError`` says what to give instead."""
-    t = getattr(backbone, "default_thresholds", {}).get(score)
-    if t is not None:
-        return float(t)
-    if score == "msp":
-        return DEFAULT_THRESHOLD
-    raise ScoreError(f"the {score} score has no default threshold for backbone {backbone.name}: give a "
-                     f"threshold in {score} units, or calibrate a checkpoint with this score")
+def decision_default(backbone: Backbone, preset: str | None) -> dict:
+    """The default decision for a backbone and class set: ``{"score", "thresholds", "measured"}``.
+    The backbone's measured entry for the preset (``Backbone.decision_defaults``), else MSP with
+    ``DEFAULT_THRESHOLD`` (not measured)."""
+    entry = getattr(backbone, "decision_defaults", {}).get(preset) if preset else None
+    if entry is None:
+        return {"score": "msp", "thresholds": {"msp": DEFAULT_THRESHOLD}, "measured": False}
+    return {"score": entry["score"], "thresholds": dict(entry["thresholds"]), "measured": True}
+
+
+def default_threshold(backbone: Backbone, score: str, preset: str | None = None) -> tuple[float, str]:
+    """(threshold, source) for ``score`` without a calibrated one: the backbone's measured
+    threshold for the preset (source "measured"), else 0.5 for MSP ("default"). Energy and
+    max-logit have no neutral value: without a measured one, ``ScoreError`` says what to give."""
+    d = decision_default(backbone, preset)
+    if score in d["thresholds"]:
+        return float(d["thresholds"][score]), "measured" if d["measured"] else "default"
+    what = f"the {preset} classes" if preset else "a custom class set"
+    raise ScoreError(f"the {score} score has no measured default threshold for backbone {backbone.name} with "
+                     f"{what}: give a threshold in {score} units, or calibrate a checkpoint with this score")
 
 
 def class_embeddings(backbone: Backbone, classes: ClassSet) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -194,8 +205,7 @@ class HVLModel:
         self.detail = detail
         self.calibrated = threshold is not None if calibrated is None else bool(calibrated)
         if threshold is None:
-            self.threshold = default_threshold(backbone, head.config.score)
-            self.threshold_source = "default"
+            self.threshold, self.threshold_source = default_threshold(backbone, head.config.score, classes.preset)
         else:
             self.threshold = check_threshold(threshold, head.config, head.num_classes)
             self.threshold_source = "calibrated" if self.calibrated else "given"
@@ -228,7 +238,8 @@ class HVLModel:
             raise ScoreError(f"the threshold of {where} ({self.threshold:g}) was calibrated for the {self.score_name} "
                              f"score, not {cfg.score}: give a threshold in {cfg.score} units, or recalibrate with "
                              f"score={cfg.score}")
-        return check_threshold(default_threshold(self.backbone, cfg.score), cfg, C), "default"
+        thr, source = default_threshold(self.backbone, cfg.score, self.classes.preset)
+        return check_threshold(thr, cfg, C), source
 
     def _autocast(self):
         if self.device.type == "cuda":
@@ -363,7 +374,9 @@ def load_model(backbone: str | Backbone = "auto", classes=None, preset: str | No
     - ``head_options``: ``HVLConfig`` fields (``n``, ``k``, ``tau``, ``renormalize``, ``score``, ...);
       the backbone's ``head_defaults`` fill the rest (e.g. its measured default score).
     - ``threshold``: in the units of the score; ``None``: the checkpoint's calibrated one, else
-      the backbone's default for the score (``default_threshold``).
+      the backbone's default for the score and preset (``default_threshold``).
+    - the score: ``score=`` here, else the backbone's measured default for the preset
+      (``decision_default``; MSP, the paper's, where nothing was measured).
     """
     if checkpoint is not None:
         ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
@@ -390,7 +403,7 @@ def load_model(backbone: str | Backbone = "auto", classes=None, preset: str | No
                         calibrated=calibrated)
     bb = backbone if isinstance(backbone, Backbone) else create_backbone(backbone)
     cs = resolve_classes(classes, preset, template)
-    options = {**bb.head_defaults, **head_options}
+    options = {**bb.head_defaults, "score": decision_default(bb, cs.preset)["score"], **head_options}
     if "num_negatives" in head_options:  # explicit: 0 turns negatives off, N keeps the first N
         cs = dataclasses.replace(cs, negatives=tuple(bb.negative_classes(cs.names))[:head_options["num_negatives"]])
     elif bb.negatives_by_default:  # all the backbone's other labels (a preset's negatives among them)
