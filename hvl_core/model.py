@@ -313,9 +313,10 @@ class HVLModel:
             score = float(o["score"][i])
             other = {s: float(o[f"neg{j}"][i].sum()) for j, s in enumerate(("p0", "p1", "p2"))}
             other["p_id"] = (other["p0"] + other["p1"] + other["p2"]) / 3
-            # what neither a known nor a negative class holds: the patches the filter dropped
-            dropped = {s: max(0.0, 1.0 - float(o[s][i].sum()) - other[s]) if s != "p0" else 0.0
-                       for s in ("p0", "p1", "p2")}
+            # what neither a known nor a negative class holds: the share of the patches the filter
+            # dropped, since §4 divides the kept patches' sum by all patches
+            dropped = {"p0": 0.0} | {s: 0.0 if cfg.renormalize else 1.0 - float(o[f"keep{j}"][i].mean())
+                                     for j, s in ((1, "p1"), (2, "p2"))}
             dropped["p_id"] = (dropped["p1"] + dropped["p2"]) / 3
             preds.append(Prediction(
                 label=self.classes.names[idx], class_index=idx, msp=float(o["msp"][i]), known=score >= thr,

@@ -168,8 +168,9 @@ def test_every_distribution_sums_to_one_with_other_and_dropped(tiny_backbone, rg
     assert p.entropy_classes == 9 and p.entropy_max == pytest.approx(math.log(9))
     assert p.entropy1.max() <= p.entropy_max + 1e-6
     renorm = m.decide(m.encode(rgb_image), renormalize=True)
-    assert renorm.p_dropped == {"p0": 0.0, "p1": pytest.approx(0.0, abs=1e-6), "p2": pytest.approx(0.0, abs=1e-6),
-                                "p_id": pytest.approx(0.0, abs=1e-6)}
+    assert renorm.p_dropped == {"p0": 0.0, "p1": 0.0, "p2": 0.0, "p_id": 0.0}
+    assert DROPPED_LABEL not in [name for name, _ in renorm.shares("p_id")]
+    assert sum(v for _, v in renorm.shares("p_id")) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_without_negatives_there_is_no_other_share(tiny_model, rgb_image):
