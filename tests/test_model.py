@@ -1,10 +1,16 @@
 """load_model / HVLModel: predictions carry what a UI needs; encode once, decide many times."""
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from hvl_core import BackboneUnavailable, ImageError, create_backbone, load_model
-from hvl_core.model import class_embeddings
+from hvl_core import BackboneUnavailable, ImageError, ScoreError, create_backbone, load_model, save_checkpoint
+from hvl_core import equations as eq
+from hvl_core.head import HVLHead
+from hvl_core.model import DROPPED_LABEL, OTHER_LABEL, class_embeddings, decision_default
+from hvl_core.presets import load_preset
 
 
 def test_prediction_fields_shapes_and_consistency(tiny_model, rgb_image):
@@ -128,15 +134,6 @@ def test_histology_preset_uses_background_as_a_negative_class(tiny_backbone, rgb
 
 
 # --- decision: scores, thresholds, where the probability goes --------------------------------------
-
-import math  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from hvl_core import ScoreError, save_checkpoint  # noqa: E402
-from hvl_core import equations as eq  # noqa: E402
-from hvl_core.head import HVLHead  # noqa: E402
-from hvl_core.model import DROPPED_LABEL, OTHER_LABEL, decision_default  # noqa: E402
-from hvl_core.presets import load_preset  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
