@@ -138,13 +138,14 @@ def main(argv=None) -> int:
         lines += [f"## {preset} (ID = {id_kind})", "",
                   f"Selection: {n_id['selection']} ID, {len(S) - n_id['selection']} OOD; "
                   f"report: {n_id['report']} ID, {len(R) - n_id['report']} OOD.", "",
-                  "| score | selection AUROC whole | AUROC HVL | FPR95 HVL | threshold (t95 HVL) "
+                  "| score | selection AUROC whole | AUROC HVL | FPR95 whole | FPR95 HVL | threshold (t95 HVL) "
                   "| report AUROC whole | AUROC HVL | FPR95 whole | FPR95 HVL |",
-                  "|" + " --- |" * 9]
+                  "|" + " --- |" * 10]
         for n in SCORES:
             s, r = per["selection"][n], per["report"][n]
             mark = " **(default)**" if n == chosen["score"] else ""
-            lines.append(f"| {n}{mark} | {fmt(s['whole']['auroc'])} | {fmt(s['hvl']['auroc'])} | {fmt(s['hvl']['fpr95'])} "
+            lines.append(f"| {n}{mark} | {fmt(s['whole']['auroc'])} | {fmt(s['hvl']['auroc'])} "
+                         f"| {fmt(s['whole']['fpr95'])} | {fmt(s['hvl']['fpr95'])} "
                          f"| {thresholds[n]:g} | {fmt(r['whole']['auroc'])} | {fmt(r['hvl']['auroc'])} "
                          f"| {fmt(r['whole']['fpr95'])} | {fmt(r['hvl']['fpr95'])} |")
 
