@@ -47,11 +47,12 @@ def carried_meta(meta: dict) -> dict:
 
 
 def recalibrate_checkpoint(source: str | os.PathLike, model, val_feats: FeatureSet, out: str | os.PathLike | None = None,
-                           tpr: float = M.TPR_TARGET, note: str = "") -> tuple[Path, dict]:
+                           tpr: float = M.TPR_TARGET, note: str = "", score: str | None = None) -> tuple[Path, dict]:
     """Calibrate the checkpoint at ``source`` (a local folder) on ``val_feats`` encoded by ``model``
-    (loaded from that checkpoint) and write it back (or to ``out``) with the new threshold."""
+    (loaded from that checkpoint) and write it back (or to ``out``) with the new threshold.
+    ``score``: calibrate for this score instead of the checkpoint's; it is saved with the threshold."""
     ck = load_checkpoint(source)
-    head = head_from_checkpoint(ck)
+    head = head_from_checkpoint(ck, **({} if score is None else {"score": score}))
     cal = calibrate_threshold(head, model.text, model.logit_bias, val_feats, tpr, device=model.device)
     if note:
         cal["data"] = note
