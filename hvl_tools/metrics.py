@@ -1,4 +1,6 @@
-"""OOD metrics with one convention (HVL_SPEC §7): ID is the positive class, the score is MSP.
+"""OOD metrics with one convention (HVL_SPEC §7): ID is the positive class, the score is MSP
+(or any score where higher means more likely known: energy, max-logit, §9; ``msp`` below stands
+for it).
 
 - ``accuracy``: top-1 of argmax p_ID on labelled ID images.
 - ``auroc``: ``roc_auc_score(is_id, msp)``.

@@ -73,8 +73,10 @@ class torch_threads:
 def head_scores(head: HVLHead, text: torch.Tensor, logit_bias: torch.Tensor | None, feats: FeatureSet,
                 device: str | torch.device = "cpu", batch_size: int = 256, method: str = "hvl",
                 **overrides) -> tuple[torch.Tensor, torch.Tensor]:
-    """(msp (N,), p (N, C)) of the head on cached embeddings. ``method="mcm"``: the single-scale
-    zero-shot baseline MCM — softmax of the scale-0 similarity (p⁰ of the head) and its MSP."""
+    """(score (N,), p (N, C)) of the head on cached embeddings. The score is the head's decision
+    score (``score`` option: MSP by default, or energy / max-logit, HVL_SPEC §9). ``method="mcm"``:
+    the single-scale zero-shot baseline MCM — softmax of the scale-0 similarity (p⁰ of the head)
+    and its MSP (its scale-0 energy / max-logit for those scores)."""
     device = torch.device(device)
     with torch_threads(cpu_threads_for_head(head, device)):
         return _head_scores(head, text, logit_bias, feats, device, batch_size, method, **overrides)
@@ -85,12 +87,12 @@ def _head_scores(head, text, logit_bias, feats, device, batch_size, method, **ov
     head.to(device).eval()
     text = text.to(device)
     bias = logit_bias.to(device) if logit_bias is not None else None
-    ps = []
+    ps, scores = [], []
     for s in range(0, len(feats), batch_size):
         v0, v1, v2 = split_scales(feats.v[s:s + batch_size].to(device), head.config.n)
         out = head(v0, v1, v2, text, bias, **overrides)
         ps.append((out.p0 if method == "mcm" else out.p_id).float().cpu())
+        scores.append((out.score0 if method == "mcm" else out.score).float().cpu())
     head.train(was_training)
     p = torch.cat(ps) if ps else torch.zeros(0, head.num_classes)
-    return (p.max(-1).values if len(p) else torch.zeros(0)), p
-
+    return (torch.cat(scores) if scores else torch.zeros(0)), p
