@@ -342,26 +342,3 @@ def test_thresholds_that_fit_are_returned_as_floats():
     assert check_threshold(-40.5, HVLConfig(score="energy", similarity="linear"), 4) == -40.5
 
 
-def test_calibration_and_metrics_work_in_the_units_of_every_score():
-    """t95 is taken on the decision score itself (energy here), and head_scores gives that score."""
-    from hvl_core import metrics as M
-    from hvl_core.calibrate import calibrate_threshold
-    from hvl_core.features import FeatureSet
-    from hvl_core.train import head_scores
-
-    torch.manual_seed(0)
-    n, d, N = 1, 6, 20
-    v = torch.randn(N, 1 + n * n + 4 * n * n, d)
-    feats = FeatureSet(v, [f"img{i}" for i in range(N)], torch.zeros(N, dtype=torch.long), ["id"] * N)
-    text = torch.randn(3, d)
-    head = HVLHead(d, 3, n=n, tau=0.5, score="energy")
-    score, p = head_scores(head, text, None, feats)
-    out = head(v[:, 0], v[:, 1:2], v[:, 2:], text)
-    assert torch.allclose(score, out.score, atol=1e-6) and not torch.allclose(score, out.msp)
-    cal = calibrate_threshold(head, text, None, feats)
-    assert cal["score"] == "energy" and cal["threshold"] == M.threshold_at_tpr(score.numpy())
-    assert cal["val_tpr"] >= 0.95 and "val_energy_median" in cal
-    mcm, _ = head_scores(head, text, None, feats, method="mcm")  # scale 0 alone: its energy
-    assert torch.allclose(mcm, out.score0, atol=1e-6)
-    msp_cal = calibrate_threshold(head, text, None, feats, score="msp")
-    assert msp_cal["score"] == "msp" and 0 <= msp_cal["threshold"] <= 1

@@ -109,3 +109,21 @@ def test_an_output_folder_that_cannot_be_written_stops_before_any_work(run, tmp_
                                "(File exists); choose a folder you can write to"
     r = run("synth", "/proc/hvl-synth")
     assert r.returncode == 2 and "cannot be written" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_predict_json_states_the_score_and_where_the_mass_went(images, run):
+    good, _ = images
+    r = run("predict", "--backbone", "tiny-clip-random", "--classes", "cat", "dog", "--score", "maxlogit", "--threshold",
+            "-100", "--json", str(good))
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)
+    assert row["score_name"] == "maxlogit" and row["threshold"] == -100 and row["threshold_source"] == "given"
+    assert row["known"] is True and row["score"] >= -100
+    assert sum(row["probs"].values()) + row["p_other"] + row["p_dropped"] == pytest.approx(1, abs=1e-5)
+
+
+def test_a_threshold_outside_the_scores_range_stops_before_encoding(images, run):
+    good, _ = images
+    r = run("predict", "--backbone", "tiny-clip-random", "--classes", "cat", "dog", "--threshold", "1.5", str(good))
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "1.5" in r.stderr
