@@ -38,6 +38,7 @@ from hvl_core import CheckpointError, Encoded, HVLModel, ImageError, Prediction,
 from hvl_core.backbones import Backbone, BackboneUnavailable, UnknownClassError, create_backbone, list_backbones
 from hvl_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint
 from hvl_core.images import LoadedImage
+from hvl_core.presets import split_class_list
 
 ENV_BACKBONE = "HVL_BACKBONE"
 ENV_DEVICE = "HVL_DEVICE"
@@ -109,9 +110,7 @@ class Session:
         return self.loaded is not None
 
 
-def normalise_classes(text: str) -> tuple[str, ...]:
-    parts = [p.strip() for p in (text or "").replace("\n", ",").split(",")]
-    return tuple(p for p in parts if p)
+normalise_classes = split_class_list  # the typed custom-class list, split as the core splits it
 
 
 def checkpoint_digest(ck: Checkpoint) -> str:
