@@ -1,0 +1,63 @@
+"""What an analysis shows: the verdict (announced to screen readers), the top classes, the
+analysed image with its square, the main map, and the other pictures below."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from .. import decision as dec
+
+#: the decision panel is a live region, and on a phone the page scrolls it into view
+DECISION_JS = """
+element.setAttribute('aria-live', 'polite');
+element.setAttribute('role', 'status');
+watch('value', () => {
+  if (window.matchMedia('(max-width: 820px)').matches && element.querySelector('.hvl-decision, .hvl-error')) {
+    element.scrollIntoView({block: 'start'});
+  }
+});
+"""
+
+
+@dataclass
+class Verdict:
+    decision: gr.HTML
+    top: gr.Label
+    status: gr.Markdown
+
+
+@dataclass
+class Maps:
+    thumbnail: gr.HTML
+    main_map: gr.HTML
+    mid_map: gr.HTML
+    gain_map: gr.HTML
+    class_map: gr.HTML
+    scales: gr.HTML
+
+
+def render_verdict() -> Verdict:
+    decision = gr.HTML(dec.empty_html(), elem_id="decision", js_on_load=DECISION_JS)
+    status = gr.Markdown("", elem_id="status")
+    top = gr.Label(label="Top classes (fused p_ID)", num_top_classes=5, show_heading=False, elem_id="top-classes")
+    return Verdict(decision, top, status)
+
+
+def render_first_maps() -> tuple[gr.HTML, gr.HTML]:
+    """The analysed image and the main map, side by side under the verdict."""
+    with gr.Row(elem_id="first-maps"):
+        thumbnail = gr.HTML("", elem_id="thumbnail", min_width=160)
+        main_map = gr.HTML("", elem_id="entropy-high", min_width=220)
+    return thumbnail, main_map
+
+
+def render_more_maps() -> tuple[gr.HTML, gr.HTML, gr.HTML, gr.HTML]:
+    gr.Markdown("### What the model looked at", elem_id="more-title")
+    with gr.Row():
+        scales = gr.HTML("", elem_id="scales")
+        mid_map = gr.HTML("", elem_id="entropy-mid")
+    with gr.Row():
+        gain_map = gr.HTML("", elem_id="entropy-gain")
+        class_map = gr.HTML("", elem_id="patch-classes")
+    return mid_map, gain_map, class_map, scales
