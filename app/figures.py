@@ -234,7 +234,7 @@ def scales_html(pred, max_classes: int = 10) -> str:
                         f"<span class='hvl-val'>{fmt_num(v, 3)}</span></div>")
         rows.append(f"<div class='hvl-class'><div class='hvl-class-name'>{html.escape(pred.classes[i])}</div>{''.join(bars)}</div>")
     more = len(pred.classes) - len(order)
-    notes = [f"The black line on the p_ID bars is the threshold {fmt_num(pred.threshold, 3)}: the image is known only "
+    notes = [f"The vermillion line across the p_ID bars is the threshold {fmt_num(pred.threshold, 3)}: the image is known only "
              "if the top p_ID reaches it.",
              "p¹ and p² leave out the patches the entropy filter dropped, so their sums can be below 1."]
     if more:

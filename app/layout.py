@@ -35,7 +35,7 @@ CSS = """
 .hvl-pics { display: flex; gap: 8px; }
 .hvl-pic { flex: 1 1 0; min-width: 0; }
 .hvl-pic-title { font-weight: 600; font-size: 0.9em; }
-.hvl-pic img { display: block; width: 100%; height: auto; object-fit: contain; }
+.hvl-pic img { display: block; width: 100%; max-width: 480px; height: auto; object-fit: contain; }
 #thumbnail .hvl-pic img { max-height: 260px; }
 #entropy-high .hvl-pic img { max-height: 330px; }
 .hvl-fig-notes p { margin: 4px 0; font-size: 0.9em; line-height: 1.35; color: #1a1a1a; max-width: 75ch; }
@@ -53,14 +53,20 @@ CSS = """
 .hvl-thr { position: absolute; top: -4px; bottom: -4px; width: 3px; margin-left: -1px; background: #D55E00; }
 .hvl-val { text-align: right; font-variant-numeric: tabular-nums; }
 #teaching { max-width: 80ch; }
-#examples .caption-label { white-space: normal !important; overflow: visible !important; font-size: 0.78em; line-height: 1.2; }
+#examples { height: auto !important; }
+#examples .grid-wrap { height: auto !important; max-height: none !important; overflow: visible !important; }
+#examples .grid-container { grid-template-columns: repeat(5, minmax(0, 1fr)) !important; gap: 6px !important; padding-top: 28px; }
+#examples .thumbnail-item { width: 100% !important; height: auto !important; aspect-ratio: 1 / 1; }
+#examples .caption-label { position: absolute; left: 0; right: 0; bottom: 0; max-width: none !important; margin: 0;
+  white-space: normal !important; overflow: visible !important; text-overflow: clip !important; border-radius: 0;
+  font-size: 0.72em; line-height: 1.15; padding: 2px 3px; background: rgba(255, 255, 255, 0.92); color: #000; }
 body.hvl-lecture { --text-xs: 16px; --text-sm: 18px; --text-md: 20px; --text-lg: 24px; --text-xl: 28px;
   --block-label-text-size: 18px; --block-info-text-size: 17px; --body-text-color-subdued: #000; --body-text-size: 20px; }
 body.hvl-lecture .gradio-container { font-size: 20px; color: #000; }
 body.hvl-lecture .hvl-fig-notes p, body.hvl-lecture .hvl-cbar, body.hvl-lecture .hvl-legend,
 body.hvl-lecture .hvl-barrow { font-size: 1.05em; color: #000; }
 body.hvl-lecture .hvl-header h1 { font-size: 2rem; }
-body.hvl-lecture #entropy-high .hvl-pic img, body.hvl-lecture #thumbnail .hvl-pic img { max-height: none; }
+body.hvl-lecture .hvl-pic img { max-height: none !important; max-width: none; }
 body.hvl-lecture .hvl-track { height: 1.1em; }
 """
 
@@ -84,6 +90,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
             with gr.Column(scale=6, min_width=360, elem_id="outputs"):
                 verdict = results.render_verdict()
                 thumbnail, main_map = results.render_first_maps()
+                top = results.render_top()
         mid_map, gain_map, class_map, scales = results.render_more_maps()
         teach = teaching.render()
         gr.Markdown(FOOTER, elem_id="footer")
@@ -92,7 +99,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
         ui = UI(service=service, examples=examples, session=session, shown=shown,
                 controls=controls.Controls(preset, custom, ckpt_text, ckpt_files, n, threshold, k, entropy_filter,
                                            renormalize),
-                upload=up.upload, gallery=up.gallery, decision=verdict.decision, top=verdict.top,
+                upload=up.upload, gallery=up.gallery, decision=verdict.decision, top=top,
                 status=verdict.status, model_info=model_info, thumbnail=thumbnail, main_map=main_map,
                 mid_map=mid_map, gain_map=gain_map, class_map=class_map, scales=scales, teaching=teach)
         header.listen(lecture)

@@ -23,25 +23,17 @@ watch('value', () => {
 @dataclass
 class Verdict:
     decision: gr.HTML
-    top: gr.Label
     status: gr.Markdown
-
-
-@dataclass
-class Maps:
-    thumbnail: gr.HTML
-    main_map: gr.HTML
-    mid_map: gr.HTML
-    gain_map: gr.HTML
-    class_map: gr.HTML
-    scales: gr.HTML
 
 
 def render_verdict() -> Verdict:
     decision = gr.HTML(dec.empty_html(), elem_id="decision", js_on_load=DECISION_JS)
     status = gr.Markdown("", elem_id="status")
-    top = gr.Label(label="Top classes (fused p_ID)", num_top_classes=5, show_heading=False, elem_id="top-classes")
-    return Verdict(decision, top, status)
+    return Verdict(decision, status)
+
+
+def render_top() -> gr.Label:
+    return gr.Label(label="Top classes (fused p_ID)", num_top_classes=5, show_heading=False, elem_id="top-classes")
 
 
 def render_first_maps() -> tuple[gr.HTML, gr.HTML]:

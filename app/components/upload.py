@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 ASSETS_DIR = ROOT / "assets"
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"]
 KIND_LABELS = {"skin": "Skin", "histology": "Histology", "ood": "Out-of-domain"}
-#: gallery captions are cut to this many characters (the gallery shows about this much)
+#: gallery captions are cut to this many characters (two lines under a thumbnail)
 CAPTION_WIDTH = 34
+ACRONYMS = {"mri", "ct", "he"}
 
 
 @dataclass
@@ -49,10 +50,14 @@ def load_examples(assets_dir: Path = ASSETS_DIR) -> list[dict]:
 
 
 def gallery_caption(item: dict, width: int = CAPTION_WIDTH) -> str:
-    """``Kind: the caption's first phrase``, cut at a word to fit under a thumbnail."""
+    """``Kind: subject`` — the subject from the file name (``ood_mri_abdomen.png`` → "MRI
+    abdomen"): short enough to be read whole under a thumbnail."""
     kind = KIND_LABELS.get(item["kind"], "Example")
-    text = item["caption"].split(",")[0].split(" (")[0].strip()
-    full = f"{kind}: {text}"
+    words = Path(item["path"]).stem.split("_")
+    if words and words[0].lower() in KIND_LABELS:
+        words = words[1:]
+    subject = " ".join(w.upper() if w.lower() in ACRONYMS else w for w in words) or item["caption"]
+    full = f"{kind}: {subject}"
     if len(full) > width:
         full = full[:width - 1].rsplit(" ", 1)[0] + "…"
     return full
@@ -60,9 +65,9 @@ def gallery_caption(item: dict, width: int = CAPTION_WIDTH) -> str:
 
 def render(examples: list[dict]) -> Upload:
     upload = gr.File(label="Upload an image (PNG, JPEG, TIFF, BMP, WebP)", file_types=IMAGE_TYPES, type="filepath",
-                     file_count="single", elem_id="upload", height=90)
+                     file_count="single", elem_id="upload", height=120)
     gallery = gr.Gallery(value=[(it["path"], gallery_caption(it)) for it in examples],
-                         label="Examples — click one to analyse it", columns=5, height="auto", allow_preview=False,
+                         label="Examples — click one to analyse it", columns=5, allow_preview=False,
                          interactive=False, object_fit="cover", elem_id="examples", buttons=[])
     return Upload(upload, gallery)
 
