@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import html
 import math
+from collections import OrderedDict
 
 import numpy as np
 from matplotlib import colormaps
@@ -90,7 +91,7 @@ def thumbnail_html(loaded, name: str, view_size: int) -> str:
            + ("." if w == h else "; the parts outside it are dimmed."))
     notes = [f"{html.escape(name)} — {ow}×{oh} px. The model sees the outlined central square, resized to "
              f"{view_size}×{view_size} px; {whole}."]
-    return figure("thumbnail", "Your image and the analysed square", [(render.png_data_uri(render.thumbnail(loaded.image)), alt)],
+    return figure("thumbnail", "Your image and the analysed square", [(render.data_uri(render.thumbnail(loaded.image)), alt)],
                   notes)
 
 
@@ -135,7 +136,7 @@ def entropy_html(pred, scale: int, entropy_filter: bool = True) -> str:
            f"patch is {_cell((r, c))} (H = {fmt_num(h[r, c], d)}).")
     bar = colour_bar(render.ENTROPY_CMAP, "0 certain", f"{fmt_num(vmax)} = ln C, no idea", label="entropy H (nats)")
     return figure(f"entropy-{name.lower()}", f"{name} scale ({g}×{g} patches): how unsure each patch is",
-                  [(render.png_data_uri(img), alt)], [rule], extra=bar)
+                  [(render.data_uri(img), alt)], [rule], extra=bar)
 
 
 # --------------------------------------------------------------------------- entropy gain
@@ -150,6 +151,23 @@ def gain_key(pred) -> str:
     return array_key(pred.entropy_gain, np.asarray(pred.pseudo_ood), id(pred.image))
 
 
+#: the painted, labelled ΔH layer of the last few images: a K change only moves the outlines
+_GAIN_LAYERS: OrderedDict[str, np.ndarray] = OrderedDict()
+MAX_CACHED_LAYERS = 8
+
+
+def _gain_layer(pred, lim: float, digits: int) -> np.ndarray:
+    key = array_key(pred.entropy_gain, pred.image)
+    if key not in _GAIN_LAYERS:
+        img = render.gain_overlay(pred.image, pred.entropy_gain, [], lim)
+        labels = _grid_labels(pred.entropy_gain, digits, signed=True)
+        _GAIN_LAYERS[key] = render.label_cells(img, labels) if labels else img
+        while len(_GAIN_LAYERS) > MAX_CACHED_LAYERS:
+            _GAIN_LAYERS.popitem(last=False)
+    _GAIN_LAYERS.move_to_end(key)
+    return _GAIN_LAYERS[key]
+
+
 def gain_html(pred) -> str:
     """Entropy gain ΔH over the high-scale grid, the pseudo-OOD candidates (top-K, ΔH > 0) outlined."""
     gain = pred.entropy_gain
@@ -157,10 +175,8 @@ def gain_html(pred) -> str:
     lim = render.gain_limit(gain)
     cells = candidates(pred)
     d = 2 if np.all((np.abs(gain) >= 0.005) | (gain == 0)) else 3
-    img = render.gain_overlay(pred.image, gain, cells, lim)
-    labels = _grid_labels(gain, d, signed=True)
-    if labels:
-        img = render.label_cells(img, labels)
+    # outlines sit on the cell borders, the labels in the centres: drawn on the cached layer
+    img = render.outline_cells(_gain_layer(pred, lim, d), cells, g)
     k = len(pred.pseudo_ood)
     left_out = k - len(cells)
     rule = (f"<b>Outlined</b> (vermillion): pseudo-OOD candidates — the top-K = {k} cells by ΔH that also have "
@@ -172,7 +188,7 @@ def gain_html(pred) -> str:
            f"parent) through grey (no change) to yellow (less sure); outlined pseudo-OOD candidates: {listed}.")
     bar = colour_bar(render.GAIN_CMAP, f"−{fmt_num(lim)} surer", f"+{fmt_num(lim)} less sure", mid="0",
                      label="ΔH (nats) = H(high patch) − H(its mid parent)")
-    return figure("entropy-gain", "Entropy gain ΔH: where zooming in adds doubt", [(render.png_data_uri(img), alt)],
+    return figure("entropy-gain", "Entropy gain ΔH: where zooming in adds doubt", [(render.data_uri(img), alt)],
                   [rule], extra=bar)
 
 
@@ -199,7 +215,7 @@ def classes_html(pred) -> str:
         img = render.class_overlay(pred.image, cls, palette, size=render.DISPLAY_SIZE * 3 // 4)
         alt = (f"Predicted class of each of the {g}×{g} {SCALE_NAMES[scale].lower()}-scale patches, as numbered "
                f"chips: {_class_counts(cls, pred.classes)}.")
-        pics.append((render.png_data_uri(img), alt))
+        pics.append((render.data_uri(img), alt))
         caps.append(f"{SCALE_NAMES[scale]} scale ({g}×{g})")
     legend = "".join(
         f"<li><span class='hvl-swatch' style='background:rgb{tuple(int(v) for v in palette[i])};"

@@ -1,5 +1,5 @@
 """Pictures of a ``Prediction`` as pixels: heatmaps, hatching, outlines, cell labels, class chips
-and the analysed square, composed in numpy (PIL draws the text, OpenCV encodes the PNG).
+and the analysed square, composed in numpy (PIL draws the text, OpenCV encodes the JPEG).
 
 Pure rendering: every number comes from ``hvl_core`` (``Prediction`` fields); nothing here
 computes a probability, an entropy or a selection. Each function takes and returns an
@@ -45,6 +45,7 @@ OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "
 MAX_LABELLED_GRID = 6
 #: the analysed square on the thumbnail: a dark ring with a white one inside, visible on any image
 SQUARE_COLORS = ((0, 0, 0), (255, 255, 255))
+JPEG_QUALITY = 92
 FONT_FILE = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans-Bold.ttf")
 
 
@@ -261,13 +262,15 @@ def thumbnail(image: Image.Image, max_side: int = 360, dim: float = 0.55) -> np.
     return out
 
 
-def png_data_uri(img: np.ndarray) -> str:
-    """``data:image/png;base64,…`` of an RGB array: the picture travels inside the page, so no
-    rendered file is written on the server."""
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+def data_uri(img: np.ndarray, quality: int = JPEG_QUALITY) -> str:
+    """``data:image/jpeg;base64,…`` of an RGB array: the picture travels inside the page, so no
+    rendered file is written on the server. JPEG at high quality with full-resolution colour
+    (4:4:4): ~2 ms for a map where PNG takes ~30 ms, and the edges stay sharp."""
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img[..., ::-1]), params)
     if not ok:
-        raise ValueError("could not encode the picture as PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+        raise ValueError("could not encode the picture")
+    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
 
 
 # --------------------------------------------------------------------------- overlays

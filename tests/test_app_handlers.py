@@ -61,7 +61,7 @@ def test_upload_sends_everything_once(ui, analysed):
     assert figures_in(ui, out) == {"thumbnail", "main_map", "mid_map", "gain_map", "class_map", "scales"}
     for f in ("thumbnail", "main_map", "mid_map", "gain_map", "class_map"):
         html = out[getattr(ui, f)]
-        assert "<img src='data:image/png;base64," in html and " alt='" in html
+        assert "<img src='data:image/jpeg;base64," in html and " alt='" in html
     assert "hvl-decision" in out[ui.decision] and out[ui.upload] is None
     assert out[ui.session].prediction is not None and out[ui.shown]
 

@@ -241,14 +241,17 @@ def test_thumbnail_marks_the_analysed_square_and_dims_the_rest():
     assert small.shape == (180, 360, 3)
 
 
-def test_png_data_uri_round_trips():
+def test_data_uri_round_trips_close_to_the_pixels():
     from PIL import Image as PILImage
 
-    img = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
-    uri = render.png_data_uri(img)
-    assert uri.startswith("data:image/png;base64,")
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:, 30:] = render.OUTLINE_COLOR
+    img[10:20, 5:15] = (255, 255, 255)
+    uri = render.data_uri(img)
+    assert uri.startswith("data:image/jpeg;base64,")
     back = np.asarray(PILImage.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
-    assert np.array_equal(back, img)
+    assert back.shape == img.shape
+    assert np.abs(back.astype(int) - img).max() <= 12  # full-resolution colour: flat areas and edges hold
 
 
 # --------------------------------------------------------------------------- number formatting
@@ -283,7 +286,7 @@ def _images(fig_html):
     from PIL import Image as PILImage
 
     out = []
-    for uri, alt in re.findall(r"<img src='data:image/png;base64,([^']+)' alt='([^']*)'>", fig_html):
+    for uri, alt in re.findall(r"<img src='data:image/jpeg;base64,([^']+)' alt='([^']*)'>", fig_html):
         out.append((np.asarray(PILImage.open(io.BytesIO(base64.b64decode(uri))).convert("RGB")), alt))
     return out
 
@@ -334,7 +337,7 @@ def test_gain_figure_outlines_only_positive_candidates():
     assert figures.candidates(pred) == [(0, 0), (1, 1)]  # ΔH = 0 and ΔH < 0 are no candidates
     html = figures.gain_html(pred)
     (arr, alt), = _images(html)
-    is_c = np.all(arr == render.OUTLINE_COLOR, axis=-1)
+    is_c = np.abs(arr.astype(int) - render.OUTLINE_COLOR).max(-1) <= 16  # the picture is a JPEG
     for (r, c), outlined in (((0, 0), True), ((1, 1), True), ((2, 2), False), ((0, 1), False)):
         y0, y1, x0, x1 = render.cell_box(r, c, render.DISPLAY_SIZE, g)
         assert bool(is_c[y0 + 1, (x0 + x1) // 2 - 30]) == outlined, (r, c)
