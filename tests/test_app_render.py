@@ -428,16 +428,28 @@ def test_teaching_text_uses_this_images_numbers(prediction):
     n = prediction.n
     assert f"{1 + n * n + 4 * n * n} crops" in md
     assert "260×300 px" in md
-    assert f"H̄¹ = {prediction.entropy1.mean():.3f}" in md
+    d1 = dec.separating_digits(prediction.entropy1, float(prediction.entropy1.mean()), lo=3, hi=6)
+    assert f"H̄¹ = {prediction.entropy1.mean():.{d1}f}" in md
     assert "p_ID = (p⁰ + p¹ + p²) ÷ 3" in md
     c = prediction.class_index
     assert f"= **{prediction.p_id[c]:.3f}**" in md
     for r, col in prediction.pseudo_ood:
-        assert f"({r}, {col}) ΔH = {prediction.entropy_gain[r, col]:+.3f}" in md
+        assert f"({r}, {col}) ΔH = {dec.fmt_signed(prediction.entropy_gain[r, col], 3)}" in md
+    positive = sum(prediction.entropy_gain[r, c] > 0 for r, c in prediction.pseudo_ood)
+    assert f"the {positive} with ΔH > 0 are outlined" in md
     dropped = list(zip(*np.nonzero(~prediction.keep2)))
     r, col = dropped[0]
     assert f"({r}, {col})" in md
     assert "random weights" in md  # tiny-clip-random is flagged
+
+
+def test_teaching_table_separates_dropped_cells_from_the_mean():
+    from app.teaching import scale_paragraph
+
+    h = np.array([[0.0001, 0.0004], [0.0002, 0.0001]])  # mean 0.0002: at 3 decimals all read 0.000
+    keep = h <= h.mean()
+    text = scale_paragraph("Mid", "¹", h, keep, np.array([0.5, 0.2]), Context())
+    assert "H̄¹ = 0.0002" in text and "0.0004 ✗" in text and "0.000 ✗" not in text
 
 
 def test_why_sentence_accepts_and_rejects(tiny_model):
