@@ -16,8 +16,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import ipaddress  # noqa: E402
 import logging  # noqa: E402
 
-from app.service import ModelService  # noqa: E402
 from app.layout import build_demo, launch_kwargs  # noqa: E402
+from app.service import ModelService  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import functools
 import os
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import cv2
 import matplotlib

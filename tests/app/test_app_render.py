@@ -3,8 +3,8 @@ the analysed square), the HTML figures (pictures, alt text, rules, colour bars),
 formatting, the decision text and its threshold flip, teaching-mode text."""
 import base64
 import io
-import re
 import math
+import re
 from types import SimpleNamespace
 
 import numpy as np
