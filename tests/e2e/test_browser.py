@@ -226,7 +226,8 @@ def test_figures_are_described_and_the_decision_is_announced(page):
                         ).evaluate_all("els => els.map(e => e.alt)")
     assert len(alts) == 6 and all(len(a) > 40 for a in alts), alts
     assert any("entropy" in a and "4×4" in a for a in alts) and any("pseudo-OOD" in a for a in alts)
-    assert page.locator("#decision[aria-live=polite]").count() == 1
+    live = page.locator("#decision[aria-live=polite], #decision [aria-live=polite]")
+    assert live.count() == 1 and live.locator(".hvl-verdict").count() == 1  # the verdict is announced
     # the rule of each map is written on its figure; the chart has the threshold line
     assert "ΔH > 0" in page.locator("#entropy-gain").inner_text()
     assert "Hatched" in page.locator("#entropy-high").inner_text() or "none is dropped" in page.locator(
