@@ -54,7 +54,7 @@ CSS = """
 .hvl-val { text-align: right; font-variant-numeric: tabular-nums; }
 #teaching { max-width: 80ch; }
 #examples { height: auto !important; }
-#examples .grid-wrap { height: auto !important; max-height: none !important; overflow: visible !important; }
+#examples .grid-wrap { height: auto !important; min-height: 0 !important; max-height: none !important; overflow: visible !important; }
 #examples .grid-container { grid-template-columns: repeat(5, minmax(0, 1fr)) !important; gap: 6px !important; padding-top: 28px; }
 #examples .thumbnail-item { width: 100% !important; height: auto !important; aspect-ratio: 1 / 1; }
 #examples .caption-label { position: absolute; left: 0; right: 0; bottom: 0; max-width: none !important; margin: 0;

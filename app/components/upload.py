@@ -17,7 +17,7 @@ ASSETS_DIR = ROOT / "assets"
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"]
 KIND_LABELS = {"skin": "Skin", "histology": "Histology", "ood": "Out-of-domain"}
 #: gallery captions are cut to this many characters (two lines under a thumbnail)
-CAPTION_WIDTH = 34
+CAPTION_WIDTH = 40
 ACRONYMS = {"mri", "ct", "he"}
 
 
