@@ -56,10 +56,17 @@ CSS = """
 #examples { height: auto !important; }
 #examples .grid-wrap { height: auto !important; min-height: 0 !important; max-height: none !important; overflow: visible !important; }
 #examples .grid-container { grid-template-columns: repeat(5, minmax(0, 1fr)) !important; gap: 6px !important; padding-top: 28px; }
-#examples .thumbnail-item { width: 100% !important; height: auto !important; aspect-ratio: 1 / 1; }
+#examples .grid-container { grid-auto-rows: auto !important; }
+#examples .gallery-item, #examples .thumbnail-item { width: 100% !important; height: auto !important; }
+#examples .thumbnail-item { aspect-ratio: 1 / 1; }
 #examples .caption-label { position: absolute; left: 0; right: 0; bottom: 0; max-width: none !important; margin: 0;
   white-space: normal !important; overflow: visible !important; text-overflow: clip !important; border-radius: 0;
   font-size: 0.72em; line-height: 1.15; padding: 2px 3px; background: rgba(255, 255, 255, 0.92); color: #000; }
+@media (max-width: 700px) {
+  #header-row { flex-direction: column !important; }
+  #header-row > * { width: 100% !important; }
+  #examples .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
+}
 body.hvl-lecture { --text-xs: 16px; --text-sm: 18px; --text-md: 20px; --text-lg: 24px; --text-xl: 28px;
   --block-label-text-size: 18px; --block-info-text-size: 17px; --body-text-color-subdued: #000; --body-text-size: 20px; }
 body.hvl-lecture .gradio-container { font-size: 20px; color: #000; }
