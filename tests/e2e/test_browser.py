@@ -2,8 +2,11 @@
 
 Uploads an example, waits for the decision, moves the threshold across the score and watches
 the decision flip both ways, checks that every overlay is an image of nonzero size, clicks a
-gallery example, uploads a bad file (a readable message, and the app keeps working), and saves
-a screenshot to ``out/screenshots/app_after_prediction.png``.
+gallery example, uploads a bad file (a readable message, and the app keeps working). Also: the
+controls before any analysis (no error badge, no console error), the first screen at 1366×768
+and 1920×1080 (verdict, analysed image, main map) and on a 390×844 phone (the verdict scrolled
+into view), alt text and the live region, lecture mode. Screenshots of each viewport go to
+``out/screenshots/`` — look at them after a change to the page.
 """
 from __future__ import annotations
 
@@ -27,6 +30,10 @@ SCREENSHOTS = ROOT / "out" / "screenshots"
 EXAMPLE = ROOT / "assets" / "skin_nevus_closeup.jpg"
 OVERLAYS = ["#thumbnail", "#entropy-high", "#entropy-mid", "#entropy-gain", "#patch-classes"]
 STARTUP_TIMEOUT_S = 150
+#: the backbone the app runs with (HVL_TEST_BACKBONE=medmnist-densenet121 for the offline one);
+#: screenshots of another backbone than the default get its name as a suffix
+BACKBONE = os.environ.get("HVL_TEST_BACKBONE", "tiny-clip-random")
+SUFFIX = "" if BACKBONE == "tiny-clip-random" else f"_{BACKBONE}"
 
 
 def _require_browser():
@@ -55,7 +62,7 @@ def app_server(tmp_path_factory):
     _require_browser()
     port = _free_port()
     log_path = tmp_path_factory.mktemp("app") / "app.log"
-    env = {**os.environ, "HVL_BACKBONE": "tiny-clip-random", "HVL_DEVICE": "cpu",
+    env = {**os.environ, "HVL_BACKBONE": BACKBONE, "HVL_DEVICE": "cpu",
            "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
            "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio-cache"))}
     with open(log_path, "w") as log:
@@ -202,8 +209,8 @@ def test_one_screen_after_an_upload(browser, app_url, width, height):
         pg.wait_for_selector("#entropy-high img")
         pg.wait_for_timeout(500)  # the scroll into view
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        pg.screenshot(path=str(SCREENSHOTS / f"app_{width}x{height}.png"))
-        pg.screenshot(path=str(SCREENSHOTS / f"app_{width}x{height}_full.png"), full_page=True)
+        pg.screenshot(path=str(SCREENSHOTS / f"app_{width}x{height}{SUFFIX}.png"))
+        pg.screenshot(path=str(SCREENSHOTS / f"app_{width}x{height}{SUFFIX}_full.png"), full_page=True)
         if width >= 1000:
             pg.evaluate("() => window.scrollTo(0, 0)")
             for sel in ("#decision .hvl-verdict", "#thumbnail img", "#entropy-high img"):
@@ -244,7 +251,7 @@ def test_lecture_mode_enlarges_the_type(page):
     page.wait_for_function("() => document.body.classList.contains('hvl-lecture')")
     assert size() >= before * 1.2
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "app_lecture_mode.png"), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / f"app_lecture_mode{SUFFIX}.png"), full_page=True)
     page.locator("#lecture input").uncheck()
     page.wait_for_function("() => !document.body.classList.contains('hvl-lecture')")
 
@@ -268,7 +275,7 @@ def test_upload_decide_threshold_flip_overlays(page):
     assert "How HVL reached this decision" in teaching and "21 crops" in teaching
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "app_after_prediction.png"), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / f"app_after_prediction{SUFFIX}.png"), full_page=True)
 
     # threshold below the score → Known, above → Unknown, and back: the decision flips each time
     msp = first["msp"]
@@ -285,7 +292,7 @@ def test_upload_decide_threshold_flip_overlays(page):
     d = _wait_decision(page, "1", below)
     assert d["text"].startswith("Known: ")
     assert "Accepted" in page.locator("#teaching").inner_text()
-    page.screenshot(path=str(SCREENSHOTS / "app_threshold_known.png"), full_page=False)
+    page.screenshot(path=str(SCREENSHOTS / f"app_threshold_known{SUFFIX}.png"), full_page=False)
 
 
 def test_gallery_example_switches_preset_and_analyses(page):
