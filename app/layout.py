@@ -65,6 +65,8 @@ CSS = """
 @media (max-width: 700px) {
   #header-row { flex-direction: column !important; }
   #header-row > * { width: 100% !important; }
+  .hvl-maps-row { flex-direction: column !important; }
+  .hvl-maps-row > * { width: 100% !important; }
   #examples .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
 }
 body.hvl-lecture { --text-xs: 16px; --text-sm: 18px; --text-md: 20px; --text-lg: 24px; --text-xl: 28px;

@@ -38,7 +38,7 @@ def render_top() -> gr.Label:
 
 def render_first_maps() -> tuple[gr.HTML, gr.HTML]:
     """The analysed image and the main map, side by side under the verdict."""
-    with gr.Row(elem_id="first-maps"):
+    with gr.Row(elem_id="first-maps", elem_classes="hvl-maps-row"):
         thumbnail = gr.HTML("", elem_id="thumbnail", min_width=200)
         main_map = gr.HTML("", elem_id="entropy-high", min_width=260)
     return thumbnail, main_map
@@ -46,10 +46,10 @@ def render_first_maps() -> tuple[gr.HTML, gr.HTML]:
 
 def render_more_maps() -> tuple[gr.HTML, gr.HTML, gr.HTML, gr.HTML]:
     gr.Markdown("### What the model looked at", elem_id="more-title")
-    with gr.Row():  # two per row on a screen, one per row on a phone
+    with gr.Row(elem_classes="hvl-maps-row"):  # two per row on a screen, one per row on a phone
         scales = gr.HTML("", elem_id="scales", min_width=320)
         mid_map = gr.HTML("", elem_id="entropy-mid", min_width=320)
-    with gr.Row():
+    with gr.Row(elem_classes="hvl-maps-row"):
         gain_map = gr.HTML("", elem_id="entropy-gain", min_width=320)
         class_map = gr.HTML("", elem_id="patch-classes", min_width=320)
     return mid_map, gain_map, class_map, scales
