@@ -307,6 +307,10 @@ def test_gallery_example_switches_preset_and_analyses(page):
     assert "Known classes (8)" in page.locator("#model-info").inner_text()
     assert _decision(page)["text"]
     _overlay_sizes(page)
+    # the per-patch class map on H&E: numbered chips, a legend with all 8 classes
+    assert page.locator("#patch-classes .hvl-legend li").count() == 8
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"app_histology{SUFFIX}.png"), full_page=True)
 
 
 def test_changing_n_reencodes_and_head_options_rerender(page):
