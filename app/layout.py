@@ -77,6 +77,7 @@ body.hvl-lecture .hvl-barrow { font-size: 1.05em; color: #000; }
 body.hvl-lecture .hvl-header h1 { font-size: 2rem; }
 body.hvl-lecture .hvl-pic img { max-height: none !important; max-width: none; }
 body.hvl-lecture .hvl-track { height: 1.1em; }
+body.hvl-lecture #upload { height: auto !important; min-height: 150px; }
 """
 
 
