@@ -78,6 +78,8 @@ body.hvl-lecture .hvl-header h1 { font-size: 2rem; }
 body.hvl-lecture .hvl-pic img { max-height: none !important; max-width: none; }
 body.hvl-lecture .hvl-track { height: 1.1em; }
 body.hvl-lecture #upload { height: auto !important; min-height: 150px; }
+body.hvl-lecture label, body.hvl-lecture [data-testid="block-label"], body.hvl-lecture [data-testid="block-info"] { font-size: 18px !important; color: #000; }
+body.hvl-lecture #examples .caption-label { font-size: 13px !important; }
 """
 
 
