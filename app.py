@@ -20,8 +20,8 @@ os.environ.setdefault("GRADIO_TEMP_DIR", os.path.join(tempfile.gettempdir(), "hv
 import ipaddress  # noqa: E402
 import logging  # noqa: E402
 
-from app.service import ModelService, configure_queue, start_sweeper  # noqa: E402
-from app.ui import build_demo, launch_kwargs  # noqa: E402
+from app.layout import build_demo, launch_kwargs  # noqa: E402
+from app.service import ModelService, start_sweeper  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -38,7 +38,7 @@ def _is_loopback(host: str) -> bool:
 _launch = launch_kwargs()
 # checkpoint folders on the server's disk may be named only when the app listens on this machine alone
 service = ModelService(allow_local_checkpoints=_is_loopback(_launch["server_name"]))
-demo = configure_queue(build_demo(service))
+demo = build_demo(service)
 
 if __name__ == "__main__":
     start_sweeper()
