@@ -1,23 +1,42 @@
 """The decision as words and as a bar: what the clinician reads first.
 
-Pure functions of a ``Prediction`` (``pred.known`` is hvl_core's verdict: MSP ≥ threshold).
+Pure functions of a ``Prediction``: ``pred.known`` is hvl_core's verdict (score ≥ threshold),
+``pred.score`` the decision score named ``pred.score_name`` ("msp", "energy" or "maxlogit",
+HVL_SPEC §9) and the threshold is in its units. ``score_window`` is the stretch of the score
+that the threshold slider and the verdict bar cover.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
+import math
 
 import numpy as np
 
+from hvl_core.head import score_range
+
 UNKNOWN_TEXT = "Unknown — refer to a specialist"
+#: how the page names each score, what it is, and its units
+SCORE_LABELS = {"msp": "MSP", "energy": "energy", "maxlogit": "max-logit"}
+SCORE_MEANINGS = {
+    "msp": "MSP = max<sub>c</sub> p_ID, the fused confidence (0 to 1)",
+    "energy": "energy = T·log Σ<sub>c</sub> exp(logit<sub>c</sub>) over the known classes, averaged over the kept "
+              "patches and the three scales; higher = closer to a known class",
+    "maxlogit": "max-logit = the largest known-class logit, averaged over the kept patches and the three scales; "
+                "higher = closer to a known class",
+}
+SCORE_UNITS = {"msp": "MSP, 0 to 1", "energy": "energy units", "maxlogit": "max-logit units"}
+#: an unbounded (or very wide) score gets a window reaching this far past the threshold and the score
+WINDOW_MARGIN = 5.0
 
 
 def fmt_score(x: float, other: float | None = None) -> str:
     """A score with 3 decimals, or more when 3 would make it look equal to ``other``."""
     for digits in (3, 4, 5, 6):
-        s = f"{x:.{digits}f}"
-        if other is None or x == other or s != f"{other:.{digits}f}":
+        s = fmt_num(x, digits)
+        if other is None or x == other or s != fmt_num(other, digits):
             return s
-    return f"{x:.6f}"
+    return fmt_num(x, 6)
 
 
 def fmt_num(x: float, digits: int = 2) -> str:
@@ -45,53 +64,116 @@ def separating_digits(values, ref: float, lo: int = 2, hi: int = 5) -> int:
     return hi
 
 
+def score_label(pred) -> str:
+    return SCORE_LABELS.get(pred.score_name, pred.score_name)
+
+
+def score_window(score_range, values, current: tuple[float, float] | None = None) -> tuple[float, float]:
+    """The stretch of the score the threshold slider and the verdict bar cover.
+
+    ``score_range`` = (lo, hi), ``None`` for an unbounded end. A bounded range of width ≤ 1
+    (MSP's [0, 1]) is used whole. Otherwise (energy, max-logit: unbounded, or ±1/τ wide) a
+    window around ``values`` (the threshold and the image's score), ``WINDOW_MARGIN`` past both
+    and rounded out to whole units, inside the range. ``current`` is kept while it still holds
+    every value, so the slider does not move under the hand."""
+    lo, hi = score_range
+    if lo is not None and hi is not None and hi - lo <= 1:
+        return float(lo), float(hi)
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if current is not None and all(current[0] <= v <= current[1] for v in vals):
+        return current
+    if not vals:
+        vals = [0.0]
+    a, b = math.floor(min(vals) - WINDOW_MARGIN), math.ceil(max(vals) + WINDOW_MARGIN)
+    return float(a if lo is None else max(a, lo)), float(b if hi is None else min(b, hi))
+
+
+def threshold_slider(score_name: str, rng, values, current=None, **extra) -> dict:
+    """``gr.update`` arguments for the threshold slider: its label in the score's units, and the
+    range ``score_window`` gives (kept while it holds the threshold and the score)."""
+    lo, hi = score_window(rng, values, current)
+    return dict(minimum=lo, maximum=hi, label=f"Threshold ({SCORE_UNITS.get(score_name, score_name)})", **extra)
+
+
+def model_score_range(model, score: str | None = None) -> tuple:
+    """The model's score range with ``None`` for an unbounded end (as ``Prediction.score_range``)."""
+    cfg = model.head.config if score is None else dataclasses.replace(model.head.config, score=score)
+    lo, hi = score_range(cfg, len(model.classes.names))
+    return (lo if math.isfinite(lo) else None, hi if math.isfinite(hi) else None)
+
+
 def decision_text(pred) -> str:
-    """``"Known: <class> (score)"`` or ``"Unknown — refer to a specialist"``."""
+    """``"Known: <class> (score)"`` — the score named unless it is the paper's MSP — or
+    ``"Unknown — refer to a specialist"``."""
     if pred.known:
-        return f"Known: {pred.label} ({fmt_score(pred.msp, pred.threshold)})"
+        name = "" if pred.score_name == "msp" else score_label(pred) + " "
+        return f"Known: {pred.label} ({name}{fmt_score(pred.score, pred.threshold)})"
     return UNKNOWN_TEXT
 
 
 def comparison_text(pred) -> str:
-    """``"MSP 0.612 ≥ threshold 0.500"`` (or ``<``)."""
+    """``"MSP 0.612 ≥ threshold 0.500"`` (or ``<``), in the decision score's units."""
     op = "≥" if pred.known else "<"
-    return (f"MSP {fmt_score(pred.msp, pred.threshold)} {op} threshold "
-            f"{fmt_score(pred.threshold, pred.msp)}")
+    return (f"{score_label(pred)} {fmt_score(pred.score, pred.threshold)} {op} threshold "
+            f"{fmt_score(pred.threshold, pred.score)}")
 
 
-def bar_position(value: float) -> float:
-    """Percent position of a score on the 0–1 bar (clipped)."""
-    return round(min(max(float(value), 0.0), 1.0) * 100, 2)
+def bar_position(value: float, window: tuple[float, float] = (0.0, 1.0)) -> float:
+    """Percent position of a score on the bar that spans ``window`` (clipped)."""
+    lo, hi = window
+    return round(min(max((float(value) - lo) / (hi - lo), 0.0), 1.0) * 100, 2)
 
 
-def decision_html(pred, threshold_note: str = "") -> str:
-    """The verdict, and the MSP drawn against the threshold on a 0–1 bar."""
+def decision_html(pred, threshold_note: str = "", window: tuple[float, float] | None = None) -> str:
+    """The verdict, and the decision score drawn against the threshold on a bar spanning
+    ``window`` (default: the score's own range, or one around the score and the threshold)."""
+    window = window or score_window(pred.score_range, (pred.score, pred.threshold))
     known = bool(pred.known)
     colour = "#1a7f37" if known else "#b35900"
     bg = "#e9f7ee" if known else "#fff4e5"
-    msp, thr = bar_position(pred.msp), bar_position(pred.threshold)
+    pos, thr = bar_position(pred.score, window), bar_position(pred.threshold, window)
     sub = html.escape(comparison_text(pred))
-    best = "" if known else (f"<div style='font-size:0.95em;margin-top:2px'>Closest known class: "
-                             f"{html.escape(pred.label)} ({fmt_score(pred.msp, pred.threshold)}), "
-                             f"not confident enough.</div>")
+    closest = f"{html.escape(pred.label)} (p_ID {fmt_score(pred.msp)})"
+    best = "" if known else (f"<div style='font-size:0.95em;margin-top:2px'>Closest known class: {closest}; the "
+                             f"{html.escape(score_label(pred))} is under the threshold.</div>")
     note = f"<div style='font-size:0.85em;color:#555;margin-top:4px'>{html.escape(threshold_note)}</div>" if threshold_note else ""
+    lo, hi = (fmt_num(v, 0 if float(v).is_integer() else 2) for v in window)
     return f"""
-<div class="hvl-decision" data-known="{int(known)}" data-msp="{pred.msp:.6f}" data-threshold="{pred.threshold:.6f}"
+<div class="hvl-decision" data-known="{int(known)}" data-score="{pred.score:.6f}" data-msp="{pred.msp:.6f}"
+     data-threshold="{pred.threshold:.6f}" data-score-name="{html.escape(pred.score_name)}"
      style="border:2px solid {colour};background:{bg};border-radius:10px;padding:12px 16px;color:#111">
   <div class="hvl-verdict" style="font-size:1.6em;font-weight:700;color:{colour}">{html.escape(decision_text(pred))}</div>
   {best}
-  <div style="font-size:0.95em;margin-top:4px">{sub} &nbsp;·&nbsp; MSP = max<sub>c</sub> p_ID, the fused confidence</div>
+  <div style="font-size:0.95em;margin-top:4px">{sub} &nbsp;·&nbsp; {SCORE_MEANINGS.get(pred.score_name, "")}</div>
   <div class="hvl-bar" style="position:relative;height:22px;margin:14px 0 4px 0;background:#ddd;border-radius:4px">
-    <div class="hvl-bar-fill" style="position:absolute;left:0;top:0;bottom:0;width:{msp}%;background:{colour};border-radius:4px"></div>
+    <div class="hvl-bar-fill" style="position:absolute;left:0;top:0;bottom:0;width:{pos}%;background:{colour};border-radius:4px"></div>
     <div class="hvl-bar-threshold" title="threshold" style="position:absolute;top:-6px;bottom:-6px;left:calc({thr}% - 2px);width:4px;background:#111"></div>
   </div>
   <div style="position:relative;height:1.4em;font-size:0.8em;color:#333;white-space:nowrap">
-    <span style="position:absolute;left:0">0</span>
-    <span class="hvl-threshold-label" style="position:absolute;left:clamp(1.5em, calc({thr}% - 5em), calc(100% - 11.5em));width:10em;text-align:center">threshold {pred.threshold:.3f}</span>
-    <span style="position:absolute;right:0">1</span>
+    <span style="position:absolute;left:0">{lo}</span>
+    <span class="hvl-threshold-label" style="position:absolute;left:clamp(2.5em, calc({thr}% - 5em), calc(100% - 12.5em));width:10em;text-align:center">threshold {fmt_score(pred.threshold, pred.score)}</span>
+    <span style="position:absolute;right:0">{hi}</span>
   </div>
   {note}
 </div>"""
+
+
+def threshold_note(pred, measured_elsewhere: bool = True) -> str:
+    """Where the threshold comes from, in the score's units. ``measured_elsewhere`` False: the
+    model has no threshold of its own for this score (none measured or calibrated), so the
+    slider started at the image's own score."""
+    t = f"Threshold {fmt_score(pred.threshold)} ({SCORE_UNITS.get(pred.score_name, pred.score_name)})"
+    source = pred.threshold_source
+    if source == "calibrated":
+        return f"{t}: calibrated on the checkpoint's validation images so that 95% of its known images pass."
+    if source == "measured":
+        return f"{t}: this backbone's default for these classes, measured on real images (bench/results/decision_defaults.md)."
+    if source == "default":
+        return f"{t}: a neutral default, not measured for this backbone and class set."
+    if not measured_elsewhere:
+        return (f"{t}: no {score_label(pred)} threshold was measured or calibrated for this backbone and class set, "
+                "so it started at the image's own score; set it yourself.")
+    return f"{t}: set by you."
 
 
 def error_html(message: str) -> str:
@@ -105,6 +187,15 @@ def empty_html() -> str:
             "Upload an image or click an example to get a decision.</div>")
 
 
-def top_classes(pred, k: int = 5) -> dict[str, float]:
-    """The top classes by p_ID for ``gr.Label``."""
-    return {name: round(p, 6) for name, p in pred.top(k)}
+def top_classes(pred, k: int = 4) -> dict[str, float]:
+    """Where the fused probability goes, for ``gr.Label``: the ``k`` likeliest known classes,
+    the rest of the known classes together, then "other (not a known class)" (the negative
+    classes) and the share the entropy filter dropped — summing to 1, so nothing is hidden."""
+    shares = pred.shares("p_id")
+    C = len(pred.classes)
+    known = sorted(shares[:C], key=lambda kv: -kv[1])
+    out = {name: round(p, 6) for name, p in known[:k]}
+    if len(known) > k:
+        out[f"the {len(known) - k} less likely known classes"] = round(sum(p for _, p in known[k:]), 6)
+    out.update({name: round(p, 6) for name, p in shares[C:]})
+    return out

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import html
-import math
 from collections import OrderedDict
 
 import numpy as np
 from matplotlib import colormaps
 
+from hvl_core.model import DROPPED_LABEL, OTHER_LABEL
+
 from . import render
-from .decision import fmt_num, fmt_signed, separating_digits
+from .decision import SCORE_LABELS, fmt_num, fmt_signed, separating_digits
 
 SCALE_NAMES = {1: "Mid", 2: "High"}
 #: bar colours of the per-scale chart (Okabe–Ito): p⁰, p¹, p², and p_ID in black
@@ -49,14 +50,15 @@ def colour_bar(cmap: str, lo: str, hi: str, mid: str = "", label: str = "") -> s
 
 
 def figure(fig_id: str, title: str, images: list[tuple[str, str]], notes: list[str], extra: str = "",
-           captions: list[str] | None = None) -> str:
+           captions: list[str] | None = None, img_class: str = "") -> str:
     """``<figure>``: a title, pictures (``(data URI, alt text)``, each with an optional caption),
     the rule it shows as text, and extras (colour bar, legend)."""
     captions = captions or [""] * len(images)
+    cls = f" class='{img_class}'" if img_class else ""
     pics = []
     for (uri, alt), cap in zip(images, captions):
         head = f"<div class='hvl-pic-title'>{html.escape(cap)}</div>" if cap else ""
-        pics.append(f"<div class='hvl-pic'>{head}<img src='{uri}' alt='{html.escape(alt, quote=True)}'></div>")
+        pics.append(f"<div class='hvl-pic'>{head}<img{cls} src='{uri}' alt='{html.escape(alt, quote=True)}'></div>")
     rules = "".join(f"<p>{n}</p>" for n in notes)
     return (f"<figure class='hvl-fig' id='{fig_id}-fig'><figcaption class='hvl-fig-title'>{html.escape(title)}</figcaption>"
             f"<div class='hvl-pics'>{''.join(pics)}</div>{extra}<div class='hvl-fig-notes'>{rules}</div></figure>")
@@ -77,11 +79,15 @@ def _grid_labels(values: np.ndarray, digits: int, signed: bool = False) -> list[
 # --------------------------------------------------------------------------- thumbnail
 
 def thumbnail_key(loaded, name: str) -> str:
-    return array_key(id(loaded), loaded.original_size, name)
+    slide = getattr(loaded, "slide", None)
+    return array_key(id(loaded), loaded.original_size, name, slide.tile_center if slide else None)
 
 
 def thumbnail_html(loaded, name: str, view_size: int) -> str:
-    """The whole upload with the central square the model analysed marked."""
+    """The whole upload with the central square the model analysed marked; for a whole-slide
+    image, its thumbnail with the analysed tile marked (a click there picks another tile)."""
+    if getattr(loaded, "slide", None) is not None:
+        return slide_html(loaded.slide, name, view_size)
     w, h = loaded.image.size
     x0, y0, x1, y1 = render.center_square_box(w, h)
     s = x1 - x0
@@ -95,11 +101,44 @@ def thumbnail_html(loaded, name: str, view_size: int) -> str:
                   notes)
 
 
+def slide_html(slide, name: str, view_size: int) -> str:
+    """A whole-slide image: its thumbnail with the tile the model analysed ringed. Only the
+    slide's size and resolution are written (no other metadata of the file)."""
+    thumb = slide.thumbnail
+    box = render.tile_box(slide.size, thumb.size, slide.tile_center, slide.tile_side)
+    W, H = slide.size
+    x, y = slide.tile_center
+    mpp = f"{slide.mpp:.3g} µm/px at full resolution" if slide.mpp else "resolution not recorded (taken as 0.5 µm/px)"
+    how = "picked automatically: the most tissue on the thumbnail" if slide.picked else "where you clicked"
+    alt = (f"Thumbnail of the whole-slide image {name}, {W}×{H} px at full resolution, with the analysed tile "
+           f"ringed at ({x}, {y}); click the thumbnail to analyse the tile under the pointer.")
+    notes = [f"{html.escape(name)} — whole-slide image, {W}×{H} px, {mpp}. The model sees the ringed tile "
+             f"({slide.tile_side}×{slide.tile_side} px at full resolution, about 0.5 µm/px, resized to "
+             f"{view_size}×{view_size}) centred at ({x}, {y}), {how}.",
+             "<b>Click the thumbnail</b> to analyse the tile under the pointer."]
+    return figure("thumbnail", "Your slide and the analysed tile",
+                  [(render.data_uri(render.slide_thumbnail(thumb, box)), alt)], notes, img_class="hvl-slide")
+
+
 # --------------------------------------------------------------------------- entropy maps
+
+def entropy_ceiling(pred) -> float:
+    """The largest entropy a patch can have: ln of the classes its softmax runs over (the known
+    ones and the negatives), an even split; 1 for a single class, to keep a colour scale."""
+    return float(pred.entropy_max) if pred.entropy_classes > 1 else 1.0
+
+
+def even_split_text(pred) -> str:
+    """What the top of the entropy scale means, over the classes the softmax really has."""
+    C, R = len(pred.classes), pred.entropy_classes
+    if R > C:
+        return f"ln {R}: evenly split over all {R} classes ({C} known + {R - C} negative)"
+    return f"ln {R}: evenly split over the {R} classes"
+
 
 def entropy_key(pred, scale: int, entropy_filter: bool) -> str:
     h, keep = (pred.entropy1, pred.keep1) if scale == 1 else (pred.entropy2, pred.keep2)
-    return array_key(scale, h, keep, bool(entropy_filter), len(pred.classes), id(pred.image))
+    return array_key(scale, h, keep, bool(entropy_filter), entropy_ceiling(pred), id(pred.image))
 
 
 def entropy_html(pred, scale: int, entropy_filter: bool = True) -> str:
@@ -109,8 +148,7 @@ def entropy_html(pred, scale: int, entropy_filter: bool = True) -> str:
         raise ValueError("scale must be 1 (mid) or 2 (high)")
     h, keep = (pred.entropy1, pred.keep1) if scale == 1 else (pred.entropy2, pred.keep2)
     g = h.shape[0]
-    C = len(pred.classes)
-    vmax = math.log(C) if C > 1 else 1.0
+    vmax = entropy_ceiling(pred)
     mean = float(h.mean())
     d = separating_digits(h, mean)
     img = render.entropy_overlay(pred.image, h, keep, vmax)
@@ -134,7 +172,8 @@ def entropy_html(pred, scale: int, entropy_filter: bool = True) -> str:
     alt = (f"{name}-scale entropy map: the analysed square cut into {g}×{g} patches, each coloured by its entropy "
            f"from 0 (certain, dark purple) to {fmt_num(vmax)} (no idea, yellow); {alt_rule}; the most certain "
            f"patch is {_cell((r, c))} (H = {fmt_num(h[r, c], d)}).")
-    bar = colour_bar(render.ENTROPY_CMAP, "0 certain", f"{fmt_num(vmax)} = ln C, no idea", label="entropy H (nats)")
+    bar = colour_bar(render.ENTROPY_CMAP, "0 certain", f"{fmt_num(vmax)} = {even_split_text(pred)}",
+                     label="entropy H (nats)")
     return figure(f"entropy-{name.lower()}", f"{name} scale ({g}×{g} patches): how unsure each patch is",
                   [(render.data_uri(img), alt)], [rule], extra=bar)
 
@@ -194,9 +233,22 @@ def gain_html(pred) -> str:
 
 # --------------------------------------------------------------------------- per-patch classes
 
+#: the chip colour of "other (not a known class)" on the class map: a neutral grey
+OTHER_COLOUR = (153, 153, 153)
+
+
+def patch_classes(pred, patches: np.ndarray) -> np.ndarray:
+    """Each patch's most likely class: an index into the known classes, or ``len(classes)`` =
+    "other (not a known class)" where the negative classes together outweigh every known one."""
+    if not pred.negatives:
+        return np.argmax(patches, axis=-1)
+    other = np.clip(1.0 - patches.sum(-1, keepdims=True), 0.0, 1.0)
+    return np.argmax(np.concatenate([patches, other], -1), axis=-1)
+
+
 def classes_key(pred) -> str:
-    return array_key(np.argmax(pred.p1_patches, -1), np.argmax(pred.p2_patches, -1), tuple(pred.classes),
-                     id(pred.image))
+    return array_key(patch_classes(pred, pred.p1_patches), patch_classes(pred, pred.p2_patches), tuple(pred.classes),
+                     bool(pred.negatives), id(pred.image))
 
 
 def _class_counts(cls: np.ndarray, names: list[str]) -> str:
@@ -206,21 +258,25 @@ def _class_counts(cls: np.ndarray, names: list[str]) -> str:
 
 
 def classes_html(pred) -> str:
-    """The predicted class of each patch at the mid and high scales, numbered chips in Okabe–Ito colours."""
+    """The predicted class of each patch at the mid and high scales, numbered chips in Okabe–Ito
+    colours; with negative classes, a grey chip where "other (not a known class)" wins."""
+    names = list(pred.classes) + ([OTHER_LABEL] if pred.negatives else [])
     palette = render.class_palette(len(pred.classes))
+    if pred.negatives:
+        palette = np.vstack([palette, np.array(OTHER_COLOUR, np.uint8)])
     pics, caps = [], []
     for scale, patches in ((1, pred.p1_patches), (2, pred.p2_patches)):
-        cls = np.argmax(patches, axis=-1)
+        cls = patch_classes(pred, patches)
         g = cls.shape[0]
         img = render.class_overlay(pred.image, cls, palette, size=render.DISPLAY_SIZE * 3 // 4)
         alt = (f"Predicted class of each of the {g}×{g} {SCALE_NAMES[scale].lower()}-scale patches, as numbered "
-               f"chips: {_class_counts(cls, pred.classes)}.")
+               f"chips: {_class_counts(cls, names)}.")
         pics.append((render.data_uri(img), alt))
         caps.append(f"{SCALE_NAMES[scale]} scale ({g}×{g})")
     legend = "".join(
         f"<li><span class='hvl-swatch' style='background:rgb{tuple(int(v) for v in palette[i])};"
         f"color:rgb{render.text_colour(palette[i])}'>{i + 1}</span>{html.escape(name)}</li>"
-        for i, name in enumerate(pred.classes))
+        for i, name in enumerate(names))
     return figure("patch-classes", "Predicted class of each patch (before the entropy filter)", pics,
                   [], extra=f"<ul class='hvl-legend'>{legend}</ul>", captions=caps)
 
@@ -228,34 +284,59 @@ def classes_html(pred) -> str:
 # --------------------------------------------------------------------------- per-scale chart
 
 def scales_key(pred) -> str:
-    return array_key(pred.p0, pred.p1, pred.p2, pred.p_id, round(float(pred.threshold), 6), tuple(pred.classes))
+    return array_key(pred.p0, pred.p1, pred.p2, pred.p_id, tuple(sorted(pred.p_other.items())),
+                     tuple(sorted(pred.p_dropped.items())), round(float(pred.threshold), 6), pred.score_name,
+                     tuple(pred.classes))
 
 
-def scales_html(pred, max_classes: int = 10) -> str:
-    """Horizontal bars per class: p⁰, p¹, p² and the fused p_ID, with the threshold drawn across
-    the p_ID bars; the legend sits above the bars, never on them."""
-    series = [pred.p0, pred.p1, pred.p2, pred.p_id]
-    order = np.argsort(-pred.p_id, kind="stable")[:max_classes]
+def scale_rows(pred, max_classes: int = 6) -> list[tuple[str, list[float], bool]]:
+    """The chart's rows as (label, [p⁰, p¹, p², p_ID], is a known class): the likeliest known
+    classes, the rest of them together, "other (not a known class)" and the dropped share —
+    each column sums to 1 over the rows."""
+    names = ("p0", "p1", "p2", "p_id")
+    series = [getattr(pred, s) for s in names]
+    order = np.argsort(-pred.p_id, kind="stable")
+    rows = [(pred.classes[i], [float(p[i]) for p in series], True) for i in order[:max_classes]]
+    rest = order[max_classes:]
+    if len(rest):
+        rows.append((f"the {len(rest)} less likely known classes", [float(p[rest].sum()) for p in series], False))
+    if pred.negatives:
+        rows.append((OTHER_LABEL, [float(pred.p_other[s]) for s in names], False))
+    if any(pred.p_dropped[s] > 0 for s in names):
+        rows.append((DROPPED_LABEL, [float(pred.p_dropped[s]) for s in names], False))
+    return rows
+
+
+def scales_html(pred, max_classes: int = 6) -> str:
+    """Horizontal bars per row of ``scale_rows``: p⁰, p¹, p² and the fused p_ID; with the MSP
+    score, the threshold drawn across the known classes' p_ID bars; the legend above the bars."""
+    rows_data = scale_rows(pred, max_classes)
+    msp = pred.score_name == "msp"
     thr = min(max(float(pred.threshold), 0.0), 1.0) * 100
-    legend = "".join(f"<li><span class='hvl-swatch' style='background:{col}'></span>{sym} {html.escape(what)} "
-                     f"(sum {fmt_num(float(np.sum(p)))})</li>" for (sym, what, col), p in zip(SERIES, series))
+    legend = "".join(f"<li><span class='hvl-swatch' style='background:{col}'></span>{sym} {html.escape(what)}</li>"
+                     for sym, what, col in SERIES)
     rows = []
-    for i in order:
+    for label, values, known in rows_data:
         bars = []
-        for (sym, _, col), p in zip(SERIES, series):
-            v = float(p[i])
-            line = (f"<span class='hvl-thr' style='left:{thr:.2f}%' title='threshold'></span>" if sym == "p_ID" else "")
+        for (sym, _, col), v in zip(SERIES, values):
+            line = (f"<span class='hvl-thr' style='left:{thr:.2f}%' title='threshold'></span>"
+                    if msp and known and sym == "p_ID" else "")
             bars.append(f"<div class='hvl-barrow'><span class='hvl-sym'>{sym}</span><div class='hvl-track'>"
                         f"<div class='hvl-fill' style='width:{min(max(v, 0), 1) * 100:.2f}%;background:{col}'></div>{line}</div>"
                         f"<span class='hvl-val'>{fmt_num(v, 3)}</span></div>")
-        rows.append(f"<div class='hvl-class'><div class='hvl-class-name'>{html.escape(pred.classes[i])}</div>{''.join(bars)}</div>")
-    more = len(pred.classes) - len(order)
-    notes = [f"The vermillion line across the p_ID bars is the threshold {fmt_num(pred.threshold, 3)}: the image is known only "
-             "if the top p_ID reaches it.",
-             "p¹ and p² leave out the patches the entropy filter dropped, so their sums can be below 1."]
-    if more:
-        notes.append(f"{more} less likely classes not shown.")
-    return (f"<figure class='hvl-fig' id='scales-fig' aria-label='Per-scale probabilities of the top classes'>"
+        cls = "hvl-class" if known else "hvl-class hvl-rest"
+        rows.append(f"<div class='{cls}'><div class='hvl-class-name'>{html.escape(label)}</div>{''.join(bars)}</div>")
+    notes = ["Each colour sums to 1 over the rows: the known classes, "
+             + ("“other (not a known class)” — the negative classes, in every softmax but never the answer — "
+                if pred.negatives else "")
+             + "and the share of patches the entropy filter dropped (p¹ and p² divide by all patches)."]
+    if msp:
+        notes.append(f"The vermillion line across the p_ID bars is the threshold {fmt_num(pred.threshold, 3)}: the "
+                     "image is known only if the top p_ID reaches it.")
+    else:
+        notes.append(f"The decision uses the {SCORE_LABELS.get(pred.score_name, pred.score_name)} score, not these "
+                     "probabilities: its threshold is on the verdict's bar.")
+    return (f"<figure class='hvl-fig' id='scales-fig' aria-label='Where the probability of each scale goes'>"
             f"<figcaption class='hvl-fig-title'>What each scale says, and the fused prediction</figcaption>"
             f"<ul class='hvl-legend'>{legend}</ul><div class='hvl-chart'>{''.join(rows)}</div>"
             f"<div class='hvl-fig-notes'>{''.join(f'<p>{n}</p>' for n in notes)}</div></figure>")

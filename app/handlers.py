@@ -7,6 +7,9 @@ write) and the values of its inputs, returning ``{component: value}`` for what c
   change re-uses the encoding);
 - ``on_options``: threshold, K, entropy filter, renormalise → the head only, on the cached
   encoding; before any analysis it changes nothing;
+- ``on_score``: the decision score → the head only, the threshold back to the model's own for
+  that score, the slider in its units;
+- ``on_pick_tile``: a click on a whole-slide image's thumbnail → the tile there, analysed;
 - ``api_predict``: the public ``/predict`` endpoint.
 
 ``present`` redraws only what changed: each output has a key (``app.figures.*_key``, or its
@@ -26,8 +29,16 @@ import gradio as gr
 
 from . import decision as dec
 from . import figures
-from .messages import class_placeholder, duplicate_classes, friendly_error, model_markdown, status_markdown
-from .service import USER_ERRORS, ModelService, Session, UserError, normalise_classes, threshold_note
+from .decision import model_score_range, threshold_slider
+from .messages import (
+    class_placeholder,
+    duplicate_classes,
+    friendly_error,
+    header_markdown,
+    model_markdown,
+    status_markdown,
+)
+from .service import USER_ERRORS, ModelService, Session, UserError, has_threshold, normalise_classes
 from .teaching import Context, teaching_markdown
 
 if TYPE_CHECKING:
@@ -61,6 +72,7 @@ class UI:
     class_map: gr.HTML
     scales: gr.HTML
     teaching: gr.Markdown
+    header: gr.Markdown | None = None  # names the backbone, its training data, what it never saw
 
     def figures(self) -> list:
         return [self.thumbnail, self.main_map, self.mid_map, self.gain_map, self.class_map, self.scales]
@@ -72,7 +84,8 @@ class UI:
     def outputs(self) -> list:
         c = self.controls
         return [self.session, self.shown, self.decision, self.top, self.status, self.model_info, *self.figures(),
-                self.teaching, c.threshold, c.k, c.custom, self.upload, c.preset]
+                self.teaching, c.threshold, c.k, c.custom, self.upload, c.preset,
+                *(x for x in (c.score, self.header) if x is not None)]
 
     def bind(self, handler):
         """``handler(ui, values, ...)`` as the event function (gradio still sees its
@@ -82,13 +95,14 @@ class UI:
 
 # --------------------------------------------------------------------------- presenting
 
-def context(sess: Session, model, s: Settings) -> Context:
+def context(sess: Session, model, s: Settings, pred) -> Context:
     return Context(original_size=sess.loaded.original_size if sess.loaded else None,
                    image_notes=list(sess.loaded.notes) if sess.loaded else [],
                    backbone=model.backbone.describe(), image_size=model.backbone.image_size,
                    entropy_filter=s.entropy_filter, renormalize=s.renormalize, calibrated=model.calibrated,
                    checkpoint=model.checkpoint, detail=model.detail, similarity=model.head.config.similarity,
-                   class_bias=model.logit_bias is not None)
+                   class_bias=model.logit_bias is not None, kind=getattr(model.backbone, "kind", "vision-language"),
+                   threshold_measured=has_threshold(model, pred.score_name))
 
 
 def present(ui: UI, sess: Session, shown: dict | None, pred, model, s: Settings, reset: bool = False) -> dict:
@@ -101,9 +115,12 @@ def present(ui: UI, sess: Session, shown: dict | None, pred, model, s: Settings,
             out[component] = draw()
             shown[name] = key
 
-    note = threshold_note(model)
-    put(ui.decision, "decision", (pred.label, pred.msp, pred.threshold, pred.known, note),
-        lambda: dec.decision_html(pred, note))
+    note = dec.threshold_note(pred, has_threshold(model, pred.score_name))
+    # the threshold slider and the verdict bar cover the same stretch of the score
+    current = shown.get("window") if shown.get("threshold_units") == pred.score_name and not reset else None
+    window = dec.score_window(pred.score_range, (pred.score, pred.threshold), current)
+    put(ui.decision, "decision", (pred.label, pred.score, pred.score_name, pred.threshold, pred.known, note, window),
+        lambda: dec.decision_html(pred, note, window))
     top = dec.top_classes(pred)
     put(ui.top, "top", tuple(top.items()), lambda: top)
     status = status_markdown(sess, pred)
@@ -119,14 +136,27 @@ def present(ui: UI, sess: Session, shown: dict | None, pred, model, s: Settings,
     put(ui.gain_map, "gain", figures.gain_key(pred), lambda: figures.gain_html(pred))
     put(ui.class_map, "classes", figures.classes_key(pred), lambda: figures.classes_html(pred))
     put(ui.scales, "scales", figures.scales_key(pred), lambda: figures.scales_html(pred))
-    teaching = teaching_markdown(pred, context(sess, model, s))
+    teaching = teaching_markdown(pred, context(sess, model, s, pred))
     put(ui.teaching, "teaching", teaching, lambda: teaching)
     g = 4 * model.n ** 2
     put(ui.controls.k, "k", (g, pred.k), lambda: gr.update(maximum=g, value=pred.k))
-    if reset:
-        out[ui.controls.threshold] = gr.update(value=pred.threshold)
+    if reset or shown.get("window") != window or shown.get("threshold_units") != pred.score_name:
+        extra = {"value": pred.threshold} if reset or shown.get("threshold_units") != pred.score_name else {}
+        out[ui.controls.threshold] = gr.update(**threshold_slider(pred.score_name, pred.score_range, (), window, **extra))
+        shown["window"], shown["threshold_units"] = window, pred.score_name
+    if ui.controls.score is not None and (reset or s.score != pred.score_name):
+        out[ui.controls.score] = gr.update(value=pred.score_name)
+    if ui.header is not None:
+        head = header_markdown(model.backbone)
+        put(ui.header, "header", head, lambda: head)
     out[ui.shown] = shown
     return out
+
+
+def carried(shown: dict | None) -> dict:
+    """What a new image keeps of what the page shows: the threshold slider's range and units
+    (everything else is drawn anew)."""
+    return {k: v for k, v in (shown or {}).items() if k in ("window", "threshold_units")}
 
 
 def failed(ui: UI, sess: Session, e: BaseException, clear: bool = True) -> dict:
@@ -155,8 +185,10 @@ def run(ui: UI, sess: Session, shown: dict | None, s: Settings, progress=None) -
     check_settings(s)
     spec, ck = ui.service.spec(s.preset, s.custom, s.checkpoint, s.n)
     say = (lambda f, d: progress(f, desc=d)) if progress is not None else None
+    if "threshold_units" in (shown or {}) and shown["threshold_units"] != s.score:
+        s = replace(s, threshold=None)  # the slider's value is in another score's units
     sess, pred, model, reset = ui.service.analyse(sess, spec, ck, s.threshold, s.k, s.entropy_filter,
-                                                  s.renormalize, progress=say)
+                                                  s.renormalize, progress=say, score=s.score)
     return present(ui, sess, shown, pred, model, s, reset)
 
 
@@ -174,7 +206,7 @@ def on_upload(ui: UI, values: dict, progress=gr.Progress()) -> dict:
     except Exception as e:  # noqa: BLE001 — every failure becomes a message
         return {**failed(ui, Session(model_identity=sess.model_identity), e), ui.upload: None}
     try:
-        return {**run(ui, new, {}, s, progress), ui.upload: None}
+        return {**run(ui, new, carried(shown), s, progress), ui.upload: None}
     except Exception as e:  # noqa: BLE001
         return {**failed(ui, new, e), ui.upload: None}
 
@@ -185,12 +217,13 @@ def on_example(ui: UI, values: dict, evt: gr.SelectData, progress=gr.Progress())
     s = ui.controls.read(values)
     item = ui.examples[evt.index]
     out = {}
-    if s.preset != "custom" and not s.checkpoint and item["kind"] in KIND_PRESET:
-        s = replace(s, preset=KIND_PRESET[item["kind"]])
+    preset = item.get("preset") or KIND_PRESET.get(item["kind"])
+    if s.preset != "custom" and not s.checkpoint and preset:
+        s = replace(s, preset=preset)
         out = {ui.controls.preset: s.preset}
     try:
         new = ui.service.load(item["path"], previous=sess, name=Path(item["path"]).name)
-        return {**run(ui, new, {}, s, progress), **out}
+        return {**run(ui, new, carried(values[ui.shown]), s, progress), **out}
     except Exception as e:  # noqa: BLE001
         return {**failed(ui, sess, e), **out}
 
@@ -227,7 +260,11 @@ def on_settings(ui: UI, values: dict, progress=gr.Progress()) -> dict:
                ui.status: "", ui.controls.k: gr.update(maximum=4 * model.n ** 2),
                ui.controls.custom: gr.update(placeholder=class_placeholder(model.backbone)), ui.shown: shown}
         if reset:
-            out[ui.controls.threshold] = gr.update(value=model.threshold)
+            out[ui.controls.threshold] = gr.update(**threshold_slider(model.score_name, model_score_range(model),
+                                                                      (model.threshold,), value=model.threshold))
+            out[ui.shown] = {"threshold_units": model.score_name}
+            if ui.controls.score is not None:
+                out[ui.controls.score] = gr.update(value=model.score_name)
         return out
     except Exception as e:  # noqa: BLE001
         return failed(ui, sess, e)
@@ -244,6 +281,52 @@ def on_options(ui: UI, values: dict) -> dict:
         return present(ui, sess, shown, pred, model, s)
     except Exception as e:  # noqa: BLE001
         return failed(ui, sess, e, clear=False)
+
+
+def on_score(ui: UI, values: dict) -> dict:
+    """The decision score changed: the head only, on the cached encoding; the threshold goes back
+    to the model's own for that score (or, where it has none, the image's own score) and the
+    slider moves to the score's units. Before any analysis only the slider changes."""
+    sess, shown = values[ui.session], values[ui.shown]
+    s = replace(ui.controls.read(values), threshold=None)
+    if sess.prediction is None:
+        try:
+            spec, ck = ui.service.spec(s.preset, s.custom, s.checkpoint, s.n)
+            model = ui.service.model(spec, ck)
+            if not has_threshold(model, s.score):  # the first image's score will be the threshold
+                return {ui.controls.threshold: gr.update(label=threshold_slider(s.score, (None, None), ())["label"]),
+                        ui.shown: {**(shown or {}), "threshold_units": None}}
+            thr, _ = model.resolve_threshold(None, s.score)
+            return {ui.controls.threshold: gr.update(**threshold_slider(s.score, model_score_range(model, s.score),
+                                                                        (thr,), value=thr)),
+                    ui.shown: {**(shown or {}), "threshold_units": s.score}}
+        except Exception as e:  # noqa: BLE001
+            return failed(ui, sess, e, clear=False)
+    try:
+        sess, pred, model = ui.service.decide(sess, None, s.k, s.entropy_filter, s.renormalize, s.score)
+        return present(ui, sess, shown, pred, model, s, reset=True)
+    except Exception as e:  # noqa: BLE001
+        return failed(ui, sess, e, clear=False)
+
+
+def on_pick_tile(ui: UI, values: dict, evt: gr.EventData, progress=gr.Progress()) -> dict:
+    """A click on a whole-slide image's thumbnail, at fractions (u, v) of its width and height:
+    the tile centred there, analysed (the model and its settings stay)."""
+    sess, shown = values[ui.session], values[ui.shown]
+    data = getattr(evt, "_data", None) or {}
+    slide = sess.loaded.slide if sess.loaded is not None else None
+    try:
+        u, v = float(data.get("u")), float(data.get("v"))
+    except (TypeError, ValueError):
+        return {ui.shown: shown}
+    if slide is None or not (0 <= u <= 1 and 0 <= v <= 1):  # NaN fails this too
+        return {ui.shown: shown}
+    s = ui.controls.read(values)
+    try:
+        new = ui.service.pick_tile(sess, u * slide.thumbnail.width, v * slide.thumbnail.height)
+        return run(ui, new, carried(shown), s, progress)
+    except Exception as e:  # noqa: BLE001
+        return failed(ui, sess, e)
 
 
 def api_predict(service: ModelService, path, preset_v, classes_v, thr_v, n_v, k_v, ef_v, rn_v) -> dict:

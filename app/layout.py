@@ -37,6 +37,8 @@ CSS = """
 .hvl-pic-title { font-weight: 600; font-size: 0.9em; }
 .hvl-pic img { display: block; width: 100%; max-width: 480px; height: auto; object-fit: contain; }
 #thumbnail .hvl-pic img { max-height: 260px; }
+#thumbnail img.hvl-slide { cursor: crosshair; }
+.hvl-rest .hvl-class-name { font-style: italic; font-weight: 500; }
 #entropy-high .hvl-pic img { max-height: 330px; }
 .hvl-fig-notes p { margin: 4px 0; font-size: 0.9em; line-height: 1.35; color: #1a1a1a; max-width: 75ch; }
 .hvl-cbar { margin-top: 6px; max-width: 448px; font-size: 0.82em; color: #1a1a1a; }
@@ -90,12 +92,12 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
     with gr.Blocks(title="HVL — known or unknown?", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         session = gr.State(Session(model_identity=Spec().identity()), time_to_live=1800)
         shown = gr.State({}, time_to_live=1800)
-        lecture = header.render()
+        head = header.render(model)
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=320, elem_id="inputs"):
                 up = upload.render(examples)
                 preset, custom = controls.render_classes(model)
-                threshold, k, n, entropy_filter, renormalize = controls.render_head(model)
+                score, threshold, k, n, entropy_filter, renormalize = controls.render_head(model)
                 ckpt_text, ckpt_files = controls.render_checkpoint()
                 analyse_btn = gr.Button("Analyse", variant="secondary", elem_id="analyse", size="sm")
                 model_info = gr.Markdown(model_markdown(model), elem_id="model-info")
@@ -110,11 +112,12 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
 
         ui = UI(service=service, examples=examples, session=session, shown=shown,
                 controls=controls.Controls(preset, custom, ckpt_text, ckpt_files, n, threshold, k, entropy_filter,
-                                           renormalize),
+                                           renormalize, score=score),
                 upload=up.upload, gallery=up.gallery, decision=verdict.decision, top=top,
                 status=verdict.status, model_info=model_info, thumbnail=thumbnail, main_map=main_map,
-                mid_map=mid_map, gain_map=gain_map, class_map=class_map, scales=scales, teaching=teach)
-        header.listen(lecture)
+                mid_map=mid_map, gain_map=gain_map, class_map=class_map, scales=scales, teaching=teach,
+                header=head.text)
+        header.listen(head.lecture)
         upload.listen(ui)
         controls.listen(ui)
         analyse_btn.click(ui.bind(on_rerun), ui.inputs(), ui.outputs(), concurrency_id="model",

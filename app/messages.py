@@ -6,6 +6,7 @@ import re
 
 from hvl_core.backbones import UnknownClassError
 
+from .decision import SCORE_LABELS
 from .service import USER_ERRORS, Session, normalise_classes
 
 #: the custom-class example for backbones with a text tower (any words work)
@@ -14,21 +15,58 @@ TEXT_EXAMPLE = "e.g. melanoma, nevus: a benign mole, scar"
 SKIN_EXAMPLE = ("melanoma", "melanocytic nevus", "dermatofibroma")
 
 
+def backbone_facts(bb) -> dict:
+    """What the page says about a backbone: kind, training data, what it has never seen. The
+    backbone's own attributes first, then the backbone catalog (when the core has one)."""
+    facts = {"kind": getattr(bb, "kind", "") or "vision-language", "trained_on": getattr(bb, "trained_on", ""),
+             "never_seen": getattr(bb, "never_seen", "")}
+    if not facts["trained_on"]:
+        try:
+            from hvl_core.backbones.catalog import backbone_info
+        except ImportError:
+            backbone_info = None
+        info = backbone_info(bb.name) if backbone_info else None
+        if info is not None:
+            facts["trained_on"] = info.trained_on
+    if "random" in bb.name and not facts["trained_on"]:
+        facts["trained_on"] = "nothing: seeded random weights"
+    return facts
+
+
+def header_markdown(bb) -> str:
+    """The header: what the demo does, with the backbone in use — its kind, its training data
+    and what it has never seen — in one line."""
+    f = backbone_facts(bb)
+    how = ("a label-only classifier (no text tower: classes are its own labels)" if f["kind"] == "label-only"
+           else "a vision-language model (classes are text prompts)")
+    data = f"trained on {f['trained_on']}" if f["trained_on"] else "its training data is not recorded here"
+    never = f"; it has never seen {f['never_seen']}" if f["never_seen"] else ""
+    return ("<div class=\"hvl-header\">\n\n# HVL — known disease, or refer to a specialist?\n\n"
+            "Three scales of your image, fused coarse to fine; unsure patches ignored; **unknown** when the decision "
+            "score is under a threshold (Lai et al., MICCAI 2025). **Research and teaching demo — not a medical "
+            f"device.**  \nBackbone `{bb.name}`: {how}, {data}{never}.\n</div>")
+
+
 def model_markdown(model) -> str:
     bb = model.backbone
     note = f" — *{bb.note}*" if bb.note else ""
+    kind = "label-only" if backbone_facts(bb)["kind"] == "label-only" else "vision-language"
     head = (f"trained checkpoint ({model.checkpoint})" if model.checkpoint
             else "untrained (zero-shot: W, b⁰, b² are zero)")
     classes = ", ".join(model.classes.names)
     neg = model.classes.negatives
-    negatives = (f"**Negative classes ({len(neg)}):** {', '.join(neg)} — in the softmax, never the answer  \n"
-                 if neg else "")
+    negatives = (f"**Negative classes ({len(neg)}):** {', '.join(neg)} — in the softmax, never the answer; their "
+                 "share is shown as “other (not a known class)”  \n" if neg else "")
     cfg = model.head.config
     similarity = "" if cfg.similarity == "cosine" else f"; {cfg.similarity} similarity, τ = {cfg.tau:g}"
-    return (f"**Backbone:** `{bb.name}`{note}  \n"
+    source = {"calibrated": "calibrated", "measured": "measured default", "default": "unmeasured default",
+              "given": "given"}.get(model.threshold_source, model.threshold_source)
+    score = (f"**Decision:** {SCORE_LABELS.get(model.score_name, model.score_name)} ≥ {model.threshold:g} "
+             f"({source}) by default")
+    return (f"**Backbone:** `{bb.name}` ({kind}){note}  \n"
             f"**Known classes ({len(model.classes.names)}):** {classes}  \n{negatives}"
             f"**Head:** {head}; n = {model.n} ({1 + model.n ** 2 + 4 * model.n ** 2} crops){similarity}; "
-            f"device {model.device.type}")
+            f"device {model.device.type}  \n{score}")
 
 
 def status_markdown(session: Session, pred) -> str:

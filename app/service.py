@@ -34,9 +34,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import hvl_core
-from hvl_core import CheckpointError, Encoded, HVLModel, ImageError, Prediction, load_checkpoint, load_image
+from hvl_core import CheckpointError, Encoded, HVLModel, ImageError, Prediction, ScoreError, load_checkpoint, load_image
 from hvl_core.backbones import Backbone, BackboneUnavailable, UnknownClassError, create_backbone, list_backbones
 from hvl_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint
+from hvl_core.head import score_range
 from hvl_core.images import LoadedImage
 from hvl_core.presets import split_class_list
 
@@ -72,7 +73,7 @@ class UserError(Exception):
 
 
 #: errors whose message is written for the person using the demo
-USER_ERRORS = (UserError, ImageError, CheckpointError, BackboneUnavailable, UnknownClassError)
+USER_ERRORS = (UserError, ImageError, CheckpointError, BackboneUnavailable, UnknownClassError, ScoreError)
 
 
 @dataclass(frozen=True)
@@ -336,9 +337,11 @@ class ModelService:
 
     def analyse(self, session: Session, spec: Spec, ck: Checkpoint | None, threshold: float | None, k: int,
                 entropy_filter: bool, renormalize: bool,
-                progress: Callable[[float, str], None] | None = None) -> tuple[Session, Prediction, HVLModel, bool]:
+                progress: Callable[[float, str], None] | None = None,
+                score: str | None = None) -> tuple[Session, Prediction, HVLModel, bool]:
         """Model + (cached) encoding + decision. Returns the updated session, the prediction, the
-        model and whether the threshold was reset to the model's own (a different model)."""
+        model and whether the threshold (and the score) went back to the model's own (a different
+        model). ``threshold`` is in the units of ``score`` (default: the model's score)."""
         if not session.has_image():
             raise UserError("upload an image first (PNG, JPEG, TIFF, BMP or WebP), or click an example")
         say = progress or (lambda f, d: None)
@@ -353,38 +356,50 @@ class ModelService:
                 encoded = model.encode(session.loaded)
                 self.encode_calls += 1
         reset = session.model_identity != spec.identity()
-        thr = model.threshold if (reset or threshold is None) else float(threshold)
+        thr = None if (reset or threshold is None) else float(threshold)
         say(0.85, "Deciding")
         session = replace(session, encoded=encoded, encoded_for=enc_for, spec=spec, model_identity=spec.identity())
-        pred = self._decide(model, session, thr, k, entropy_filter, renormalize)
+        pred = self._decide(model, session, thr, k, entropy_filter, renormalize, None if reset else score)
         session.prediction = pred
         return session, pred, model, reset
 
-    def decide(self, session: Session, threshold: float, k: int, entropy_filter: bool,
-               renormalize: bool) -> tuple[Session, Prediction, HVLModel]:
-        """Re-decide from the cached encoding: the head only."""
+    def decide(self, session: Session, threshold: float | None, k: int, entropy_filter: bool,
+               renormalize: bool, score: str | None = None) -> tuple[Session, Prediction, HVLModel]:
+        """Re-decide from the cached encoding: the head only. ``threshold`` None: the model's own
+        for ``score``."""
         if session.encoded is None or session.spec is None:
             raise UserError("analyse an image first")
         model = self.model(session.spec)
-        pred = self._decide(model, session, float(threshold), k, entropy_filter, renormalize)
+        pred = self._decide(model, session, threshold, k, entropy_filter, renormalize, score)
         session = replace(session, prediction=pred)
         return session, pred, model
 
     @staticmethod
-    def _decide(model: HVLModel, session: Session, threshold: float, k: int, entropy_filter: bool,
-                renormalize: bool) -> Prediction:
-        k = max(1, min(int(k), 4 * model.n ** 2))
-        if threshold is None or not 0.0 <= float(threshold) <= 1.0:  # NaN fails this too
-            raise UserError(f"the threshold must be a number between 0 and 1, got {threshold}")
-        return model.decide(session.encoded, threshold=threshold, k=k, entropy_filter=bool(entropy_filter),
-                            renormalize=bool(renormalize))
+    def _decide(model: HVLModel, session: Session, threshold: float | None, k: int, entropy_filter: bool,
+                renormalize: bool, score: str | None = None) -> Prediction:
+        """The head on the cached encoding. A threshold outside the score's range raises
+        ``ScoreError``; with no threshold where the model has none for ``score`` (nothing
+        measured or calibrated), the image's own score is the starting threshold ("given")."""
+        opts = dict(k=max(1, min(int(k), 4 * model.n ** 2)), entropy_filter=bool(entropy_filter),
+                    renormalize=bool(renormalize), score=score or model.score_name)
+        try:
+            return model.decide(session.encoded, threshold=threshold, **opts)
+        except ScoreError:
+            if threshold is not None or has_threshold(model, opts["score"]):
+                raise
+        lo, hi = score_range(replace(model.head.config, score=opts["score"]), len(model.classes.names))
+        probe = model.decide(session.encoded, threshold=max(lo, min(0.0, hi)), **opts)
+        return model.decide(session.encoded, threshold=probe.score, **opts)
 
 
-def threshold_note(model: HVLModel) -> str:
-    if model.calibrated:
-        return "Threshold: calibrated on the checkpoint's validation data (95% of known images pass)."
-    return (f"Threshold: the default {hvl_core.DEFAULT_THRESHOLD:g} — this head has no calibrated threshold "
-            "(no checkpoint, or one without calibration).")
+def has_threshold(model: HVLModel, score: str) -> bool:
+    """Whether the model has a threshold of its own for ``score`` (measured, calibrated or the
+    MSP default)."""
+    try:
+        model.resolve_threshold(None, score)
+    except ScoreError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- server upkeep

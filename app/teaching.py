@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .decision import fmt_num, fmt_score, fmt_signed, separating_digits
+from hvl_core.model import DROPPED_LABEL, OTHER_LABEL
+
+from .decision import fmt_num, fmt_score, fmt_signed, score_label, separating_digits, threshold_note
 
 MAX_TABLE_GRID = 4  # entropy tables up to 4×4 cells; larger grids get a summary
 
@@ -30,6 +32,8 @@ class Context:
     detail: str = "upsample"
     similarity: str = "cosine"
     class_bias: bool = False  # the backbone adds a per-class logit bias (a classifier's bias)
+    kind: str = "vision-language"  # the backbone: "vision-language" (text tower) or "label-only" (a classifier)
+    threshold_measured: bool = True  # False: no threshold was measured or calibrated for this score
 
 
 def cells_text(cells) -> str:
@@ -52,7 +56,8 @@ def _entropy_table(h: np.ndarray, keep: np.ndarray, digits: int = 3) -> str:
     return "\n".join([head, sep, *rows])
 
 
-def scale_paragraph(name: str, sym: str, h: np.ndarray, keep: np.ndarray, p: np.ndarray, ctx: Context) -> str:
+def scale_paragraph(name: str, sym: str, h: np.ndarray, keep: np.ndarray, p: np.ndarray, ctx: Context,
+                    other: float = 0.0) -> str:
     g = h.shape[0]
     n_all = g * g
     dropped = _dropped(keep)
@@ -76,7 +81,11 @@ def scale_paragraph(name: str, sym: str, h: np.ndarray, keep: np.ndarray, p: np.
     lines.append(f"  p{sym} = (sum of the kept patches' probabilities) ÷ {div}"
                  + ("" if ctx.renormalize or not ctx.entropy_filter else
                     " — divided by *all* patches, as the paper writes, so dropped patches lower it")
-                 + f": here p{sym} sums to {float(np.sum(p)):.3f}.")
+                 + f": here p{sym} sums to {fmt_num(float(np.sum(p)), 3)} over the known classes"
+                 + (f", {fmt_num(other, 3)} went to the negative classes (“other”)" if other > 0 else "")
+                 + (f", and the {n_all - kept} dropped patches' share {fmt_num((n_all - kept) / n_all, 3)} is missing"
+                    if ctx.entropy_filter and not ctx.renormalize and kept < n_all else "")
+                 + ".")
     return "\n".join(line for line in lines if line is not None)
 
 
@@ -85,24 +94,85 @@ def score_words(ctx: Context) -> str:
     return words + (" plus the backbone's per-class bias" if ctx.class_bias else "")
 
 
+def head_words(ctx: Context) -> str:
+    """Trained head or zero-shot, as it is."""
+    if ctx.checkpoint:
+        return f"The head was trained (checkpoint {ctx.checkpoint}): its learnt weights shape these embeddings."
+    return ("The head is untrained (zero-shot): its learnable weights are zero, so the class scores come from the "
+            "backbone alone.")
+
+
+def compare_words(ctx: Context, C: int) -> str:
+    """How a patch is scored against the classes, true for this backbone."""
+    if ctx.kind == "label-only":
+        return (f"Every patch is scored by the classifier itself: the {score_words(ctx)} of its features with the "
+                f"output row of each of the C = {C} known classes (this backbone is label-only: it has no text "
+                "tower, and a class is one of its labels)")
+    return (f"Every patch is compared with the text of each of the C = {C} known classes (its prompt through the "
+            f"text tower; {score_words(ctx)})")
+
+
+def softmax_words(pred) -> str:
+    """The classes the softmax runs over, and the even split the entropy scale tops out at."""
+    C, R = len(pred.classes), pred.entropy_classes
+    if R > C:
+        return (f"softmax over the {C} known and {R - C} negative classes (the backbone's other labels: they take "
+                "their share, “other”, but are never the answer): one probability per class. Its entropy "
+                f"H = −Σ p·log p, over all {R}, says how unsure it is: 0 = certain of one class, "
+                f"ln {R} = {fmt_num(pred.entropy_max, 3)} = evenly split over all {R}")
+    return ("softmax): one probability per class. Its entropy H = −Σ p·log p says how unsure it is: 0 = certain "
+            f"of one class, ln {R} = {fmt_num(pred.entropy_max, 3)} = evenly split")
+
+
+def _shortfall(pred) -> str:
+    """Where the fused probability that no known class holds went: negative classes, dropped patches."""
+    other, dropped = float(pred.p_other.get("p_id", 0.0)), float(pred.p_dropped.get("p_id", 0.0))
+    parts = []
+    if other >= 0.005:
+        parts.append(f"{fmt_num(other, 2)} went to “other (not a known class)”, the negative classes")
+    if dropped >= 0.005:
+        parts.append(f"{fmt_num(dropped, 2)} is the share of patches the entropy filter dropped (they count as zero)")
+    if not parts:
+        return ""
+    return f" Of the fused probability, {' and '.join(parts)}; the known classes hold {fmt_num(float(np.sum(pred.p_id)), 2)}."
+
+
 def why_sentence(pred) -> str:
-    """One or two sentences: why this image was accepted or rejected."""
-    thr, msp = pred.threshold, pred.msp
+    """One or two sentences: why this image was accepted or rejected, in the score's units."""
+    thr, sc = pred.threshold, pred.score
+    name = score_label(pred)
     picks = [pred.classes[int(np.argmax(p))] for p in (pred.p0, pred.p1, pred.p2)]
     if len(set(picks)) == 1:
         agree = f"all three scales pick {picks[0]}"
     else:
         agree = f"the scales disagree (whole image: {picks[0]}, mid: {picks[1]}, high: {picks[2]})"
+    what = "fused confidence" if pred.score_name == "msp" else f"{name} score"
     if pred.known:
-        return (f"**Accepted** as {pred.label}: its fused confidence {fmt_score(msp, thr)} reaches the threshold "
-                f"{fmt_score(thr, msp)} (margin {msp - thr:+.3f}); {agree}.")
-    s = (f"**Rejected — refer to a specialist**: no known class is confident enough. The best, {pred.label}, "
-         f"reaches only {fmt_score(msp, thr)}, {thr - msp:.3f} below the threshold {fmt_score(thr, msp)}; {agree}.")
-    sums = float(np.sum(pred.p1)), float(np.sum(pred.p2))
-    if min(sums) < 0.99:
-        s += (f" Part of the shortfall is the entropy filter: dropped patches count as zero, so p¹ and p² sum "
-              f"to {sums[0]:.2f} and {sums[1]:.2f}, not 1.")
-    return s
+        return (f"**Accepted** as {pred.label}: its {what} {fmt_score(sc, thr)} reaches the threshold "
+                f"{fmt_score(thr, sc)} (margin {fmt_signed(sc - thr, 3)}); {agree}.")
+    best = (f"The best, {pred.label}, reaches only {fmt_score(sc, thr)}" if pred.score_name == "msp"
+            else f"The {name} score is {fmt_score(sc, thr)} (best class {pred.label}, p_ID {fmt_num(pred.msp, 3)})")
+    return (f"**Rejected — refer to a specialist**: no known class is close enough. {best}, {fmt_num(thr - sc, 3)} "
+            f"below the threshold {fmt_score(thr, sc)}; {agree}." + _shortfall(pred))
+
+
+def decision_paragraph(pred, ctx: Context) -> str:
+    """Step 6: the score, the threshold with its source, the verdict."""
+    op = "≥" if pred.known else "<"
+    verdict = f"known: **{pred.label}**" if pred.known else "**unknown — refer to a specialist**"
+    name = score_label(pred)
+    if pred.score_name == "msp":
+        how = f"MSP = the largest p_ID = {fmt_score(pred.score, pred.threshold)} ({pred.label})."
+    else:
+        terms = pred.scale_scores or (math.nan,) * 3
+        per = "T·log Σ exp(logit)" if pred.score_name == "energy" else "the largest logit"
+        how = (f"The decision score is **{name}** (not the paper's MSP): per scale, {per} over the known classes "
+               f"(negative classes never enter), averaged over the kept patches; then over the three scales: "
+               f"({fmt_num(terms[0], 3)} + {fmt_num(terms[1], 3)} + {fmt_num(terms[2], 3)}) ÷ 3 = "
+               f"{fmt_score(pred.score, pred.threshold)}. It keeps how far the image is from every known class, "
+               "which the softmax (and so MSP) discards.")
+    return (f"**6. Decision.** {how} {threshold_note(pred, ctx.threshold_measured)} {name} {op} t, so the image is "
+            f"{verdict}. Move the threshold slider to see where the decision flips: a higher threshold rejects more.")
 
 
 def teaching_markdown(pred, ctx: Context) -> str:
@@ -129,16 +199,14 @@ def teaching_markdown(pred, ctx: Context) -> str:
         "**2. Fusion, coarse to fine (Eq. 1).** Each mid-scale patch gets the whole-image embedding added, "
         "weighted by how similar the two are (their cosine): û¹ᵢ = u¹ᵢ + cos(u¹ᵢ, u⁰)·u⁰. Each high-scale patch "
         "then does the same with its already-fused parent mid-scale patch: û²ⱼ = u²ⱼ + cos(u²ⱼ, û¹ⱼ*)·û¹ⱼ*. "
-        "A small patch is thus read in the context of the region around it.",
+        "A small patch is thus read in the context of the region around it. " + head_words(ctx),
         "",
-        f"**3. Patch predictions and the entropy filter (Eq. 2–3).** Every patch is compared with the text of each "
-        f"of the C = {C} known classes ({score_words(ctx)} ÷ τ = {pred.tau:g}, then softmax): one probability per "
-        f"class. Its entropy H = −Σ p·log p says how unsure it is: 0 = certain of one class, "
-        f"ln C = {math.log(C) if C > 1 else 0.0:.3f} = evenly split. Patches less certain than their scale's "
-        "average are dropped as *disease-irrelevant* (background, hair, blank slide).",
+        f"**3. Patch predictions and the entropy filter (Eq. 2–3).** {compare_words(ctx, C)}, ÷ τ = {pred.tau:g}, "
+        f"then a {softmax_words(pred)}. Patches less certain than their scale's average are dropped as "
+        "*disease-irrelevant* (background, hair, blank slide).",
         "",
-        scale_paragraph("Mid", "¹", pred.entropy1, pred.keep1, pred.p1, ctx),
-        scale_paragraph("High", "²", pred.entropy2, pred.keep2, pred.p2, ctx),
+        scale_paragraph("Mid", "¹", pred.entropy1, pred.keep1, pred.p1, ctx, pred.p_other.get("p1", 0.0)),
+        scale_paragraph("High", "²", pred.entropy2, pred.keep2, pred.p2, ctx, pred.p_other.get("p2", 0.0)),
         "",
         f"**4. The fused score.** p_ID = (p⁰ + p¹ + p²) ÷ 3, the average of what the three scales say. "
         f"For {pred.label}: ({pred.p0[c]:.3f} + {pred.p1[c]:.3f} + {pred.p2[c]:.3f}) ÷ 3 = **{pred.p_id[c]:.3f}**.",
@@ -148,6 +216,13 @@ def teaching_markdown(pred, ctx: Context) -> str:
     ]
     for i in np.argsort(-pred.p_id, kind="stable"):
         out.append(f"| {pred.classes[i]} | {pred.p0[i]:.3f} | {pred.p1[i]:.3f} | {pred.p2[i]:.3f} | {pred.p_id[i]:.3f} |")
+    for label, shares in ((OTHER_LABEL, pred.p_other), (DROPPED_LABEL, pred.p_dropped)):
+        if label == OTHER_LABEL and not pred.negatives or label == DROPPED_LABEL and shares["p_id"] <= 0:
+            continue
+        out.append(f"| *{label}* | " + " | ".join(fmt_num(shares[s], 3) for s in ("p0", "p1", "p2", "p_id")) + " |")
+    totals = [float(np.sum(getattr(pred, s))) + pred.p_other.get(s, 0.0) + pred.p_dropped.get(s, 0.0)
+              for s in ("p0", "p1", "p2", "p_id")]
+    out.append("| **total** | " + " | ".join(fmt_num(t, 3) for t in totals) + " |")
     gains = [f"{cells_text([rc])} ΔH = {fmt_signed(pred.entropy_gain[rc[0], rc[1]], 3)}" for rc in pred.pseudo_ood]
     positive = sum(pred.entropy_gain[r, c] > 0 for r, c in pred.pseudo_ood)
     out += [
@@ -160,14 +235,8 @@ def teaching_markdown(pred, ctx: Context) -> str:
         "inference they are only shown.",
         "",
     ]
-    thr_src = ("calibrated on the checkpoint's validation data so that 95% of known-class images pass"
-               if ctx.calibrated else "the documented default (this head has no calibrated threshold)")
-    op = "≥" if pred.known else "<"
-    verdict = f"known: **{pred.label}**" if pred.known else "**unknown — refer to a specialist**"
     out += [
-        f"**6. Decision.** MSP = the largest p_ID = {fmt_score(pred.msp, pred.threshold)} ({pred.label}). "
-        f"Threshold t = {fmt_score(pred.threshold, pred.msp)}, {thr_src}. MSP {op} t, so the image is {verdict}. "
-        "Move the threshold slider to see where the decision flips: a higher threshold rejects more.",
+        decision_paragraph(pred, ctx),
         "",
         why_sentence(pred),
     ]

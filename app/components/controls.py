@@ -1,12 +1,17 @@
-"""The settings: class set, custom classes, checkpoint, n, and the head options (threshold, K,
-entropy filter, renormalise). ``Settings`` is their values, ``Controls`` the components."""
+"""The settings: class set, custom classes, checkpoint, n, and the head options (decision score,
+threshold, K, entropy filter, renormalise). ``Settings`` is their values, ``Controls`` the
+components. The threshold slider is in the units of the score: its range is the score's
+(MSP: 0 to 1) or a window around the threshold and the image's score (``threshold_slider``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
 import gradio as gr
 
+from hvl_core.head import SCORES
+
 from .. import handlers
+from ..decision import SCORE_LABELS, model_score_range, threshold_slider
 from ..messages import class_placeholder
 from ..service import DEFAULT_N, DEFAULT_PRESET, MAX_N, PRESETS, checkpoint_ref
 
@@ -27,6 +32,7 @@ class Settings:
     k: int = 4
     entropy_filter: bool = True
     renormalize: bool = False
+    score: str | None = None  # None: the model's own
 
     @property
     def checkpoint(self) -> tuple | None:
@@ -46,18 +52,21 @@ class Controls:
     k: gr.Slider
     entropy_filter: gr.Checkbox
     renormalize: gr.Checkbox
+    score: gr.Radio | None = None
 
     def components(self) -> list:
-        return [getattr(self, f.name) for f in fields(self)]
+        return [c for c in (getattr(self, f.name) for f in fields(self)) if c is not None]
 
     def read(self, values: dict) -> Settings:
         """The ``Settings`` in a handler's input dict (gradio passes ``{component: value}``)."""
-        v = {f.name: values.get(getattr(self, f.name)) for f in fields(self)}
+        v = {f.name: values.get(getattr(self, f.name)) if getattr(self, f.name) is not None else None
+             for f in fields(self)}
         return Settings(preset=v["preset"] or DEFAULT_PRESET, custom=v["custom"] or "",
                         checkpoint_text=v["checkpoint_text"] or "",
                         checkpoint_files=tuple(str(f) for f in (v["checkpoint_files"] or []) if f),
                         n=int(v["n"] or DEFAULT_N), threshold=None if v["threshold"] is None else float(v["threshold"]),
-                        k=int(v["k"] or 1), entropy_filter=bool(v["entropy_filter"]), renormalize=bool(v["renormalize"]))
+                        k=int(v["k"] or 1), entropy_filter=bool(v["entropy_filter"]), renormalize=bool(v["renormalize"]),
+                        score=v["score"] or None)
 
 
 def render_classes(model) -> tuple[gr.Radio, gr.Textbox]:
@@ -78,10 +87,14 @@ def render_checkpoint() -> tuple[gr.Textbox, gr.File]:
     return text, files
 
 
-def render_head(model) -> tuple[gr.Slider, gr.Slider, gr.Slider, gr.Checkbox, gr.Checkbox]:
+def render_head(model) -> tuple[gr.Radio, gr.Slider, gr.Slider, gr.Slider, gr.Checkbox, gr.Checkbox]:
     cfg = model.head.config
-    threshold = gr.Slider(0, 1, value=model.threshold, step=THRESHOLD_STEP, label="MSP threshold",
-                          info="Below it the image is 'unknown'. Moving it does not re-run the model.",
+    score = gr.Radio(choices=[(SCORE_LABELS[s] + (" (the paper's)" if s == "msp" else ""), s) for s in SCORES],
+                     value=model.score_name, label="Decision score", elem_id="score",
+                     info="Default: this backbone's measured choice for the class set. Changing it re-decides only.")
+    slider = threshold_slider(model.score_name, model_score_range(model), (model.threshold,))
+    threshold = gr.Slider(slider["minimum"], slider["maximum"], value=model.threshold, step=THRESHOLD_STEP,
+                          label=slider["label"], info="Below it the image is 'unknown'. Moving it does not re-run the model.",
                           elem_id="threshold")
     with gr.Row():
         k = gr.Slider(1, 4 * DEFAULT_N ** 2, value=cfg.k, step=1, label="K pseudo-OOD cells", elem_id="k")
@@ -91,7 +104,7 @@ def render_head(model) -> tuple[gr.Slider, gr.Slider, gr.Slider, gr.Checkbox, gr
                                      elem_id="entropy-filter")
         renormalize = gr.Checkbox(value=cfg.renormalize, label="Renormalize (÷ kept patches, not all)",
                                   elem_id="renormalize")
-    return threshold, k, n, entropy_filter, renormalize
+    return score, threshold, k, n, entropy_filter, renormalize
 
 
 def listen(ui) -> None:
@@ -112,3 +125,6 @@ def listen(ui) -> None:
     for ev in (c.k.release, c.entropy_filter.input, c.renormalize.input, c.threshold.release):
         ev(options_fn, inputs, ui.outputs(), **head)
     c.threshold.input(options_fn, inputs, ui.outputs(), **head)
+    if c.score is not None:
+        c.score.input(ui.bind(handlers.on_score), inputs, ui.outputs(), api_visibility="private",
+                      show_progress="hidden")

@@ -20,6 +20,18 @@ watch('value', () => {
 """
 
 
+#: a click on a whole-slide image's thumbnail sends where, as fractions of its width and height
+#: (``app.handlers.on_pick_tile`` picks the tile there); other pictures ignore clicks
+THUMBNAIL_JS = """
+element.addEventListener('click', (e) => {
+  const img = e.target.closest('img.hvl-slide');
+  if (!img) return;
+  const r = img.getBoundingClientRect();
+  trigger('click', {u: (e.clientX - r.left) / r.width, v: (e.clientY - r.top) / r.height});
+});
+"""
+
+
 @dataclass
 class Verdict:
     decision: gr.HTML
@@ -33,13 +45,15 @@ def render_verdict() -> Verdict:
 
 
 def render_top() -> gr.Label:
-    return gr.Label(label="Top classes (fused p_ID)", num_top_classes=5, show_heading=False, elem_id="top-classes")
+    # the likeliest known classes, the rest of them, "other" and the dropped share: they sum to 1
+    return gr.Label(label="Where the fused probability p_ID goes (sums to 1)", num_top_classes=8, show_heading=False,
+                    elem_id="top-classes")
 
 
 def render_first_maps() -> tuple[gr.HTML, gr.HTML]:
     """The analysed image and the main map, side by side under the verdict."""
     with gr.Row(elem_id="first-maps", elem_classes="hvl-maps-row"):
-        thumbnail = gr.HTML("", elem_id="thumbnail", min_width=200)
+        thumbnail = gr.HTML("", elem_id="thumbnail", min_width=200, js_on_load=THUMBNAIL_JS)
         main_map = gr.HTML("", elem_id="entropy-high", min_width=260)
     return thumbnail, main_map
 

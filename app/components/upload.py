@@ -1,4 +1,6 @@
-"""The image input: an upload box and a gallery of the bundled examples."""
+"""The image input: an upload box (images, DICOM, whole-slide images), a gallery of the bundled
+examples with the "where OOD detection fails" set and a sentence on each, and the click on a
+slide's thumbnail that picks another tile."""
 from __future__ import annotations
 
 import json
@@ -14,11 +16,11 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ASSETS_DIR = ROOT / "assets"
-IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"]
-KIND_LABELS = {"skin": "Skin", "histology": "Histology", "ood": "Out-of-domain"}
+IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".dcm", ".dicom", ".svs", ".ndpi"]
+KIND_LABELS = {"skin": "Skin", "histology": "Histology", "ood": "Out-of-domain", "failure": "Fails"}
 #: gallery captions are cut to this many characters (two lines under a thumbnail)
 CAPTION_WIDTH = 40
-ACRONYMS = {"mri", "ct", "he"}
+ACRONYMS = {"mri", "ct", "he", "ihc"}
 
 
 @dataclass
@@ -40,12 +42,13 @@ def load_examples(assets_dir: Path = ASSETS_DIR) -> list[dict]:
         for e in entries:
             path = assets_dir / str(e.get("file", ""))
             if path.is_file():
-                items.append({"path": str(path), "kind": e.get("kind", ""), "caption": e.get("caption", path.stem)})
+                items.append({"path": str(path), "kind": e.get("kind", ""), "caption": e.get("caption", path.stem),
+                              "preset": e.get("preset"), "why": e.get("why", "")})
     if not items and assets_dir.is_dir():
         for path in sorted(p for p in assets_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
             kind = next((k for k in KIND_LABELS if path.stem.lower().startswith(k)), "")
             items.append({"path": str(path), "kind": kind, "caption": path.stem.replace("_", " ")})
-    order = {"skin": 0, "histology": 1, "ood": 2}
+    order = {"skin": 0, "histology": 1, "ood": 2, "failure": 3}
     return sorted(items, key=lambda it: order.get(it["kind"], 3))
 
 
@@ -63,12 +66,23 @@ def gallery_caption(item: dict, width: int = CAPTION_WIDTH) -> str:
     return full
 
 
+def failures_markdown(examples: list[dict]) -> str:
+    """A sentence on each example of the failure set: why OOD detection gets it wrong."""
+    lines = [f"- *{gallery_caption(it).split(': ', 1)[-1]}* — {it['why']}" for it in examples
+             if it["kind"] == "failure" and it.get("why")]
+    return "**Where OOD detection fails** (the “Fails” examples):\n" + "\n".join(lines) if lines else ""
+
+
 def render(examples: list[dict]) -> Upload:
-    upload = gr.File(label="Upload an image (PNG, JPEG, TIFF, BMP, WebP)", file_types=IMAGE_TYPES, type="filepath",
+    upload = gr.File(label="Upload an image (PNG, JPEG, TIFF, BMP, WebP, DICOM) or a whole slide (SVS, NDPI, "
+                           "pyramidal TIFF)", file_types=IMAGE_TYPES, type="filepath",
                      file_count="single", elem_id="upload", height=120)
     gallery = gr.Gallery(value=[(it["path"], gallery_caption(it)) for it in examples],
                          label="Examples — click one to analyse it", columns=5, allow_preview=False,
                          interactive=False, object_fit="cover", elem_id="examples", buttons=[])
+    fails = failures_markdown(examples)
+    if fails:
+        gr.Markdown(fails, elem_id="failures")
     return Upload(upload, gallery)
 
 
@@ -81,3 +95,8 @@ def listen(ui) -> None:
         return handlers.on_example(ui, values, evt, progress)
 
     ui.gallery.select(on_select, ui.inputs(), ui.outputs(), **events)
+
+    def on_thumbnail(values: dict, evt: gr.EventData, progress=gr.Progress()) -> dict:
+        return handlers.on_pick_tile(ui, values, evt, progress)
+
+    ui.thumbnail.click(on_thumbnail, ui.inputs(), ui.outputs(), **events)
