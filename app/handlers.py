@@ -277,7 +277,7 @@ def on_options(ui: UI, values: dict) -> dict:
         return {ui.shown: shown}
     s = ui.controls.read(values)
     try:
-        sess, pred, model = ui.service.decide(sess, s.threshold, s.k, s.entropy_filter, s.renormalize)
+        sess, pred, model = ui.service.decide(sess, s.threshold, s.k, s.entropy_filter, s.renormalize, s.score)
         return present(ui, sess, shown, pred, model, s)
     except Exception as e:  # noqa: BLE001
         return failed(ui, sess, e, clear=False)

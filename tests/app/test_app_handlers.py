@@ -135,3 +135,81 @@ def test_medmnist_placeholder_classes_are_accepted():
     text = class_placeholder(SimpleNamespace(labels=MEDMNIST_LABELS))
     names = text.removeprefix("e.g. ").split(" — ")[0].split(", ")
     assert names and all(n in MEDMNIST_LABELS for n in names)
+
+
+def test_score_change_redecides_in_the_new_units_without_encoding(ui, analysed, tiny_backbone, monkeypatch):
+    """tiny-clip-random has no measured max-logit threshold: the slider starts at the image's own
+    score, in max-logit units, over a window around it; the encoder does not run."""
+    calls = []
+    monkeypatch.setattr(tiny_backbone, "encode_image", lambda x: calls.append(x) or None)
+    sess, shown = analysed[ui.session], analysed[ui.shown]
+    out = handlers.on_score(ui, values(ui, sess, shown, score="maxlogit"))
+    assert ui.session in out, out.get(ui.decision)
+    pred = out[ui.session].prediction
+    assert calls == [] and pred.score_name == "maxlogit" and pred.threshold == pytest.approx(pred.score)
+    assert pred.known and "max-logit" in out[ui.decision] and "set it yourself" in out[ui.decision]
+    slider = out[ui.controls.threshold]
+    assert slider["label"] == "Threshold (max-logit units)" and slider["value"] == pytest.approx(pred.score)
+    assert slider["minimum"] <= pred.score - 5 and slider["maximum"] >= pred.score + 5
+    assert out[ui.shown]["threshold_units"] == "maxlogit"
+    # a threshold in these units, above the score: unknown; the slider's range stays put
+    again = handlers.on_options(ui, values(ui, out[ui.session], out[ui.shown], score="maxlogit",
+                                           threshold=pred.score + 1.0))
+    assert not again[ui.session].prediction.known and ui.controls.threshold not in again
+    # back to MSP: its default threshold and the 0–1 slider
+    back = handlers.on_score(ui, values(ui, again[ui.session], again[ui.shown], score="msp"))
+    assert back[ui.controls.threshold]["minimum"] == 0 and back[ui.controls.threshold]["maximum"] == 1
+    assert back[ui.session].prediction.threshold == pytest.approx(0.5)
+
+
+def test_threshold_outside_the_score_range_is_one_sentence(ui, analysed):
+    sess, shown = analysed[ui.session], analysed[ui.shown]
+    out = handlers.on_options(ui, values(ui, sess, shown, threshold=1.5))
+    assert "hvl-error" in out[ui.decision] and "outside the range of the msp score" in out[ui.decision]
+    assert "Traceback" not in out[ui.decision]
+
+
+def test_a_new_image_keeps_a_slider_value_in_its_units(ui, analysed):
+    """After a score change, the next image is decided in that score with the slider's value."""
+    sess, shown = analysed[ui.session], analysed[ui.shown]
+    out = handlers.on_score(ui, values(ui, sess, shown, score="maxlogit"))
+    thr = out[ui.session].prediction.threshold + 0.25
+    new = handlers.on_upload(ui, values(ui, out[ui.session], out[ui.shown], upload=str(EXAMPLE), score="maxlogit",
+                                        threshold=thr), progress=None)
+    pred = new[ui.session].prediction
+    assert pred.score_name == "maxlogit" and pred.threshold == pytest.approx(thr) and pred.threshold_source == "given"
+
+
+def test_score_before_any_analysis_moves_only_the_slider(ui):
+    empty = Session(model_identity=Spec().identity())
+    out = handlers.on_score(ui, values(ui, empty, {}, score="energy"))
+    assert set(out) == {ui.controls.threshold, ui.shown} and "energy units" in out[ui.controls.threshold]["label"]
+
+
+def test_a_click_on_the_slide_thumbnail_analyses_that_tile(ui, tmp_path):
+    from tests.wsi_files import write_pyramid
+
+    p = tmp_path / "slide.tiff"
+    write_pyramid(p, 2048, 2048, mpp=0.5, levels=2)
+    out = handlers.on_upload(ui, values(ui, Session(model_identity=Spec().identity()), upload=str(p)), progress=None)
+    assert "<img class='hvl-slide'" in out[ui.thumbnail]
+    sess = out[ui.session]
+    click = SimpleNamespace(_data={"u": 0.25, "v": 0.75})
+    picked = handlers.on_pick_tile(ui, values(ui, sess, out[ui.shown]), click, progress=None)
+    slide = picked[ui.session].loaded.slide
+    assert slide.tile_center == (512, 1536) and not slide.picked
+    assert "centred at (512, 1536), where you clicked" in picked[ui.thumbnail]
+    # clicks outside the picture, or without a position, change nothing
+    for bad in ({"u": 1.5, "v": 0.2}, {"u": float("nan"), "v": 0.1}, {}):
+        assert handlers.on_pick_tile(ui, values(ui, sess, {"k": 1}), SimpleNamespace(_data=bad),
+                                     progress=None) == {ui.shown: {"k": 1}}
+
+
+def test_failure_examples_pick_the_histology_classes(ui):
+    fails = [i for i, it in enumerate(ui.examples) if it["kind"] == "failure"]
+    assert len(fails) == 2 and all(ui.examples[i]["why"] for i in fails)
+    item = ui.examples[fails[0]]
+    out = handlers.on_example(ui, values(ui, Session(model_identity=Spec().identity())),
+                              SimpleNamespace(index=fails[0]), progress=None)
+    assert out[ui.controls.preset] == item["preset"] == "histology-nct-crc"
+    assert out[ui.session].prediction.classes[0] == "adipose"

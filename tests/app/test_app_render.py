@@ -281,12 +281,34 @@ def prediction(tiny_model):
     return tiny_model.predict(img, threshold=0.5)
 
 
+@pytest.fixture(scope="module")
+def neg_model(tiny_backbone):
+    """The tiny model with two negative classes: some of every softmax goes to "other"."""
+    import dataclasses
+
+    from hvl_core import load_model
+    from hvl_core.presets import class_set_from_names
+
+    cs = dataclasses.replace(class_set_from_names(["melanoma", "nevus", "scar"]), negatives=("ruler", "hair"))
+    return load_model(tiny_backbone, classes=cs, device="cpu", tau=1.0)
+
+
+@pytest.fixture(scope="module")
+def neg_encoded(neg_model):
+    return neg_model.encode(np.random.default_rng(5).integers(0, 255, (96, 96, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def neg_prediction(neg_model, neg_encoded):
+    return neg_model.decide(neg_encoded)
+
+
 def _images(fig_html):
     """The (picture, alt text) pairs of a figure's HTML."""
     from PIL import Image as PILImage
 
     out = []
-    for uri, alt in re.findall(r"<img src='data:image/jpeg;base64,([^']+)' alt='([^']*)'>", fig_html):
+    for uri, alt in re.findall(r"<img (?:class='[^']*' )?src='data:image/jpeg;base64,([^']+)' alt='([^']*)'>", fig_html):
         out.append((np.asarray(PILImage.open(io.BytesIO(base64.b64decode(uri))).convert("RGB")), alt))
     return out
 
@@ -323,7 +345,7 @@ def test_entropy_figure_says_what_it_shows_for_this_image(prediction):
     first, last = grad.split(", rgb")[0], grad.split(", rgb")[-1]
     assert np.abs(np.array(re.findall(r"\d+", first)[:3], int) - lo.astype(int)).max() <= 1
     assert np.abs(np.array(re.findall(r"\d+", last)[:3], int) - hi.astype(int)).max() <= 1
-    assert f"{math.log(4):.2f} = ln C" in html
+    assert f"{math.log(4):.2f} = ln 4: evenly split over the 4 classes" in html
     off = figures.entropy_html(prediction, 2, entropy_filter=False)
     assert "Entropy filter off" in off
 
@@ -352,9 +374,33 @@ def test_scales_chart_draws_the_threshold_and_keeps_the_legend_off_the_bars(pred
     assert len(thr) == len(prediction.classes) and all(float(t) == pytest.approx(50.0) for t in thr)
     assert html.index("hvl-legend") < html.index("hvl-chart")  # legend above the bars, not on them
     widths = [float(w) for w in re.findall(r"class='hvl-fill' style='width:([0-9.]+)%", html)]
-    assert len(widths) == 4 * len(prediction.classes)
+    # a row per known class, and one for the share the entropy filter dropped (no negatives here)
+    assert len(widths) == 4 * (len(prediction.classes) + 1) and "dropped by the entropy filter" in html
     assert max(widths) == pytest.approx(100 * max(prediction.p0.max(), prediction.p1.max(), prediction.p2.max(),
-                                                  prediction.p_id.max()), abs=0.01)
+                                                  prediction.p_id.max(), prediction.p_dropped["p2"]), abs=0.01)
+
+
+def _column_sums(html):
+    """The chart's values, per series (p⁰, p¹, p², p_ID), summed over its rows."""
+    vals = [float(v) for v in re.findall(r"<span class='hvl-val'>([0-9.]+)</span>", html)]
+    return [sum(vals[i::4]) for i in range(4)]
+
+
+def test_scales_chart_sums_to_one_with_other_and_dropped(neg_prediction):
+    """With negative classes the chart has an "other" row, and every series sums to 1 on screen."""
+    pred = neg_prediction
+    html = figures.scales_html(pred)
+    assert "other (not a known class)" in html and "dropped by the entropy filter" in html
+    assert _column_sums(html) == pytest.approx([1, 1, 1, 1], abs=0.003)  # rounding of the shown values
+    # more known classes than rows: the rest are one row, and the sums still hold
+    few = figures.scales_html(pred, max_classes=1)
+    assert "the 2 less likely known classes" in few and _column_sums(few) == pytest.approx([1, 1, 1, 1], abs=0.003)
+
+
+def test_scales_chart_with_a_logit_score_draws_no_probability_threshold(neg_model, neg_encoded):
+    pred = neg_model.decide(neg_encoded, score="maxlogit", threshold=0.0)
+    html = figures.scales_html(pred)
+    assert "hvl-thr" not in html and "max-logit score, not these probabilities" in html
 
 
 def test_figure_keys_change_only_with_what_they_draw(tiny_model):
@@ -371,10 +417,13 @@ def test_figure_keys_change_only_with_what_they_draw(tiny_model):
 
 # --------------------------------------------------------------------------- decision text
 
-def fake_pred(msp, threshold, label="melanoma", known=None):
-    known = msp >= threshold if known is None else known
+def fake_pred(msp, threshold, label="melanoma", known=None, score=None, score_name="msp", score_range=(0.0, 1.0),
+              source="default"):
+    score = msp if score is None else score
+    known = score >= threshold if known is None else known
     p = np.array([msp, 1 - msp])
-    return SimpleNamespace(msp=msp, threshold=threshold, known=known, label=label, classes=[label, "other"],
+    return SimpleNamespace(msp=msp, score=score, score_name=score_name, score_range=score_range, threshold=threshold,
+                           threshold_source=source, known=known, label=label, classes=[label, "other"],
                            p_id=p, p0=p, p1=p, p2=p, top=lambda k=3: [(label, msp), ("other", 1 - msp)][:k])
 
 
@@ -383,6 +432,10 @@ def test_decision_text_known_and_unknown():
     assert dec.decision_text(fake_pred(0.42, 0.5)) == "Unknown — refer to a specialist"
     # the verdict follows hvl_core's `known`, not a recomputation
     assert dec.decision_text(fake_pred(0.9, 0.5, known=False)) == dec.UNKNOWN_TEXT
+    # another score is named, and its value is the decision score, not MSP
+    energy = fake_pred(0.99, -5.796, score=-2.25, score_name="energy", score_range=(None, None))
+    assert dec.decision_text(energy) == "Known: melanoma (energy -2.250)"
+    assert dec.comparison_text(energy) == "energy -2.250 ≥ threshold -5.796"
 
 
 def test_scores_that_round_equal_get_more_digits():
@@ -390,6 +443,7 @@ def test_scores_that_round_equal_get_more_digits():
     assert dec.fmt_score(0.5, 0.5004) == "0.5000"
     assert dec.fmt_score(0.61, 0.5) == "0.610"
     assert dec.comparison_text(fake_pred(0.4996, 0.5)) == "MSP 0.4996 < threshold 0.5000"
+    assert dec.fmt_score(-0.0002) == "0.000"  # never "-0.000"
 
 
 def test_decision_html_marks_score_and_threshold_on_the_bar():
@@ -400,6 +454,41 @@ def test_decision_html_marks_score_and_threshold_on_the_bar():
     assert 'data-known="0"' in html and "width:20.0%" in html and "Unknown" in html
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html  # class names are escaped
     assert dec.bar_position(1.7) == 100.0 and dec.bar_position(-1) == 0.0
+
+
+def test_decision_bar_of_an_unbounded_score_spans_its_window():
+    """Energy −2 against threshold −6 on the window [−10, 0]: the fill ends at 80%, the line at 40%."""
+    pred = fake_pred(0.99, -6.0, score=-2.0, score_name="energy", score_range=(None, None))
+    html = dec.decision_html(pred, window=(-10.0, 0.0))
+    assert "width:80.0%" in html and "left:calc(40.0% - 2px)" in html
+    assert 'data-score="-2.000000"' in html and 'data-score-name="energy"' in html
+    assert ">-10</span>" in html and ">0</span>" in html  # the ends of the window are written
+    assert dec.bar_position(-12, (-10, 0)) == 0.0 and dec.bar_position(3, (-10, 0)) == 100.0
+
+
+def test_score_window():
+    # MSP: its whole range
+    assert dec.score_window((0.0, 1.0), (0.3, 0.9)) == (0.0, 1.0)
+    # unbounded: WINDOW_MARGIN (5) past the threshold and the score, rounded out to whole units
+    assert dec.score_window((None, None), (-5.796, -2.25)) == (-11.0, 3.0)
+    # the current window stays while it holds both values (the slider does not move under the hand)
+    assert dec.score_window((None, None), (-7.0, -2.25), current=(-11.0, 3.0)) == (-11.0, 3.0)
+    # a new image far outside it: a new window
+    assert dec.score_window((None, None), (-5.796, -35.5), current=(-11.0, 3.0)) == (-41.0, 0.0)
+    # a bounded but wide range (cosine energy, ±1/τ): the window, kept inside the range
+    assert dec.score_window((-98.6, 101.4), (-97.0, -96.0)) == (-98.6, -91.0)
+
+
+def test_threshold_note_names_units_and_source():
+    msp = fake_pred(0.7, 0.408, source="measured")
+    assert dec.threshold_note(msp) == ("Threshold 0.408 (MSP, 0 to 1): this backbone's default for these classes, "
+                                       "measured on real images (bench/results/decision_defaults.md).")
+    energy = fake_pred(0.7, -5.796, score=-2.0, score_name="energy", source="calibrated")
+    assert dec.threshold_note(energy).startswith("Threshold -5.796 (energy units): calibrated")
+    assert "neutral default, not measured" in dec.threshold_note(fake_pred(0.7, 0.5))
+    given = fake_pred(0.7, 1.5, score=1.5, score_name="maxlogit", source="given")
+    assert dec.threshold_note(given) == "Threshold 1.500 (max-logit units): set by you."
+    assert "no max-logit threshold was measured or calibrated" in dec.threshold_note(given, measured_elsewhere=False)
 
 
 def test_threshold_flip_on_a_real_model(tiny_model):
@@ -415,9 +504,17 @@ def test_threshold_flip_on_a_real_model(tiny_model):
 
 def test_top_classes_for_the_label_component(prediction):
     top = dec.top_classes(prediction, 3)
-    assert len(top) == 3
-    assert list(top)[0] == prediction.label
-    assert max(top.values()) == pytest.approx(prediction.msp, abs=1e-6)
+    # three known classes, the fourth on its own line, and the dropped share: nothing hidden
+    assert list(top)[:3] == [c for c, _ in prediction.top(3)] and "the 1 less likely known classes" in top
+    assert top["dropped by the entropy filter"] == pytest.approx(prediction.p_dropped["p_id"], abs=1e-6)
+    assert top[prediction.label] == pytest.approx(prediction.msp, abs=1e-6)
+    assert sum(top.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_top_classes_show_the_other_share(neg_prediction):
+    top = dec.top_classes(neg_prediction)
+    assert top["other (not a known class)"] == pytest.approx(neg_prediction.p_other["p_id"], abs=1e-6)
+    assert top["other (not a known class)"] > 0.01 and sum(top.values()) == pytest.approx(1.0, abs=1e-5)
 
 
 # --------------------------------------------------------------------------- teaching text
@@ -461,3 +558,87 @@ def test_why_sentence_accepts_and_rejects(tiny_model):
     assert no.startswith("**Rejected") and "0.050 below" in no
     off = teaching_markdown(tiny_model.decide(enc, entropy_filter=False), Context(entropy_filter=False))
     assert "filter is **off**" in off
+
+
+def test_teaching_words_follow_the_backbone(neg_prediction):
+    """Vision-language: "the text of each class"; label-only: the classifier's rows, no text. The
+    entropy's top is ln(C + negatives), over all of them."""
+    vl = teaching_markdown(neg_prediction, Context(kind="vision-language"))
+    lo = teaching_markdown(neg_prediction, Context(kind="label-only", similarity="linear", class_bias=True))
+    assert "compared with the text of each of the C = 3 known classes" in vl
+    assert "text of each" not in lo and "label-only" in lo and "output row of each of the C = 3" in lo
+    assert f"ln 5 = {math.log(5):.3f} = evenly split over all 5" in vl and "ln C" not in vl
+    assert "3 known and 2 negative classes" in vl
+    assert "untrained (zero-shot)" in vl
+    assert "trained (checkpoint ck-1)" in teaching_markdown(neg_prediction, Context(checkpoint="ck-1"))
+
+
+def test_teaching_table_holds_other_and_dropped_and_sums_to_one(neg_prediction):
+    md = teaching_markdown(neg_prediction, Context())
+    other = next(line for line in md.splitlines() if line.startswith("| *other (not a known class)*"))
+    assert f"{neg_prediction.p_other['p_id']:.3f} |" in other
+    total = next(line for line in md.splitlines() if line.startswith("| **total**"))
+    assert total == "| **total** | 1.000 | 1.000 | 1.000 | 1.000 |"  # the sum of the rows above it, as shown
+
+
+def test_rejection_blames_the_negatives_and_the_filter_by_their_own_shares(neg_model, neg_encoded):
+    pred = neg_model.decide(neg_encoded, threshold=1.0)
+    text = why_sentence(pred)
+    assert text.startswith("**Rejected")
+    assert f"{pred.p_other['p_id']:.2f} went to “other (not a known class)”" in text
+    assert f"{pred.p_dropped['p_id']:.2f} is the share of patches the entropy filter dropped" in text
+
+
+def test_teaching_decision_step_in_the_units_of_a_logit_score(neg_model, neg_encoded):
+    pred = neg_model.decide(neg_encoded, score="energy", threshold=1.0)
+    md = teaching_markdown(pred, Context(threshold_measured=False))
+    s0, s1, s2 = pred.scale_scores
+    assert f"({dec.fmt_num(s0, 3)} + {dec.fmt_num(s1, 3)} + {dec.fmt_num(s2, 3)}) ÷ 3 = " in md
+    assert "The decision score is **energy**" in md and "energy units" in md
+    assert "started at the image's own score" in md
+
+
+def test_class_map_shows_other_where_the_negatives_win(neg_prediction):
+    pred = neg_prediction
+    for patches in (pred.p1_patches, pred.p2_patches):
+        cls = figures.patch_classes(pred, patches)
+        other = 1 - patches.sum(-1)
+        assert np.array_equal(cls == len(pred.classes), other > patches.max(-1))
+    html = figures.classes_html(pred)
+    assert "4</span>other (not a known class)</li>" in html  # the grey chip is number C + 1
+
+
+def test_tile_box_and_slide_thumbnail():
+    from PIL import Image as PILImage
+
+    # a 448-px tile centred at (1000, 600) of a 4000×2000 slide, on a 400×200 thumbnail: ÷ 10
+    assert render.tile_box((4000, 2000), (400, 200), (1000, 600), 448) == (78, 38, 122, 82)
+    thumb = PILImage.new("RGB", (400, 200), (200, 100, 150))
+    out = render.slide_thumbnail(thumb, (78, 38, 122, 82))
+    assert out.shape == (200, 400, 3)
+    assert np.all(out[38, 90] == render.SQUARE_COLORS[0]) and np.all(out[60, 100] == (200, 100, 150))
+    assert np.all(out[150, 300] == (200, 100, 150))  # nothing else is touched
+    # a tile of a few thumbnail pixels still gets a ring of MIN_TILE_RING px
+    tiny = render.slide_thumbnail(thumb, (200, 100, 202, 102))
+    dark = np.all(tiny == render.SQUARE_COLORS[0], axis=-1)
+    ys, xs = np.nonzero(dark)
+    assert xs.max() - xs.min() + 1 == render.MIN_TILE_RING and ys.max() - ys.min() + 1 == render.MIN_TILE_RING
+
+
+def test_slide_figure_is_clickable_and_names_no_metadata():
+    from PIL import Image as PILImage
+
+    from hvl_core.images import LoadedImage
+    from hvl_core.slides import SlideInfo
+
+    info = SlideInfo(size=(4000, 2000), mpp=0.25, thumbnail=PILImage.new("RGB", (400, 200), (230, 230, 230)),
+                     tile_center=(1000, 600), tile_side=448, picked=True, tissue=0.4)
+    loaded = LoadedImage(image=PILImage.new("RGB", (224, 224)), original_size=(224, 224), slide=info)
+    html = figures.thumbnail_html(loaded, "slide.svs", 224)
+    assert "<img class='hvl-slide'" in html and "Click the thumbnail" in html
+    assert "4000×2000 px, 0.25 µm/px" in html and "centred at (1000, 600)" in html
+    (arr, alt), = _images(html)
+    assert arr.shape == (200, 400, 3) and "ringed at (1000, 600)" in alt
+    moved = LoadedImage(image=loaded.image, original_size=(224, 224),
+                        slide=SlideInfo(**{**info.__dict__, "tile_center": (3000, 1500), "picked": False}))
+    assert figures.thumbnail_key(loaded, "slide.svs") != figures.thumbnail_key(moved, "slide.svs")
