@@ -214,14 +214,18 @@ def test_examples_from_the_manifest_and_without_it(tmp_path):
     items = upload.load_examples()
     manifest = json.loads((ROOT / "assets" / "manifest.json").read_text())
     assert len(items) == len(manifest)
-    assert {it["kind"] for it in items} == {"skin", "histology", "ood"}
-    assert [it["kind"] for it in items] == sorted((it["kind"] for it in items), key=["skin", "histology", "ood"].index)
+    assert {it["kind"] for it in items} == {"skin", "histology", "ood", "failure"}
+    order = ["skin", "histology", "ood", "failure"]
+    assert [it["kind"] for it in items] == sorted((it["kind"] for it in items), key=order.index)
     assert all(Path(it["path"]).is_file() for it in items)
     assert upload.gallery_caption(items[0]).startswith("Skin: ")
     # every bundled example's caption is whole (not cut) and short enough for its thumbnail
     captions = [upload.gallery_caption(it) for it in items]
     assert all(len(c) <= upload.CAPTION_WIDTH and not c.endswith("…") for c in captions), captions
-    assert "Out-of-domain: MRI abdomen" in captions
+    assert "Out-of-domain: MRI abdomen" in captions and "Fails: IHC colon" in captions
+    # the failure set: a sentence each on why, shown under the gallery
+    fails = upload.failures_markdown(items)
+    assert fails.count("\n- ") == 2 and "colorectal adenocarcinoma" in fails and "smooth muscle" in fails
     # no manifest: the images in the folder, kind from the name
     Image.new("RGB", (32, 32)).save(tmp_path / "ood_thing.png")
     Image.new("RGB", (32, 32)).save(tmp_path / "skin_a.jpg")

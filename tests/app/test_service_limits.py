@@ -13,7 +13,7 @@ import pytest
 import hvl_core
 from app import service as svc_mod
 from app.service import ModelService, Session, UserError, checkpoint_ref, configure_queue, sweep_uploads
-from hvl_core import CheckpointError
+from hvl_core import CheckpointError, ScoreError
 from tests.wsi_files import write_pyramid
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,8 +139,10 @@ def test_uploaded_checkpoint_errors_name_no_server_path(service_tiny, tmp_path, 
 def test_nan_threshold_is_refused(service_tiny):
     spec, ck = service_tiny.spec("dermatology-isic4", "", None, 2)
     sess = service_tiny.load(str(EXAMPLE), previous=Session(model_identity=spec.identity()))
-    with pytest.raises(UserError, match="between 0 and 1"):
+    with pytest.raises(ScoreError, match="must be a finite number"):
         service_tiny.analyse(sess, spec, ck, float("nan"), 4, True, False)
+    with pytest.raises(ScoreError, match="outside the range of the msp score"):
+        service_tiny.analyse(sess, spec, ck, 1.5, 4, True, False)
 
 
 def test_sweep_removes_old_uploads_and_empty_folders(tmp_path):
