@@ -2,7 +2,9 @@
 
 Uploads an example, waits for the decision, moves the threshold across the score and watches
 the decision flip both ways, checks that every overlay is an image of nonzero size, clicks a
-gallery example, uploads a bad file (a readable message, and the app keeps working). Also: the
+gallery example, uploads a bad file (a readable message, and the app keeps working), changes the
+decision score (the slider follows its units), uploads a whole-slide image and clicks its
+thumbnail to pick another tile, clicks a "where OOD detection fails" example. Also: the
 controls before any analysis (no error badge, no console error), the first screen at 1366×768
 and 1920×1080 (verdict, analysed image, main map) and on a 390×844 phone (the verdict scrolled
 into view), alt text and the live region, lecture mode. Screenshots of each viewport go to
@@ -134,6 +136,7 @@ def page(browser, app_url):
 def _decision(page) -> dict:
     d = page.locator("#decision .hvl-decision")
     return {"known": d.get_attribute("data-known"), "msp": float(d.get_attribute("data-msp")),
+            "score": float(d.get_attribute("data-score")), "score_name": d.get_attribute("data-score-name"),
             "threshold": float(d.get_attribute("data-threshold")), "text": d.locator(".hvl-verdict").inner_text()}
 
 
@@ -278,15 +281,16 @@ def test_upload_decide_threshold_flip_overlays(page):
     page.screenshot(path=str(SCREENSHOTS / f"app_after_prediction{SUFFIX}.png"), full_page=True)
 
     # threshold below the score → Known, above → Unknown, and back: the decision flips each time
-    msp = first["msp"]
-    below, above = round(max(msp - 0.05, 0.0), 2), round(min(msp + 0.05, 1.0), 2)
-    assert below < msp < above
+    score = first["score"]
+    assert first["score_name"] == "msp" and score == pytest.approx(first["msp"])
+    below, above = round(max(score - 0.05, 0.0), 2), round(min(score + 0.05, 1.0), 2)
+    assert below < score < above
     _set_threshold(page, below)
     d = _wait_decision(page, "1", below)
-    assert d["text"].startswith("Known: ") and d["msp"] == pytest.approx(msp)
+    assert d["text"].startswith("Known: ") and d["score"] == pytest.approx(score)
     _set_threshold(page, above)
     d = _wait_decision(page, "0", above)
-    assert d["text"] == "Unknown — refer to a specialist" and d["msp"] == pytest.approx(msp)
+    assert d["text"] == "Unknown — refer to a specialist" and d["score"] == pytest.approx(score)
     assert "Rejected" in page.locator("#teaching").inner_text()
     _set_threshold(page, below)
     d = _wait_decision(page, "1", below)
@@ -340,6 +344,100 @@ def test_bad_upload_shows_a_message_and_the_app_keeps_working(page, tmp_path):
     page.set_input_files("#upload input[type=file]", str(EXAMPLE))
     page.wait_for_selector("#decision .hvl-decision")
     assert _decision(page)["text"]
+
+
+def test_score_chooser_moves_the_slider_to_the_score_units(page):
+    """Energy instead of MSP: the decision, its bar and the slider are in energy units; back to MSP."""
+    if page.locator("#decision .hvl-decision").count() == 0:
+        page.set_input_files("#upload input[type=file]", str(EXAMPLE))
+        page.wait_for_selector("#decision .hvl-decision")
+    page.locator("#score input[value='energy']").check()
+    page.wait_for_function("() => { const d = document.querySelector('#decision .hvl-decision'); "
+                           "return d && d.dataset.scoreName === 'energy'; }")
+    d = _decision(page)
+    assert "energy" in page.locator("#threshold").inner_text()
+    lo = float(page.locator("#threshold input[type=range]").get_attribute("min"))
+    hi = float(page.locator("#threshold input[type=range]").get_attribute("max"))
+    assert lo < d["score"] < hi and lo < d["threshold"] < hi and hi - lo >= 10  # a window around both
+    assert "energy units" in page.locator("#decision").inner_text()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"app_energy_score{SUFFIX}.png"), full_page=False)
+    # a threshold above the image's energy rejects it
+    _set_threshold(page, d["score"] + 1)
+    page.wait_for_function("() => document.querySelector('#decision .hvl-decision').dataset.known === '0'")
+    page.locator("#score input[value='msp']").check()
+    page.wait_for_function("() => document.querySelector('#decision .hvl-decision').dataset.scoreName === 'msp'")
+    assert page.locator("#threshold input[type=range]").get_attribute("max") == "1"
+    _no_error_badges(page)
+
+
+def _slide_file(tmp_path):
+    from tests.wsi_files import write_pyramid
+
+    path = tmp_path / "slide.tiff"
+    write_pyramid(path, 3072, 2048, mpp=0.5, levels=3)
+    return path
+
+
+@pytest.mark.parametrize("width,height", [(1366, 768), (390, 844)])
+def test_slide_thumbnail_and_a_click_that_picks_a_tile(browser, app_url, tmp_path, width, height):
+    """A pyramidal TIFF: its thumbnail with the analysed tile ringed; a click elsewhere on the
+    thumbnail analyses the tile there."""
+    pg = _open(browser, app_url, width, height)
+    try:
+        pg.set_input_files("#upload input[type=file]", str(_slide_file(tmp_path)))
+        pg.wait_for_selector("#thumbnail img.hvl-slide")
+        notes = pg.locator("#thumbnail").inner_text()
+        assert "whole-slide image, 3072×2048 px" in notes and "picked automatically" in notes
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        pg.locator("#thumbnail").scroll_into_view_if_needed()
+        pg.screenshot(path=str(SCREENSHOTS / f"app_slide_{width}x{height}{SUFFIX}.png"), full_page=False)
+        img = pg.locator("#thumbnail img.hvl-slide")
+        box = img.bounding_box()
+        img.click(position={"x": box["width"] * 0.1, "y": box["height"] * 0.9})  # lower left: glass
+        pg.wait_for_function("() => document.querySelector('#thumbnail').innerText.includes('where you clicked')")
+        x, y = (int(v) for v in pg.locator("#thumbnail").inner_text().split("centred at (")[1].split(")")[0]
+                .split(", "))
+        assert abs(x - 307) <= 20 and abs(y - 1843) <= 20, (x, y)  # 10% and 90% of 3072×2048
+        _no_error_badges(pg)
+        assert pg.console_errors == [], pg.console_errors[:5]
+    finally:
+        pg.close()
+
+
+def test_an_ood_image_shows_where_its_probability_went(browser, app_url):
+    """An out-of-domain image: the top classes and the per-scale chart sum to 1 on screen, with the
+    share of the negative classes ("other", on backbones that have them) and the dropped patches."""
+    pg = _open(browser, app_url, 1366, 768)
+    try:
+        pg.set_input_files("#upload input[type=file]", str(ROOT / "assets" / "ood_ct_vertebra.png"))
+        pg.wait_for_selector("#decision .hvl-decision")
+        chart = pg.locator("#scales").inner_text()
+        assert "dropped by the entropy filter" in chart and "sum 0.00" not in chart
+        vals = [float(v) for v in pg.locator("#scales .hvl-val").all_inner_texts()]
+        assert [round(sum(vals[i::4]), 2) for i in range(4)] == [1.0, 1.0, 1.0, 1.0]
+        if BACKBONE == "medmnist-densenet121":  # negative classes: the other labels of the classifier
+            assert "other (not a known class)" in chart
+            assert "other (not a known class)" in pg.locator("#top-classes").inner_text()
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        pg.locator("#scales").scroll_into_view_if_needed()
+        pg.screenshot(path=str(SCREENSHOTS / f"app_ood_shares{SUFFIX}.png"), full_page=True)
+        _no_error_badges(pg)
+    finally:
+        pg.close()
+
+
+def test_failure_examples_are_explained(page):
+    """The "where OOD detection fails" set: in the gallery, a sentence each under it."""
+    assert "Where OOD detection fails" in page.locator("#failures").inner_text()
+    srcs = page.locator("#examples button.thumbnail-item img").evaluate_all("els => els.map(e => e.src)")
+    index = next(i for i, src in enumerate(srcs) if "failure_ihc" in src)
+    page.locator("#examples button.thumbnail-item").nth(index).click()
+    page.wait_for_function("() => { const s = document.querySelector('#status'); "
+                           "return s && s.innerText.includes('failure_ihc_colon.png'); }")
+    assert page.locator("#preset input[value='histology-nct-crc']").get_attribute("aria-checked") == "true"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"app_failure_ihc{SUFFIX}.png"), full_page=True)
 
 
 def test_no_requests_leave_the_machine_and_no_console_errors(page):
