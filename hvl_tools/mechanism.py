@@ -155,8 +155,9 @@ def run_images(data_root, out, backbone: str = "tiny-clip-random", variants=tupl
                log=None) -> dict:
     """The image benchmark (module docstring, part 1). ``data_root``: a ``hvl synth --recipe 2``
     folder. Writes ``out/images.json`` and returns it."""
-    from hvl_core.backbones import create_backbone
     from PIL import Image
+
+    from hvl_core.backbones import create_backbone
 
     from .data import class_set_for, plan_split
     from .features import FeatureCache, FeatureSet, features_of_items

@@ -57,6 +57,7 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    from hvl_tools.config import MCM_TAU
     from hvl_tools.data import (
         DataReport,
         class_folders,
@@ -65,7 +66,6 @@ def _run(args) -> int:
         ood_items,
         plan_split,
     )
-    from hvl_tools.config import MCM_TAU
     from hvl_tools.evaluate import evaluate_features
     from hvl_tools.leakage import check_overlap
 

@@ -91,8 +91,8 @@ def _run(args) -> int:
     from hvl_core import load_model
     from hvl_core.backbones import create_backbone
     from hvl_core.model import resolve_classes
-    from hvl_tools.leakage import build_model, check_overlap, parse_negatives
     from hvl_tools.data import align_labels, class_set_for, folder_items, labelled_items, norm_name, split_validation
+    from hvl_tools.leakage import build_model, check_overlap, parse_negatives
     from hvl_tools.train import fit
 
     items, plan, names, folders, preset, report = _data(args)
