@@ -212,3 +212,15 @@ def test_paired_bootstrap_of_identical_methods_is_exactly_zero_and_of_a_better_o
     assert r["better"]["fpr95"]["delta"] == pytest.approx(M.fpr95(y, better) - M.fpr95(y, base))
     with pytest.raises(ValueError, match="reference"):
         M.paired_bootstrap(y, {"a": base}, "hvl")
+
+
+def test_aggregation_refuses_mixed_conventions():
+    from hvl_tools.aggregate import aggregate_table, convention_of
+
+    a = {"auroc": 0.8, "fpr95": 0.5, "convention": "exact"}
+    legacy = {"auroc": 0.7, "fpr95": 0.6}  # written before conventions: exact
+    assert convention_of([a, legacy]) == "exact"
+    table, summary = aggregate_table({"x": [a, legacy]})
+    assert summary["x"]["auroc"]["mean"] == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="different metric conventions"):
+        aggregate_table({"x": [a], "y": [{"auroc": 0.8, "fpr95": 0.4, "convention": "openood"}]})
