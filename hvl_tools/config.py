@@ -33,6 +33,10 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+#: metric conventions (``hvl_tools.metrics``): the spec's exact one, MCM's code, OpenOOD's
+CONVENTIONS = ("exact", "mcm", "openood")
+DEFAULT_CONVENTION = "exact"
+
 #: MCM's own softmax temperature (its code and OpenOOD use T = 1 on cosine similarities); the
 #: ``mcm`` variant uses it unless a run says otherwise (``--mcm-tau``). With tau = 0.01 (CLIP's
 #: logit scale, HVL's default) the scale-0 MSP is a different baseline.

@@ -31,9 +31,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from .config import CONVENTIONS, DEFAULT_CONVENTION
+
 TPR_TARGET = 0.95
-CONVENTIONS = ("exact", "mcm", "openood")
-DEFAULT_CONVENTION = "exact"
 CONVENTION_NOTES = {
     "exact": "ID positive; FPR95 = fraction of OOD accepted at the threshold accepting 95% of ID (HVL_SPEC §7, exact "
              "ROC point)",

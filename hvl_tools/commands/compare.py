@@ -16,9 +16,8 @@ from ._train_common import (
 
 
 def register(sub) -> None:
-    from hvl_tools.config import MCM_TAU, VARIANTS
+    from hvl_tools.config import CONVENTIONS, DEFAULT_CONVENTION, MCM_TAU, VARIANTS
     from hvl_tools.leakage import add_overlap_args
-    from hvl_tools.metrics import CONVENTIONS, DEFAULT_CONVENTION
 
     p = sub.add_parser(
         "compare", help="train/evaluate MCM, zero-shot HVL, the six Table 2 rows and Fig. 2's ablation; mean ± std",

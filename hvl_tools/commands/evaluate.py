@@ -17,8 +17,7 @@ from .common import add_model_args, fail, model_from_args
 
 
 def register(sub) -> None:
-    from hvl_tools.config import MCM_TAU
-    from hvl_tools.metrics import CONVENTIONS, DEFAULT_CONVENTION
+    from hvl_tools.config import CONVENTIONS, DEFAULT_CONVENTION, MCM_TAU
 
     p = sub.add_parser(
         "evaluate", help="evaluate a model on ID and OOD images (accuracy, AUROC, FPR95, AUPR)",
