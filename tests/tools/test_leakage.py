@@ -105,3 +105,37 @@ def test_compare_refuses_medmnist_style_overlap_on_the_command_line(synth, tmp_p
     assert rc is None and e.value.code == 2
     err = capsys.readouterr().err
     assert "refusing to benchmark" in err and "basal cell carcinoma" in err
+
+
+def test_compare_with_allow_overlap_marks_every_table(synth, tmp_path):
+    import json
+
+    from hvl_tools.cli import main
+
+    out = tmp_path / "c"
+    assert main(["compare", "--split", str(synth / "split.json"), "--data-root", str(synth), "--backbone",
+                 "tiny-clip-random", "--negatives", "basal cell carcinoma", "--allow-overlap", "--variants", "mcm",
+                 "zero-shot-hvl", "--metric-convention", "mcm", "--out", str(out), "--cache-dir",
+                 str(tmp_path / "cache"), "--no-progress"]) == 0
+    md = (out / "summary.md").read_text()
+    assert "NOT A FAIR BENCHMARK" in md and "`mcm` convention" in md and "MCM at T = 1" in md
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["negatives"] == ["basal cell carcinoma"] and doc["convention"] == "mcm" and doc["mcm_tau"] == 1.0
+    run = next(iter(doc["overlap"].values()))
+    assert run["negatives"] == ["basal cell carcinoma"]
+    m = json.loads(next(out.rglob("mcm/metrics.json")).read_text())
+    assert m["convention"] == "mcm" and m["head_config"]["tau"] == 1.0 and m["head_config"]["num_negatives"] == 1
+
+
+def test_evaluate_names_its_convention_and_uses_mcm_temperature(synth, tmp_path):
+    import json
+
+    from hvl_tools.cli import main
+
+    out = tmp_path / "e"
+    assert main(["evaluate", "--backbone", "tiny-clip-random", "--device", "cpu", "--split", str(synth / "split.json"),
+                 "--data-root", str(synth), "--method", "mcm", "--metric-convention", "openood", "--out", str(out),
+                 "--no-plots", "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["convention"] == "openood" and m["head_config"]["tau"] == 1.0 and m["overlap"] is None
+    assert "`openood` convention" in (out / "report.md").read_text()
