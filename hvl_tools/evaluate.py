@@ -13,7 +13,7 @@
 
 Methods (all through the same code): ``hvl`` (the head's p_ID), ``mcm`` (zero-shot single-scale
 CLIP MCM: softmax of cos(v⁰, t)/tau, evaluated with an untrained head's p⁰). Zero-shot HVL is
-``hvl`` with an untrained head; the Table 2 ablations are heads trained with one switch off.
+``hvl`` with an untrained head; the Table 2 rows are heads trained with switches off (``config.VARIANTS``).
 """
 from __future__ import annotations
 
