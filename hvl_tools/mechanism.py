@@ -234,10 +234,14 @@ def images_markdown(doc: dict) -> str:
              f"{doc['train_config']['epochs']} epochs, otherwise the paper's settings. Metrics: `{doc['convention']}` "
              f"convention ({M.CONVENTION_NOTES[doc['convention']]}); MCM at T = {doc['mcm_tau']:g}. Δ = variant − full "
              f"HVL (mean over runs), 95% paired bootstrap interval over the test images ({doc['n_boot']} resamples).",
-             "", _table(doc, doc["titles"]), "",
-             f"Boundary-selection precision: the fraction of the K = {doc['k']} cells of the {doc['grid']}×{doc['grid']} "
-             f"high-scale grid picked on the training images that are border cells ({doc['border_definition']}); "
-             f"base rate {100 * doc['border_base_rate']:.1f}%. Mean ± std over runs.", "",
+             "", _table(doc, doc["titles"]), "", _precision_table(doc, doc["border_definition"])]
+    return "\n".join(lines) + "\n"
+
+
+def _precision_table(doc: dict, border: str) -> str:
+    lines = [f"Boundary-selection precision: the fraction of the K = {doc['k']} high-scale cells each rule picks on "
+             f"the training images that are border cells ({border}); base rate {100 * doc['border_base_rate']:.1f}%. "
+             "Mean ± std over runs.", "",
              "| Head | top ΔH (HVL's rule) | top entropy (background rule) |", "|---|--:|--:|"]
     for v, rec in doc["selection_precision"].items():
         cell = [M.fmt_pct(rec[r]["mean"], rec[r]["std"] if rec[r]["n"] > 1 else None) for r in ("entropy_gain", "entropy")]
@@ -249,7 +253,7 @@ def images_markdown(doc: dict) -> str:
 
 
 def simulated_embeddings(n_per_class: int, num_classes: int = 4, dim: int = 64, n: int = 2, ood: bool = False,
-                         seed: int = 0, noise: float = 0.5) -> torch.Tensor:
+                         seed: int = 0, noise: float = 0.5, return_border: bool = False):
     """Synthetic crop embeddings (N, 1 + n² + 4n², dim) with a known structure.
 
     Fixed directions (seeded by 0, shared by ID and OOD): a background ``b``, a border ``h`` and
@@ -258,14 +262,15 @@ def simulated_embeddings(n_per_class: int, num_classes: int = 4, dim: int = 64, 
     block at a random place and its ring of border cells. A mid cell is the normalised mean of
     its four children, scale 0 the mean of all. OOD images: the lesion cells are
     ``0.5 l_c + h`` — a known lesion mixed with the border direction, i.e. they resemble the
-    border cells HVL's ΔH selects as pseudo-OOD, which is the paper's premise."""
+    border cells HVL's ΔH selects as pseudo-OOD, which is the paper's premise. With
+    ``return_border``: also the (N, 4n²) boolean map of the border cells."""
     g = torch.Generator().manual_seed(0)
     b, h = torch.randn(dim, generator=g), torch.randn(dim, generator=g)
     lesion = torch.randn(num_classes, dim, generator=g)
     b, h, lesion = (torch.nn.functional.normalize(x, dim=-1) for x in (b, h, lesion))
     rng = torch.Generator().manual_seed(seed + (1000 if ood else 0))
     G = 2 * n
-    out = []
+    out, borders = [], []
     for c in range(num_classes):
         for _ in range(n_per_class):
             r0, c0 = (int(x) for x in torch.randint(0, G - 1, (2,), generator=rng))
@@ -280,7 +285,9 @@ def simulated_embeddings(n_per_class: int, num_classes: int = 4, dim: int = 64, 
             mid = torch.nn.functional.normalize(grid.reshape(n, 2, n, 2, dim).mean((1, 3)).reshape(n * n, dim), dim=-1)
             glob = torch.nn.functional.normalize(cells.mean(0, keepdim=True), dim=-1)
             out.append(torch.cat([glob, mid, cells]))
-    return torch.stack(out)
+            borders.append(ring.reshape(-1))
+    v = torch.stack(out)
+    return (v, torch.stack(borders).numpy()) if return_border else v
 
 
 def run_simulation(out, variants=tuple(VARIANTS), seeds=(0, 1, 2, 3, 4), data_seeds=(0, 1, 2), n_train: int = 50,
@@ -312,20 +319,33 @@ def run_simulation(out, variants=tuple(VARIANTS), seeds=(0, 1, 2, 3, 4), data_se
     titles = {v: variant_title(v, mcm_tau) for v in variants}
     scores: dict[str, list] = {v: [] for v in variants}
     preds: dict[str, list] = {v: [] for v in variants}
+    precision: dict[str, dict[str, list]] = {}
+    base_rate = []
     for d in data_seeds:
-        train = fs(simulated_embeddings(n_train, C, dim, seed=d), n_train)
+        v_train, border = simulated_embeddings(n_train, C, dim, seed=d, return_border=True)
+        base_rate.append(float(border.mean()))
+        train = fs(v_train, n_train)
         for v in variants:
             trained, method, opts = VARIANTS[v]
             opts = {**opts, "tau": mcm_tau} if method == "mcm" else opts
             for s in (seeds if trained else [None]):
-                msp, pred = _train_and_score(_Model(**opts), train if trained else None, test,
+                model = _Model(**opts)
+                msp, pred = _train_and_score(model, train if trained else None, test,
                                              TrainConfig(epochs=epochs, seed=s or 0), method)
                 scores[v].append(msp)
                 preds[v].append(pred)
+                if method == "hvl":
+                    sel = selected_cells(model.head, text, None, train.v, model.head.config.k)
+                    rec = precision.setdefault(v, {"entropy_gain": [], "entropy": []})
+                    for rule, idx in sel.items():
+                        rec[rule].append(selection_precision(idx, border))
     summary = _summarise(is_id, labels_id, scores, preds, n_boot, convention)
     doc = {"n_train_per_class": n_train, "n_test_per_class": n_test, "dim": dim, "classes": C, "seeds": list(seeds),
            "data_seeds": list(data_seeds), "epochs": epochs, "mcm_tau": mcm_tau, "convention": convention,
-           "n_boot": n_boot, "titles": titles, **summary, "seconds": round(time.time() - t0, 1)}
+           "n_boot": n_boot, "titles": titles, "k": HVLHead(dim, C).config.k, "border_base_rate": float(np.mean(base_rate)),
+           "selection_precision": {v: {r: dict(zip(("mean", "std", "n"), M.mean_std(x))) for r, x in rec.items()}
+                                   for v, rec in precision.items()},
+           **summary, "seconds": round(time.time() - t0, 1)}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "simulation.json").write_text(json.dumps(doc, indent=1) + "\n")
@@ -335,7 +355,8 @@ def run_simulation(out, variants=tuple(VARIANTS), seeds=(0, 1, 2, 3, 4), data_se
         f"{C * n_test} ID + {C * n_test} OOD test; trained rows: seeds {doc['seeds']} per data seed, {epochs} epochs. "
         f"OOD lesions are built to resemble the border cells of known lesions (the paper's premise holds by "
         f"construction). Metrics: `{convention}` convention; MCM at T = {mcm_tau:g}; Δ = variant − full HVL with a "
-        f"95% paired bootstrap interval ({n_boot} resamples).\n\n" + _table(doc, titles))
+        f"95% paired bootstrap interval ({n_boot} resamples).\n\n" + _table(doc, titles) + "\n"
+        + _precision_table(doc, "the ring of border cells around each lesion block"))
     log(f"[mechanism] simulation done ({time.time() - t0:.0f} s)")
     return doc
 

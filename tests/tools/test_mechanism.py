@@ -87,3 +87,22 @@ def test_image_benchmark_end_to_end_on_a_tiny_recipe2_set(tmp_path):
         assert 0 <= rec["entropy_gain"]["mean"] <= 1 and 0 <= rec["entropy"]["mean"] <= 1
     md = (tmp_path / "out" / "images.md").read_text()
     assert "Table 2 row 3" in md and "`exact` convention" in md
+
+
+def test_simulated_border_map_is_the_ring_around_the_lesion_block():
+    v, border = MX.simulated_embeddings(2, num_classes=2, dim=16, seed=3, noise=0.0, return_border=True)
+    assert border.shape == (4, 16) and border.dtype == bool
+    for i in range(4):
+        cells = v[i, 5:].round(decimals=4)
+        values = torch.unique(cells, dim=0)
+        masks = [(cells == val).all(-1).reshape(4, 4) for val in values]
+
+        def is_block(m):  # four cells forming a 2×2 square
+            r, c = torch.nonzero(m, as_tuple=True)
+            return len(r) == 4 and r.max() - r.min() == 1 and c.max() - c.min() == 1
+
+        blocks = [m for m in masks if is_block(m)]
+        assert len(blocks) == 1  # the lesion (in these seeds no other value happens to form a square)
+        core = blocks[0]
+        ring = torch.nn.functional.max_pool2d(core[None, None].float(), 3, 1, 1)[0, 0].bool() & ~core
+        assert (torch.from_numpy(border[i]).reshape(4, 4) == ring).all()
