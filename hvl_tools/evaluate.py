@@ -13,7 +13,7 @@
 
 Methods (all through the same code): ``hvl`` (the head's p_ID), ``mcm`` (zero-shot single-scale
 CLIP MCM: softmax of cos(v⁰, t)/tau, evaluated with an untrained head's p⁰). Zero-shot HVL is
-``hvl`` with an untrained head; the Table 2 ablations are heads trained with one switch off.
+``hvl`` with an untrained head; the Table 2 rows are heads trained with switches off (``config.VARIANTS``).
 """
 from __future__ import annotations
 
@@ -23,36 +23,13 @@ from .features import FeatureSet
 from .reports import write_report
 from .scoring import score_sets
 
-# --------------------------------------------------------------------------- outputs
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# --------------------------------------------------------------------------- aggregation
-
-
-
-
-
-
-
-
 # --------------------------------------------------------------------------- models on cached features
 
 
 def evaluate_features(model, id_feats: FeatureSet, ood_feats: FeatureSet | None, out: str | os.PathLike,
                       method: str = "hvl", threshold: float | None = None, overrides: dict | None = None,
-                      info: dict | None = None, title: str | None = None, plots: bool = True, head=None) -> dict:
+                      info: dict | None = None, title: str | None = None, plots: bool = True, head=None,
+                      convention: str = "exact") -> dict:
     """Score ID and OOD embeddings with ``model``'s head (or ``head``) and write the report to ``out``."""
     overrides = dict(overrides or {})
     head = head if head is not None else model.head
@@ -66,9 +43,5 @@ def evaluate_features(model, id_feats: FeatureSet, ood_feats: FeatureSet | None,
             "skipped": [{"path": p, "reason": r} for p, r in skipped[:200]]}
     meta.update(info or {})
     return write_report(out, scored, list(model.classes.names), thr, meta,
-                        title=title or f"{meta['method_name']} on {model.backbone.name}", plots=plots)
-
-
-# --------------------------------------------------------------------------- benchmark
-
-
+                        title=title or f"{meta['method_name']} on {model.backbone.name}", plots=plots,
+                        convention=convention)

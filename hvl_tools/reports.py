@@ -107,11 +107,13 @@ def markdown_table(rows: list[dict], columns=REPORT_METRICS, name_col: str = "Me
 
 
 def write_report(out: str | os.PathLike, scored: ScoredSet, class_names: Sequence[str], threshold: float | None,
-                 info: dict | None = None, title: str = "HVL evaluation", plots: bool = True) -> dict:
-    """Write metrics.json, scores.csv, roc.png, hist.png and report.md under ``out``; returns the metrics."""
+                 info: dict | None = None, title: str = "HVL evaluation", plots: bool = True,
+                 convention: str = M.DEFAULT_CONVENTION) -> dict:
+    """Write metrics.json, scores.csv, roc.png, hist.png and report.md under ``out``; returns the
+    metrics (in the named metric convention, ``metrics.CONVENTIONS``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    m = compute_metrics(scored, class_names, threshold)
+    m = compute_metrics(scored, class_names, threshold, convention)
     m.update(info or {})
     m["classes"] = list(class_names)
     m["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -136,8 +138,10 @@ def write_report(out: str | os.PathLike, scored: ScoredSet, class_names: Sequenc
     if m.get("t95") is not None:
         lines.append(f"The MSP accepting 95% of these ID images (t95) is {m['t95']:.4f}.")
     lines.append("")
-    lines.append("Metrics (HVL_SPEC §7): ID positive, score = MSP; FPR95 = fpr[argmax(tpr ≥ 0.95)] of the exact "
-                 "ROC curve (roc_curve(..., drop_intermediate=False)); AUPR-In = average precision with ID positive.")
+    if info and info.get("overlap"):
+        lines.append(f"**⚠ {info['overlap']['message']}.**")
+    lines.append(f"Metrics (HVL_SPEC §7), `{convention}` convention: {M.CONVENTION_NOTES[convention]}; "
+                 "score = MSP.")
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return m
 
