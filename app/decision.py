@@ -172,7 +172,7 @@ def threshold_note(pred, measured_elsewhere: bool = True) -> str:
         return f"{t}: a neutral default, not measured for this backbone and class set."
     if not measured_elsewhere:
         return (f"{t}: no {score_label(pred)} threshold was measured or calibrated for this backbone and class set, "
-                "so it started at the image's own score; set it yourself.")
+                "so it started just under the image's own score; set it yourself.")
     return f"{t}: set by you."
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -382,6 +383,8 @@ class ModelService:
         measured or calibrated), the image's own score is the starting threshold ("given")."""
         opts = dict(k=max(1, min(int(k), 4 * model.n ** 2)), entropy_filter=bool(entropy_filter),
                     renormalize=bool(renormalize), score=score or model.score_name)
+        if threshold is not None and threshold == own_threshold(model, opts["score"]):
+            threshold = None  # the slider still at the model's own: keep its source (calibrated, measured)
         try:
             return model.decide(session.encoded, threshold=threshold, **opts)
         except ScoreError:
@@ -389,17 +392,22 @@ class ModelService:
                 raise
         lo, hi = score_range(replace(model.head.config, score=opts["score"]), len(model.classes.names))
         probe = model.decide(session.encoded, threshold=max(lo, min(0.0, hi)), **opts)
-        return model.decide(session.encoded, threshold=probe.score, **opts)
+        # just under the image's score, on the slider's 0.01 steps
+        start = max(lo, math.floor(probe.score * 100) / 100)
+        return model.decide(session.encoded, threshold=start, **opts)
+
+
+def own_threshold(model: HVLModel, score: str) -> float | None:
+    """The model's own threshold for ``score`` (calibrated, measured or the MSP default), or None."""
+    try:
+        return model.resolve_threshold(None, score)[0]
+    except ScoreError:
+        return None
 
 
 def has_threshold(model: HVLModel, score: str) -> bool:
-    """Whether the model has a threshold of its own for ``score`` (measured, calibrated or the
-    MSP default)."""
-    try:
-        model.resolve_threshold(None, score)
-    except ScoreError:
-        return False
-    return True
+    """Whether the model has a threshold of its own for ``score``."""
+    return own_threshold(model, score) is not None
 
 
 # --------------------------------------------------------------------------- server upkeep

@@ -3,6 +3,7 @@ keys), the real model service. What each re-decision sends back, that nothing ru
 analysis, and that failures become one sentence."""
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 from pathlib import Path
 from types import SimpleNamespace
@@ -146,10 +147,11 @@ def test_score_change_redecides_in_the_new_units_without_encoding(ui, analysed, 
     out = handlers.on_score(ui, values(ui, sess, shown, score="maxlogit"))
     assert ui.session in out, out.get(ui.decision)
     pred = out[ui.session].prediction
-    assert calls == [] and pred.score_name == "maxlogit" and pred.threshold == pytest.approx(pred.score)
+    assert calls == [] and pred.score_name == "maxlogit"
+    assert pred.threshold == math.floor(pred.score * 100) / 100  # just under the score, on the slider's steps
     assert pred.known and "max-logit" in out[ui.decision] and "set it yourself" in out[ui.decision]
     slider = out[ui.controls.threshold]
-    assert slider["label"] == "Threshold (max-logit units)" and slider["value"] == pytest.approx(pred.score)
+    assert slider["label"] == "Threshold (max-logit units)" and slider["value"] == pred.threshold
     assert slider["minimum"] <= pred.score - 5 and slider["maximum"] >= pred.score + 5
     assert out[ui.shown]["threshold_units"] == "maxlogit"
     # a threshold in these units, above the score: unknown; the slider's range stays put
@@ -160,6 +162,16 @@ def test_score_change_redecides_in_the_new_units_without_encoding(ui, analysed, 
     back = handlers.on_score(ui, values(ui, again[ui.session], again[ui.shown], score="msp"))
     assert back[ui.controls.threshold]["minimum"] == 0 and back[ui.controls.threshold]["maximum"] == 1
     assert back[ui.session].prediction.threshold == pytest.approx(0.5)
+
+
+def test_the_slider_at_the_models_own_threshold_keeps_its_source(ui, analysed):
+    """An upload with the slider untouched is decided at the model's threshold, said as such (not
+    "set by you"); a moved slider is the user's."""
+    pred = analysed[ui.session].prediction
+    assert pred.threshold == 0.5 and pred.threshold_source == "default"
+    assert "set by you" not in analysed[ui.decision] and "neutral default" in analysed[ui.decision]
+    out = handlers.on_options(ui, values(ui, analysed[ui.session], analysed[ui.shown], threshold=0.45))
+    assert out[ui.session].prediction.threshold_source == "given" and "set by you" in out[ui.decision]
 
 
 def test_threshold_outside_the_score_range_is_one_sentence(ui, analysed):

@@ -311,8 +311,10 @@ def test_gallery_example_switches_preset_and_analyses(page):
     assert "Known classes (8)" in page.locator("#model-info").inner_text()
     assert _decision(page)["text"]
     _overlay_sizes(page)
-    # the per-patch class map on H&E: numbered chips, a legend with all 8 classes
-    assert page.locator("#patch-classes .hvl-legend li").count() == 8
+    # the per-patch class map on H&E: numbered chips, a legend with all 8 classes and "other" (the
+    # preset's negative class, background)
+    legend = page.locator("#patch-classes .hvl-legend li").all_inner_texts()
+    assert len(legend) == 9 and legend[-1] == "9other (not a known class)"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"app_histology{SUFFIX}.png"), full_page=True)
 
