@@ -20,10 +20,8 @@ UNKNOWN_TEXT = "Unknown — refer to a specialist"
 SCORE_LABELS = {"msp": "MSP", "energy": "energy", "maxlogit": "max-logit"}
 SCORE_MEANINGS = {
     "msp": "MSP = max<sub>c</sub> p_ID, the fused confidence (0 to 1)",
-    "energy": "energy = T·log Σ<sub>c</sub> exp(logit<sub>c</sub>) over the known classes, averaged over the kept "
-              "patches and the three scales; higher = closer to a known class",
-    "maxlogit": "max-logit = the largest known-class logit, averaged over the kept patches and the three scales; "
-                "higher = closer to a known class",
+    "energy": "energy = T·log Σ exp(known-class logits), mean over kept patches and scales; higher = more familiar",
+    "maxlogit": "max-logit = the largest known-class logit, mean over kept patches and scales; higher = more familiar",
 }
 SCORE_UNITS = {"msp": "MSP, 0 to 1", "energy": "energy units", "maxlogit": "max-logit units"}
 #: an unbounded (or very wide) score gets a window reaching this far past the threshold and the score
@@ -144,7 +142,7 @@ def decision_html(pred, threshold_note: str = "", window: tuple[float, float] | 
      style="border:2px solid {colour};background:{bg};border-radius:10px;padding:12px 16px;color:#111">
   <div class="hvl-verdict" style="font-size:1.6em;font-weight:700;color:{colour}">{html.escape(decision_text(pred))}</div>
   {best}
-  <div style="font-size:0.95em;margin-top:4px">{sub} &nbsp;·&nbsp; {SCORE_MEANINGS.get(pred.score_name, "")}</div>
+  <div style="font-size:0.95em;margin-top:4px">{sub} <span style="font-size:0.88em">&nbsp;·&nbsp; {SCORE_MEANINGS.get(pred.score_name, "")}</span></div>
   <div class="hvl-bar" style="position:relative;height:22px;margin:14px 0 4px 0;background:#ddd;border-radius:4px">
     <div class="hvl-bar-fill" style="position:absolute;left:0;top:0;bottom:0;width:{pos}%;background:{colour};border-radius:4px"></div>
     <div class="hvl-bar-threshold" title="threshold" style="position:absolute;top:-6px;bottom:-6px;left:calc({thr}% - 2px);width:4px;background:#111"></div>
@@ -158,16 +156,17 @@ def decision_html(pred, threshold_note: str = "", window: tuple[float, float] | 
 </div>"""
 
 
-def threshold_note(pred, measured_elsewhere: bool = True) -> str:
+def threshold_note(pred, measured_elsewhere: bool = True, where: bool = False) -> str:
     """Where the threshold comes from, in the score's units. ``measured_elsewhere`` False: the
     model has no threshold of its own for this score (none measured or calibrated), so the
-    slider started at the image's own score."""
+    slider started at the image's own score. ``where``: name the file with the measurements."""
     t = f"Threshold {fmt_score(pred.threshold)} ({SCORE_UNITS.get(pred.score_name, pred.score_name)})"
     source = pred.threshold_source
     if source == "calibrated":
         return f"{t}: calibrated on the checkpoint's validation images so that 95% of its known images pass."
     if source == "measured":
-        return f"{t}: this backbone's default for these classes, measured on real images (bench/results/decision_defaults.md)."
+        return (f"{t}: this backbone's default for these classes, measured on real images"
+                + (" (bench/results/decision_defaults.md)." if where else "."))
     if source == "default":
         return f"{t}: a neutral default, not measured for this backbone and class set."
     if not measured_elsewhere:

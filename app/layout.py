@@ -27,6 +27,7 @@ CSS = """
 :root, .dark { --body-text-color-subdued: #3d3d3d; }
 .hvl-header h1 { margin: 0 0 0.15em 0; font-size: 1.45rem; }
 .hvl-header p { margin: 0; }
+.hvl-header p.hvl-backbone { font-size: 0.8em; line-height: 1.3; margin-top: 2px; color: #333; }
 #decision { min-height: 120px; }
 #model-info p { margin: 0.15em 0; }
 #status p { margin: 0; }

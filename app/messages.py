@@ -2,6 +2,7 @@
 placeholder and the one short sentence a failure becomes."""
 from __future__ import annotations
 
+import html
 import re
 
 from hvl_core.backbones import UnknownClassError
@@ -44,7 +45,8 @@ def header_markdown(bb) -> str:
     return ("<div class=\"hvl-header\">\n\n# HVL — known disease, or refer to a specialist?\n\n"
             "Three scales of your image, fused coarse to fine; unsure patches ignored; **unknown** when the decision "
             "score is under a threshold (Lai et al., MICCAI 2025). **Research and teaching demo — not a medical "
-            f"device.**  \nBackbone `{bb.name}`: {how}, {data}{never}.\n</div>")
+            f"device.**\n\n<p class=\"hvl-backbone\">Backbone <code>{html.escape(bb.name)}</code>: "
+            f"{html.escape(f'{how}, {data}{never}.')}</p>\n</div>")
 
 
 def model_markdown(model) -> str:

@@ -171,7 +171,7 @@ def decision_paragraph(pred, ctx: Context) -> str:
                f"({fmt_num(terms[0], 3)} + {fmt_num(terms[1], 3)} + {fmt_num(terms[2], 3)}) ÷ 3 = "
                f"{fmt_score(pred.score, pred.threshold)}. It keeps how far the image is from every known class, "
                "which the softmax (and so MSP) discards.")
-    return (f"**6. Decision.** {how} {threshold_note(pred, ctx.threshold_measured)} {name} {op} t, so the image is "
+    return (f"**6. Decision.** {how} {threshold_note(pred, ctx.threshold_measured, where=True)} {name} {op} t, so the image is "
             f"{verdict}. Move the threshold slider to see where the decision flips: a higher threshold rejects more.")
 
 

@@ -482,7 +482,8 @@ def test_score_window():
 def test_threshold_note_names_units_and_source():
     msp = fake_pred(0.7, 0.408, source="measured")
     assert dec.threshold_note(msp) == ("Threshold 0.408 (MSP, 0 to 1): this backbone's default for these classes, "
-                                       "measured on real images (bench/results/decision_defaults.md).")
+                                       "measured on real images.")
+    assert dec.threshold_note(msp, where=True).endswith("real images (bench/results/decision_defaults.md).")
     energy = fake_pred(0.7, -5.796, score=-2.0, score_name="energy", source="calibrated")
     assert dec.threshold_note(energy).startswith("Threshold -5.796 (energy units): calibrated")
     assert "neutral default, not measured" in dec.threshold_note(fake_pred(0.7, 0.5))
