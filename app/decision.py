@@ -20,8 +20,8 @@ UNKNOWN_TEXT = "Unknown — refer to a specialist"
 SCORE_LABELS = {"msp": "MSP", "energy": "energy", "maxlogit": "max-logit"}
 SCORE_MEANINGS = {
     "msp": "MSP = max<sub>c</sub> p_ID, the fused confidence (0 to 1)",
-    "energy": "energy = T·log Σ exp(known-class logits), mean over kept patches and scales; higher = more familiar",
-    "maxlogit": "max-logit = the largest known-class logit, mean over kept patches and scales; higher = more familiar",
+    "energy": "energy = T·log Σ exp(known-class logits); higher = more familiar",
+    "maxlogit": "max-logit = the largest known-class logit; higher = more familiar",
 }
 SCORE_UNITS = {"msp": "MSP, 0 to 1", "energy": "energy units", "maxlogit": "max-logit units"}
 #: an unbounded (or very wide) score gets a window reaching this far past the threshold and the score
@@ -143,7 +143,7 @@ def decision_html(pred, threshold_note: str = "", window: tuple[float, float] | 
   <div class="hvl-verdict" style="font-size:1.6em;font-weight:700;color:{colour}">{html.escape(decision_text(pred))}</div>
   {best}
   <div style="font-size:0.95em;margin-top:4px">{sub} <span style="font-size:0.88em">&nbsp;·&nbsp; {SCORE_MEANINGS.get(pred.score_name, "")}</span></div>
-  <div class="hvl-bar" style="position:relative;height:22px;margin:14px 0 4px 0;background:#ddd;border-radius:4px">
+  <div class="hvl-bar" style="position:relative;height:22px;margin:10px 0 4px 0;background:#ddd;border-radius:4px">
     <div class="hvl-bar-fill" style="position:absolute;left:0;top:0;bottom:0;width:{pos}%;background:{colour};border-radius:4px"></div>
     <div class="hvl-bar-threshold" title="threshold" style="position:absolute;top:-6px;bottom:-6px;left:calc({thr}% - 2px);width:4px;background:#111"></div>
   </div>

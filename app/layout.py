@@ -27,7 +27,7 @@ CSS = """
 :root, .dark { --body-text-color-subdued: #3d3d3d; }
 .hvl-header h1 { margin: 0 0 0.15em 0; font-size: 1.45rem; }
 .hvl-header p { margin: 0; }
-.hvl-header p.hvl-backbone { font-size: 0.8em; line-height: 1.3; margin-top: 2px; color: #333; }
+.hvl-header p.hvl-backbone { font-size: 0.8em; line-height: 1.25; margin-top: 2px; color: #333; }
 #decision { min-height: 120px; }
 #model-info p { margin: 0.15em 0; }
 #status p { margin: 0; }
@@ -40,7 +40,7 @@ CSS = """
 #thumbnail .hvl-pic img { max-height: 260px; }
 #thumbnail img.hvl-slide { cursor: crosshair; }
 .hvl-rest .hvl-class-name { font-style: italic; font-weight: 500; }
-#entropy-high .hvl-pic img { max-height: 330px; }
+#entropy-high .hvl-pic img { max-height: 316px; }
 .hvl-fig-notes p { margin: 4px 0; font-size: 0.9em; line-height: 1.35; color: #1a1a1a; max-width: 75ch; }
 .hvl-cbar { margin-top: 6px; max-width: 448px; font-size: 0.82em; color: #1a1a1a; }
 .hvl-cbar-grad { height: 12px; border: 1px solid #555; }

@@ -38,8 +38,8 @@ def header_markdown(bb) -> str:
     """The header: what the demo does, with the backbone in use — its kind, its training data
     and what it has never seen — in one line."""
     f = backbone_facts(bb)
-    how = ("a label-only classifier (no text tower: classes are its own labels)" if f["kind"] == "label-only"
-           else "a vision-language model (classes are text prompts)")
+    how = ("label-only (a classifier: classes are its labels, no text)" if f["kind"] == "label-only"
+           else "vision-language (classes are text prompts)")
     data = f"trained on {f['trained_on']}" if f["trained_on"] else "its training data is not recorded here"
     never = f"; it has never seen {f['never_seen']}" if f["never_seen"] else ""
     return ("<div class=\"hvl-header\">\n\n# HVL — known disease, or refer to a specialist?\n\n"

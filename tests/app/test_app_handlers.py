@@ -233,10 +233,10 @@ def test_header_names_the_backbone_its_data_and_what_it_never_saw():
     dense = SimpleNamespace(name="medmnist-densenet121", kind="label-only", trained_on="MedMNIST+ tissue",
                             never_seen="radiology")
     text = header_markdown(dense)
-    assert "label-only classifier" in text and "trained on MedMNIST+ tissue" in text
+    assert "label-only (a classifier" in text and "trained on MedMNIST+ tissue" in text
     assert "never seen radiology" in text and "vision-language" not in text
     clip = SimpleNamespace(name="tiny-clip-random", kind="vision-language", trained_on="", never_seen="")
     text = header_markdown(clip)
-    assert "vision-language model" in text and "seeded random weights" in text and "never seen" not in text
+    assert "vision-language (classes are text prompts)" in text and "seeded random weights" in text and "never seen" not in text
     odd = SimpleNamespace(name="<b>x</b>", kind="vision-language", trained_on="", never_seen="")
     assert "<b>x</b>" not in header_markdown(odd) and "its training data is not recorded here" in header_markdown(odd)

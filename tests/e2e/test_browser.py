@@ -432,6 +432,7 @@ def test_an_ood_image_shows_where_its_probability_went(browser, app_url):
 def test_failure_examples_are_explained(page):
     """The "where OOD detection fails" set: in the gallery, a sentence each under it."""
     assert "Where OOD detection fails" in page.locator("#failures").inner_text()
+    page.wait_for_selector("#examples button.thumbnail-item img")
     srcs = page.locator("#examples button.thumbnail-item img").evaluate_all("els => els.map(e => e.src)")
     index = next(i for i, src in enumerate(srcs) if "failure_ihc" in src)
     page.locator("#examples button.thumbnail-item").nth(index).click()
