@@ -106,7 +106,7 @@ def model_card(ck: Checkpoint, repo_id: str, metrics: dict | None = None) -> str
                   "the threshold that accepts 95% of ID images (exact ROC point). Full report in `eval/`."]
     lines += ["", "## Use", "", "```python", "import hvl_core", "",
               f'model = hvl_core.load_model(checkpoint="{repo_id}")',
-              'pred = model.predict("image.png")', "print(pred.label, pred.msp, pred.known)", "```", "",
+              'pred = model.predict("image.png")', "print(pred.label, pred.score, pred.score_name, pred.known)", "```", "",
               f"Files: `{WEIGHTS_NAME}` (W, b0, b2; safetensors), `{CONFIG_NAME}` (classes, options, threshold, "
               "sha256 of the weights)."]
     content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"
