@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
@@ -98,11 +99,9 @@ def _versions() -> dict:
 
     v = {"hvl_core": __version__, "torch": torch.__version__, "safetensors": safetensors.__version__,
          "numpy": numpy.__version__}
-    try:
-        import open_clip
-
-        v["open_clip"] = open_clip.__version__
-    except ImportError:
+    try:  # the installed version, without importing open_clip (and transformers with it)
+        v["open_clip"] = importlib.metadata.version("open_clip_torch")
+    except importlib.metadata.PackageNotFoundError:
         pass
     return v
 
