@@ -39,7 +39,7 @@ class BackboneInfo:
         d = asdict(self)
         d["presets"] = list(self.presets)
         d["hub_files"] = [{"repo": r, "files": list(f)} for r, f in self.hub_files]
-        d["zero_shot"] = self.kind == VISION_LANGUAGE and self.twin_of is None
+        d["zero_shot"] = self.kind == VISION_LANGUAGE and bool(self.openclip)  # real text tower, real weights
         return d
 
 
