@@ -186,6 +186,7 @@ from hvl_core.backbones.catalog import BY_NAME
 twin = create_backbone(name + "-random")
 
 def snapshot(repo, files):
+    # a hub-cache snapshot as huggingface_hub lays it out (refs/main -> snapshots/REV/)
     d = cache / ("models--" + repo.replace("/", "--"))
     (d / "refs").mkdir(parents=True, exist_ok=True)
     (d / "refs" / "main").write_text("0" * 40)
@@ -193,15 +194,13 @@ def snapshot(repo, files):
     snap.mkdir(parents=True, exist_ok=True)
     for fname, data in files.items():
         (snap / fname).write_bytes(data)
+    return snap
 
 info = BY_NAME[name]
 repo = info.openclip[len("hf-hub:"):]
 state = {k: v.clone() + 0.01 for k, v in twin.model.state_dict().items()}
-tmp = cache / "weights.safetensors"
-save_file(state, tmp)
-snapshot(repo, {"open_clip_config.json": (repo_cfgs / "open_clip_config.json").read_bytes(),
-                "open_clip_model.safetensors": tmp.read_bytes()})
-tmp.unlink()
+snap = snapshot(repo, {"open_clip_config.json": (repo_cfgs / "open_clip_config.json").read_bytes()})
+save_file(state, snap / "open_clip_model.safetensors")
 text_repo = json.loads((repo_cfgs / "open_clip_config.json").read_text())["model_cfg"]["text_cfg"].get("hf_model_name")
 if text_repo:
     snapshot(text_repo, {f: (repo_cfgs / f).read_bytes() for f in
@@ -239,3 +238,32 @@ def test_predict_cli_offline_exits_2_with_one_sentence(tmp_path, rgb_image):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in r.stderr and "pip" not in r.stderr
     assert "biomedclip:/path/to/open_clip_pytorch_model.bin" in lines[0]
+
+
+def test_names_that_point_at_the_local_disk():
+    from hvl_core.backbones import names_local_file, same_backbone
+
+    for name in ("ViT-B-16:/etc/passwd", "biomedclip:/data/w.bin", "ViT-B-16:weights.safetensors",
+                 "openclip:ViT-B-16:./w.pt", "local-dir:/srv/model", "ViT-B-16:~/w"):
+        assert names_local_file(name), name
+    for name in ("clip-vit-b16", "ViT-B-16:openai", "ViT-B-16:none", "hf-hub:org/name", "biomedclip-random"):
+        assert not names_local_file(name), name
+    assert same_backbone("biomedclip:/data/w.bin", "biomedclip") and same_backbone("biomedclip", "biomedclip")
+    assert not same_backbone("biomedclip-random", "biomedclip") and not same_backbone("quiltnet-b32:/w.bin", "biomedclip")
+
+
+def test_a_checkpoint_runs_on_a_local_copy_of_its_backbone(tmp_path, monkeypatch):
+    """load_model(backbone="NAME:/path", checkpoint=...) for a checkpoint trained on NAME."""
+    from hvl_core import CheckpointError, load_model, save_checkpoint
+    from hvl_core.backbones import openclip
+    from hvl_core.head import HVLHead
+    from hvl_core.presets import load_preset
+
+    d = save_checkpoint(tmp_path / "ck", HVLHead(64, 4), "quiltnet-b32", load_preset("dermatology-isic4"))
+    asked = []
+    tiny = create_backbone("tiny-clip-random")
+    monkeypatch.setattr(openclip, "create_named", lambda name, weights_file=None, **kw: asked.append((name, weights_file)) or tiny)
+    m = load_model("quiltnet-b32:/data/quilt.bin", checkpoint=d, device="cpu")
+    assert asked == [("quiltnet-b32", "/data/quilt.bin")] and m.head.dim == 64
+    with pytest.raises(CheckpointError, match="trained on backbone quiltnet-b32, not biomedclip:/data/w.bin"):
+        load_model("biomedclip:/data/w.bin", checkpoint=d, device="cpu")

@@ -51,6 +51,24 @@ def list_backbones() -> list[str]:
     return ["auto", *_REGISTRY]
 
 
+def names_local_file(name: str) -> bool:
+    """Whether a backbone name points at the local disk (``MODEL:/path``, ``NAME:/path``,
+    ``local-dir:``): a public server must not build such a name from user input."""
+    if name.startswith("local-dir:"):
+        return True
+    if name.startswith(("hf-hub:", "openclip:hf-hub:")):
+        return False
+    tail = name.removeprefix("openclip:").partition(":")[2]
+    return bool(tail) and tail.lower() not in ("none", "random") and (
+        "/" in tail or "\\" in tail or tail.startswith((".", "~")) or tail.endswith((".bin", ".pt", ".pth", ".safetensors")))
+
+
+def same_backbone(name: str, want: str) -> bool:
+    """Whether backbone ``name`` gives the embeddings of ``want`` (a checkpoint's backbone):
+    the same name, or ``want`` with a local copy of its weights (``want:/path/to/weights``)."""
+    return name == want or (want in BY_NAME and name.partition(":")[0] == want and names_local_file(name))
+
+
 def create_backbone(name: str = "auto") -> Backbone:
     """Build a backbone by name. ``auto`` tries the paper's CLIP and falls back to the offline
     backbone, recording why in ``backbone.note``. Raises ``BackboneUnavailable`` with one
@@ -79,5 +97,5 @@ def create_backbone(name: str = "auto") -> Backbone:
 
 
 __all__ = ["Backbone", "BackboneInfo", "BackboneUnavailable", "UnknownClassError", "create_backbone",
-           "list_backbones", "register_backbone", "describe_backbones", "recommended_backbones", "backbone_info",
+           "list_backbones", "register_backbone", "names_local_file", "same_backbone", "describe_backbones", "recommended_backbones", "backbone_info",
            "DEFAULT_BACKBONE", "OFFLINE_BACKBONE"]
