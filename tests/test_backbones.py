@@ -267,3 +267,15 @@ def test_a_checkpoint_runs_on_a_local_copy_of_its_backbone(tmp_path, monkeypatch
     assert asked == [("quiltnet-b32", "/data/quilt.bin")] and m.head.dim == 64
     with pytest.raises(CheckpointError, match="trained on backbone quiltnet-b32, not biomedclip:/data/w.bin"):
         load_model("biomedclip:/data/w.bin", checkpoint=d, device="cpu")
+
+
+def test_without_transformers_biomedclip_says_so_in_one_sentence(monkeypatch, no_network):
+    import open_clip.hf_model
+
+    monkeypatch.setattr(open_clip.hf_model, "transformers", None)
+    monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` fails
+    with pytest.raises(BackboneUnavailable) as e:
+        create_backbone("biomedclip-random")
+    msg = str(e.value)
+    assert msg == ("Cannot load biomedclip-random: its text tower needs the transformers package, which this "
+                   "installation lacks; use another backbone.")

@@ -33,6 +33,14 @@ def offline_hint(name: str) -> str:
             "or use the offline backbone medmnist-densenet121")
 
 
+def _installed(package: str) -> bool:
+    try:
+        __import__(package)
+    except ImportError:
+        return False
+    return True
+
+
 def _config_dir(rel: str):
     return resources.files("hvl_core.backbones") / rel
 
@@ -67,8 +75,7 @@ class OpenCLIPBackbone(Backbone):
     """An open_clip model: image tower for crops, text tower for class prompts."""
 
     def __init__(self, name: str, model_name: str, pretrained: str | None = None, seed: int | None = None,
-                 cache_dir: str | None = None, weights_file: str | None = None, hint: str | None = None,
-                 **create_kwargs):
+                 cache_dir: str | None = None, weights_file: str | None = None, **create_kwargs):
         """``pretrained``: an open_clip tag or file (ignored by hf-hub / local-dir names, whose
         weights come with them); ``seed``: random weights, seeded; ``weights_file``: a local file
         loaded into the architecture (strict, never unpickled)."""
@@ -79,7 +86,6 @@ class OpenCLIPBackbone(Backbone):
         self.model_name = model_name
         self.pretrained = pretrained
         hub_weights = model_name.startswith("hf-hub:") and seed is None
-        hint = hint or offline_hint(name)
         offline = False
         try:
             with offline_unless_reachable() as offline:
@@ -97,17 +103,18 @@ class OpenCLIPBackbone(Backbone):
                                                    require_pretrained=pretrained is not None or hub_weights,
                                                    **create_kwargs)
                 self.tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
-        except ImportError as e:
-            raise BackboneUnavailable(f"Cannot load {name}: this installation lacks the {e.name} package that its "
-                                      f"text tower needs; use another backbone.") from e
-        except (RuntimeError, OSError, ValueError, KeyError) as e:
+        except (ImportError, RuntimeError, OSError, ValueError, KeyError) as e:
+            if not _installed("transformers") and "transformers" in f"{e} {getattr(e, 'name', '')}":
+                # open_clip's own message asks for a pip install: not something a user of a server can do
+                raise BackboneUnavailable(f"Cannot load {name}: its text tower needs the transformers package, "
+                                          "which this installation lacks; use another backbone.") from e
             if weights_file is not None:
                 where = f"{weights_file} does not fit its architecture or is not a weights file ({type(e).__name__})"
             elif offline:
                 where = "the Hugging Face hub is unreachable and the weights are not cached"
             else:
                 where = str(e).strip().split("\n")[0]
-            raise BackboneUnavailable(f"Cannot load {name}: {where}; {hint}.") from e
+            raise BackboneUnavailable(f"Cannot load {name}: {where}; {offline_hint(name)}.") from e
         model.eval().requires_grad_(False)
         self.model = model
         pp = getattr(model.visual, "preprocess_cfg", {}) or {}
