@@ -59,6 +59,11 @@ def run(backbones: list[str], n: int, repeats: int, warmup: int, device: str) ->
             if r >= warmup:
                 rows[name]["encode"].append(a)
                 rows[name]["encoder"].append(b)
+    # per-round ratio to the first backbone: robust when the machine is busy (each round's
+    # backbones run back to back, so a busy spell slows them alike)
+    ref = backbones[0]
+    for name, row in rows.items():
+        row["ratio"] = [a / b for a, b in zip(row["encode"], rows[ref]["encode"])]
     out = {}
     for name, row in rows.items():
         bb = models[name].backbone
@@ -68,7 +73,8 @@ def run(backbones: list[str], n: int, repeats: int, warmup: int, device: str) ->
                      "crops": int(crops[name].shape[0]), "build_s": row["build_s"],
                      "encode_ms_median": round(1e3 * statistics.median(row["encode"]), 1),
                      "encoder_ms_median": round(1e3 * statistics.median(row["encoder"]), 1),
-                     "encode_ms_min": round(1e3 * min(row["encode"]), 1)}
+                     "encode_ms_min": round(1e3 * min(row["encode"]), 1),
+                     f"encode_vs_{ref}": round(statistics.median(row["ratio"]), 2)}
     return out
 
 
@@ -97,11 +103,13 @@ def main(argv=None) -> int:
              f"Device: {env['gpu'] or env['cpu']} ({env['cores']} cores, {env['threads']} torch threads); "
              f"load average before/after {env['loadavg_before'][0]} / {env['loadavg_after'][0]}; "
              f"median of {args.repeats} rounds after {args.warmup} warm-up, backbones interleaved.", "",
-             "| backbone | twin of | params (M) | `model.encode(image)` ms | bare encoder ms | build s |",
-             "|---|---|---:|---:|---:|---:|"]
+             f"| backbone | twin of | params (M) | `model.encode(image)` ms | fastest round ms | bare encoder ms | "
+             f"× `{args.backbone[0]}` | build s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         lines.append(f"| `{name}` | {r['twin_of'] or '—'} | {r['params_m']} | {r['encode_ms_median']} | "
-                     f"{r['encoder_ms_median']} | {r['build_s']} |")
+                     f"{r['encode_ms_min']} | {r['encoder_ms_median']} | {r[f'encode_vs_{args.backbone[0]}']} | "
+                     f"{r['build_s']} |")
     lines += ["", "Command: `" + " ".join([".venv/bin/python bench/backbone_encode.py", *(sys.argv[1:] if argv is None else argv)]) + "`"]
     (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
