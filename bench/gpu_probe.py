@@ -31,9 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hvl_core import bench  # noqa: E402
 from hvl_core.geometry import split_scales  # noqa: E402
 from hvl_core.head import HVLHead  # noqa: E402
+from hvl_tools.bench import timing as bench  # noqa: E402
 
 
 def med_ms(xs):

@@ -52,7 +52,7 @@ cat "$OUT/env.txt"
 
 start=$SECONDS
 # shellcheck disable=SC2086  # word splitting of the lists is wanted
-timeout "$((BUDGET * 3 / 4))" $PY -m hvl_core.cli bench --device "$DEVICE" \
+timeout "$((BUDGET * 3 / 4))" $PY -m hvl_tools.cli bench --device "$DEVICE" \
   --backbone $BACKBONES --n $NS --out "$OUT" --name gpu $EXTRA 2>&1 | tee "$OUT/log.txt"
 status=${PIPESTATUS[0]}
 echo "main run: exit $status after $((SECONDS - start)) s" | tee -a "$OUT/log.txt"
@@ -60,7 +60,7 @@ echo "main run: exit $status after $((SECONDS - start)) s" | tee -a "$OUT/log.tx
 left=$((BUDGET - (SECONDS - start)))
 if [ "$left" -gt 60 ]; then
   # shellcheck disable=SC2086
-  timeout "$left" $PY -m hvl_core.cli bench --device "$DEVICE" --backbone $COMPILE_BACKBONE --n 2 --compile \
+  timeout "$left" $PY -m hvl_tools.cli bench --device "$DEVICE" --backbone $COMPILE_BACKBONE --n 2 --compile \
     --no-full-train --images 64 --out "$OUT" --name gpu-compile $EXTRA 2>&1 | tail -n 40 | tee -a "$OUT/log.txt"
   echo "compile run: exit ${PIPESTATUS[0]}" | tee -a "$OUT/log.txt"
 else

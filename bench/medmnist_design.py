@@ -163,8 +163,8 @@ def extra_items(cache: Path) -> list[Item]:
     finally:
         sys.path.remove(str(x))
     skin = ImageOps.exif_transpose(Image.open(x / "dermapred/examples/example_image.jpg")).convert("RGB")
-    for i, (l, t) in enumerate([(0, 0), (1000, 0), (0, 900), (1000, 900)]):
-        items.append(Item(f"dermapred_skin_{i}", "skin", skin.crop((l, t, l + 528, t + 460)),
+    for i, (x0, y0) in enumerate([(0, 0), (1000, 0), (0, 900), (1000, 900)]):
+        items.append(Item(f"dermapred_skin_{i}", "skin", skin.crop((x0, y0, x0 + 528, y0 + 460)),
                           "dermapred 0.0.3 example_image.jpg (corner crop)"))
     return items
 

@@ -3,18 +3,37 @@
 >>> import hvl_core
 >>> model = hvl_core.load_model(backbone="auto", preset="dermatology-isic4")
 >>> pred = model.predict("lesion.jpg")
->>> pred.label, pred.msp, pred.known
+>>> pred.label, pred.score, pred.score_name, pred.known
+
+The public names below are imported on first use, so ``import hvl_core`` (and ``hvl --help``)
+does not load torch.
 """
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from .backbones import BackboneUnavailable, create_backbone, list_backbones  # noqa: E402
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
-from .head import HVLConfig, HVLHead, HVLOutput  # noqa: E402
-from .images import ImageError, load_image  # noqa: E402
-from .model import DEFAULT_THRESHOLD, Encoded, HVLModel, Prediction, load_model  # noqa: E402
-from .presets import ClassSet, class_set_from_names, list_presets, load_preset  # noqa: E402
+import importlib
 
-__all__ = ["load_model", "HVLModel", "Prediction", "Encoded", "HVLHead", "HVLConfig", "HVLOutput",
-           "create_backbone", "list_backbones", "BackboneUnavailable", "load_checkpoint", "save_checkpoint",
-           "CheckpointError", "load_image", "ImageError", "ClassSet", "load_preset", "list_presets",
-           "class_set_from_names", "DEFAULT_THRESHOLD"]
+__version__ = "0.2.0"
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "load_model": "model", "HVLModel": "model", "Prediction": "model", "Encoded": "model",
+    "DEFAULT_THRESHOLD": "model",
+    "HVLHead": "head", "HVLConfig": "head", "HVLOutput": "head", "SCORES": "head", "ScoreError": "head",
+    "create_backbone": "backbones", "list_backbones": "backbones", "BackboneUnavailable": "backbones",
+    "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "CheckpointError": "checkpoint",
+    "load_image": "images", "ImageError": "images",
+    "ClassSet": "presets", "load_preset": "presets", "list_presets": "presets", "class_set_from_names": "presets",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

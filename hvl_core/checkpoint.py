@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .head import HVLConfig, HVLHead
+from .head import HVLConfig, HVLHead, check_threshold
 from .presets import ClassSet
 
 WEIGHTS_NAME = "model.safetensors"
@@ -145,8 +145,8 @@ def save_checkpoint(directory: str | os.PathLike, head: HVLHead, backbone: str, 
                     threshold: float | None = None, detail: str = "upsample", extra: dict | None = None) -> Path:
     """Write ``model.safetensors``, ``config.json`` and a model card ``README.md`` into
     ``directory``; returns the folder."""
-    if threshold is not None and not (math.isfinite(threshold) and 0 <= threshold <= 1):
-        raise ValueError(f"threshold must be a number in [0, 1], got {threshold}")
+    if threshold is not None:  # finite and within the score's range: never NaN in the JSON
+        threshold = check_threshold(threshold, head.config, head.num_classes)
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().cpu().contiguous() for k, v in head.state_dict().items()}
@@ -292,8 +292,10 @@ def validate_meta(meta: dict) -> None:
     if not isinstance(template, str) or len(template) > MAX_TEXT or template.count("{}") != 1:
         raise ValueError("classes.template must be a string with one {}")
     thr = meta.get("threshold")
-    if thr is not None and not (_is_number(thr) and 0 <= thr <= 1):
-        raise ValueError(f"threshold must be a number in [0, 1] or null, got {thr!r}")
+    if thr is not None:  # in the units of the config's score: [0, 1] for MSP
+        if not _is_number(thr):
+            raise ValueError(f"threshold must be a number or null, got {thr!r}"[:200])
+        check_threshold(thr, HVLConfig.from_dict(cfg), classes)
     if meta.get("detail", "upsample") not in ("upsample", "native"):
         raise ValueError("detail must be 'upsample' or 'native'")
     sha = meta.get("weights_sha256")

@@ -26,8 +26,8 @@ def rgb_image():
 
 @pytest.fixture(scope="session")
 def synth(tmp_path_factory):
-    """A small synthetic benchmark (hvl_core.synthetic), generated once per session."""
-    from hvl_core.synthetic import generate
+    """A small synthetic benchmark (hvl_tools.synthetic), generated once per session."""
+    from hvl_tools.synthetic import generate
 
     root = tmp_path_factory.getbasetemp() / "hvl-synth-small"
     generate(root, seed=1, train_per_class=8, test_per_class=4, ood_per_class=4, size=64)

@@ -35,6 +35,15 @@ class Backbone(ABC):
     head_defaults: dict = {}
     #: whether ``load_model`` adds ``negative_classes`` to a class set by default
     negatives_by_default: bool = False
+    #: decision defaults measured on real images, per preset name: {"score": name, "thresholds":
+    #: {score: threshold}}; class sets not listed get MSP at 0.5 (``hvl_core.model.decision_default``)
+    decision_defaults: dict = {}
+    #: "vision-language" (image and text towers: a class is the text of its prompt) or
+    #: "label-only" (a classifier: a class is one of its labels, no text is read)
+    kind: str = "vision-language"
+    #: one phrase each, for the page: the data its weights learnt from, and what it has never seen
+    trained_on: str = ""
+    never_seen: str = ""
 
     def __init__(self) -> None:
         self.device = torch.device("cpu")

@@ -292,6 +292,19 @@ class MedMNISTDenseNet121(Backbone):
     #: the labels outside the known set stay in every softmax as negative classes (same bench:
     #: AUROC 0.89 vs 0.70 without them, histology vs other images)
     negatives_by_default = True
+    #: chosen on real images kept apart from assets/ by bench/decision_defaults.py (rule and
+    #: figures: bench/results/decision_defaults.md): MSP saturates on non-skin images with the
+    #: skin classes (the fundus photo gets 0.83), energy keeps the distance; with the tissue
+    #: classes MSP separates best. Thresholds: 95% TPR on the selection images, per score.
+    decision_defaults = {
+        "dermatology-isic4": {"score": "energy", "thresholds": {"msp": 0.573, "energy": -5.796, "maxlogit": -5.814}},
+        "histology-nct-crc": {"score": "msp", "thresholds": {"msp": 0.408, "energy": -23.007, "maxlogit": -23.169}},
+    }
+    kind = "label-only"
+    trained_on = ("MedMNIST+ at 224 px: colorectal H&E tissue (NCT-CRC-HE-100K), dermatoscopic skin-lesion "
+                  "images (HAM10000) and blood-cell smears")
+    never_seen = ("radiology (CT, MRI, X-ray, ultrasound), eye fundus photos, clinical (non-dermoscopic) skin "
+                  "photos, other stains (e.g. IHC) and other organs' tissue")
 
     def __init__(self, keras_path: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
                  device: str | torch.device | None = None):
