@@ -11,7 +11,7 @@ offline) and ``NAME:/path/to/weights`` (the same architecture with a local weigh
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from .base import Backbone, BackboneUnavailable, UnknownClassError
 from .catalog import BY_NAME, BackboneInfo, backbone_info, describe_backbones, recommended_backbones

@@ -10,8 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from hvl_core.backbones import (BackboneUnavailable, create_backbone, describe_backbones, list_backbones,
-                                recommended_backbones)
+from hvl_core.backbones import (
+    BackboneUnavailable,
+    create_backbone,
+    describe_backbones,
+    list_backbones,
+    recommended_backbones,
+)
 from hvl_core.backbones.catalog import BY_NAME, CATALOG
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,14 @@ import pytest
 import torch
 
 from hvl_core import CheckpointError, load_checkpoint, load_model, save_checkpoint
-from hvl_core.checkpoint import (CARD_NAME, CONFIG_NAME, LEGACY_CONFIG_NAME, LEGACY_WEIGHTS_NAME, WEIGHTS_NAME,
-                                 head_from_checkpoint)
+from hvl_core.checkpoint import (
+    CARD_NAME,
+    CONFIG_NAME,
+    LEGACY_CONFIG_NAME,
+    LEGACY_WEIGHTS_NAME,
+    WEIGHTS_NAME,
+    head_from_checkpoint,
+)
 from hvl_core.head import HVLHead
 from hvl_core.presets import load_preset
 
