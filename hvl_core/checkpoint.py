@@ -21,7 +21,6 @@ import importlib.metadata
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -30,7 +29,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .files import atomic_write
 from .head import HVLConfig, HVLHead, check_threshold
+from .hub import is_hub_id, offline_unless_reachable
 from .presets import ClassSet
 
 WEIGHTS_NAME = "model.safetensors"
@@ -106,20 +107,6 @@ def _versions() -> dict:
     return v
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def model_card(meta: dict) -> str:
     """A short model card with hub metadata (the publishing tool writes a fuller one)."""
     from .backbones.catalog import backbone_info
@@ -159,9 +146,9 @@ def save_checkpoint(directory: str | os.PathLike, head: HVLHead, backbone: str, 
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **(extra or {}),
     }
     text = json.dumps(meta, indent=2, allow_nan=False)  # never write NaN: it is not JSON
-    _atomic_write(d / WEIGHTS_NAME, blob)
-    _atomic_write(d / CONFIG_NAME, text.encode())
-    _atomic_write(d / CARD_NAME, model_card(meta).encode())
+    atomic_write(d / WEIGHTS_NAME, blob)
+    atomic_write(d / CONFIG_NAME, text.encode())
+    atomic_write(d / CARD_NAME, model_card(meta).encode())
     return d
 
 
@@ -184,11 +171,11 @@ def _local_pair(p: Path) -> tuple[Path, Path] | None:
     return p, next((p.parent / c for c, _ in LAYOUTS if (p.parent / c).is_file()), p.parent / CONFIG_NAME)
 
 
-def _hub_pair(source: str, repo: str) -> tuple[Path, Path]:
+def hub_files(repo: str) -> tuple[Path, Path]:
+    """Download a hub checkpoint's (weights, config), whichever layout the repo has; never a
+    local folder of the same name."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import RemoteEntryNotFoundError
-
-    from .hub import offline_unless_reachable
 
     try:
         with offline_unless_reachable():
@@ -209,9 +196,9 @@ def _resolve(source: str) -> tuple[Path, Path]:
     if pair is not None:
         return pair
     repo = source[len("hf://"):] if source.startswith("hf://") else source
-    if source.startswith(("/", ".", "~")) or repo.count("/") != 1:
+    if not is_hub_id(repo):
         raise CheckpointError(f"checkpoint {source}: no such file or folder (a hub checkpoint is written org/name)")
-    return _hub_pair(source, repo)
+    return hub_files(repo)
 
 
 def _reject_constant(name: str):

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 from urllib.parse import urlparse
 
 F = TypeVar("F", bound=Callable)
+
+#: a hub repo id, ``org/name``: never a path (no leading dot or slash, no ``..``)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+
+
+def is_hub_id(text: str) -> bool:
+    """Whether ``text`` is written as a hub repo id (``org/name``), judged from the text alone."""
+    return bool(_HUB_ID.match(text)) and ".." not in text
 
 
 def hub_reachable(timeout: float = 2.0) -> bool:

@@ -10,7 +10,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "calibrate", help="calibrate a checkpoint's MSP threshold on validation ID images",
         description="Compute t95, the largest MSP that at least 95% of the validation ID images reach, and store "
-                    "it in the checkpoint (hvl.json 'threshold'; the demo's slider starts there). The images need "
+                    "it in the checkpoint (config.json 'threshold'; the demo's slider starts there). The images need "
                     "no labels (class sub-folders or a flat folder). Rewrites the checkpoint atomically, or writes "
                     "a calibrated copy to --out.")
     p.add_argument("--checkpoint", required=True, help="local checkpoint folder")
