@@ -98,7 +98,7 @@ def run_benchmark(backbone: str, plans: Sequence, out: str | os.PathLike, seeds:
                 if titles[variant] not in curves:  # the first run and seed
                     sc = score_sets(model.head, model.text, model.logit_bias, F["test"], F["ood"], device=model.device,
                                     method=method)
-                    curves[titles[variant]] = (sc.is_id, sc.msp)
+                    curves[titles[variant]] = (sc.is_id, sc.score)
                 log(f"  {tag}: acc {M.fmt_pct(m['accuracy'])}  AUROC {M.fmt_pct(m['auroc'])}  "
                     f"FPR95 {M.fmt_pct(m['fpr95'])}")
     table, summary = aggregate_table(results, titles)

@@ -6,7 +6,7 @@
   ``aupr_out``, ``n_id``, ``n_ood`` (fractions in [0, 1]), ``t95`` (the MSP accepting 95% of these ID
   images), the model's ``threshold`` with the ID/OOD acceptance rates it gives, per-class
   accuracy, and what was skipped;
-- ``scores.csv``: ``path,msp,is_id,label,pred,known,group`` per image;
+- ``scores.csv``: ``path,score,is_id,label,pred,known,group`` (the decision score; its name in ``metrics.json``'s ``score_name``) per image;
 - ``roc.png`` (the ROC curve, the FPR95 point marked) and ``hist.png`` (ID vs OOD MSP histogram
   with the thresholds);
 - ``report.md``: the same numbers as a markdown table.
@@ -37,7 +37,8 @@ def evaluate_features(model, id_feats: FeatureSet, ood_feats: FeatureSet | None,
     scored = score_sets(head, model.text, model.logit_bias, id_feats, ood_feats, device=model.device, method=method,
                         **overrides)
     skipped = list(id_feats.skipped) + (list(ood_feats.skipped) if ood_feats is not None else [])
-    meta = {"method": method, "method_name": (info or {}).get("method_name") or ("MCM" if method == "mcm" else "HVL"),
+    meta = {"method": method, "score_name": scored.score_name,
+            "method_name": (info or {}).get("method_name") or ("MCM" if method == "mcm" else "HVL"),
             "backbone": model.backbone.describe(), "checkpoint": model.checkpoint, "calibrated": model.calibrated,
             "head_config": {**head.config.to_dict(), **overrides}, "n_skipped": len(skipped),
             "skipped": [{"path": p, "reason": r} for p, r in skipped[:200]]}

@@ -222,7 +222,7 @@ def fmt_pct(mean: float | None, std: float | None = None, digits: int = 2) -> st
 def compute_metrics(scored, class_names: Sequence[str], threshold: float | None = None,
                     convention: str = DEFAULT_CONVENTION) -> dict:
     y = scored.is_id
-    out = ood_metrics(y, scored.msp, convention=convention)
+    out = ood_metrics(y, scored.score, convention=convention)
     labelled = y & (scored.label >= 0)
     if labelled.any():
         out["accuracy"] = accuracy(scored.pred[labelled], scored.label[labelled])
@@ -234,7 +234,7 @@ def compute_metrics(scored, class_names: Sequence[str], threshold: float | None 
         out["accuracy"] = None
         out["n_labelled"] = 0
     if threshold is not None:
-        r = rates_at_threshold(y, scored.msp, threshold)
+        r = rates_at_threshold(y, scored.score, threshold)
         out["threshold"] = r["threshold"]
         out["id_accepted_at_threshold"] = r["tpr"]
         out["ood_accepted_at_threshold"] = r["fpr"]

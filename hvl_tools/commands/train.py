@@ -43,7 +43,7 @@ def register(sub) -> None:
     add_overlap_args(p)
     add_head_args(p)
     add_train_args(p)
-    p.add_argument("--out", required=True, help="checkpoint folder to write (head.safetensors, hvl.json, "
+    p.add_argument("--out", required=True, help="checkpoint folder to write (model.safetensors, config.json, README.md, "
                                                 "training.json, loss.png, train_state/)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state (same data and settings)")
     p.add_argument("--evaluate", action="store_true",
