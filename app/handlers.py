@@ -127,6 +127,8 @@ def present(ui: UI, sess: Session, shown: dict | None, pred, model, s: Settings,
     put(ui.status, "status", status, lambda: status)
     info = model_markdown(model)
     put(ui.model_info, "model", info, lambda: info)
+    hint = class_placeholder(model.backbone)  # a label-only backbone takes only its labels
+    put(ui.controls.custom, "placeholder", hint, lambda: gr.update(placeholder=hint))
     put(ui.thumbnail, "thumbnail", figures.thumbnail_key(sess.loaded, sess.name),
         lambda: figures.thumbnail_html(sess.loaded, sess.name, model.backbone.image_size))
     put(ui.main_map, "main", figures.entropy_key(pred, 2, s.entropy_filter),
@@ -183,7 +185,7 @@ def check_settings(s: Settings) -> None:
 
 def run(ui: UI, sess: Session, shown: dict | None, s: Settings, progress=None) -> dict:
     check_settings(s)
-    spec, ck = ui.service.spec(s.preset, s.custom, s.checkpoint, s.n)
+    spec, ck = ui.service.spec(s.preset, s.custom, s.checkpoint, s.n, s.backbone)
     say = (lambda f, d: progress(f, desc=d)) if progress is not None else None
     if "threshold_units" in (shown or {}) and shown["threshold_units"] != s.score:
         s = replace(s, threshold=None)  # the slider's value is in another score's units
@@ -253,10 +255,11 @@ def on_settings(ui: UI, values: dict, progress=gr.Progress()) -> dict:
         return on_rerun(ui, values, progress)
     try:  # nothing to re-analyse yet: just show the model choice
         check_settings(s)
-        spec, ck = ui.service.spec(s.preset, s.custom, s.checkpoint, s.n)
+        spec, ck = ui.service.spec(s.preset, s.custom, s.checkpoint, s.n, s.backbone)
         model = ui.service.model(spec, ck)
         reset = sess.model_identity != spec.identity()
         out = {ui.session: Session(model_identity=spec.identity()), ui.model_info: model_markdown(model),
+               **({ui.header: header_markdown(model.backbone)} if ui.header is not None else {}),
                ui.status: "", ui.controls.k: gr.update(maximum=4 * model.n ** 2),
                ui.controls.custom: gr.update(placeholder=class_placeholder(model.backbone)), ui.shown: shown}
         if reset:
@@ -291,7 +294,7 @@ def on_score(ui: UI, values: dict) -> dict:
     s = replace(ui.controls.read(values), threshold=None)
     if sess.prediction is None:
         try:
-            spec, ck = ui.service.spec(s.preset, s.custom, s.checkpoint, s.n)
+            spec, ck = ui.service.spec(s.preset, s.custom, s.checkpoint, s.n, s.backbone)
             model = ui.service.model(spec, ck)
             if not has_threshold(model, s.score):  # the first image's score will be the threshold
                 return {ui.controls.threshold: gr.update(label=threshold_slider(s.score, (None, None), ())["label"]),

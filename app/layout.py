@@ -97,6 +97,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=320, elem_id="inputs"):
                 up = upload.render(examples)
+                backbone = controls.render_backbone(model)
                 preset, custom = controls.render_classes(model)
                 score, threshold, k, n, entropy_filter, renormalize = controls.render_head(model)
                 ckpt_text, ckpt_files = controls.render_checkpoint()
@@ -113,7 +114,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
 
         ui = UI(service=service, examples=examples, session=session, shown=shown,
                 controls=controls.Controls(preset, custom, ckpt_text, ckpt_files, n, threshold, k, entropy_filter,
-                                           renormalize, score=score),
+                                           renormalize, score=score, backbone=backbone),
                 upload=up.upload, gallery=up.gallery, decision=verdict.decision, top=top,
                 status=verdict.status, model_info=model_info, thumbnail=thumbnail, main_map=main_map,
                 mid_map=mid_map, gain_map=gain_map, class_map=class_map, scales=scales, teaching=teach,

@@ -34,6 +34,26 @@ def backbone_facts(bb) -> dict:
     return facts
 
 
+def backbone_label(name: str, server_default: bool = False) -> str:
+    """A backbone chooser's entry: what it is (vision-language or label-only), what it was trained
+    on, and its head here (untrained: zero-shot, or a classifier's own labels)."""
+    from hvl_core.backbones.catalog import LABEL_ONLY, backbone_info
+
+    info = backbone_info(name)
+    mark = " · this server's default" if server_default else ""
+    if info is None:
+        return f"{name}{mark}"
+    head = ("untrained head: its own labels only" if info.kind == LABEL_ONLY
+            else "zero-shot (untrained head; a checkpoint brings a trained one)")
+    return f"{info.label} — {info.kind}; trained on {info.trained_on}; {head}{mark}"
+
+
+def backbone_choices(server_backbone: str, names) -> list[tuple[str, str]]:
+    """(label, value) pairs: the server's own backbone (value "") first, then the others."""
+    return [(backbone_label(server_backbone, True), "")] + [(backbone_label(n), n) for n in names
+                                                             if n != server_backbone]
+
+
 def header_markdown(bb) -> str:
     """The header: what the demo does, with the backbone in use — its kind, its training data
     and what it has never seen — in one line."""

@@ -34,6 +34,7 @@ from pathlib import Path
 import hvl_core
 from hvl_core import CheckpointError, Encoded, HVLModel, ImageError, Prediction, ScoreError, load_checkpoint, load_image
 from hvl_core.backbones import Backbone, BackboneUnavailable, UnknownClassError, create_backbone, list_backbones
+from hvl_core.backbones.catalog import CATALOG, LABEL_ONLY
 from hvl_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, hub_files
 from hvl_core.head import score_range
 from hvl_core.hub import gpu_task, is_hub_id
@@ -50,6 +51,9 @@ DEFAULT_N = 2
 MAX_N = 4
 #: backbones kept built (a ViT-B/16 is ~600 MB); the least recently used one is dropped
 MAX_BACKBONES = 2
+#: the backbones a page may switch to (real weights, from the catalog), besides the server's own;
+#: built through the same bounded cache
+CHOOSABLE_BACKBONES = tuple(i.name for i in CATALOG if i.openclip or i.kind == LABEL_ONLY)
 #: models (head + class embeddings, sharing the backbones) kept built
 MAX_MODELS = 6
 #: uploaded checkpoints kept in memory (by the sha256 of both files)
@@ -82,14 +86,14 @@ class Spec:
     custom: str = ""
     checkpoint: tuple | None = None  # ("path", text) or ("upload", sha256)
     n: int = DEFAULT_N
+    backbone: str = ""  # one of CHOOSABLE_BACKBONES; "": the server's own (a checkpoint names its own)
 
     def identity(self) -> tuple:
         """The model without n: when it changes, the threshold goes back to the model's own."""
         if self.checkpoint is not None:
             return ("checkpoint", self.checkpoint)
-        if self.preset == "custom":
-            return ("custom", normalise_classes(self.custom))
-        return ("preset", self.preset)
+        ident = ("custom", normalise_classes(self.custom)) if self.preset == "custom" else ("preset", self.preset)
+        return (*ident, self.backbone) if self.backbone else ident
 
 
 @dataclass
@@ -249,7 +253,10 @@ class ModelService:
         ck = _load_pair(weights[0], configs[0], f"uploaded {Path(configs[0]).name} + {Path(weights[0]).name}")
         return ck, ck.fingerprint()
 
-    def spec(self, preset: str, custom: str, checkpoint: tuple | None, n: int) -> tuple[Spec, Checkpoint | None]:
+    def spec(self, preset: str, custom: str, checkpoint: tuple | None, n: int,
+             backbone: str = "") -> tuple[Spec, Checkpoint | None]:
+        if backbone and backbone not in CHOOSABLE_BACKBONES and backbone != self.backbone_name:
+            raise UserError(f"unknown backbone {backbone!r}; choose one of {', '.join(CHOOSABLE_BACKBONES)}")
         if preset not in PRESETS:
             raise UserError(f"unknown class set {preset!r}; choose one of {', '.join(PRESETS)}")
         n = int(n)
@@ -259,10 +266,11 @@ class ModelService:
         if key is None and preset == "custom" and not normalise_classes(custom):
             raise UserError("type the custom classes first, comma-separated "
                             "(\"name: description\" gives the prompt a longer description)")
-        return Spec(preset=preset, custom=custom if preset == "custom" else "", checkpoint=key, n=n), ck
+        return Spec(preset=preset, custom=custom if preset == "custom" else "", checkpoint=key, n=n,
+                    backbone=backbone or ""), ck
 
     def model(self, spec: Spec, ck: Checkpoint | None = None) -> HVLModel:
-        key = (self.backbone_name, spec.identity(), spec.n)
+        key = (spec.backbone or self.backbone_name, spec.identity(), spec.n)
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
@@ -281,10 +289,11 @@ class ModelService:
                 if fresh:
                     self._remember_backbone(name, bb)
             elif spec.preset == "custom":
-                model = hvl_core.load_model(self.backbone(), classes=list(normalise_classes(spec.custom)),
-                                            device=self.device, n=spec.n)
+                model = hvl_core.load_model(self.backbone(spec.backbone or None),
+                                            classes=list(normalise_classes(spec.custom)), device=self.device, n=spec.n)
             else:
-                model = hvl_core.load_model(self.backbone(), preset=spec.preset, device=self.device, n=spec.n)
+                model = hvl_core.load_model(self.backbone(spec.backbone or None), preset=spec.preset,
+                                            device=self.device, n=spec.n)
             self._models[key] = model
             while len(self._models) > self.max_models:
                 self._models.popitem(last=False)

@@ -12,8 +12,8 @@ from hvl_core.head import SCORES
 
 from .. import handlers
 from ..decision import SCORE_LABELS, model_score_range, threshold_slider
-from ..messages import class_placeholder
-from ..service import DEFAULT_N, DEFAULT_PRESET, MAX_N, PRESETS, checkpoint_ref
+from ..messages import backbone_choices, class_placeholder
+from ..service import CHOOSABLE_BACKBONES, DEFAULT_N, DEFAULT_PRESET, MAX_N, PRESETS, checkpoint_ref
 
 #: keyboard step of the threshold slider
 THRESHOLD_STEP = 0.01
@@ -33,6 +33,7 @@ class Settings:
     entropy_filter: bool = True
     renormalize: bool = False
     score: str | None = None  # None: the model's own
+    backbone: str = ""  # "": the server's own
 
     @property
     def checkpoint(self) -> tuple | None:
@@ -53,6 +54,7 @@ class Controls:
     entropy_filter: gr.Checkbox
     renormalize: gr.Checkbox
     score: gr.Radio | None = None
+    backbone: gr.Dropdown | None = None
 
     def components(self) -> list:
         return [c for c in (getattr(self, f.name) for f in fields(self)) if c is not None]
@@ -66,7 +68,7 @@ class Controls:
                         checkpoint_files=tuple(str(f) for f in (v["checkpoint_files"] or []) if f),
                         n=int(v["n"] or DEFAULT_N), threshold=None if v["threshold"] is None else float(v["threshold"]),
                         k=int(v["k"] or 1), entropy_filter=bool(v["entropy_filter"]), renormalize=bool(v["renormalize"]),
-                        score=v["score"] or None)
+                        score=v["score"] or None, backbone=v["backbone"] or "")
 
 
 def render_classes(model) -> tuple[gr.Radio, gr.Textbox]:
@@ -76,6 +78,15 @@ def render_classes(model) -> tuple[gr.Radio, gr.Textbox]:
                         elem_id="custom-classes", placeholder=class_placeholder(model.backbone),
                         info="'name: description' puts a longer description in the prompt")
     return preset, custom
+
+
+def render_backbone(model) -> gr.Dropdown:
+    """The backbone chooser: the server's own first, then the catalog's, each labelled (kind,
+    training data, zero-shot or trained head); another one is built on first use (an offline one
+    fails with one sentence)."""
+    return gr.Dropdown(choices=backbone_choices(model.backbone.name, CHOOSABLE_BACKBONES), value="",
+                       label="Backbone", elem_id="backbone", interactive=True,
+                       info="A checkpoint brings its own. Another backbone re-encodes the image.")
 
 
 def render_checkpoint() -> tuple[gr.Textbox, gr.File]:
@@ -120,6 +131,8 @@ def listen(ui) -> None:
     c.checkpoint_files.upload(settings_fn, inputs, ui.outputs(), **model_events)
     c.checkpoint_files.clear(settings_fn, inputs, ui.outputs(), **model_events)
     c.n.release(settings_fn, inputs, ui.outputs(), **model_events)
+    if c.backbone is not None:
+        c.backbone.input(settings_fn, inputs, ui.outputs(), **model_events)
     head = dict(trigger_mode="always_last", api_visibility="private", show_progress="hidden")
     options_fn = ui.bind(handlers.on_options)
     for ev in (c.k.release, c.entropy_filter.input, c.renormalize.input, c.threshold.release):

@@ -240,3 +240,45 @@ def test_header_names_the_backbone_its_data_and_what_it_never_saw():
     assert "vision-language (classes are text prompts)" in text and "seeded random weights" in text and "never seen" not in text
     odd = SimpleNamespace(name="<b>x</b>", kind="vision-language", trained_on="", never_seen="")
     assert "<b>x</b>" not in header_markdown(odd) and "its training data is not recorded here" in header_markdown(odd)
+
+
+def test_backbone_choices_are_labelled():
+    from app.messages import backbone_choices
+    from app.service import CHOOSABLE_BACKBONES
+
+    choices = dict((v, label) for label, v in backbone_choices("tiny-clip-random", CHOOSABLE_BACKBONES))
+    assert list(choices)[0] == "" and "this server's default" in choices[""] and "random" in choices[""]
+    dense = choices["medmnist-densenet121"]
+    assert "label-only" in dense and "MedMNIST" in dense and "its own labels only" in dense
+    bio = choices["biomedclip"]
+    assert "vision-language" in bio and "PMC-15M" in bio and "zero-shot" in bio
+    assert "NON-COMMERCIAL" in choices["dermlip-b16"].upper()
+    # the server's own backbone is not listed twice
+    assert [v for _, v in backbone_choices("biomedclip", CHOOSABLE_BACKBONES)].count("biomedclip") == 0
+
+
+def test_an_offline_backbone_choice_is_one_sentence(ui, analysed):
+    built = dict(ui.service._backbones)
+    out = handlers.on_settings(ui, values(ui, analysed[ui.session], analysed[ui.shown], backbone="clip-vit-b16"),
+                               progress=None)
+    assert "hvl-error" in out[ui.decision] and "Cannot load clip-vit-b16" in out[ui.decision]
+    assert "Traceback" not in out[ui.decision] and ui.service._backbones == built  # nothing kept
+    bad = handlers.on_settings(ui, values(ui, analysed[ui.session], analysed[ui.shown], backbone="ViT-B-16:/etc/x"),
+                               progress=None)
+    assert "unknown backbone" in bad[ui.decision] and "/etc/x" in bad[ui.decision]
+
+
+def test_choosing_the_label_only_backbone_rebuilds_the_page(ui, analysed):
+    """The offline DenseNet, chosen on the page: a model of its own (same bounded caches), the
+    image re-encoded, and the header, model line and teaching words say label-only."""
+    svc = ui.service
+    calls = svc.encode_calls
+    out = handlers.on_settings(ui, values(ui, analysed[ui.session], analysed[ui.shown],
+                                          backbone="medmnist-densenet121"), progress=None)
+    pred = out[ui.session].prediction
+    assert pred.backbone == "medmnist-densenet121" and svc.encode_calls == calls + 1
+    assert pred.score_name == "energy" and pred.threshold_source == "measured"  # its measured default
+    assert "label-only" in out[ui.header] and "label-only" in out[ui.model_info]
+    assert "output row of each" in out[ui.teaching] and "text of each" not in out[ui.teaching]
+    assert out[ui.controls.score]["value"] == "energy" and "energy units" in out[ui.controls.threshold]["label"]
+    assert len(svc._backbones) <= svc.max_backbones
