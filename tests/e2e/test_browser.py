@@ -446,3 +446,25 @@ def test_failure_examples_are_explained(page):
 def test_no_requests_leave_the_machine_and_no_console_errors(page):
     assert page.external_requests == [], page.external_requests[:5]
     assert page.console_errors == [], page.console_errors[:5]
+
+
+def test_backbone_chooser_is_labelled_and_an_offline_choice_is_one_sentence(browser, app_url):
+    pg = _open(browser, app_url, 1366, 768)
+    try:
+        pg.set_input_files("#upload input[type=file]", str(EXAMPLE))
+        pg.wait_for_selector("#decision .hvl-decision")
+        pg.locator("#backbone input").click()
+        options = pg.locator("ul[role=listbox] li").all_inner_texts()
+        assert len(options) >= 5 and any("label-only" in o and "MedMNIST" in o for o in options), options
+        assert any("vision-language" in o and "zero-shot" in o for o in options)
+        from hvl_core.hub import unavailable_offline
+
+        if not unavailable_offline("timm/vit_base_patch16_clip_224.openai", ["open_clip_model.safetensors"]):
+            pytest.skip("the CLIP weights can be had here: no offline failure to show")
+        pg.locator("ul[role=listbox] li", has_text="CLIP ViT-B/16 (the paper's)").first.click()
+        err = pg.locator("#decision .hvl-error-message")
+        err.wait_for()
+        assert "Cannot load clip-vit-b16" in err.inner_text()
+        _no_error_badges(pg)
+    finally:
+        pg.close()
