@@ -132,8 +132,8 @@ def even_split_text(pred) -> str:
     """What the top of the entropy scale means, over the classes the softmax really has."""
     C, R = len(pred.classes), pred.entropy_classes
     if R > C:
-        return f"ln {R}: evenly split over all {R} classes ({C} known + {R - C} negative)"
-    return f"ln {R}: evenly split over the {R} classes"
+        return f"{fmt_num(entropy_ceiling(pred))} = ln {R}: evenly split over all {R} classes ({C} known + {R - C} negative)"
+    return f"{fmt_num(entropy_ceiling(pred))} = ln {R}: evenly split over the {R} classes"
 
 
 def entropy_key(pred, scale: int, entropy_filter: bool) -> str:
@@ -172,8 +172,9 @@ def entropy_html(pred, scale: int, entropy_filter: bool = True) -> str:
     alt = (f"{name}-scale entropy map: the analysed square cut into {g}×{g} patches, each coloured by its entropy "
            f"from 0 (certain, dark purple) to {fmt_num(vmax)} (no idea, yellow); {alt_rule}; the most certain "
            f"patch is {_cell((r, c))} (H = {fmt_num(h[r, c], d)}).")
-    bar = colour_bar(render.ENTROPY_CMAP, "0 certain", f"{fmt_num(vmax)} = {even_split_text(pred)}",
-                     label="entropy H (nats)")
+    # the ends stay short (they share one line); what the top means is written under the bar
+    bar = colour_bar(render.ENTROPY_CMAP, "0 certain", f"{fmt_num(vmax)} no idea",
+                     label=f"entropy H (nats); {even_split_text(pred)}")
     return figure(f"entropy-{name.lower()}", f"{name} scale ({g}×{g} patches): how unsure each patch is",
                   [(render.data_uri(img), alt)], [rule], extra=bar)
 
