@@ -74,6 +74,7 @@ def model_markdown(model) -> str:
     note = f" — *{bb.note}*" if bb.note else ""
     kind = "label-only" if backbone_facts(bb)["kind"] == "label-only" else "vision-language"
     head = (f"trained checkpoint ({model.checkpoint})" if model.checkpoint
+            else "untrained (W, b⁰, b² are zero: the classifier's own scores)" if kind == "label-only"
             else "untrained (zero-shot: W, b⁰, b² are zero)")
     classes = ", ".join(model.classes.names)
     neg = model.classes.negatives

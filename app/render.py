@@ -36,7 +36,7 @@ HATCH_WIDTH = 2
 OUTLINE_COLOR = (213, 94, 0)
 OUTLINE_THICKNESS = 4
 HEAT_ALPHA = 0.55
-#: colour-blind-safe, perceptually uniform scales: entropy 0 → ln C, and ΔH −m → 0 (grey) → +m
+#: colour-blind-safe, perceptually uniform scales: entropy 0 → its maximum (an even split), and ΔH −m → 0 (grey) → +m
 ENTROPY_CMAP = "viridis"
 GAIN_CMAP = "cividis"
 #: Okabe & Ito (2008), the colour-blind-safe qualitative palette, for classes

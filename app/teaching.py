@@ -98,6 +98,9 @@ def head_words(ctx: Context) -> str:
     """Trained head or zero-shot, as it is."""
     if ctx.checkpoint:
         return f"The head was trained (checkpoint {ctx.checkpoint}): its learnt weights shape these embeddings."
+    if ctx.kind == "label-only":
+        return ("The head is untrained: its learnable weights are zero, so the class scores are the classifier's "
+                "own (it was trained on these labels).")
     return ("The head is untrained (zero-shot): its learnable weights are zero, so the class scores come from the "
             "backbone alone.")
 

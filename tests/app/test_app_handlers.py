@@ -279,6 +279,7 @@ def test_choosing_the_label_only_backbone_rebuilds_the_page(ui, analysed):
     assert pred.backbone == "medmnist-densenet121" and svc.encode_calls == calls + 1
     assert pred.score_name == "energy" and pred.threshold_source == "measured"  # its measured default
     assert "label-only" in out[ui.header] and "label-only" in out[ui.model_info]
+    assert "zero-shot" not in out[ui.model_info] and "zero-shot" not in out[ui.teaching]
     assert "output row of each" in out[ui.teaching] and "text of each" not in out[ui.teaching]
     assert out[ui.controls.score]["value"] == "energy" and "energy units" in out[ui.controls.threshold]["label"]
     assert len(svc._backbones) <= svc.max_backbones

@@ -570,7 +570,7 @@ def test_teaching_words_follow_the_backbone(neg_prediction):
     assert "text of each" not in lo and "label-only" in lo and "output row of each of the C = 3" in lo
     assert f"ln 5 = {math.log(5):.3f} = evenly split over all 5" in vl and "ln C" not in vl
     assert "3 known and 2 negative classes" in vl
-    assert "untrained (zero-shot)" in vl
+    assert "untrained (zero-shot)" in vl and "zero-shot" not in lo and "the classifier's own" in lo
     assert "trained (checkpoint ck-1)" in teaching_markdown(neg_prediction, Context(checkpoint="ck-1"))
 
 
