@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ["predict", "bench", "synth", "train", "evaluate", "calibrate", "compare", "aggregate", "push"]
+COMMANDS = ["predict", "score", "bench", "synth", "train", "evaluate", "calibrate", "compare", "aggregate", "push"]
 
 
 def build_parser() -> argparse.ArgumentParser:
