@@ -57,7 +57,7 @@ def batch_of_columns(batch: dict[str, np.ndarray], size: int) -> Batch:
         elif batch["has_view"][i]:
             decoded.append(Decoded(view=batch["view"][i]))
         else:
-            decoded.append(Decoded(jpeg=np.frombuffer(batch["jpeg"][i], dtype=np.uint8)))
+            decoded.append(Decoded(jpeg=np.frombuffer(bytearray(batch["jpeg"][i]), dtype=np.uint8)))
     return collate([str(p) for p in batch["path"]], decoded, size)
 
 

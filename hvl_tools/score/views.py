@@ -72,7 +72,7 @@ def jpeg_for_device(path: str) -> np.ndarray | None:
         return None
     if w * h > MAX_PIXELS or max(w, h) > MAX_SIDE or min(w, h) < MIN_SIDE or orientation not in (1, None):
         return None
-    return np.frombuffer(data, dtype=np.uint8)
+    return np.frombuffer(bytearray(data), dtype=np.uint8)  # writable: torch.from_numpy takes it as is
 
 
 def decode_item(path: str, size: int, n: int, detail: str, on_device: bool) -> Decoded:
