@@ -5,13 +5,15 @@ the files, make the views) → ``map_batches(RayScorer)`` (actors, each holding 
 or on CPUs; ``RayScorer.__call__`` is ``Scorer.score``, the local engine's code) → rows streamed
 back to the driver, which appends them to scores.csv as they arrive.
 
-``address=None`` starts a private Ray instance on this machine, bound to 127.0.0.1, without the
-dashboard, and shuts it down afterwards; ``address="auto"`` or ``"ray://HOST:10001"`` joins a
+``address=None`` starts a private Ray instance on this machine, bound to 127.0.0.1 (every Ray
+process listens on the loopback address only), without the dashboard, and shuts it down afterwards; ``address="auto"`` or ``"ray://HOST:10001"`` joins a
 running cluster (every node needs this package and the files at the same paths).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -80,20 +82,42 @@ class RayScorer:
         return out
 
 
-def init_ray(address: str | None, num_cpus: int | None = None, object_store_mb: int = 512):
-    """Join ``address``, or start a private local instance on loopback. Returns (ray, started)."""
+#: Ray's switch between a single-machine instance on the loopback address and one reachable as a
+#: cluster node; every Ray process reads it, so it is set in the environment they inherit
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def ray_instance(address: str | None, num_cpus: int | None = None, object_store_mb: int = 512):
+    """Join ``address``, or start a private instance bound to 127.0.0.1 (no dashboard), shut down
+    on exit. An instance already running in this process is used as it is."""
+    saved = os.environ.get(LOOPBACK_ENV)
+    if not address:
+        os.environ[LOOPBACK_ENV] = "0"
     ray = require_ray()
-    if ray.is_initialized():
-        return ray, False
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 object_store_memory=object_store_mb * 2**20, log_to_driver=False, configure_logging=False)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # ours counts rows written
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    return ray, True
+    started = False
+    try:
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                from ray._private import ray_constants
+
+                ray_constants.ENABLE_RAY_CLUSTER = False  # for a Ray imported before the variable was set
+                ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                         object_store_memory=object_store_mb * 2**20, configure_logging=False)
+            started = True
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # ours counts rows written
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+        if saved is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = saved
 
 
 def ray_batches(spec: ModelSpec, scorer: Scorer, paths: Sequence[str], batch_size: int, actors: int = 1,
@@ -101,12 +125,14 @@ def ray_batches(spec: ModelSpec, scorer: Scorer, paths: Sequence[str], batch_siz
                 num_cpus: int | None = None) -> Iterator[list[dict]]:
     """Rows of each scored batch, as Ray returns them (not in input order). ``scorer`` is the
     driver's own (for the view size and decoder settings; it scores nothing)."""
-    ray, started = init_ray(address, num_cpus)
-    try:
+    with ray_instance(address, num_cpus) as ray:
         device = "cuda" if gpus_per_actor > 0 else "cpu"
         ds = ray.data.from_items([{"path": p} for p in paths])
         if scorer.model.detail != "native":
-            ds = ds.map_batches(decode_batch, batch_size=batch_size, batch_format="numpy", num_cpus=1,
+            # CPU actors: decoding takes the actor's CPUs (Ray fuses the two stages, nothing waits for a CPU
+            # the model holds); GPU actors: decoding runs as separate one-CPU tasks beside them
+            ds = ds.map_batches(decode_batch, batch_size=batch_size, batch_format="numpy",
+                                num_cpus=1 if gpus_per_actor > 0 else cpus_per_actor,
                                 fn_kwargs={"size": scorer.size, "n": scorer.n, "detail": scorer.model.detail,
                                            "on_device": scorer.decode_on_device})
         ds = ds.map_batches(RayScorer, batch_size=batch_size, batch_format="numpy",
@@ -121,6 +147,3 @@ def ray_batches(spec: ModelSpec, scorer: Scorer, paths: Sequence[str], batch_siz
             yield [{"path": str(out["path"][i]), "label": str(out["label"][i]), "score": float(out["score"][i]),
                     "msp": float(out["msp"][i]), "known": bool(out["known"][i]), "error": str(out["error"][i])}
                    for i in range(len(out["path"]))]
-    finally:
-        if started:
-            ray.shutdown()

@@ -127,7 +127,7 @@ def test_crash_while_writing_the_state_leaves_the_previous_epoch(tmp_path, monke
     cfg = TrainConfig(epochs=3, batch_size=6, seed=0)
     ref, text = _head()
     train_head(ref, text, None, feats, cfg, progress=False)
-    real = T._atomic_write
+    real = T.atomic_write
 
     def dies_on_epoch_2_json(path, data):
         if path.name == STATE_JSON and json.loads(data)["epoch"] == 2:
@@ -135,10 +135,10 @@ def test_crash_while_writing_the_state_leaves_the_previous_epoch(tmp_path, monke
         real(path, data)
 
     head, _ = _head()
-    monkeypatch.setattr(T, "_atomic_write", dies_on_epoch_2_json)
+    monkeypatch.setattr(T, "atomic_write", dies_on_epoch_2_json)
     with pytest.raises(Crash):
         train_head(head, text, None, feats, cfg, state_dir=tmp_path, progress=False)
-    monkeypatch.setattr(T, "_atomic_write", real)
+    monkeypatch.setattr(T, "atomic_write", real)
     fresh, _ = _head()
     res = train_head(fresh, text, None, feats, cfg, state_dir=tmp_path, resume=True, progress=False, log=lambda m: None)
     assert res.resumed_from == 1
