@@ -28,3 +28,22 @@ def test_ray_and_local_engines_give_the_same_scores(tmp_path, tiny_model):
             assert a[p]["msp"] == b[p]["msp"] and a[p]["score"] == b[p]["score"]
     assert remote["run"]["engine"] == "ray" and (remote["scored"], remote["errors"]) == (local["scored"], 1) == (7, 1)
     assert remote["model"] == local["model"]  # same model, same settings, same decoder
+
+
+def test_the_private_instance_listens_on_loopback_only():
+    import re
+    import subprocess
+
+    import psutil
+
+    from hvl_tools.score.ray_engine import ray_instance
+
+    with ray_instance(None, num_cpus=1) as r:
+        assert [n["NodeManagerAddress"] for n in r.nodes()] == ["127.0.0.1"]
+        ours = {p.pid for p in psutil.Process().children(recursive=True)} | {psutil.Process().pid}
+        listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.splitlines()
+        mine = [line for line in listening if ours & {int(x) for x in re.findall(r"pid=(\d+)", line)}]
+        assert len(mine) >= 3  # GCS, raylet, workers
+        local = [line.split()[3] for line in mine]
+        assert all(a.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:")) for a in local), local
+    assert not r.is_initialized()
