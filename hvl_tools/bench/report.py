@@ -77,7 +77,12 @@ def render_markdown(r: dict) -> str:
           f"| 100 epochs on {s['train_images']} cached images | {r['train_100_epochs_s']:.1f} s | |",
           f"| threshold update (`model.decide`) | {r['threshold_update_ms']:.2f} ms | |",
           f"| peak memory, one image (`peak_memory_mb`) | {r['peak_memory_mb']:.0f} MB | paper: "
-          f"{PAPER_MEMORY_GB} GB |", ""]
+          f"{PAPER_MEMORY_GB} GB |"]
+    if "score_over_encoder" in r:
+        L.append(f"| hvl score images/s / bare encoder images/s, same crops (`score_over_encoder`) | "
+                 f"{r['score_over_encoder']:.3f} ({_f(r['score_images_per_s'])} images/s) | ≥ "
+                 f"{TARGET_SCORE_OVER_ENCODER} {'✅' if tm.get('score_over_encoder') else '❌'} |")
+    L.append("")
     reasons = [_overhead_reason(run) for run in r["runs"] if run["hvl_over_encoder"] > TARGET_HVL_OVER_ENCODER]
     if reasons:
         L += ["Where the ratio misses 1.10, the time outside the encoder goes to (median per call):", ""]
