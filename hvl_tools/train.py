@@ -167,18 +167,19 @@ def train_head(head: HVLHead, text: torch.Tensor, logit_bias: torch.Tensor | Non
                cfg: TrainConfig, state_dir: str | os.PathLike | None = None, resume: bool = False,
                device: str | torch.device = "cpu", progress: bool = True,
                on_epoch_end: Callable[[int, dict], None] | None = None, log=None,
-               compile_step: bool = False) -> TrainResult:
+               compile_step: bool | str = False) -> TrainResult:
     with torch_threads(cpu_threads_for_head(head, torch.device(device))):
         return _train_head(head, text, logit_bias, feats, cfg, state_dir, resume, device, progress, on_epoch_end, log,
                            compile_step)
 
 
 def make_train_step(head: HVLHead, opt: torch.optim.Optimizer, text: torch.Tensor, bias: torch.Tensor | None,
-                    compile_step: bool = False) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+                    compile_step: bool | str = False) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """One optimisation step on a batch of cached embeddings v (B, 1 + n² + 4n², d) and labels (B,):
     returns the detached (L_ID, L_OOD, total) on the device, without waiting for the device.
-    ``compile_step``: the forward and loss through ``torch.compile`` (fused kernels; the first
-    steps compile, once per batch size)."""
+    ``compile_step``: the forward and loss (and so their backward) through ``torch.compile``:
+    ``True`` fuses kernels; a mode name, e.g. ``"reduce-overhead"`` (CUDA graphs), is passed on.
+    The first steps compile, once per batch size."""
     n = head.config.n
 
     def losses(v, y):
@@ -186,7 +187,10 @@ def make_train_step(head: HVLHead, opt: torch.optim.Optimizer, text: torch.Tenso
         out = head.loss(head(v0, v1, v2, text, bias), y)
         return torch.stack([out["id"], out["ood"], out["total"]])
 
-    forward = torch.compile(losses) if compile_step else losses
+    if not compile_step:
+        forward = losses
+    else:
+        forward = torch.compile(losses, mode=None if compile_step is True else compile_step)
 
     def step(v, y):
         ls = forward(v, y)
@@ -297,7 +301,7 @@ def _train_head(head, text, logit_bias, feats, cfg, state_dir, resume, device, p
 def fit(model, train_feats: FeatureSet, val_feats: FeatureSet | None, cfg: TrainConfig, out_dir: str | os.PathLike,
         resume: bool = False, progress: bool = True, extra: dict | None = None,
         on_epoch_end: Callable[[int, dict], None] | None = None, log=None, save_state: bool = True,
-        compile_step: bool = False) -> tuple[Path, dict]:
+        compile_step: bool | str = False) -> tuple[Path, dict]:
     """Train ``model.head`` on ``train_feats``, calibrate the threshold on ``val_feats`` (95% ID TPR;
     none when there is no validation set), and save the checkpoint to ``out_dir`` (atomically, with
     the training state in ``out_dir/train_state`` unless ``save_state=False``, ``training.json`` and

@@ -190,14 +190,22 @@ def score_lines(r: dict) -> list[str]:
         L.append("")
     tc = [x for x in runs if "train_compiled" in x]
     if tc:
-        L += ["Cached trainer, eager against `compile_step=True` (median epoch after the first; the first compiles):", "",
-              "| backbone | n | eager epoch s | compiled epoch s | speed-up | first epoch eager / compiled s | "
-              "max weight diff |", "|---|---|---|---|---|---|---|"]
+        L += ["Cached trainer, eager against `compile_step` (median epoch after the first; the first compiles; "
+              "weight difference to the eager head after the same epochs):", "",
+              "| backbone | n | step | epoch s | speed-up | first epoch s | max weight diff |", "|---|---|---|---|---|---|---|"]
         for x in tc:
             t = x["train_compiled"]
-            L.append(f"| {x['backbone']} | {x['n']} | {t['eager_epoch_s']:.4f} | {t['compiled_epoch_s']:.4f} | "
-                     f"{t['compiled_speedup']:.2f}× | {t['eager_first_epoch_s']:.2f} / {t['compiled_first_epoch_s']:.2f} | "
-                     f"{t['max_weight_diff']:.2e} |")
+            for name in ("eager", "compiled", "cuda_graphs"):
+                v = t.get(name)
+                if v is None:
+                    continue
+                if "error" in v:
+                    L.append(f"| {x['backbone']} | {x['n']} | {name} | – | – | – | failed: {v['error']} |")
+                    continue
+                diff = f"{v['max_weight_diff']:.2e}" if "max_weight_diff" in v else "–"
+                e2e = f" (end to end: {v['cached_train_speedup']:,.0f}×)" if "cached_train_speedup" in v else ""
+                L.append(f"| {x['backbone']} | {x['n']} | {name} | {v['epoch_s']:.4f} | {v.get('speedup', 1.0):.2f}×{e2e} | "
+                         f"{v['first_epoch_s']:.2f} | {diff} |")
         L.append("")
     ry = [x for x in runs if "ray" in x]
     if ry:

@@ -100,6 +100,10 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] | None = 
                 if s.score and n == hn:
                     log(f"[bench] {name} n={n}: hvl score")
                     run.update(measure_score(model, files, s, device, Path(tmp)))
+                    tc, tr = run.get("train_compiled", {}), run.get("training")
+                    for variant in ("compiled", "cuda_graphs"):
+                        if tr and "epoch_s" in tc.get(variant, {}):  # against the same end-to-end epoch
+                            tc[variant]["cached_train_speedup"] = round(tr["e2e_epoch_s"] / tc[variant]["epoch_s"], 1)
                     run["seconds"] = round(time.perf_counter() - t_cfg, 1)
                     log(f"[bench] {name} n={n}: hvl score {run['score_images_per_s']:.2f} images/s, "
                         f"{run['score_over_encoder']:.3f}× the bare encoder's")
