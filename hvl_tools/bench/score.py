@@ -76,8 +76,9 @@ def bench_score(model, files: list[Path], s: BenchSettings, device: torch.device
                                 progress=False, model=model)
         return summary["run"]["seconds"], out
 
-    score()  # warm-up: decode workers, allocator, kernels
-    encoder()
+    for _ in range(min(s.warmup, 1)):  # decode workers, allocator, kernels
+        score()
+        encoder()
     t_score, t_enc, wall = [], [], []
     for r in range(s.score_repeats):
         for what in (("score", "encoder") if r % 2 == 0 else ("encoder", "score")):
