@@ -165,5 +165,6 @@ class Scorer:
                           "known": bool(pred.known), "error": ""}
         return [out[i] for i in range(len(batch.paths))]
 
+
 def _error_row(path: str, error: str) -> dict:
     return {"path": path, "label": "", "score": float("nan"), "msp": float("nan"), "known": False, "error": error}
