@@ -17,7 +17,8 @@
 # as the converted cache weights/medmnist-densenet121.safetensors (made here by loading the backbone once).
 # BENCH_SECONDS bounds the whole run (default 540). Each configuration's numbers are written as soon as it
 # finishes. For a dry run on a CPU:
-#   BENCH_DEVICE=cpu BENCH_BACKBONES=tiny-clip-random BENCH_ARGS=--quick BENCH_SCORE_IMAGES=16 OUT=/tmp/x bench/gpu_run.sh
+#   BENCH_DEVICE=cpu BENCH_BACKBONES=tiny-clip-random BENCH_ARGS=--quick BENCH_SCORE_IMAGES=16 \
+#   BENCH_SCORE_BACKBONE=tiny-clip-random PY=.venv/bin/python OUT=/tmp/x bench/gpu_run.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-out/gpu}"
@@ -30,7 +31,7 @@ SCORE_IMAGES="${BENCH_SCORE_IMAGES:-2048}"
 EXTRA="${BENCH_ARGS:-}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-PY=python3
+PY="${PY:-python3}"
 
 if ! $PY -c "import open_clip" >/dev/null 2>&1; then
   if ls .whl/*.whl >/dev/null 2>&1; then
