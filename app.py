@@ -12,12 +12,16 @@ import os
 # privacy: no analytics, no version check, no hub telemetry; set before gradio is imported
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# uploads in a folder of this app's own, which is emptied at start-up (app/service.py: start_sweeper)
+import tempfile  # noqa: E402
+
+os.environ.setdefault("GRADIO_TEMP_DIR", os.path.join(tempfile.gettempdir(), "hvl-demo-uploads"))
 
 import ipaddress  # noqa: E402
 import logging  # noqa: E402
 
-from app.service import ModelService  # noqa: E402
-from app.ui import build_demo, launch_kwargs  # noqa: E402
+from app.layout import build_demo, launch_kwargs  # noqa: E402
+from app.service import ModelService, start_sweeper  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -37,4 +41,5 @@ service = ModelService(allow_local_checkpoints=_is_loopback(_launch["server_name
 demo = build_demo(service)
 
 if __name__ == "__main__":
+    start_sweeper()
     demo.launch(**_launch)

@@ -1,3 +1,5 @@
-"""The HVL clinician and teaching demo (Gradio): ``app.ui.build_demo`` builds it, ``app.py`` at the
-repository root launches it. ``render`` draws, ``decision`` and ``teaching`` write, ``service``
-holds the models; none of them computes HVL's numbers — they come from ``hvl_core``."""
+"""The HVL clinician and teaching demo (Gradio). ``app.layout.build_demo`` builds it, ``app.py`` at the
+repository root launches it. ``components/`` render the page's parts and wire their events to
+``handlers``; ``figures`` (HTML) and ``render`` (pixels) draw, ``decision``, ``teaching`` and
+``messages`` write, ``service`` holds the models; none of them computes HVL's numbers — they
+come from ``hvl_core``."""

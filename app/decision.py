@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import html
 
+import numpy as np
+
 UNKNOWN_TEXT = "Unknown — refer to a specialist"
 
 
@@ -16,6 +18,31 @@ def fmt_score(x: float, other: float | None = None) -> str:
         if other is None or x == other or s != f"{other:.{digits}f}":
             return s
     return f"{x:.6f}"
+
+
+def fmt_num(x: float, digits: int = 2) -> str:
+    """``x`` with ``digits`` decimals, never "-0.00": a value that rounds to zero is written 0."""
+    s = f"{float(x):.{digits}f}"
+    return s[1:] if s.startswith("-") and float(s) == 0 else s
+
+
+def fmt_signed(x: float, digits: int = 2) -> str:
+    """A signed value: "+0.12", "−0.12" (a true minus sign), and "0.00" when it rounds to zero."""
+    s = fmt_num(abs(float(x)), digits)
+    if float(s) == 0:
+        return s
+    return ("+" if x > 0 else "−") + s
+
+
+def separating_digits(values, ref: float, lo: int = 2, hi: int = 5) -> int:
+    """The fewest decimals (``lo``..``hi``) at which every value's rounded form is above the
+    rounded ``ref`` exactly when the value is: so a patch shown as "0.00" is never marked as
+    above a mean shown as "0.00"."""
+    v = np.asarray(values, dtype=float).ravel()
+    for d in range(lo, hi + 1):
+        if np.array_equal(np.round(v, d) > round(float(ref), d), v > ref):
+            return d
+    return hi
 
 
 def decision_text(pred) -> str:

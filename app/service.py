@@ -6,25 +6,37 @@ its encoding, and the two operations the UI needs —
 - ``decide``: the head only, on the cached ``Encoded`` (threshold, K, entropy filter,
   renormalize) — never the encoder.
 
-Backbones are cached per name and models per (backbone, classes, checkpoint, n), so switching
-presets or going back to an earlier ``n`` is cheap. The class set only enters the head, so a
-preset switch re-uses the image's encoding too.
+Backbones and models are kept in small LRU caches (``MAX_BACKBONES``, ``MAX_MODELS``); a model's
+key holds everything that changes a decision (backbone, classes, n, and for a checkpoint the
+sha256 of both its files: weights, threshold, classes and options). Switching presets or going
+back to an earlier ``n`` is cheap, and the class set only enters the head, so a preset switch
+re-uses the image's encoding too.
+
+Public-server rules (``allow_local_checkpoints=False``, any address but loopback): no text field
+or uploaded file may make the server open a path of its own — a checkpoint is an upload or a hub
+id, and a checkpoint may only name a registered backbone (no ``MODEL:/path``, no arbitrary hub
+model); error texts never depend on whether a server path exists. ``sweep_uploads`` empties
+gradio's upload folder at start-up and, with ``start_sweeper``, of files older than ten minutes.
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import hvl_core
 from hvl_core import CheckpointError, Encoded, HVLModel, ImageError, Prediction, load_checkpoint, load_image
-from hvl_core.backbones import Backbone, BackboneUnavailable, UnknownClassError, create_backbone
-from hvl_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint
+from hvl_core.backbones import Backbone, BackboneUnavailable, UnknownClassError, create_backbone, list_backbones
+from hvl_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, hub_files
+from hvl_core.hub import gpu_task, is_hub_id
 from hvl_core.images import LoadedImage
+from hvl_core.presets import split_class_list
 
 ENV_BACKBONE = "HVL_BACKBONE"
 ENV_DEVICE = "HVL_DEVICE"
@@ -34,6 +46,22 @@ PRESETS = {"dermatology-isic4": "Dermatology — ISIC-4 (4 lesion types)",
 DEFAULT_PRESET = "dermatology-isic4"
 DEFAULT_N = 2
 MAX_N = 4
+#: backbones kept built (a ViT-B/16 is ~600 MB); the least recently used one is dropped
+MAX_BACKBONES = 2
+#: models (head + class embeddings, sharing the backbones) kept built
+MAX_MODELS = 6
+#: uploaded checkpoints kept in memory (by the sha256 of both files)
+MAX_UPLOADED_CHECKPOINTS = 4
+#: a Hugging Face repo id: org/name, nothing that reads as a path
+#: the queue: requests waiting at most, and the concurrency groups (one encoder run at a time per
+#: group; browser events and the API have a group each, so neither can lock the other out)
+QUEUE_MAX_SIZE = 256
+BROWSER_GROUP, API_GROUP = "model", "api"
+#: gradio's upload folder is swept every SWEEP_EVERY_S of files older than SWEEP_AGE_S, and of the
+#: empty temporary files its upload parser leaves (one per upload) once EMPTY_AGE_S old
+SWEEP_EVERY_S, SWEEP_AGE_S, EMPTY_AGE_S = 60, 600, 60
+
+log = logging.getLogger(__name__)
 
 
 class UserError(Exception):
@@ -73,14 +101,37 @@ class Session:
     spec: Spec | None = None
     model_identity: tuple | None = None
     prediction: Prediction | None = None
+    slide_path: str | None = None  # a whole-slide upload: its file, to read other tiles from
 
     def has_image(self) -> bool:
         return self.loaded is not None
 
 
-def normalise_classes(text: str) -> tuple[str, ...]:
-    parts = [p.strip() for p in (text or "").replace("\n", ",").split(",")]
-    return tuple(p for p in parts if p)
+normalise_classes = split_class_list  # the typed custom-class list, split as the core splits it
+
+
+@gpu_task
+def encode_on_gpu(model: HVLModel, loaded: LoadedImage) -> Encoded:
+    """The encoder run, the one step that wants a GPU: on a ZeroGPU Space one is attached for
+    this call (``hvl_core.hub.gpu_task``); elsewhere a plain call."""
+    return model.encode(loaded)
+
+
+def _load_pair(weights, config, label: str) -> Checkpoint:
+    """``load_checkpoint`` on two files that may sit in different folders (gradio keeps each
+    upload in its own): linked side by side in a temporary folder removed at once (everything
+    is read into memory). Messages name ``label``, never the server's temporary paths."""
+    with tempfile.TemporaryDirectory(prefix="hvl-ckpt-") as d:
+        os.symlink(os.path.abspath(weights), Path(d) / WEIGHTS_NAME)
+        os.symlink(os.path.abspath(config), Path(d) / CONFIG_NAME)
+        try:
+            ck = load_checkpoint(d)
+        except CheckpointError as e:
+            raise CheckpointError(str(e).replace(d, label).replace(os.path.realpath(d), label)) from None
+        except (OSError, RecursionError, ValueError, TypeError, KeyError) as e:
+            raise CheckpointError(f"checkpoint {label}: unreadable or invalid ({type(e).__name__})") from None
+    ck.source = label
+    return ck
 
 
 def checkpoint_ref(text: str | None, files) -> tuple | None:
@@ -93,69 +144,108 @@ def checkpoint_ref(text: str | None, files) -> tuple | None:
 
 
 class ModelService:
-    """Backbones and models, built once and shared by all sessions."""
+    """Backbones and models, built once and shared by all sessions (bounded LRU caches)."""
 
-    def __init__(self, backbone: str | None = None, device: str | None = None, max_models: int = 8,
-                 allow_local_checkpoints: bool = True):
+    def __init__(self, backbone: str | None = None, device: str | None = None, max_models: int = MAX_MODELS,
+                 allow_local_checkpoints: bool = True, max_backbones: int = MAX_BACKBONES):
         self.backbone_name = backbone or os.environ.get(ENV_BACKBONE) or "auto"
         self.device = device or os.environ.get(ENV_DEVICE) or "auto"
         self.max_models = max_models
+        self.max_backbones = max_backbones
         self.allow_local_checkpoints = allow_local_checkpoints
-        self._backbones: dict[str, Backbone] = {}
+        self._backbones: OrderedDict[str, Backbone] = OrderedDict()
         self._models: OrderedDict[tuple, HVLModel] = OrderedDict()
         self._uploaded: OrderedDict[str, Checkpoint] = OrderedDict()
         self._lock = threading.RLock()
         self.encode_calls = 0  # how many times the encoder ran (tests check decide never does)
 
     # ----------------------------------------------------------------- building
+    def _cached_backbone(self, name: str) -> Backbone | None:
+        for key, bb in self._backbones.items():
+            if name in (key, bb.name):
+                self._backbones.move_to_end(key)
+                return bb
+        return None
+
+    def check_backbone_name(self, name) -> str:
+        """A backbone a checkpoint may ask this server to build: on a public server only the
+        server's own or a registered one (never ``MODEL:/a/path`` or an arbitrary hub model)."""
+        if not isinstance(name, str) or not name.strip():
+            raise UserError("the checkpoint does not name its backbone")
+        if self.allow_local_checkpoints:
+            return name
+        own = {self.backbone_name, *(bb.name for bb in self._backbones.values())}
+        if name not in own and name not in list_backbones():
+            raise UserError(f"this server runs only its listed backbones ({', '.join(sorted(own | set(list_backbones())))}); "
+                            "the checkpoint names another one")
+        return name
+
     def backbone(self, name: str | None = None) -> Backbone:
+        """The backbone ``name`` (default: the server's), built at most once while it stays among
+        the ``max_backbones`` most recently used."""
         name = name or self.backbone_name
         with self._lock:
-            if name not in self._backbones:
+            bb = self._cached_backbone(name)
+            if bb is None:
                 bb = create_backbone(name)
-                self._backbones[name] = bb
-                self._backbones.setdefault(bb.name, bb)  # "auto" also answers to what it resolved to
-            return self._backbones[name]
+                self._remember_backbone(name, bb)
+            return bb
+
+    def _remember_backbone(self, name: str, bb: Backbone) -> None:
+        self._backbones[name] = bb
+        while len(self._backbones) > self.max_backbones:
+            _, dropped = self._backbones.popitem(last=False)
+            # models built on it go too, or they would keep it alive
+            for key in [k for k, m in self._models.items() if m.backbone is dropped]:
+                del self._models[key]
 
     def resolve_checkpoint(self, ref: tuple | None) -> tuple[tuple | None, Checkpoint | None]:
-        """``checkpoint_ref`` → (the key a ``Spec`` keeps, the loaded checkpoint)."""
+        """``checkpoint_ref`` → (the key a ``Spec`` keeps, the loaded checkpoint). The key holds the
+        sha256 of both files, so a recalibrated or relabelled checkpoint is another model."""
         if ref is None:
             return None, None
-        kind, value = ref
+        kind, value = ref[0], ref[1]
         if kind == "upload-files":
-            ck = self._load_uploaded(value)
-            key = ("upload", ck.meta.get("weights_sha256") or ck.source)
+            ck, digest = self._load_uploaded(value)
             with self._lock:
-                self._uploaded[key[1]] = ck
-                while len(self._uploaded) > 4:
+                self._uploaded[digest] = ck
+                self._uploaded.move_to_end(digest)
+                while len(self._uploaded) > MAX_UPLOADED_CHECKPOINTS:
                     self._uploaded.popitem(last=False)
-            return key, ck
+            return ("upload", digest), ck
         if kind == "upload":
             with self._lock:
                 if value not in self._uploaded:
                     raise UserError("the uploaded checkpoint is no longer in memory; upload its files again")
                 return ref, self._uploaded[value]
-        text = value
-        local = text.startswith(("/", ".", "~")) or os.path.exists(text) or text.count("/") != 1
-        if local and not self.allow_local_checkpoints:
-            raise UserError("checkpoint folders on the server are disabled here; upload the checkpoint's "
-                            "head.safetensors and hvl.json, or give a Hugging Face id (org/name)")
-        return ("path", text), load_checkpoint(os.path.expanduser(text))
+        text = str(value).strip()
+        if not self.allow_local_checkpoints:
+            # decided from the text alone: whether such a path exists on the server never matters
+            if not is_hub_id(text):
+                raise UserError("checkpoint folders on the server are disabled here; upload the checkpoint's "
+                                f"{WEIGHTS_NAME} and {CONFIG_NAME}, or give a Hugging Face id (org/name)")
+            ck = self._hub_checkpoint(text)
+        else:
+            ck = load_checkpoint(os.path.expanduser(text))
+        return ("path", text, ck.fingerprint()), ck
 
     @staticmethod
-    def _load_uploaded(paths) -> Checkpoint:
+    def _hub_checkpoint(repo: str) -> Checkpoint:
+        """A checkpoint from the hub only (never a local folder of the same name), either layout."""
+        try:
+            weights, cfg = hub_files(repo)
+        except CheckpointError as e:
+            raise UserError(str(e).split("; pass a local")[0]) from None
+        return _load_pair(weights, cfg, f"hub {repo}")
+
+    @staticmethod
+    def _load_uploaded(paths) -> tuple[Checkpoint, str]:
         weights = [p for p in paths if str(p).endswith(".safetensors")]
         configs = [p for p in paths if str(p).endswith(".json")]
         if len(weights) != 1 or len(configs) != 1 or len(paths) != 2:
             raise UserError(f"upload exactly the two files of a checkpoint folder: {WEIGHTS_NAME} and {CONFIG_NAME}")
-        # load_checkpoint reads a folder; the uploads sit in separate cache folders, so link them
-        # side by side in a temporary folder that is removed at once (everything is read into memory)
-        with tempfile.TemporaryDirectory(prefix="hvl-ckpt-") as d:
-            os.symlink(os.path.abspath(weights[0]), Path(d) / WEIGHTS_NAME)
-            os.symlink(os.path.abspath(configs[0]), Path(d) / CONFIG_NAME)
-            ck = load_checkpoint(d)
-        ck.source = f"uploaded {Path(configs[0]).name} + {Path(weights[0]).name}"
-        return ck
+        ck = _load_pair(weights[0], configs[0], f"uploaded {Path(configs[0]).name} + {Path(weights[0]).name}")
+        return ck, ck.fingerprint()
 
     def spec(self, preset: str, custom: str, checkpoint: tuple | None, n: int) -> tuple[Spec, Checkpoint | None]:
         if preset not in PRESETS:
@@ -178,9 +268,16 @@ class ModelService:
             if spec.checkpoint is not None:
                 if ck is None:
                     _, ck = self.resolve_checkpoint(spec.checkpoint)
-                # a checkpoint fixes the backbone it was trained on
-                bb = self.backbone(ck.backbone)
+                # a checkpoint fixes the backbone it was trained on; a backbone built for it is
+                # kept only when the checkpoint fits it (a rejected upload leaves nothing behind)
+                name = self.check_backbone_name(ck.backbone)
+                bb = self._cached_backbone(name)
+                fresh = bb is None
+                if fresh:
+                    bb = create_backbone(name)
                 model = hvl_core.load_model(bb, checkpoint=ck, device=self.device, n=spec.n)
+                if fresh:
+                    self._remember_backbone(name, bb)
             elif spec.preset == "custom":
                 model = hvl_core.load_model(self.backbone(), classes=list(normalise_classes(spec.custom)),
                                             device=self.device, n=spec.n)
@@ -196,15 +293,34 @@ class ModelService:
         return self.model(spec or Spec())
 
     # ----------------------------------------------------------------- running
-    def load(self, source, previous: Session | None = None, name: str = "") -> Session:
+    def load(self, source, previous: Session | None = None, name: str = "",
+             tile: tuple[int, int] | None = None) -> Session:
         """A session holding this image (``ImageError`` for a bad file). The model choice of the
-        ``previous`` session is kept, so a new image does not reset a threshold the user set."""
+        ``previous`` session is kept, so a new image does not reset a threshold the user set.
+        A whole-slide image gives the tile at level-0 ``tile`` = (x, y), or a tissue tile; its
+        thumbnail is ``session.loaded.slide.thumbnail``."""
         if source is None:
-            raise UserError("upload an image first (PNG, JPEG, TIFF, BMP or WebP), or click an example")
-        loaded = load_image(source)
+            raise UserError("upload an image first (PNG, JPEG, TIFF, BMP, WebP, DICOM or a whole-slide image), "
+                            "or click an example")
+        loaded = load_image(source, tile=tile)
         if not name:
             name = os.path.basename(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "image"
-        return Session(loaded=loaded, name=name, model_identity=previous.model_identity if previous else None)
+        slide_path = os.fspath(source) if loaded.slide is not None and isinstance(source, (str, os.PathLike)) else None
+        return Session(loaded=loaded, name=name, model_identity=previous.model_identity if previous else None,
+                       slide_path=slide_path)
+
+    def pick_tile(self, session: Session, u: float, v: float) -> Session:
+        """A click at (u, v) on the slide's thumbnail (its pixels): the same slide, the tile
+        centred there. The encoding is dropped (another tile); the model choice is kept."""
+        info = session.loaded.slide if session.loaded is not None else None
+        if info is None or not session.slide_path:
+            raise UserError("this image is not a whole-slide image; there is no tile to pick")
+        if not os.path.isfile(session.slide_path):
+            raise UserError("the slide is no longer on the server (uploads are deleted after ten minutes); "
+                            "upload it again")
+        x, y = info.thumbnail_to_level0(u, v)
+        new = self.load(session.slide_path, previous=session, name=session.name, tile=(x, y))
+        return new
 
     def analyse(self, session: Session, spec: Spec, ck: Checkpoint | None, threshold: float | None, k: int,
                 entropy_filter: bool, renormalize: bool,
@@ -222,7 +338,7 @@ class ModelService:
             m = 1 + model.n ** 2 + 4 * model.n ** 2
             say(0.2, f"Encoding {m} crops with {model.backbone.name}")
             with self._lock:
-                encoded = model.encode(session.loaded)
+                encoded = encode_on_gpu(model, session.loaded)
                 self.encode_calls += 1
         reset = session.model_identity != spec.identity()
         thr = model.threshold if (reset or threshold is None) else float(threshold)
@@ -246,6 +362,8 @@ class ModelService:
     def _decide(model: HVLModel, session: Session, threshold: float, k: int, entropy_filter: bool,
                 renormalize: bool) -> Prediction:
         k = max(1, min(int(k), 4 * model.n ** 2))
+        if threshold is None or not 0.0 <= float(threshold) <= 1.0:  # NaN fails this too
+            raise UserError(f"the threshold must be a number between 0 and 1, got {threshold}")
         return model.decide(session.encoded, threshold=threshold, k=k, entropy_filter=bool(entropy_filter),
                             renormalize=bool(renormalize))
 
@@ -255,3 +373,71 @@ def threshold_note(model: HVLModel) -> str:
         return "Threshold: calibrated on the checkpoint's validation data (95% of known images pass)."
     return (f"Threshold: the default {hvl_core.DEFAULT_THRESHOLD:g} — this head has no calibrated threshold "
             "(no checkpoint, or one without calibration).")
+
+
+# --------------------------------------------------------------------------- server upkeep
+
+def upload_dir() -> Path:
+    """Where gradio keeps uploads and rendered files (``GRADIO_TEMP_DIR``, else its default)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+
+
+def sweep_uploads(folder: str | os.PathLike | None = None, older_than_s: float = 0.0,
+                  empty_older_than_s: float | None = None) -> int:
+    """Delete the files under ``folder`` (default ``upload_dir()``) not modified for
+    ``older_than_s`` seconds — 0 at start-up: a fresh server has no session to keep them for
+    (uploads under patients' names must not survive a stop or crash) — and 0-byte files not
+    modified for ``empty_older_than_s`` (default: the same), then the empty folders. Links are
+    removed, never followed. Returns how many files went."""
+    root = Path(folder) if folder is not None else upload_dir()
+    if not root.is_dir():
+        return 0
+    now, removed = time.time(), 0
+    empty_age = older_than_s if empty_older_than_s is None else empty_older_than_s
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for f in filenames:
+            p = Path(dirpath) / f
+            try:
+                st = p.lstat()
+                age = now - st.st_mtime
+                if older_than_s <= 0 or age >= older_than_s or (st.st_size == 0 and age >= empty_age):
+                    p.unlink()
+                    removed += 1
+            except OSError:
+                pass
+        if Path(dirpath) != root:
+            try:
+                os.rmdir(dirpath)  # only when empty
+            except OSError:
+                pass
+    return removed
+
+
+def start_sweeper(folder: str | os.PathLike | None = None, every_s: float = SWEEP_EVERY_S,
+                  age_s: float = SWEEP_AGE_S) -> threading.Thread:
+    """Sweep ``folder`` now, entirely, and then every ``every_s`` of files older than ``age_s``
+    (gradio's own ``delete_cache`` misses the files of a previous run and 0-byte leftovers)."""
+    n = sweep_uploads(folder, 0)
+    if n:
+        log.info("deleted %d file(s) left in the upload folder by an earlier run", n)
+
+    def loop():
+        while True:
+            time.sleep(every_s)
+            sweep_uploads(folder, age_s, EMPTY_AGE_S)
+
+    t = threading.Thread(target=loop, name="hvl-upload-sweeper", daemon=True)
+    t.start()
+    return t
+
+
+def configure_queue(demo, max_size: int = QUEUE_MAX_SIZE):
+    """The queue for a public server: up to ``max_size`` waiting requests (20 clients × 5
+    requests all queue), one encoder run at a time per group, and the API (``/predict``) in a
+    group of its own so API clients and browser users each get a turn (gradio draws the next
+    group at random among those with a free slot)."""
+    for fn in demo.fns.values():
+        if fn.api_name == "predict":
+            fn.concurrency_id = API_GROUP
+    demo.queue(default_concurrency_limit=1, max_size=max_size)
+    return demo

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .decision import fmt_score
+from .decision import fmt_num, fmt_score, fmt_signed, separating_digits
 
 MAX_TABLE_GRID = 4  # entropy tables up to 4×4 cells; larger grids get a summary
 
@@ -41,13 +41,13 @@ def _dropped(keep: np.ndarray) -> list[tuple[int, int]]:
     return [(int(r), int(c)) for r, c in zip(*np.nonzero(~np.asarray(keep, dtype=bool)))]
 
 
-def _entropy_table(h: np.ndarray, keep: np.ndarray) -> str:
+def _entropy_table(h: np.ndarray, keep: np.ndarray, digits: int = 3) -> str:
     g = h.shape[0]
     head = "| row \\ col | " + " | ".join(str(c) for c in range(g)) + " |"
     sep = "|---" * (g + 1) + "|"
     rows = []
     for r in range(g):
-        vals = [f"{h[r, c]:.3f}" + ("" if keep[r, c] else " ✗") for c in range(g)]
+        vals = [fmt_num(h[r, c], digits) + ("" if keep[r, c] else " ✗") for c in range(g)]
         rows.append(f"| **{r}** | " + " | ".join(vals) + " |")
     return "\n".join([head, sep, *rows])
 
@@ -57,18 +57,19 @@ def scale_paragraph(name: str, sym: str, h: np.ndarray, keep: np.ndarray, p: np.
     n_all = g * g
     dropped = _dropped(keep)
     kept = n_all - len(dropped)
-    lines = [f"- **{name} scale ({g}×{g} = {n_all} patches).** Mean entropy H̄{sym} = {h.mean():.3f}."]
+    d = separating_digits(h, float(h.mean()), lo=3, hi=6)  # a dropped cell never reads as equal to the mean
+    lines = [f"- **{name} scale ({g}×{g} = {n_all} patches).** Mean entropy H̄{sym} = {fmt_num(h.mean(), d)}."]
     if not ctx.entropy_filter:
         lines.append("  The entropy filter is **off**: every patch counts.")
     elif dropped:
         mean_dropped = float(h[~keep].mean())
         lines.append(f"  Dropped (H > H̄{sym}, treated as disease-irrelevant): **{len(dropped)}** cells "
-                     f"{cells_text(dropped)}, mean entropy {mean_dropped:.3f}; kept {kept}.")
+                     f"{cells_text(dropped)}, mean entropy {fmt_num(mean_dropped, d)}; kept {kept}.")
     else:
         lines.append("  No patch is above the mean (all equally unsure), so none is dropped.")
     if g <= MAX_TABLE_GRID:
         lines.append("")
-        lines.append(_entropy_table(h, keep))
+        lines.append(_entropy_table(h, keep, d))
         lines.append("")
         lines.append("  (✗ = dropped)" if ctx.entropy_filter and dropped else "")
     div = f"the {kept} kept patches" if ctx.renormalize and ctx.entropy_filter else f"all {n_all} patches"
@@ -147,12 +148,14 @@ def teaching_markdown(pred, ctx: Context) -> str:
     ]
     for i in np.argsort(-pred.p_id, kind="stable"):
         out.append(f"| {pred.classes[i]} | {pred.p0[i]:.3f} | {pred.p1[i]:.3f} | {pred.p2[i]:.3f} | {pred.p_id[i]:.3f} |")
-    gains = [f"{cells_text([rc])} ΔH = {pred.entropy_gain[rc[0], rc[1]]:+.3f}" for rc in pred.pseudo_ood]
+    gains = [f"{cells_text([rc])} ΔH = {fmt_signed(pred.entropy_gain[rc[0], rc[1]], 3)}" for rc in pred.pseudo_ood]
+    positive = sum(pred.entropy_gain[r, c] > 0 for r, c in pred.pseudo_ood)
     out += [
         "",
         f"**5. Pseudo-OOD patches (Eq. 4–5, a training signal).** The entropy gain ΔH = H(high patch) − H(its mid "
         f"parent) is largest where zooming in makes the model *less* sure — often a lesion's boundary. The K = "
-        f"{pred.k} largest here: {'; '.join(gains) if gains else 'none'}. In training, HVL pushes these patches "
+        f"{pred.k} largest here: {'; '.join(gains) if gains else 'none'}; the {positive} with ΔH > 0 are outlined on the ΔH map as candidates. "
+        "In training, HVL pushes these patches "
         "towards 'no known class' (high entropy at every scale), which teaches it what unknown looks like; at "
         "inference they are only shown.",
         "",

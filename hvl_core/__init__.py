@@ -3,7 +3,7 @@
 >>> import hvl_core
 >>> model = hvl_core.load_model(backbone="auto", preset="dermatology-isic4")
 >>> pred = model.predict("lesion.jpg")
->>> pred.label, pred.msp, pred.known
+>>> pred.label, pred.score, pred.score_name, pred.known
 
 The public names below are imported on first use, so ``import hvl_core`` (and ``hvl --help``)
 does not load torch.
@@ -18,7 +18,7 @@ __version__ = "0.2.0"
 _EXPORTS = {
     "load_model": "model", "HVLModel": "model", "Prediction": "model", "Encoded": "model",
     "DEFAULT_THRESHOLD": "model",
-    "HVLHead": "head", "HVLConfig": "head", "HVLOutput": "head",
+    "HVLHead": "head", "HVLConfig": "head", "HVLOutput": "head", "SCORES": "head", "ScoreError": "head",
     "create_backbone": "backbones", "list_backbones": "backbones", "BackboneUnavailable": "backbones",
     "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "CheckpointError": "checkpoint",
     "load_image": "images", "ImageError": "images",

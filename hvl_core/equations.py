@@ -1,4 +1,4 @@
-"""The paper's equations as small pure tensor functions (HVL_SPEC.md §2–6).
+"""The paper's equations as small pure tensor functions (HVL_SPEC.md §2–6), and the scores of §9.
 
 Shapes are batch-first: ``u0 (B,d)``, ``u1 (B,n²,d)``, ``u2 (B,4n²,d)``, text ``(C,d)``.
 Patch order is row-major; see :func:`parent_index` for the mid-scale parent of a high-scale cell.
@@ -59,12 +59,12 @@ def fuse_scales(u0: torch.Tensor, u1: torch.Tensor, u2: torch.Tensor, parent: to
     return u1_hat, u2_hat
 
 
-def class_probs(u: torch.Tensor, t: torch.Tensor, tau: float, logit_bias: torch.Tensor | None = None,
-                similarity: str = "cosine") -> torch.Tensor:
-    """Eq. 2: p(y=c | û) = softmax_c(cos(û, t_c) / tau).
+def class_logits(u: torch.Tensor, t: torch.Tensor, tau: float, logit_bias: torch.Tensor | None = None,
+                 similarity: str = "cosine") -> torch.Tensor:
+    """The logits of Eq. 2 and §9: s_c = sim(û, t_c) / tau. ``u (..., d)``, ``t (C, d)`` → ``(..., C)``.
 
-    ``similarity="linear"`` (an option, not the paper's) uses ``(û·t_c + bias_c) / tau`` instead,
-    for backbones whose class embeddings are a linear classifier's rows.
+    ``sim`` is the cosine (paper), or with ``similarity="linear"`` (an option, not the paper's)
+    ``û·t_c + bias_c``, for backbones whose class embeddings are a linear classifier's rows.
     """
     if similarity == "cosine":
         logits = cosine_matrix(u, t)
@@ -74,7 +74,13 @@ def class_probs(u: torch.Tensor, t: torch.Tensor, tau: float, logit_bias: torch.
         raise ValueError(f"unknown similarity {similarity!r} (use 'cosine' or 'linear')")
     if logit_bias is not None:
         logits = logits + logit_bias
-    return torch.softmax(logits / tau, dim=-1)
+    return logits / tau
+
+
+def class_probs(u: torch.Tensor, t: torch.Tensor, tau: float, logit_bias: torch.Tensor | None = None,
+                similarity: str = "cosine") -> torch.Tensor:
+    """Eq. 2: p(y=c | û) = softmax_c(cos(û, t_c) / tau), the softmax of :func:`class_logits`."""
+    return torch.softmax(class_logits(u, t, tau, logit_bias, similarity), dim=-1)
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
@@ -83,7 +89,8 @@ def entropy(p: torch.Tensor) -> torch.Tensor:
 
 
 def entropy_filter(h: torch.Tensor) -> torch.Tensor:
-    """Keep mask of Eq. 3's filter: patch i is kept when H(p_i) ≤ mean_i H(p_i) (≥ 1 kept)."""
+    """Keep mask of the entropy filter (paper §2.2, the text between Eq. 2 and Eq. 3): patch i is
+    kept when H(p_i) ≤ mean_i H(p_i) (≥ 1 kept)."""
     return h <= h.mean(dim=-1, keepdim=True)
 
 
@@ -109,7 +116,8 @@ def id_loss(p0: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, y: torch.Tenso
 
 
 def entropy_gain(h2: torch.Tensor, h1: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
-    """Eq. 4: ΔH_j = H(p²_j) − H(p¹_{j*}) for every high-scale patch j (unfiltered entropies)."""
+    """Entropy gain (paper §2.3, the text before Eq. 4): ΔH_j = H(p²_j) − H(p¹_{j*}) for every
+    high-scale patch j (unfiltered entropies)."""
     return h2 - h1[:, parent]
 
 
@@ -122,7 +130,7 @@ def select_pseudo_ood(score: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def propagate_pseudo_ood(q2: torch.Tensor, u1_hat: torch.Tensor, u0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 5, fine to coarse: q¹_k = q²_k + (1/n²) Σ_i cos(q²_k, û¹_i)·û¹_i and
+    """Eq. 4, fine to coarse: q¹_k = q²_k + (1/n²) Σ_i cos(q²_k, û¹_i)·û¹_i and
     q⁰_k = q¹_k + cos(q¹_k, u⁰)·u⁰. ``q2 (B,K,d)``; returns (q¹, q⁰)."""
     w = cosine(q2.unsqueeze(2), u1_hat.unsqueeze(1))  # (B, K, n²)
     q1 = q2 + (w @ u1_hat) / u1_hat.shape[1]
@@ -132,7 +140,7 @@ def propagate_pseudo_ood(q2: torch.Tensor, u1_hat: torch.Tensor, u0: torch.Tenso
 
 
 def ood_loss(pk0: torch.Tensor, pk1: torch.Tensor, pk2: torch.Tensor) -> torch.Tensor:
-    """Eq. 5's objective: L_OOD = −mean_batch (1/K) Σ_k [H(p⁰_k) + H(p¹_k) + H(p²_k)]
+    """Eq. 5: L_OOD = −mean_batch (1/K) Σ_k [H(p⁰_k) + H(p¹_k) + H(p²_k)]
     (maximises the entropy of the pseudo-OOD predictions). Inputs (B, K, C)."""
     return -(entropy(pk0) + entropy(pk1) + entropy(pk2)).mean(1).mean()
 
@@ -145,3 +153,29 @@ def fused_prediction(p0: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor) -> to
 def msp(p_id: torch.Tensor) -> torch.Tensor:
     """OOD score: max-softmax probability max_c p_ID (lower = more likely unknown)."""
     return p_id.max(-1).values
+
+
+# --- §9 scores beyond the paper (options; the paper's score is MSP) --------------------------------
+
+
+def energy(s: torch.Tensor, T: float = 1.0) -> torch.Tensor:
+    """§9 energy score E(s) = T · logsumexp_c(s_c / T) of logits ``s (..., C)`` → ``(...)``
+    (the negative of the free energy; higher = more likely known)."""
+    return T * torch.logsumexp(s / T, dim=-1)
+
+
+def max_logit(s: torch.Tensor) -> torch.Tensor:
+    """§9 max-logit score max_c s_c of logits ``s (..., C)`` → ``(...)``."""
+    return s.max(-1).values
+
+
+def kept_mean(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """§9 per-scale score: the mean of ``x (B, N)`` over the kept patches ``keep (B, N)`` → ``(B,)``.
+    Divided by the number *kept* (≥ 1 by the entropy filter), not by N: a score of 0 is not neutral."""
+    k = keep.to(x.dtype)
+    return (x * k).sum(1) / k.sum(1).clamp_min(1)
+
+
+def fused_score(s0: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
+    """§9 fused score S = (S⁰ + S¹ + S²) / 3, each ``(B,)``; unknown when S < threshold."""
+    return (s0 + s1 + s2) / 3

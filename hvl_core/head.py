@@ -1,4 +1,5 @@
-"""The HVL head: adapter, text biases, cross-scale fusion, entropy filter, pseudo-OOD (HVL_SPEC §2–6).
+"""The HVL head: adapter, text biases, cross-scale fusion, entropy filter, pseudo-OOD (HVL_SPEC §2–6),
+and the decision scores (MSP, the paper's; energy and max-logit, §9).
 
 ``HVLHead`` composes the pure functions of :mod:`hvl_core.equations`; its three parameters
 ``W`` (d×d), ``b0`` and ``b2`` (C×d) start at zero, so an untrained head is zero-shot
@@ -7,6 +8,7 @@ multi-scale CLIP.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +18,12 @@ from . import equations as eq
 
 SELECTIONS = ("entropy_gain", "entropy")
 SIMILARITIES = ("cosine", "linear")
+#: decision scores: "msp" (paper, §6), "energy" and "maxlogit" (§9); higher = more likely known
+SCORES = ("msp", "energy", "maxlogit")
+
+
+class ScoreError(ValueError):
+    """A score or threshold that does not fit; the message is one sentence saying which and why."""
 
 
 @dataclass(frozen=True)
@@ -27,7 +35,7 @@ class HVLConfig:
     tau: float = 0.01
     #: divide a scale's kept-patch sum by the number of kept patches instead of all patches
     renormalize: bool = False
-    #: the entropy filter of Eq. 3 (off: every patch counts)
+    #: the entropy filter (paper §2.2, used by Eq. 3; off: every patch counts)
     entropy_filter: bool = True
     #: cross-scale fusion of Eq. 1 (ablation: off means û = u)
     fusion: bool = True
@@ -38,7 +46,7 @@ class HVLConfig:
     #: how pseudo-OOD patches are chosen: by entropy gain ΔH (paper) or by highest entropy H
     #: (the "background" selection of LoCoOp/SCT; ablation)
     pseudo_ood_selection: str = "entropy_gain"
-    #: propagate pseudo-OOD embeddings to lower scales, Eq. 5 (ablation: off means q¹ = q⁰ = q²)
+    #: propagate pseudo-OOD embeddings to lower scales, Eq. 4 (ablation: off means q¹ = q⁰ = q²)
     propagate: bool = True
     #: "cosine" (paper) or "linear": logits = (u·t + class bias) / tau, for backbones whose class
     #: embeddings are a trained linear classifier (inputs are then not L2-normalised)
@@ -46,6 +54,10 @@ class HVLConfig:
     #: trailing class rows that are *negative classes*: they take part in every softmax but
     #: are not known classes; p0/p1/p2/p_ID and the decision cover the first C rows only
     num_negatives: int = 0
+    #: the decision score (§6, §9): "msp" (paper), "energy" or "maxlogit"; thresholds are in its units
+    score: str = "msp"
+    #: the energy score's temperature T (§9)
+    energy_t: float = 1.0
 
     def __post_init__(self):
         if self.n < 1:
@@ -60,12 +72,16 @@ class HVLConfig:
             raise ValueError(f"similarity must be one of {SIMILARITIES}")
         if self.num_negatives < 0:
             raise ValueError("num_negatives must be >= 0")
+        if self.score not in SCORES:
+            raise ScoreError(f"unknown score {self.score!r}: use one of {', '.join(SCORES)}")
+        if not (math.isfinite(self.energy_t) and self.energy_t > 0):
+            raise ScoreError(f"the energy temperature T must be a finite number > 0, got {self.energy_t}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "HVLConfig":
+    def from_dict(cls, d: dict) -> HVLConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -75,13 +91,23 @@ class HVLConfig:
 
 @dataclass
 class HVLOutput:
-    """Batch-first results of one head pass. Probabilities cover the C known classes."""
+    """Batch-first results of one head pass. Probabilities cover the C known classes; the Q
+    negative classes' share of each softmax is in ``neg0``/``neg1``/``neg2`` (aggregated like
+    p0/p1/p2), so p_s + neg_s sums to 1 at scale 0 and to the kept fraction at scales 1–2."""
 
     p0: torch.Tensor  # (B, C) scale 0
     p1: torch.Tensor  # (B, C) mid scale, entropy-filtered aggregate
     p2: torch.Tensor  # (B, C) high scale
     p_id: torch.Tensor  # (B, C) fused
     msp: torch.Tensor  # (B,)
+    score: torch.Tensor  # (B,) the decision score of the config (fused; msp for the paper)
+    score0: torch.Tensor  # (B,) the same score from scale 0 alone (the whole image; MCM for msp)
+    logits0: torch.Tensor  # (B, C) s⁰ over the known classes (§9)
+    logits1: torch.Tensor  # (B, n², C) per-patch s¹
+    logits2: torch.Tensor  # (B, 4n², C) per-patch s²
+    neg0: torch.Tensor  # (B, Q) negative classes at scale 0
+    neg1: torch.Tensor  # (B, Q) mid scale, aggregated as p1
+    neg2: torch.Tensor  # (B, Q) high scale, aggregated as p2
     p1_patches: torch.Tensor  # (B, n², C) per-patch
     p2_patches: torch.Tensor  # (B, 4n², C)
     entropy1: torch.Tensor  # (B, n²)
@@ -141,11 +167,15 @@ class HVLHead(nn.Module):
         else:
             u1_hat, u2_hat = u1, u2
 
+        def logits(u, t):
+            return eq.class_logits(u, t, cfg.tau, logit_bias, cfg.similarity)
+
         def probs(u, t):
-            return eq.class_probs(u, t, cfg.tau, logit_bias, cfg.similarity)
+            return torch.softmax(logits(u, t), dim=-1)
 
         C = self.num_classes
-        p0_all, p1_all, p2_all = probs(u0, t0), probs(u1_hat, t1), probs(u2_hat, t2)
+        z0, z1, z2 = logits(u0, t0), logits(u1_hat, t1), logits(u2_hat, t2)
+        p0_all, p1_all, p2_all = (torch.softmax(z, dim=-1) for z in (z0, z1, z2))
         h1, h2 = eq.entropy(p1_all), eq.entropy(p2_all)
         if cfg.entropy_filter:
             keep1, keep2 = eq.entropy_filter(h1), eq.entropy_filter(h2)
@@ -155,6 +185,11 @@ class HVLHead(nn.Module):
         p1 = eq.aggregate_patches(p1_all[..., :C], keep1, cfg.renormalize)
         p2 = eq.aggregate_patches(p2_all[..., :C], keep2, cfg.renormalize)
         p_id = eq.fused_prediction(p0, p1, p2)
+        neg = (p0_all[..., C:], eq.aggregate_patches(p1_all[..., C:], keep1, cfg.renormalize),
+               eq.aggregate_patches(p2_all[..., C:], keep2, cfg.renormalize))
+        # negative classes never enter a score (§9): logits over the C known classes only
+        z0, z1, z2 = z0[..., :C], z1[..., :C], z2[..., :C]
+        whole, fused = decision_scores(cfg.score, z0, z1, z2, keep1, keep2, p0, p_id, cfg.energy_t)
 
         gain = eq.entropy_gain(h2, h1, self.parent)
         score = gain if cfg.pseudo_ood_selection == "entropy_gain" else h2
@@ -166,7 +201,8 @@ class HVLHead(nn.Module):
             q1 = q0 = q2
         pk = (probs(q0, t0), probs(q1, t1), probs(q2, t2))
 
-        return HVLOutput(p0=p0, p1=p1, p2=p2, p_id=p_id, msp=eq.msp(p_id),
+        return HVLOutput(p0=p0, p1=p1, p2=p2, p_id=p_id, msp=eq.msp(p_id), score=fused, score0=whole,
+                         logits0=z0, logits1=z1, logits2=z2, neg0=neg[0], neg1=neg[1], neg2=neg[2],
                          p1_patches=p1_all[..., :C], p2_patches=p2_all[..., :C],
                          entropy1=h1, entropy2=h2, keep1=keep1, keep2=keep2,
                          entropy_gain=gain, pseudo_ood=idx, pseudo_ood_probs=pk)
@@ -179,3 +215,60 @@ class HVLHead(nn.Module):
         else:
             l_ood = torch.zeros((), dtype=l_id.dtype, device=l_id.device)
         return {"id": l_id, "ood": l_ood, "total": l_id + self.config.lambda_ood * l_ood}
+
+
+def decision_scores(name: str, z0: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, keep1: torch.Tensor,
+                    keep2: torch.Tensor, p0: torch.Tensor, p_id: torch.Tensor,
+                    energy_t: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(whole-image score S⁰, fused score S), each ``(B,)``, for score ``name`` (§6, §9).
+
+    ``z0 (B,C)``, ``z1 (B,n²,C)``, ``z2 (B,4n²,C)``: logits over the known classes;
+    ``keep1``/``keep2``: the entropy filter's masks; ``p0``, ``p_id (B,C)``: for MSP, which is
+    max p⁰ on the whole image and max p_ID fused (not a mean of per-scale maxima).
+    """
+    if name == "msp":
+        return eq.msp(p0), eq.msp(p_id)
+    s0, s1, s2 = scale_scores(name, z0, z1, z2, keep1, keep2, energy_t)
+    return s0, eq.fused_score(s0, s1, s2)
+
+
+def scale_scores(name: str, z0: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, keep1: torch.Tensor,
+                 keep2: torch.Tensor, energy_t: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-scale logit scores (S⁰, S¹, S²), each ``(B,)``, of §9: S¹, S² are means over kept patches."""
+    if name == "energy":
+        def f(z):
+            return eq.energy(z, energy_t)
+    elif name == "maxlogit":
+        f = eq.max_logit
+    else:
+        raise ScoreError(f"{name!r} has no per-scale logit score: use energy or maxlogit")
+    return f(z0), eq.kept_mean(f(z1), keep1), eq.kept_mean(f(z2), keep2)
+
+
+def score_range(cfg: HVLConfig, num_classes: int) -> tuple[float, float]:
+    """The values score ``cfg.score`` can take with ``num_classes`` known classes: [0, 1] for
+    MSP; for cosine logits (|s| ≤ 1/tau) max-logit is in [−1/tau, 1/tau] and energy in
+    [−1/tau + T·ln C, 1/tau + T·ln C]; linear logits are unbounded (±inf)."""
+    if cfg.score == "msp":
+        return 0.0, 1.0
+    if cfg.similarity != "cosine":
+        return -math.inf, math.inf
+    lim = 1.0 / cfg.tau
+    shift = cfg.energy_t * math.log(num_classes) if cfg.score == "energy" else 0.0
+    return -lim + shift, lim + shift
+
+
+def check_threshold(threshold: float, cfg: HVLConfig, num_classes: int) -> float:
+    """The threshold as a float, or ``ScoreError`` when it is not a number or lies outside the
+    range of the score it is compared with (a threshold no image could reach, or every image would)."""
+    try:
+        t = float(threshold)
+    except (TypeError, ValueError):
+        raise ScoreError(f"the threshold must be a number, got {threshold!r}") from None
+    if math.isnan(t) or math.isinf(t):
+        raise ScoreError(f"the threshold must be a finite number, got {t}")
+    lo, hi = score_range(cfg, num_classes)
+    if not lo <= t <= hi:
+        raise ScoreError(f"threshold {t:g} is outside the range of the {cfg.score} score, "
+                         f"[{lo:g}, {hi:g}] here, so it would decide every image the same way")
+    return t

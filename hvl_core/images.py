@@ -1,111 +1,173 @@
-"""Reading untrusted images: every failure is an ``ImageError`` with a sentence a person can act on."""
+"""Reading untrusted images: every failure is an ``ImageError`` with a sentence a person can act on.
+
+Memory is bounded before anything is decoded: the header's width, height, channels and sample
+size are checked against ``MAX_PIXELS`` and ``MAX_RASTER_BYTES`` first. DICOM files go through
+``hvl_core.dicom``; whole-slide images (pyramidal or very large TIFFs, SVS, NDPI) through
+``hvl_core.slides``, which reads one tile and never the whole slide.
+"""
 from __future__ import annotations
 
 import io
 import os
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-#: uploads with more pixels than this are refused before decoding (decompression bombs)
-MAX_PIXELS = 100_000_000
-#: larger images are downscaled to this longest side after decoding
-MAX_SIDE = 4096
-#: smaller images carry too little to analyse
-MIN_SIDE = 16
+from .raster import (  # noqa: F401  (ImageError, LoadedImage and the limits are also this module's public names)
+    _SAMPLE_BYTES,
+    MAX_PIXELS,
+    MAX_RASTER_BYTES,
+    MAX_SIDE,
+    MIN_SIDE,
+    ImageError,
+    LoadedImage,
+    array_to_image,
+    array_to_uint8,
+    check_raster,
+    to_rgb,
+)
+
+READABLE = "PNG, JPEG, TIFF, BMP, WebP, DICOM or a whole-slide image"
 
 
-class ImageError(ValueError):
-    """An upload that cannot be used as an image; the message says why."""
+def _open_pil(fp, name: str, max_side: int, notes: list[str]) -> Image.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        img = Image.open(fp)
+    w, h = img.size
+    check_raster(name, w, h, len(img.getbands()), _SAMPLE_BYTES.get(img.mode, 1))
+    if getattr(img, "n_frames", 1) > 1:
+        notes.append(f"animated image: first of {img.n_frames} frames used")
+        img.seek(0)
+    if max(w, h) > max_side and img.format == "JPEG":
+        img.draft("RGB", (max_side, max_side))  # decode JPEGs at reduced size directly
+    img.load()
+    img = ImageOps.exif_transpose(img)
+    return to_rgb(img, notes)
 
 
-@dataclass
-class LoadedImage:
-    image: Image.Image  # RGB, 8 bit
-    original_size: tuple[int, int]
-    notes: list[str] = field(default_factory=list)  # what was done to it (downscaled, alpha dropped, ...)
+def _open_tiff(fp, name: str, max_side: int, notes: list[str], tile) -> LoadedImage | Image.Image:
+    """TIFF: a whole-slide image → one tile (``slides``); 16-bit / float → tifffile; else PIL."""
+    import tifffile
+
+    from . import slides
+
+    try:
+        with tifffile.TiffFile(fp) as tf:
+            if slides.is_slide(tf):
+                fp.seek(0)
+                return slides.load_slide(fp, name, tile=tile)
+            page = tf.pages.first
+            shape, dtype = page.shape, page.dtype
+            h, w = (shape[0], shape[1]) if page.planarconfig != 2 or len(shape) < 3 else (shape[1], shape[2])
+            channels = page.samplesperpixel
+            check_raster(name, w, h, channels, dtype.itemsize if dtype is not None else 1)
+            if dtype is not None and dtype != np.uint8 and page.planarconfig != 2:
+                notes_before = len(notes)
+                img = array_to_image(page.asarray(), notes)
+                if len(tf.pages) > 1:
+                    notes.insert(notes_before, f"multi-page TIFF: first of {len(tf.pages)} pages used")
+                return img
+    except ImageError:
+        raise
+    except Exception:  # noqa: BLE001 — tifffile could not parse it: PIL gets its chance and says why
+        pass
+    fp.seek(0)
+    return _open_pil(fp, name, max_side, notes)
 
 
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """16-bit / 32-bit integer or float grayscale → 8-bit, scaled by the value range."""
-    a = np.asarray(img).astype(np.float64)
-    if img.mode.startswith("I;16") or (img.mode == "I" and a.max(initial=0) <= 65535 and a.min(initial=0) >= 0):
-        a = a / 257.0 if a.max(initial=0) > 255 else a
-    else:
-        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
-        a = (a - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(a)
-    return Image.fromarray(np.clip(np.nan_to_num(a), 0, 255).astype(np.uint8), "L")
+def _sniff(head: bytes) -> str:
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    return "other"
 
 
-def to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
-    """Any PIL mode → RGB: alpha is composited on white, 16-bit is rescaled, CMYK converted."""
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        notes.append(f"{img.mode} image converted to 8-bit")
-        img = _to_8bit(img)
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        notes.append("transparency composited on white")
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, rgba)
-    if img.mode != "RGB":
-        if img.mode not in ("L", "1", "P"):
-            notes.append(f"{img.mode} converted to RGB")
-        img = img.convert("RGB")
-    return img
+# --------------------------------------------------------------------------- the front door
 
-
-def load_image(source, max_side: int = MAX_SIDE) -> LoadedImage:
+def load_image(source, max_side: int = MAX_SIDE, tile: tuple[int, int] | None = None) -> LoadedImage:
     """Open a path, bytes, file object, numpy array or PIL image as an 8-bit RGB image.
 
-    Refuses (``ImageError``): non-images, corrupt or truncated files, decompression bombs,
-    images smaller than ``MIN_SIDE`` px. Downscales images longer than ``max_side``; takes the
-    first frame of animations; applies the EXIF orientation.
+    Refuses (``ImageError``): nothing given, non-images, corrupt or truncated files, images whose
+    header promises more than ``MAX_PIXELS`` / ``MAX_RASTER_BYTES``, images smaller than
+    ``MIN_SIDE`` px. Downscales images longer than ``max_side``; takes the first frame of
+    animations; applies the EXIF orientation. DICOM: ``dicom.read_dicom``. Whole-slide images: the
+    tile centred on level-0 pixel ``tile`` = (x, y) at about 0.5 µm/px, or a tissue tile picked
+    automatically (``slides.load_slide``; the notes say which).
     """
+    if isinstance(source, LoadedImage):
+        return source
+    if source is None:
+        raise ImageError(f"no image was given: pass a file path, bytes, a PIL image or a numpy array ({READABLE})")
     notes: list[str] = []
     name = "the image"
     try:
         if isinstance(source, Image.Image):
-            img = source
+            img = to_rgb(source, notes)
         elif isinstance(source, np.ndarray):
-            img = Image.fromarray(source)
-        else:
-            if isinstance(source, (bytes, bytearray)):
-                source = io.BytesIO(source)
-            elif isinstance(source, (str, os.PathLike)):
-                name = os.path.basename(os.fspath(source))
+            img = array_to_image(source, notes)
+        elif isinstance(source, (bytes, bytearray, memoryview, str, os.PathLike)) or hasattr(source, "read"):
+            if isinstance(source, (str, os.PathLike)):
+                name = os.path.basename(os.fspath(source)) or "the image"
                 if not os.path.isfile(source):
                     raise ImageError(f"{name}: no such file")
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(source)
-        w, h = img.size
-        if w * h > MAX_PIXELS:
-            raise ImageError(f"{name} is {w}×{h} pixels, more than the {MAX_PIXELS:,} this app accepts; "
-                             "downscale it first")
-        if getattr(img, "n_frames", 1) > 1:
-            notes.append(f"animated image: first of {img.n_frames} frames used")
-            img.seek(0)
-        if max(w, h) > max_side and hasattr(img, "draft") and img.format == "JPEG":
-            img.draft("RGB", (max_side, max_side))  # decode JPEGs at reduced size directly
-        img.load()
-        img = ImageOps.exif_transpose(img)
-        img = to_rgb(img, notes)
+                with open(source, "rb") as f:
+                    return _load_file(f, name, max_side, tile, notes)
+            fp = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
+            return _load_file(fp, name, max_side, tile, notes)
+        else:
+            raise ImageError(f"a {type(source).__name__} is not an image: pass a file path, bytes, a PIL image "
+                             "or a numpy array")
     except ImageError:
         raise
-    except UnidentifiedImageError:
-        raise ImageError(f"{name} is not an image this app can read (PNG, JPEG, TIFF, BMP, WebP)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{name} is too large to decode safely (possible decompression bomb)") from None
     except (OSError, SyntaxError, ValueError, TypeError, EOFError) as e:
         raise ImageError(f"{name} could not be decoded: it is corrupt or truncated ({e})") from None
-    if min(img.size) < MIN_SIDE:
-        raise ImageError(f"{name} is {img.size[0]}×{img.size[1]} pixels; at least {MIN_SIDE}×{MIN_SIDE} is needed")
-    if max(img.size) > max_side:
-        notes.append(f"downscaled from {img.size[0]}×{img.size[1]}")
+    return _finish(img, name, max_side, notes)
+
+
+def _load_file(fp, name: str, max_side: int, tile, notes: list[str]) -> LoadedImage:
+    try:
+        head = fp.read(132)
+        fp.seek(0)
+        kind = _sniff(head)
+        if kind == "dicom":
+            from .dicom import is_dicom_wsi, read_dicom
+
+            path = getattr(fp, "name", None)
+            if isinstance(path, str) and os.path.isfile(path) and is_dicom_wsi(fp):
+                from .slides import load_slide
+
+                return load_slide(path, name, tile=tile, dicom=True)
+            img = array_to_image(read_dicom(fp, name, notes), notes)
+        elif kind == "tiff":
+            img = _open_tiff(fp, name, max_side, notes, tile)
+            if isinstance(img, LoadedImage):
+                return img
+        else:
+            img = _open_pil(fp, name, max_side, notes)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{name} is not an image this app can read ({READABLE})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name} is too large to decode safely (possible decompression bomb)") from None
+    except MemoryError:
+        raise ImageError(f"{name} is too large to decode here") from None
+    except (OSError, SyntaxError, ValueError, TypeError, EOFError, KeyError, IndexError) as e:
+        raise ImageError(f"{name} could not be decoded: it is corrupt or truncated ({e})") from None
+    return _finish(img, name, max_side, notes)
+
+
+def _finish(img: Image.Image, name: str, max_side: int, notes: list[str]) -> LoadedImage:
+    w, h = img.size
+    if min(w, h) < MIN_SIDE:
+        raise ImageError(f"{name} is {w}×{h} pixels; at least {MIN_SIDE}×{MIN_SIDE} is needed")
+    if max(w, h) > max_side:
+        notes.append(f"downscaled from {w}×{h}")
         img = img.copy()
         img.thumbnail((max_side, max_side), Image.LANCZOS)
     return LoadedImage(image=img, original_size=(w, h), notes=notes)

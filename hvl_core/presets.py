@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -52,7 +53,7 @@ class ClassSet:
                 "descriptions": list(self.descriptions), "preset": self.preset, "negatives": list(self.negatives)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ClassSet":
+    def from_dict(cls, d: dict) -> ClassSet:
         return cls(names=tuple(d["names"]), prompts=tuple(d["prompts"]), template=d.get("template", DEFAULT_TEMPLATE),
                    descriptions=tuple(d.get("descriptions", ())), preset=d.get("preset"),
                    negatives=tuple(d.get("negatives", ())))
@@ -83,10 +84,21 @@ def load_preset(name: str, template: str | None = None) -> ClassSet:
                     negatives=negatives)
 
 
+def split_class_list(text: str) -> tuple[str, ...]:
+    """A typed class list — comma- or newline-separated entries — as its non-empty entries."""
+    return tuple(p.strip() for p in (text or "").replace("\n", ",").split(",") if p.strip())
+
+
+def norm_name(name: str) -> str:
+    """Case-insensitive key of a class or folder name: lower case, ``_``/``-``/spaces alike."""
+    return re.sub(r"[\s_\-]+", " ", name.strip().lower())
+
+
 def class_set_from_names(names, template: str | None = None) -> ClassSet:
-    """A custom class set. Each entry is a name, or ``"name: longer description for the prompt"``."""
+    """A custom class set. Each entry is a name, or ``"name: longer description for the prompt"``;
+    a string is split with ``split_class_list``."""
     if isinstance(names, str):
-        names = [s for s in names.replace("\n", ",").split(",")]
+        names = split_class_list(names)
     parsed = []
     for raw in names:
         raw = raw.strip()

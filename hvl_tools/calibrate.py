@@ -1,10 +1,11 @@
-"""Calibration: the MSP threshold at 95% ID TPR on held-out ID images (HVL_SPEC §7).
+"""Calibration: the threshold at 95% ID TPR on held-out ID images (HVL_SPEC §7, §9).
 
-The threshold is ``t95`` = the largest MSP ``t`` such that at least 95% of the validation ID
-images score ``≥ t`` — the MSP value at the ROC point FPR95 is read from. It is stored in the
-checkpoint (``threshold`` of ``hvl.json``); ``load_model`` then uses it, and the demo's slider
-starts there. Known = ``MSP ≥ threshold``, so about 95% of ID images like the validation set are
-accepted as known.
+The threshold is ``t95`` = the largest score ``t`` such that at least 95% of the validation ID
+images score ``≥ t`` — the score at the ROC point FPR95 is read from. The score is the head's
+``score`` option (MSP, the paper's, or energy / max-logit), and the threshold is in its units.
+It is stored in the checkpoint (``threshold`` of its ``config.json``; the score is in its ``config``);
+``load_model`` then uses it, and the demo's slider starts there. Known = ``score ≥ threshold``,
+so about 95% of ID images like the validation set are accepted as known.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from . import metrics as M
 from .features import FeatureSet
 from .scoring import head_scores
 
-#: keys save_checkpoint writes itself; everything else in hvl.json is carried over on re-saving
+#: keys save_checkpoint writes itself; everything else in the config is carried over on re-saving
 CORE_KEYS = {"format", "format_version", "backbone", "embed_dim", "num_classes", "classes", "config", "detail",
              "threshold", "weights_sha256", "versions", "created"}
 
@@ -29,11 +30,12 @@ def calibrate_threshold(head, text, logit_bias, val_feats: FeatureSet, tpr: floa
     """The threshold accepting ``tpr`` of ``val_feats`` (ID images), with a summary of the scores."""
     if len(val_feats) == 0:
         raise ValueError("no validation images to calibrate on")
-    msp, p = head_scores(head, text, logit_bias, val_feats, device=device, **overrides)
-    s = msp.numpy().astype(np.float64)
+    score, p = head_scores(head, text, logit_bias, val_feats, device=device, **overrides)
+    s = score.numpy().astype(np.float64)
     thr = M.threshold_at_tpr(s, tpr)
-    out = {"threshold": thr, "tpr_target": tpr, "n_val": int(len(s)), "val_tpr": float((s >= thr).mean()),
-           "val_msp_median": float(np.median(s))}
+    name = overrides.get("score", head.config.score)
+    out = {"threshold": thr, "score": name, "tpr_target": tpr, "n_val": int(len(s)),
+           "val_tpr": float((s >= thr).mean()), f"val_{name}_median": float(np.median(s))}
     labels = val_feats.labels.numpy()
     if (labels >= 0).all():
         out["val_accuracy"] = M.accuracy(p.argmax(-1).numpy(), labels)
@@ -41,16 +43,17 @@ def calibrate_threshold(head, text, logit_bias, val_feats: FeatureSet, tpr: floa
 
 
 def carried_meta(meta: dict) -> dict:
-    """The parts of a checkpoint's hvl.json that save_checkpoint does not write itself."""
+    """The parts of a checkpoint's config that save_checkpoint does not write itself."""
     return {k: v for k, v in meta.items() if k not in CORE_KEYS}
 
 
 def recalibrate_checkpoint(source: str | os.PathLike, model, val_feats: FeatureSet, out: str | os.PathLike | None = None,
-                           tpr: float = M.TPR_TARGET, note: str = "") -> tuple[Path, dict]:
+                           tpr: float = M.TPR_TARGET, note: str = "", score: str | None = None) -> tuple[Path, dict]:
     """Calibrate the checkpoint at ``source`` (a local folder) on ``val_feats`` encoded by ``model``
-    (loaded from that checkpoint) and write it back (or to ``out``) with the new threshold."""
+    (loaded from that checkpoint) and write it back (or to ``out``) with the new threshold.
+    ``score``: calibrate for this score instead of the checkpoint's; it is saved with the threshold."""
     ck = load_checkpoint(source)
-    head = head_from_checkpoint(ck)
+    head = head_from_checkpoint(ck, **({} if score is None else {"score": score}))
     cal = calibrate_threshold(head, model.text, model.logit_bias, val_feats, tpr, device=model.device)
     if note:
         cal["data"] = note

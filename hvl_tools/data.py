@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+
+from hvl_core.presets import norm_name
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 SPLIT_FORMAT = "hvl-split"
@@ -41,11 +42,6 @@ SPLIT_FORMAT = "hvl-split"
 
 class DatasetError(ValueError):
     """A dataset or split that cannot be used; the message says what is wrong and where."""
-
-
-def norm_name(name: str) -> str:
-    """Case-insensitive key of a class or folder name: lower case, ``_``/``-``/spaces alike."""
-    return re.sub(r"[\s_\-]+", " ", name.strip().lower())
 
 
 def class_name_from_folder(folder: str) -> str:

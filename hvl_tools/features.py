@@ -28,16 +28,13 @@ from PIL import Image, ImageOps
 from hvl_core.files import atomic_write, sha256_bytes
 from hvl_core.geometry import hierarchical_crops, num_crops
 from hvl_core.images import ImageError, load_image
+from hvl_tools.config import default_cache_dir
 
-CACHE_ENV = "HVL_CACHE_DIR"
-DEFAULT_CACHE = ".hvl_cache"
 #: bump when the crop geometry or the stored layout changes
 GEOMETRY_VERSION = "crops-v1"
 VIEWS = ("orig", "hflip", "vflip")
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.cwd() / DEFAULT_CACHE)
 
 
 def backbone_fingerprint(backbone) -> str:

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used, so the registry loads without it
+    import torch
 
 
 class BackboneUnavailable(RuntimeError):
@@ -35,11 +37,24 @@ class Backbone(ABC):
     head_defaults: dict = {}
     #: whether ``load_model`` adds ``negative_classes`` to a class set by default
     negatives_by_default: bool = False
+    #: decision defaults measured on real images, per preset name: {"score": name, "thresholds":
+    #: {score: threshold}}; class sets not listed get MSP at 0.5 (``hvl_core.model.decision_default``)
+    decision_defaults: dict = {}
+    #: "vision-language" (image and text towers: a class is the text of its prompt) or
+    #: "label-only" (a classifier: a class is one of its labels, no text is read)
+    kind: str = "vision-language"
+    #: one phrase each, for the page: the data its weights learnt from, and what it has never seen
+    trained_on: str = ""
+    never_seen: str = ""
 
     def __init__(self) -> None:
+        import torch
+
         self.device = torch.device("cpu")
 
-    def to(self, device: torch.device | str) -> "Backbone":
+    def to(self, device: torch.device | str) -> Backbone:
+        import torch
+
         self.device = torch.device(device)
         for m in self.modules():
             m.to(self.device)
@@ -71,6 +86,8 @@ class Backbone(ABC):
         """[0, 1] pixels (..., 3, H, W) -> the backbone's input normalisation."""
         if self.mean is None:
             return pixels01
+        import torch
+
         mean = torch.tensor(self.mean, dtype=pixels01.dtype, device=pixels01.device).view(3, 1, 1)
         std = torch.tensor(self.std, dtype=pixels01.dtype, device=pixels01.device).view(3, 1, 1)
         return (pixels01 - mean) / std

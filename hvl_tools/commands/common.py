@@ -8,8 +8,9 @@ import sys
 def add_model_args(p: argparse.ArgumentParser, default_preset: str | None = "dermatology-isic4") -> None:
     g = p.add_argument_group("model")
     g.add_argument("--backbone", default="auto",
-                   help="auto (CLIP ViT-B/16, else the offline medmnist-densenet121), clip-vit-b16, "
-                        "medmnist-densenet121, tiny-clip-random, MODEL:PRETRAINED or hf-hub:ID")
+                   help="auto (CLIP ViT-B/16, else the offline medmnist-densenet121), clip-vit-b16, biomedclip, "
+                        "quiltnet-b32, dermlip-b16 (non-commercial), medmnist-densenet121, NAME-random (the same "
+                        "architecture, random weights), NAME:/path/to/weights, MODEL:PRETRAINED or hf-hub:ID")
     cls = g.add_mutually_exclusive_group()
     cls.add_argument("--preset", default=None, help=f"class preset (default {default_preset})")
     cls.add_argument("--classes", nargs="+", metavar="NAME",
@@ -17,6 +18,9 @@ def add_model_args(p: argparse.ArgumentParser, default_preset: str | None = "der
     g.add_argument("--checkpoint", help="trained head: a folder, a file of it, or a hub repo id org/name")
     g.add_argument("--n", type=int, help="partitions per side at mid scale (default 2)")
     g.add_argument("--k", type=int, help="pseudo-OOD patches per image (default 4)")
+    g.add_argument("--score", choices=["msp", "energy", "maxlogit"],
+                   help="decision score (default: the checkpoint's, else the backbone's measured default for the "
+                        "preset, else msp, the paper's); thresholds are in its units")
     g.add_argument("--detail", choices=["upsample", "native"], default="upsample",
                    help="upsample the view (paper) or cut patches from the upload's own pixels")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
@@ -25,17 +29,22 @@ def add_model_args(p: argparse.ArgumentParser, default_preset: str | None = "der
 
 def model_from_args(args):
     """load_model from the common options; exits with one clear sentence on failure."""
-    from hvl_core import BackboneUnavailable, CheckpointError, load_model
+    from hvl_core.backbones.catalog import offline_failure
+
+    why = offline_failure(args.backbone)  # before torch is even imported: seconds, not minutes
+    if why:
+        fail(why)
+    from hvl_core import BackboneUnavailable, CheckpointError, ScoreError, load_model
     from hvl_core.backbones import UnknownClassError
 
-    opts = {k: getattr(args, k) for k in ("n", "k") if getattr(args, k, None) is not None}
+    opts = {k: getattr(args, k) for k in ("n", "k", "score") if getattr(args, k, None) is not None}
     preset = args.preset
     if preset is None and not args.classes and not args.checkpoint:
         preset = args.default_preset
     try:
         return load_model(backbone=args.backbone, classes=args.classes, preset=preset, checkpoint=args.checkpoint,
-                          device=args.device, detail=args.detail, **opts)
-    except (BackboneUnavailable, CheckpointError, UnknownClassError, ValueError) as e:
+                          device=args.device, detail=args.detail, threshold=getattr(args, "threshold", None), **opts)
+    except (BackboneUnavailable, CheckpointError, UnknownClassError, ScoreError, ValueError) as e:
         fail(str(e))
 
 

@@ -20,9 +20,11 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import hvl_core  # noqa: E402
-from app import ui  # noqa: E402
+from app import layout, messages  # noqa: E402
+from app.components import upload  # noqa: E402
 from app.service import ModelService, Session, Spec, UserError, checkpoint_ref  # noqa: E402
 from hvl_core import CheckpointError, ImageError  # noqa: E402
+from hvl_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "assets" / "skin_nevus_closeup.jpg"
@@ -154,7 +156,7 @@ def test_unusual_but_valid_images_are_analysed_with_a_note(service, tmp_path, ki
     spec, ck = service.spec("dermatology-isic4", "", None, 1)
     sess, pred, model, _ = service.analyse(sess, spec, ck, None, 4, True, False)
     assert pred.image.shape == (model.backbone.image_size, model.backbone.image_size, 3)
-    status = ui.status_markdown(sess, pred)
+    status = messages.status_markdown(sess, pred)
     assert path.name in status
     if note:
         assert note in status, status
@@ -180,8 +182,8 @@ def test_checkpoints_from_a_folder_and_from_uploaded_files(service, tiny_backbon
     # the two files uploaded separately (gradio puts each in its own cache folder)
     a, b = tmp_path / "u1", tmp_path / "u2"
     a.mkdir(), b.mkdir()
-    (a / "head.safetensors").write_bytes((folder / "head.safetensors").read_bytes())
-    (b / "hvl.json").write_bytes((folder / "hvl.json").read_bytes())
+    (a / "head.safetensors").write_bytes((folder / WEIGHTS_NAME).read_bytes())  # first-layout names still work
+    (b / "hvl.json").write_bytes((folder / CONFIG_NAME).read_bytes())
     spec_u, ck_u = service.spec("dermatology-isic4", "", checkpoint_ref("", [str(a / "head.safetensors"),
                                                                            str(b / "hvl.json")]), 2)
     assert spec_u.checkpoint[0] == "upload"
@@ -202,32 +204,37 @@ def test_checkpoints_from_a_folder_and_from_uploaded_files(service, tiny_backbon
 
 
 def test_friendly_error_hides_internals():
-    assert ui.friendly_error(ImageError("x.png is not an image")) == "x.png is not an image"
-    msg = ui.friendly_error(RuntimeError("CUDA error: device-side assert at /src/foo.cu:12"))
+    assert messages.friendly_error(ImageError("x.png is not an image")) == "x.png is not an image"
+    msg = messages.friendly_error(RuntimeError("CUDA error: device-side assert at /src/foo.cu:12"))
     assert "RuntimeError" in msg and "foo.cu" not in msg and "still running" in msg
 
 
 # --------------------------------------------------------------------------- examples and app.py
 
 def test_examples_from_the_manifest_and_without_it(tmp_path):
-    items = ui.load_examples()
+    items = upload.load_examples()
     manifest = json.loads((ROOT / "assets" / "manifest.json").read_text())
     assert len(items) == len(manifest)
     assert {it["kind"] for it in items} == {"skin", "histology", "ood"}
     assert [it["kind"] for it in items] == sorted((it["kind"] for it in items), key=["skin", "histology", "ood"].index)
     assert all(Path(it["path"]).is_file() for it in items)
-    assert ui.gallery_caption(items[0]).startswith("Skin: ")
+    assert upload.gallery_caption(items[0]).startswith("Skin: ")
+    # every bundled example's caption is whole (not cut) and short enough for its thumbnail
+    captions = [upload.gallery_caption(it) for it in items]
+    assert all(len(c) <= upload.CAPTION_WIDTH and not c.endswith("…") for c in captions), captions
+    assert "Out-of-domain: MRI abdomen" in captions
     # no manifest: the images in the folder, kind from the name
     Image.new("RGB", (32, 32)).save(tmp_path / "ood_thing.png")
     Image.new("RGB", (32, 32)).save(tmp_path / "skin_a.jpg")
     (tmp_path / "notes.txt").write_text("x")
-    found = ui.load_examples(tmp_path)
+    found = upload.load_examples(tmp_path)
     assert [(Path(i["path"]).name, i["kind"]) for i in found] == [("skin_a.jpg", "skin"), ("ood_thing.png", "ood")]
 
 
-def test_app_py_builds_the_space_app(monkeypatch):
+def test_app_py_builds_the_space_app(monkeypatch, tmp_path):
     import gradio as gr
 
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # app.py sets its own otherwise, for the whole session
     monkeypatch.setenv("HVL_BACKBONE", "tiny-clip-random")
     monkeypatch.setenv("HVL_DEVICE", "cpu")
     monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
@@ -237,12 +244,15 @@ def test_app_py_builds_the_space_app(monkeypatch):
     spec.loader.exec_module(mod)
     assert isinstance(mod.demo, gr.Blocks)
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False" and mod.demo.analytics_enabled is False
-    assert mod.demo.delete_cache == ui.DELETE_CACHE
+    assert mod.demo.delete_cache == layout.DELETE_CACHE
     assert mod._launch["server_name"] == "127.0.0.1" and mod._launch["server_port"] == 7860
     assert mod._launch["run_history"] is False
     assert mod.service.allow_local_checkpoints  # loopback: local checkpoint folders allowed
     assert mod.service.backbone().name == "tiny-clip-random"
-    assert mod.demo._queue.max_size == 16
+    from app.service import API_GROUP, QUEUE_MAX_SIZE
+
+    assert mod.demo._queue.max_size == QUEUE_MAX_SIZE  # 20 clients × 5 requests all queue
+    assert {fn.concurrency_id for fn in mod.demo.fns.values() if fn.api_name == "predict"} == {API_GROUP}
 
 
 def test_readme_front_matter_is_a_space_config():
@@ -276,8 +286,8 @@ def _free_port() -> int:
 def client(service):
     from gradio_client import Client
 
-    demo = ui.build_demo(service)
-    kw = ui.launch_kwargs("127.0.0.1", _free_port())
+    demo = layout.build_demo(service)
+    kw = layout.launch_kwargs("127.0.0.1", _free_port())
     demo.launch(prevent_thread_lock=True, quiet=True, **kw)
     try:
         yield Client(f"http://127.0.0.1:{kw['server_port']}/", verbose=False, analytics_enabled=False,

@@ -1,13 +1,17 @@
-"""The demo's pure parts: pixel-exact overlays (grid, cells, hatching, outlines), figures, the
-decision text and its threshold flip, teaching-mode text."""
+"""The demo's pure parts: pixel-exact overlays (grid, cells, hatching, outlines, class chips,
+the analysed square), the HTML figures (pictures, alt text, rules, colour bars), number
+formatting, the decision text and its threshold flip, teaching-mode text."""
+import base64
+import io
 import math
+import re
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from app import decision as dec
-from app import render
+from app import figures, render
 from app.teaching import Context, teaching_markdown, why_sentence
 
 WHITE = np.array([255, 255, 255], np.uint8)
@@ -182,15 +186,90 @@ def test_gain_overlay_outlines_the_listed_cells_only():
         render.outline_cells(black(40), [(4, 0)], 4)
 
 
-def test_class_overlay_uses_the_palette():
+def test_class_overlay_tints_cells_and_writes_numbered_chips():
     pal = render.class_palette(3)
     assert len({tuple(p) for p in pal}) == 3
+    assert [tuple(p) for p in pal] == [render.hex_rgb(c) for c in render.OKABE_ITO[:3]]  # Okabe–Ito
     cls = np.array([[0, 1], [2, 0]])
-    out = render.class_overlay(np.zeros((32, 32, 3), np.uint8), cls, pal, size=100)
-    y0, y1, x0, x1 = render.cell_box(1, 0, 100, 2)
-    assert np.array_equal(out[(y0 + y1) // 2, (x0 + x1) // 2],
-                          np.round(render.HEAT_ALPHA * pal[2].astype(float)).astype(np.uint8))
+    size = 200
+    out = render.class_overlay(np.zeros((32, 32, 3), np.uint8), cls, pal, size=size)
+    y0, y1, x0, x1 = render.cell_box(1, 0, size, 2)
+    # near the cell's corner: the tint, blended with the (black) image
+    assert np.array_equal(out[y0 + 8, x0 + 8], np.round(render.HEAT_ALPHA * pal[2].astype(float)).astype(np.uint8))
+    # in the centre: an opaque chip of the class colour, with its number (1-based) written on it
+    cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
+    chip = out[cy - 15:cy + 15, cx - 15:cx + 15].reshape(-1, 3)
+    is_colour = np.all(chip == pal[2], axis=-1)
+    assert is_colour.mean() > 0.5  # mostly the class colour, not a blend
+    ink = np.all(chip == render.text_colour(pal[2]), axis=-1)
+    assert ink.sum() > 10  # the digit
     assert len({tuple(p) for p in render.class_palette(25)}) == 25
+
+
+def test_text_colour_picks_the_readable_one():
+    assert render.text_colour((0, 0, 0)) == (255, 255, 255)
+    assert render.text_colour((240, 228, 66)) == (0, 0, 0)  # Okabe–Ito yellow
+    assert render.text_colour((0, 114, 178)) == (255, 255, 255)  # Okabe–Ito blue
+
+
+@pytest.mark.parametrize("w,h", [(300, 200), (200, 300), (250, 250), (301, 200)])
+def test_center_square_box_matches_the_backbone_view(w, h):
+    from PIL import Image as PILImage
+
+    from hvl_core.geometry import center_square
+
+    x0, y0, x1, y1 = render.center_square_box(w, h)
+    assert x1 - x0 == y1 - y0 == min(w, h)
+    img = PILImage.fromarray(np.arange(w * h * 3, dtype=np.uint32).reshape(h, w, 3).astype(np.uint8))
+    assert np.array_equal(np.asarray(center_square(img)), np.asarray(img)[y0:y1, x0:x1])
+
+
+def test_thumbnail_marks_the_analysed_square_and_dims_the_rest():
+    from PIL import Image as PILImage
+
+    img = PILImage.new("RGB", (300, 100), (200, 200, 200))
+    out = render.thumbnail(img, max_side=300, dim=0.5)
+    assert out.shape == (100, 300, 3)
+    x0, y0, x1, y1 = render.center_square_box(300, 100)  # (100, 0, 200, 100)
+    assert np.array_equal(out[50, 20], [100, 100, 100])  # outside: dimmed by half
+    assert np.array_equal(out[50, 150], [200, 200, 200])  # inside: untouched
+    assert np.array_equal(out[50, x0], render.SQUARE_COLORS[0])  # the dark ring on the square's edge
+    assert np.array_equal(out[50, x1 - 1], render.SQUARE_COLORS[0])
+    t = max(2, round(100 / 120))
+    assert np.array_equal(out[50, x0 + t], render.SQUARE_COLORS[1])  # the light ring inside it
+    small = render.thumbnail(PILImage.new("RGB", (1200, 600)), max_side=360)
+    assert small.shape == (180, 360, 3)
+
+
+def test_data_uri_round_trips_close_to_the_pixels():
+    from PIL import Image as PILImage
+
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:, 30:] = render.OUTLINE_COLOR
+    img[10:20, 5:15] = (255, 255, 255)
+    uri = render.data_uri(img)
+    assert uri.startswith("data:image/jpeg;base64,")
+    back = np.asarray(PILImage.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
+    assert back.shape == img.shape
+    assert np.abs(back.astype(int) - img).max() <= 12  # full-resolution colour: flat areas and edges hold
+
+
+# --------------------------------------------------------------------------- number formatting
+
+def test_numbers_never_show_minus_zero():
+    assert dec.fmt_num(-0.0001) == "0.00" and dec.fmt_num(-0.004, 2) == "0.00" and dec.fmt_num(-0.006) == "-0.01"
+    assert dec.fmt_num(0.123, 3) == "0.123"
+    assert dec.fmt_signed(-0.0001) == "0.00" and dec.fmt_signed(0.004) == "0.00"
+    assert dec.fmt_signed(0.05) == "+0.05" and dec.fmt_signed(-0.05) == "−0.05"
+
+
+def test_separating_digits_keeps_dropped_cells_visibly_above_the_mean():
+    # mean 0.0025: at 2 decimals every value and the mean read "0.00", and the dropped ones would
+    # look equal to it; at 3 decimals 0.004 > 0.003 (mean rounds up) and 0.001 < 0.003
+    vals = np.array([0.001, 0.004])
+    assert dec.separating_digits(vals, vals.mean()) == 3
+    assert dec.separating_digits(np.array([0.1, 0.9]), 0.5) == 2
+    assert dec.separating_digits(np.array([0.500001, 0.5]), 0.5, hi=4) == 4  # gives up at hi
 
 
 # --------------------------------------------------------------------------- figures on a real Prediction
@@ -202,25 +281,92 @@ def prediction(tiny_model):
     return tiny_model.predict(img, threshold=0.5)
 
 
-def test_figures_are_nonempty_images(prediction):
-    for fig in (render.entropy_figure(prediction, 1), render.entropy_figure(prediction, 2),
-                render.gain_figure(prediction), render.scales_figure(prediction),
-                render.patch_class_figure(prediction)):
-        assert fig.ndim == 3 and fig.shape[2] == 3 and fig.dtype == np.uint8
-        assert fig.shape[0] > 300 and fig.shape[1] > 300
-        assert fig.std() > 10  # not a blank canvas
+def _images(fig_html):
+    """The (picture, alt text) pairs of a figure's HTML."""
+    from PIL import Image as PILImage
+
+    out = []
+    for uri, alt in re.findall(r"<img src='data:image/jpeg;base64,([^']+)' alt='([^']*)'>", fig_html):
+        out.append((np.asarray(PILImage.open(io.BytesIO(base64.b64decode(uri))).convert("RGB")), alt))
+    return out
+
+
+def test_figures_hold_real_pictures_with_alt_text(prediction):
+    from hvl_core.images import load_image
+
+    loaded = load_image(np.zeros((120, 200, 3), np.uint8) + 90)
+    for html, count in ((figures.entropy_html(prediction, 1), 1), (figures.entropy_html(prediction, 2), 1),
+                        (figures.gain_html(prediction), 1), (figures.classes_html(prediction), 2),
+                        (figures.thumbnail_html(loaded, "scan.png", 224), 1)):
+        imgs = _images(html)
+        assert len(imgs) == count, html[:300]
+        for arr, alt in imgs:
+            assert arr.ndim == 3 and min(arr.shape[:2]) >= 100 and arr.std() > 10
+            assert len(alt) > 40
     with pytest.raises(ValueError):
-        render.entropy_figure(prediction, 3)
+        figures.entropy_html(prediction, 3)
 
 
-def test_entropy_figure_shows_the_colour_bar(prediction):
-    fig = render.entropy_figure(prediction, 1)
-    # the colour bar holds the whole viridis range: its top (yellow) and bottom (purple) colours
-    top = render.value_colors(np.array([[1.0]]), render.ENTROPY_CMAP, 0, 1)[0, 0].astype(int)
-    bottom = render.value_colors(np.array([[0.0]]), render.ENTROPY_CMAP, 0, 1)[0, 0].astype(int)
-    flat = fig.reshape(-1, 3).astype(int)
-    assert (np.abs(flat - top).sum(1) < 12).sum() > 10
-    assert (np.abs(flat - bottom).sum(1) < 12).sum() > 10
+def test_entropy_figure_says_what_it_shows_for_this_image(prediction):
+    html = figures.entropy_html(prediction, 2)
+    (arr, alt), = _images(html)
+    assert arr.shape == (render.DISPLAY_SIZE, render.DISPLAY_SIZE, 3)
+    dropped = int((~prediction.keep2).sum())
+    assert f"{dropped} hatched patches" in alt and "4×4" in alt
+    r, c = np.unravel_index(int(np.argmin(prediction.entropy2)), prediction.entropy2.shape)
+    assert f"row {r}, column {c}" in alt
+    assert f"({dropped} of 16)" in html
+    # the colour bar spans viridis from its first to its last colour, 0 to ln C
+    lo = render.value_colors(np.array([[0.0]]), render.ENTROPY_CMAP, 0, 1)[0, 0]
+    hi = render.value_colors(np.array([[1.0]]), render.ENTROPY_CMAP, 0, 1)[0, 0]
+    grad = re.search(r"linear-gradient\(to right, (.*?)\)'", html).group(1)
+    first, last = grad.split(", rgb")[0], grad.split(", rgb")[-1]
+    assert np.abs(np.array(re.findall(r"\d+", first)[:3], int) - lo.astype(int)).max() <= 1
+    assert np.abs(np.array(re.findall(r"\d+", last)[:3], int) - hi.astype(int)).max() <= 1
+    assert f"{math.log(4):.2f} = ln C" in html
+    off = figures.entropy_html(prediction, 2, entropy_filter=False)
+    assert "Entropy filter off" in off
+
+
+def test_gain_figure_outlines_only_positive_candidates():
+    g = 4
+    gain = np.zeros((g, g))
+    gain[0, 0], gain[1, 1], gain[2, 2], gain[3, 3] = 0.3, 0.1, -0.05, -0.2
+    image = np.full((224, 224, 3), 128, np.uint8)
+    pred = SimpleNamespace(entropy_gain=gain, pseudo_ood=[(0, 0), (1, 1), (2, 2), (0, 1)], image=image, k=4)
+    assert figures.candidates(pred) == [(0, 0), (1, 1)]  # ΔH = 0 and ΔH < 0 are no candidates
+    html = figures.gain_html(pred)
+    (arr, alt), = _images(html)
+    is_c = np.abs(arr.astype(int) - render.OUTLINE_COLOR).max(-1) <= 16  # the picture is a JPEG
+    for (r, c), outlined in (((0, 0), True), ((1, 1), True), ((2, 2), False), ((0, 1), False)):
+        y0, y1, x0, x1 = render.cell_box(r, c, render.DISPLAY_SIZE, g)
+        assert bool(is_c[y0 + 1, (x0 + x1) // 2 - 30]) == outlined, (r, c)
+    assert "ΔH &gt; 0" in html and "2 of the top 4 have ΔH ≤ 0" in html
+    assert "row 0, column 0 (ΔH +0.30)" in alt and "row 2, column 2" not in alt
+    assert "−0.00" not in html and "-0.00" not in html
+
+
+def test_scales_chart_draws_the_threshold_and_keeps_the_legend_off_the_bars(prediction):
+    html = figures.scales_html(prediction)
+    thr = re.findall(r"class='hvl-thr' style='left:([0-9.]+)%'", html)
+    assert len(thr) == len(prediction.classes) and all(float(t) == pytest.approx(50.0) for t in thr)
+    assert html.index("hvl-legend") < html.index("hvl-chart")  # legend above the bars, not on them
+    widths = [float(w) for w in re.findall(r"class='hvl-fill' style='width:([0-9.]+)%", html)]
+    assert len(widths) == 4 * len(prediction.classes)
+    assert max(widths) == pytest.approx(100 * max(prediction.p0.max(), prediction.p1.max(), prediction.p2.max(),
+                                                  prediction.p_id.max()), abs=0.01)
+
+
+def test_figure_keys_change_only_with_what_they_draw(tiny_model):
+    enc = tiny_model.encode(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    a, b = tiny_model.decide(enc, k=4), tiny_model.decide(enc, k=2)
+    assert figures.entropy_key(a, 2, True) == figures.entropy_key(b, 2, True)
+    assert figures.scales_key(a) == figures.scales_key(b) and figures.classes_key(a) == figures.classes_key(b)
+    assert figures.gain_key(a) != figures.gain_key(b)
+    c = tiny_model.decide(enc, k=4, entropy_filter=False)
+    assert figures.entropy_key(a, 2, True) != figures.entropy_key(c, 2, False)
+    t = tiny_model.decide(enc, threshold=0.9)
+    assert figures.scales_key(a) != figures.scales_key(t) and figures.gain_key(a) == figures.gain_key(t)
 
 
 # --------------------------------------------------------------------------- decision text
@@ -282,16 +428,28 @@ def test_teaching_text_uses_this_images_numbers(prediction):
     n = prediction.n
     assert f"{1 + n * n + 4 * n * n} crops" in md
     assert "260×300 px" in md
-    assert f"H̄¹ = {prediction.entropy1.mean():.3f}" in md
+    d1 = dec.separating_digits(prediction.entropy1, float(prediction.entropy1.mean()), lo=3, hi=6)
+    assert f"H̄¹ = {prediction.entropy1.mean():.{d1}f}" in md
     assert "p_ID = (p⁰ + p¹ + p²) ÷ 3" in md
     c = prediction.class_index
     assert f"= **{prediction.p_id[c]:.3f}**" in md
     for r, col in prediction.pseudo_ood:
-        assert f"({r}, {col}) ΔH = {prediction.entropy_gain[r, col]:+.3f}" in md
+        assert f"({r}, {col}) ΔH = {dec.fmt_signed(prediction.entropy_gain[r, col], 3)}" in md
+    positive = sum(prediction.entropy_gain[r, c] > 0 for r, c in prediction.pseudo_ood)
+    assert f"the {positive} with ΔH > 0 are outlined" in md
     dropped = list(zip(*np.nonzero(~prediction.keep2)))
     r, col = dropped[0]
     assert f"({r}, {col})" in md
     assert "random weights" in md  # tiny-clip-random is flagged
+
+
+def test_teaching_table_separates_dropped_cells_from_the_mean():
+    from app.teaching import scale_paragraph
+
+    h = np.array([[0.0001, 0.0004], [0.0002, 0.0001]])  # mean 0.0002: at 3 decimals all read 0.000
+    keep = h <= h.mean()
+    text = scale_paragraph("Mid", "¹", h, keep, np.array([0.5, 0.2]), Context())
+    assert "H̄¹ = 0.0002" in text and "0.0004 ✗" in text and "0.000 ✗" not in text
 
 
 def test_why_sentence_accepts_and_rejects(tiny_model):

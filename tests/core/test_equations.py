@@ -213,3 +213,44 @@ def test_fused_prediction_and_msp():
     p0, p1, p2 = T([[0.9, 0.1]]), T([[0.3, 0.2]]), T([[0.0, 0.6]])
     close(eq.fused_prediction(p0, p1, p2), [[0.4, 0.3]])
     close(eq.msp(eq.fused_prediction(p0, p1, p2)), [0.4])
+
+
+# --- §9 scores ----------------------------------------------------------------------------------
+
+def test_class_logits_by_hand_and_class_probs_is_their_softmax():
+    u, t = T([[1.0, 0.0]]), T([[1.0, 0.0], [0.0, 1.0]])
+    close(eq.class_logits(u, t, tau=0.5), [[2.0, 0.0]])  # cos / tau
+    close(eq.class_logits(T([[2.0, 0.0]]), t, tau=2.0, logit_bias=T([0.0, 2.0]), similarity="linear"), [[1.0, 1.0]])
+    close(eq.class_probs(u, t, tau=0.5), torch.softmax(T([[2.0, 0.0]]), -1))
+
+
+def test_energy_by_hand():
+    close(eq.energy(T([0.0, 0.0])), math.log(2))  # logsumexp of two zeros
+    close(eq.energy(T([1.0, 2.0, 3.0])), math.log(math.e + math.e ** 2 + math.e ** 3))
+    # T = 2: 2 · log(e^{1/2} + e^{3/2})
+    close(eq.energy(T([1.0, 3.0]), T=2.0), 2 * math.log(math.exp(0.5) + math.exp(1.5)))
+    # per patch over the last dim; a large logit dominates: E ≈ max
+    close(eq.energy(T([[[100.0, 0.0], [-5.0, -5.0]]])), [[100.0, -5.0 + math.log(2)]], tol=1e-4)
+
+
+def test_max_logit_by_hand():
+    close(eq.max_logit(T([[1.0, -2.0, 0.5], [-3.0, -1.0, -2.0]])), [1.0, -1.0])
+
+
+def test_kept_mean_divides_by_the_kept_patches_not_all():
+    x = T([[2.0, 4.0, 9.0], [-1.0, -3.0, 5.0]])
+    keep = T([[True, True, False], [False, True, False]])
+    close(eq.kept_mean(x, keep), [3.0, -3.0])  # (2+4)/2; −3/1 — an energy of 0 is not neutral
+    close(eq.kept_mean(x, torch.ones_like(keep)), [5.0, 1 / 3])  # filter off: all patches
+
+
+def test_fused_score_is_the_mean_of_the_three_scales():
+    close(eq.fused_score(T([3.0]), T([-1.0]), T([4.0])), [2.0])
+
+
+def test_energy_orders_far_images_below_near_ones_where_msp_saturates():
+    # the case: a retina far from every class (logits ≈ −12) vs a skin photo (≈ +1);
+    # both have one logit far above the rest, so MSP ≈ 1 for both, but energy keeps the distance
+    far, near = T([-11.7, -30.0, -30.0]), T([1.2, -20.0, -20.0])
+    assert torch.softmax(far, -1).max() > 0.999 and torch.softmax(near, -1).max() > 0.999
+    assert eq.energy(near) - eq.energy(far) > 12

@@ -16,8 +16,11 @@ def ref_forward(v0, v1, v2, text, W, b0, b2, n, k, tau, renormalize=False, fusio
     def cos(a, b):
         return float(a @ b) / max(float(a.norm() * b.norm()), 1e-8)
 
+    def logits_of(u, t):
+        return torch.tensor([cos(u, t[c]) / tau for c in range(t.shape[0])], dtype=torch.float64)
+
     def probs(u, t):
-        logits = torch.tensor([cos(u, t[c]) / tau for c in range(t.shape[0])], dtype=torch.float64)
+        logits = logits_of(u, t)
         e = torch.exp(logits - logits.max())
         return e / e.sum()
 
@@ -65,7 +68,8 @@ def ref_forward(v0, v1, v2, text, W, b0, b2, n, k, tau, renormalize=False, fusio
         l_ood = -sum(H(probs(a, t0)) + H(probs(bq, t1)) + H(probs(c, t2)) for a, bq, c in zip(q0, q1, q2)) / len(q2)
         p_id = (p0 + p1 + p2) / 3
         outs.append(dict(p0=p0, p1=p1, p2=p2, p_id=p_id, msp=float(p_id.max()), h1=h1, h2=h2, keep1=keep1,
-                         keep2=keep2, gain=gain, idx=idx, l_ood=l_ood))
+                         keep2=keep2, gain=gain, idx=idx, l_ood=l_ood, z0=logits_of(u0, t0),
+                         z1=[logits_of(u, t1) for u in u1h], z2=[logits_of(u, t2) for u in u2h]))
     return outs
 
 
@@ -235,3 +239,106 @@ def test_config_round_trips_through_a_dict():
     assert HVLConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown HVL options"):
         HVLConfig.from_dict({"n": 2, "bogus": 1})
+
+
+# --- §9 scores ----------------------------------------------------------------------------------
+
+def ref_logit_score(r, name, T=1.0):
+    """§9 by loops: per-patch E = T·log Σ exp(s/T) (or max s), mean over kept patches, mean of scales."""
+    def f(z):
+        z = [float(x) for x in z]
+        return T * math.log(sum(math.exp(x / T) for x in z)) if name == "energy" else max(z)
+
+    def kept(zs, keep):
+        vals = [f(z) for z, kk in zip(zs, keep) if kk]
+        return sum(vals) / len(vals)
+
+    s0, s1, s2 = f(r["z0"]), kept(r["z1"], r["keep1"]), kept(r["z2"], r["keep2"])
+    return s0, (s0 + s1 + s2) / 3
+
+
+@pytest.mark.parametrize("name,T", [("energy", 1.0), ("energy", 0.5), ("maxlogit", 1.0)])
+@pytest.mark.parametrize("entropy_filter", [True, False])
+def test_logit_scores_match_the_reference(name, T, entropy_filter):
+    head, inputs = random_head(2, 4, tau=0.5, score=name, energy_t=T, entropy_filter=entropy_filter)
+    out = head(*inputs)
+    refs = ref_forward(*inputs, head.W.detach(), head.b0.detach(), head.b2.detach(), 2, 4, 0.5,
+                       entropy_filter=entropy_filter)
+    for b, r in enumerate(refs):
+        whole, fused = ref_logit_score(r, name, T)
+        assert out.score0[b].item() == pytest.approx(whole, abs=1e-9)
+        assert out.score[b].item() == pytest.approx(fused, abs=1e-9)
+        assert out.msp[b].item() == pytest.approx(r["msp"], abs=1e-9)  # MSP is still reported
+
+
+def test_msp_score_is_max_p_id_and_its_whole_image_version_max_p0():
+    head, inputs = random_head(2, 3)
+    out = head(*inputs)
+    assert torch.equal(out.score, out.msp)
+    assert torch.allclose(out.score0, out.p0.max(-1).values)
+
+
+def test_logit_scores_ignore_negative_classes_but_msp_does_not():
+    torch.manual_seed(3)
+    v0, v1, v2 = torch.randn(1, 6).double(), torch.randn(1, 1, 6).double(), torch.randn(1, 4, 6).double()
+    text = torch.randn(3, 6).double()
+    with_neg = HVLHead(6, 2, n=1, num_negatives=1, tau=0.5, score="energy").double()
+    alone = HVLHead(6, 2, n=1, tau=0.5, score="energy").double()
+    a = with_neg(v0, v1, v2, text, entropy_filter=False)
+    b = alone(v0, v1, v2, text[:2], entropy_filter=False)
+    assert torch.allclose(a.score, b.score, atol=1e-12)  # the negative row never enters the energy
+    assert not torch.allclose(a.msp, b.msp)  # it does take a share of the softmax
+
+
+def test_negative_and_kept_mass_account_for_every_distribution():
+    torch.manual_seed(1)
+    head = HVLHead(6, 2, n=2, num_negatives=3, tau=0.3).double()
+    v0, v1, v2 = torch.randn(2, 6).double(), torch.randn(2, 4, 6).double(), torch.randn(2, 16, 6).double()
+    out = head(v0, v1, v2, torch.randn(5, 6).double())
+    assert out.neg0.shape == (2, 3) and out.neg1.shape == (2, 3)
+    assert torch.allclose(out.p0.sum(-1) + out.neg0.sum(-1), torch.ones(2, dtype=torch.float64))
+    # p¹ + negatives = the kept fraction of the mid patches (the spec's divide-by-all)
+    assert torch.allclose(out.p1.sum(-1) + out.neg1.sum(-1), out.keep1.double().mean(-1))
+    assert torch.allclose(out.p2.sum(-1) + out.neg2.sum(-1), out.keep2.double().mean(-1))
+
+
+@pytest.mark.parametrize("bad", [dict(score="auroc"), dict(energy_t=0), dict(energy_t=float("nan"))])
+def test_invalid_scores_are_refused_with_a_score_error(bad):
+    from hvl_core.head import ScoreError
+
+    with pytest.raises(ScoreError):
+        HVLConfig(**bad)
+
+
+def test_score_ranges_by_hand():
+    from hvl_core.head import score_range
+
+    assert score_range(HVLConfig(), 4) == (0.0, 1.0)
+    assert score_range(HVLConfig(score="maxlogit", tau=0.01), 4) == pytest.approx((-100.0, 100.0))
+    assert score_range(HVLConfig(score="energy", tau=0.5, energy_t=2.0), 4) == pytest.approx(
+        (-2 + 2 * math.log(4), 2 + 2 * math.log(4)))
+    assert score_range(HVLConfig(score="energy", similarity="linear"), 4) == (-math.inf, math.inf)
+
+
+@pytest.mark.parametrize("cfg,thr,match", [
+    (HVLConfig(), float("nan"), "finite"),
+    (HVLConfig(), 1.5, "outside the range of the msp score"),
+    (HVLConfig(), -0.1, "outside the range"),
+    (HVLConfig(score="maxlogit", tau=0.01), 150.0, r"\[-100, 100\]"),
+    (HVLConfig(score="energy", similarity="linear"), float("inf"), "finite"),
+    (HVLConfig(), "high", "must be a number"),
+])
+def test_thresholds_that_do_not_fit_the_score_are_refused(cfg, thr, match):
+    from hvl_core.head import ScoreError, check_threshold
+
+    with pytest.raises(ScoreError, match=match):
+        check_threshold(thr, cfg, 4)
+
+
+def test_thresholds_that_fit_are_returned_as_floats():
+    from hvl_core.head import check_threshold
+
+    assert check_threshold(0, HVLConfig(), 4) == 0.0 and check_threshold("0.25", HVLConfig(), 4) == 0.25
+    assert check_threshold(-40.5, HVLConfig(score="energy", similarity="linear"), 4) == -40.5
+
+

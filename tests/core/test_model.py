@@ -1,10 +1,16 @@
 """load_model / HVLModel: predictions carry what a UI needs; encode once, decide many times."""
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from hvl_core import BackboneUnavailable, ImageError, create_backbone, load_model
-from hvl_core.model import class_embeddings
+from hvl_core import BackboneUnavailable, ImageError, ScoreError, create_backbone, load_model, save_checkpoint
+from hvl_core import equations as eq
+from hvl_core.head import HVLHead
+from hvl_core.model import DROPPED_LABEL, OTHER_LABEL, class_embeddings, decision_default
+from hvl_core.presets import load_preset
 
 
 def test_prediction_fields_shapes_and_consistency(tiny_model, rgb_image):
@@ -125,3 +131,134 @@ def test_histology_preset_uses_background_as_a_negative_class(tiny_backbone, rgb
     assert p.p_id.shape == (8,) and p.p0.sum() < 1  # the negative takes its share of the softmax
     off = load_model(tiny_backbone, preset="histology-nct-crc", device="cpu", num_negatives=0)
     assert off.classes.negatives == () and off.text.shape[0] == 8
+
+
+# --- decision: scores, thresholds, where the probability goes --------------------------------------
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+
+
+def test_the_paper_default_is_msp_and_score_equals_msp(tiny_model, rgb_image):
+    p = tiny_model.predict(rgb_image)
+    assert p.score_name == "msp" and p.score == p.msp and p.score_range == (0.0, 1.0) and p.scale_scores is None
+    assert p.threshold == 0.5 and p.threshold_source == "default" and not tiny_model.calibrated
+    d = p.to_dict()
+    assert d["score_name"] == "msp" and d["score"] == p.score and d["score_range"] == [0.0, 1.0]
+
+
+def test_every_distribution_sums_to_one_with_other_and_dropped(tiny_backbone, rgb_image):
+    m = load_model(tiny_backbone, preset="histology-nct-crc", device="cpu")  # one negative: background
+    p = m.predict(rgb_image)
+    assert p.negatives == ["background of a histology slide"] and p.p_negatives.shape == (1,)
+    for s in ("p0", "p1", "p2", "p_id"):
+        total = float(getattr(p, s).sum()) + p.p_other[s] + p.p_dropped[s]
+        assert total == pytest.approx(1.0, abs=1e-5), s
+        assert sum(v for _, v in p.shares(s)) == pytest.approx(1.0, abs=1e-5)
+    assert p.p_other["p0"] > 0 and p.p_dropped["p0"] == 0
+    # the dropped mass of p¹ is the share of the mid patches the filter dropped
+    assert p.p_dropped["p1"] == pytest.approx(1 - p.keep1.mean(), abs=1e-5)
+    assert p.p_other["p_id"] == pytest.approx(float(p.p_negatives.sum()), abs=1e-6)
+    labels = [name for name, _ in p.shares("p_id")]
+    assert labels[:8] == p.classes and labels[8] == OTHER_LABEL
+    assert (DROPPED_LABEL in labels) == (p.p_dropped["p_id"] > 0)
+    # the entropies are over C + negatives: 9 classes, at most ln 9
+    assert p.entropy_classes == 9 and p.entropy_max == pytest.approx(math.log(9))
+    assert p.entropy1.max() <= p.entropy_max + 1e-6
+    renorm = m.decide(m.encode(rgb_image), renormalize=True)
+    assert renorm.p_dropped == {"p0": 0.0, "p1": 0.0, "p2": 0.0, "p_id": 0.0}
+    assert DROPPED_LABEL not in [name for name, _ in renorm.shares("p_id")]
+    assert sum(v for _, v in renorm.shares("p_id")) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_without_negatives_there_is_no_other_share(tiny_model, rgb_image):
+    p = tiny_model.predict(rgb_image)
+    assert p.negatives == [] and p.p_other["p_id"] == 0.0 and p.entropy_classes == 4
+    assert OTHER_LABEL not in [name for name, _ in p.shares("p0")]
+
+
+def test_energy_and_maxlogit_decide_in_their_own_units(tiny_model, rgb_image):
+    enc = tiny_model.encode(rgb_image)
+    for name in ("energy", "maxlogit"):
+        p = tiny_model.decide(enc, score=name, threshold=0.0)
+        assert p.score_name == name and p.threshold_source == "given"
+        assert p.score == pytest.approx(sum(p.scale_scores) / 3, abs=1e-4)
+        assert p.msp == pytest.approx(float(p.p_id.max()))  # MSP is still reported
+        lo, hi = p.score_range  # cosine logits / tau: bounded
+        assert lo <= p.score <= hi and hi == pytest.approx(100.0 + (math.log(4) if name == "energy" else 0), abs=1e-4)
+        above = tiny_model.decide(enc, score=name, threshold=p.score + 1e-3)
+        below = tiny_model.decide(enc, score=name, threshold=p.score - 1e-3)
+        assert not above.known and below.known
+    # energy ≥ max-logit (logsumexp ≥ max), scale 0 by hand from the head's logits
+    out = tiny_model.run_head([enc], score="energy")
+    assert out.score0.item() == pytest.approx(eq.energy(out.logits0).item(), abs=1e-5)
+    e = tiny_model.decide(enc, score="energy", threshold=0.0).scale_scores
+    m = tiny_model.decide(enc, score="maxlogit", threshold=0.0).scale_scores
+    assert all(a >= b - 1e-5 for a, b in zip(e, m))
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(threshold=float("nan")), "finite"),
+    (dict(threshold=1.5), "outside the range of the msp score"),
+    (dict(score="energy"), "no measured default threshold"),
+    (dict(score="energy", threshold=500.0), "outside the range of the energy score"),
+    (dict(score="softmax"), "unknown score"),
+])
+def test_scores_and_thresholds_that_do_not_fit_get_one_sentence(tiny_model, rgb_image, kw, match):
+    enc = tiny_model.encode(rgb_image)
+    with pytest.raises(ScoreError, match=match) as e:
+        tiny_model.decide(enc, **kw)
+    assert isinstance(e.value, ValueError) and "\n" not in str(e.value)
+
+
+def test_a_threshold_calibrated_for_msp_is_not_used_for_energy(tiny_backbone, tmp_path, rgb_image):
+    head = HVLHead(tiny_backbone.embed_dim, 4, n=2)
+    d = save_checkpoint(tmp_path / "ck", head, "tiny-clip-random", load_preset("dermatology-isic4"), threshold=0.42)
+    with pytest.raises(ScoreError, match="calibrated for the msp score, not energy"):
+        load_model(tiny_backbone, checkpoint=d, device="cpu", score="energy")
+    m = load_model(tiny_backbone, checkpoint=d, device="cpu")
+    assert m.calibrated and m.threshold_source == "calibrated" and m.score_name == "msp"
+    enc = m.encode(rgb_image)
+    with pytest.raises(ScoreError, match="calibrated for the msp score"):
+        m.decide(enc, score="energy")
+    assert m.decide(enc, score="energy", threshold=10.0).threshold_source == "given"
+    given = load_model(tiny_backbone, checkpoint=d, device="cpu", score="energy", threshold=12.5)
+    assert given.threshold == 12.5 and not given.calibrated and given.threshold_source == "given"
+
+
+def test_a_checkpoint_calibrated_for_energy_keeps_its_score(tiny_backbone, tmp_path, rgb_image):
+    head = HVLHead(tiny_backbone.embed_dim, 4, n=2, score="energy")
+    d = save_checkpoint(tmp_path / "ck", head, "tiny-clip-random", load_preset("dermatology-isic4"), threshold=20.0)
+    m = load_model(tiny_backbone, checkpoint=d, device="cpu")
+    p = m.predict(rgb_image)
+    assert p.score_name == "energy" and p.threshold == 20.0 and p.known == (p.score >= 20.0)
+
+
+def test_measured_defaults_pick_the_score_and_threshold_per_preset(tiny_backbone, monkeypatch, rgb_image):
+    table = {"dermatology-isic4": {"score": "energy", "thresholds": {"energy": 3.5, "msp": 0.25}}}
+    monkeypatch.setattr(tiny_backbone, "decision_defaults", table, raising=False)
+    assert decision_default(tiny_backbone, "dermatology-isic4")["measured"]
+    m = load_model(tiny_backbone, preset="dermatology-isic4", device="cpu")
+    assert m.score_name == "energy" and m.threshold == 3.5 and m.threshold_source == "measured"
+    enc = m.encode(rgb_image)
+    p = m.decide(enc, score="msp")  # switching score takes that score's measured threshold
+    assert p.threshold == 0.25 and p.threshold_source == "measured"
+    with pytest.raises(ScoreError, match="no measured default threshold"):
+        m.decide(enc, score="maxlogit")
+    # an explicit score wins; a class set without an entry gets the paper's MSP at 0.5
+    assert load_model(tiny_backbone, preset="dermatology-isic4", device="cpu", score="msp").threshold == 0.25
+    other = load_model(tiny_backbone, preset="histology-nct-crc", device="cpu")
+    assert other.score_name == "msp" and other.threshold == 0.5 and other.threshold_source == "default"
+
+
+def test_offline_backbone_rejects_the_fundus_with_the_skin_classes():
+    """The issue's case: MSP called the retina a nevus (0.83); the measured default (energy)
+    accepts the skin photo and rejects the fundus photo."""
+    bb = create_backbone("medmnist-densenet121")
+    assert bb.kind == "label-only" and bb.trained_on and bb.never_seen
+    m = load_model(bb, preset="dermatology-isic4", device="cpu")
+    assert m.score_name == "energy" and m.threshold_source == "measured"
+    skin, fundus = m.predict_batch([ASSETS / "skin_nevus_closeup.jpg", ASSETS / "ood_fundus_retina.png"])
+    assert skin.known and not fundus.known
+    assert fundus.msp > 0.5  # MSP alone would have accepted it
+
+

@@ -2,8 +2,11 @@
 
 Uploads an example, waits for the decision, moves the threshold across the score and watches
 the decision flip both ways, checks that every overlay is an image of nonzero size, clicks a
-gallery example, uploads a bad file (a readable message, and the app keeps working), and saves
-a screenshot to ``out/screenshots/app_after_prediction.png``.
+gallery example, uploads a bad file (a readable message, and the app keeps working). Also: the
+controls before any analysis (no error badge, no console error), the first screen at 1366×768
+and 1920×1080 (verdict, analysed image, main map) and on a 390×844 phone (the verdict scrolled
+into view), alt text and the live region, lecture mode. Screenshots of each viewport go to
+``out/screenshots/`` — look at them after a change to the page.
 """
 from __future__ import annotations
 
@@ -25,8 +28,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOTS = ROOT / "out" / "screenshots"
 EXAMPLE = ROOT / "assets" / "skin_nevus_closeup.jpg"
-OVERLAYS = ["#entropy-mid", "#entropy-high", "#entropy-gain", "#scales", "#patch-classes"]
+OVERLAYS = ["#thumbnail", "#entropy-high", "#entropy-mid", "#entropy-gain", "#patch-classes"]
 STARTUP_TIMEOUT_S = 150
+#: the backbone the app runs with (HVL_TEST_BACKBONE=medmnist-densenet121 for the offline one);
+#: screenshots of another backbone than the default get its name as a suffix
+BACKBONE = os.environ.get("HVL_TEST_BACKBONE", "tiny-clip-random")
+SUFFIX = "" if BACKBONE == "tiny-clip-random" else f"_{BACKBONE}"
 
 
 def _require_browser():
@@ -49,11 +56,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+def app_server(tmp_path_factory):
+    """``python app.py`` on a free port: yields (url, log path); at the end, the log must hold no
+    traceback and no gradio warning about arguments."""
     _require_browser()
     port = _free_port()
     log_path = tmp_path_factory.mktemp("app") / "app.log"
-    env = {**os.environ, "HVL_BACKBONE": "tiny-clip-random", "HVL_DEVICE": "cpu",
+    env = {**os.environ, "HVL_BACKBONE": BACKBONE, "HVL_DEVICE": "cpu",
            "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
            "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio-cache"))}
     with open(log_path, "w") as log:
@@ -73,7 +82,7 @@ def app_url(tmp_path_factory):
             if time.monotonic() > deadline:
                 pytest.fail(f"app.py did not answer within {STARTUP_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield url
+        yield url, log_path
     finally:
         proc.terminate()
         try:
@@ -81,24 +90,45 @@ def app_url(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    assert "Traceback" not in log_path.read_text(), log_path.read_text()[-3000:]
+    text = log_path.read_text()
+    for bad in ("Traceback", "Too many arguments", "didn't return enough output values"):
+        assert bad not in text, text[-3000:]
 
 
 @pytest.fixture(scope="module")
-def page(app_url):
+def app_url(app_server):
+    return app_server[0]
+
+
+@pytest.fixture(scope="module")
+def browser(app_url):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.set_default_timeout(60_000)
-        external = []
-        pg.on("request", lambda r: external.append(r.url) if not r.url.startswith((app_url, "data:", "blob:")) else None)
-        pg.goto(app_url)
-        pg.wait_for_selector("#upload input[type=file]", state="attached")
-        pg.external_requests = external
-        yield pg
-        browser.close()
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _open(browser, app_url, width: int, height: int):
+    """A fresh page at this viewport, recording console errors and requests that leave the machine."""
+    pg = browser.new_page(viewport={"width": width, "height": height})
+    pg.set_default_timeout(60_000)
+    pg.external_requests, pg.console_errors = [], []
+    pg.on("request", lambda r: pg.external_requests.append(r.url)
+          if not r.url.startswith((app_url, "data:", "blob:")) else None)
+    pg.on("console", lambda m: pg.console_errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: pg.console_errors.append(str(e)))
+    pg.goto(app_url)
+    pg.wait_for_selector("#upload input[type=file]", state="attached")
+    return pg
+
+
+@pytest.fixture(scope="module")
+def page(browser, app_url):
+    pg = _open(browser, app_url, 1400, 1000)
+    yield pg
+    pg.close()
 
 
 def _decision(page) -> dict:
@@ -118,7 +148,7 @@ def _wait_decision(page, known: str, threshold: float | None = None) -> dict:
 
 def _set_threshold(page, value: float) -> None:
     box = page.locator("#threshold input[type=number]")
-    box.fill(f"{value:.3f}")
+    box.fill(f"{value:.2f}")
     box.press("Enter")
 
 
@@ -132,6 +162,98 @@ def _overlay_sizes(page) -> dict:
         out[sel] = img.evaluate("i => [i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().width, "
                                 "i.getBoundingClientRect().height]")
     return out
+
+
+def _no_error_badges(page) -> None:
+    """Gradio marks a failed event with a red "Error" badge on its outputs: there must be none."""
+    assert page.get_by_text("Error", exact=True).count() == 0
+    assert "Traceback" not in page.content()
+
+
+def test_controls_are_safe_before_any_analysis(browser, app_url):
+    pg = _open(browser, app_url, 1366, 768)
+    try:
+        assert pg.locator("#threshold input[type=range]").get_attribute("step") == "0.01"
+        box = pg.locator("#threshold input[type=number]")
+        box.fill("0.30")
+        box.press("Enter")
+        pg.locator("#threshold input[type=range]").press("ArrowRight")
+        pg.locator("#entropy-filter input").uncheck()
+        pg.locator("#renormalize input").check()
+        k = pg.locator("#k input[type=number]")
+        k.fill("2")
+        k.press("Enter")
+        pg.wait_for_timeout(1500)  # let any event come back
+        _no_error_badges(pg)
+        assert pg.locator("#decision .hvl-empty").count() == 1  # still waiting for an image
+        assert pg.console_errors == [], pg.console_errors[:5]
+    finally:
+        pg.close()
+
+
+def _in_view(page, selector: str) -> bool:
+    box = page.locator(selector).first.bounding_box()
+    vp = page.viewport_size
+    return box is not None and box["y"] >= -1 and box["y"] + min(box["height"], 60) <= vp["height"] + 1 \
+        and box["x"] >= -1 and box["x"] + box["width"] <= vp["width"] + 1
+
+
+@pytest.mark.parametrize("width,height", [(1366, 768), (1920, 1080), (390, 844)])
+def test_one_screen_after_an_upload(browser, app_url, width, height):
+    """Verdict, analysed image and main map on the first screen (desktop); on a phone the page
+    brings the verdict into view. Screenshots at each viewport go to out/screenshots/."""
+    pg = _open(browser, app_url, width, height)
+    try:
+        pg.set_input_files("#upload input[type=file]", str(EXAMPLE))
+        pg.wait_for_selector("#decision .hvl-decision")
+        pg.wait_for_selector("#entropy-high img")
+        pg.wait_for_timeout(500)  # the scroll into view
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(SCREENSHOTS / f"app_{width}x{height}{SUFFIX}.png"))
+        pg.screenshot(path=str(SCREENSHOTS / f"app_{width}x{height}{SUFFIX}_full.png"), full_page=True)
+        if width >= 1000:
+            pg.evaluate("() => window.scrollTo(0, 0)")
+            for sel in ("#decision .hvl-verdict", "#thumbnail img", "#entropy-high img"):
+                box = pg.locator(sel).first.bounding_box()
+                assert box and box["y"] + box["height"] <= height and box["x"] + box["width"] <= width, (sel, box)
+        else:
+            assert _in_view(pg, "#decision .hvl-verdict"), pg.locator("#decision").bounding_box()
+        _no_error_badges(pg)
+        assert pg.console_errors == [], pg.console_errors[:5]
+    finally:
+        pg.close()
+
+
+def test_figures_are_described_and_the_decision_is_announced(page):
+    if page.locator("#decision .hvl-decision").count() == 0:
+        page.set_input_files("#upload input[type=file]", str(EXAMPLE))
+        page.wait_for_selector("#decision .hvl-decision")
+    _overlay_sizes(page)
+    alts = page.locator("#thumbnail img, #entropy-high img, #entropy-mid img, #entropy-gain img, #patch-classes img"
+                        ).evaluate_all("els => els.map(e => e.alt)")
+    assert len(alts) == 6 and all(len(a) > 40 for a in alts), alts
+    assert any("entropy" in a and "4×4" in a for a in alts) and any("pseudo-OOD" in a for a in alts)
+    live = page.locator("#decision[aria-live=polite], #decision [aria-live=polite]")
+    assert live.count() == 1 and live.locator(".hvl-verdict").count() == 1  # the verdict is announced
+    # the rule of each map is written on its figure; the chart has the threshold line
+    assert "ΔH > 0" in page.locator("#entropy-gain").inner_text()
+    assert "Hatched" in page.locator("#entropy-high").inner_text() or "none is dropped" in page.locator(
+        "#entropy-high").inner_text()
+    assert page.locator("#scales .hvl-thr").count() >= 1
+    for sel in ("#entropy-high", "#entropy-mid", "#entropy-gain", "#scales", "#teaching"):
+        assert "−0.00" not in page.locator(sel).inner_text() and "-0.00" not in page.locator(sel).inner_text()
+
+
+def test_lecture_mode_enlarges_the_type(page):
+    size = lambda: page.evaluate("() => parseFloat(getComputedStyle(document.querySelector('#teaching')).fontSize)")  # noqa: E731
+    before = size()
+    page.locator("#lecture input").check()
+    page.wait_for_function("() => document.body.classList.contains('hvl-lecture')")
+    assert size() >= before * 1.2
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"app_lecture_mode{SUFFIX}.png"), full_page=True)
+    page.locator("#lecture input").uncheck()
+    page.wait_for_function("() => !document.body.classList.contains('hvl-lecture')")
 
 
 def test_upload_decide_threshold_flip_overlays(page):
@@ -153,11 +275,11 @@ def test_upload_decide_threshold_flip_overlays(page):
     assert "How HVL reached this decision" in teaching and "21 crops" in teaching
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "app_after_prediction.png"), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / f"app_after_prediction{SUFFIX}.png"), full_page=True)
 
     # threshold below the score → Known, above → Unknown, and back: the decision flips each time
     msp = first["msp"]
-    below, above = round(max(msp - 0.05, 0.0), 3), round(min(msp + 0.05, 1.0), 3)
+    below, above = round(max(msp - 0.05, 0.0), 2), round(min(msp + 0.05, 1.0), 2)
     assert below < msp < above
     _set_threshold(page, below)
     d = _wait_decision(page, "1", below)
@@ -170,7 +292,7 @@ def test_upload_decide_threshold_flip_overlays(page):
     d = _wait_decision(page, "1", below)
     assert d["text"].startswith("Known: ")
     assert "Accepted" in page.locator("#teaching").inner_text()
-    page.screenshot(path=str(SCREENSHOTS / "app_threshold_known.png"), full_page=False)
+    page.screenshot(path=str(SCREENSHOTS / f"app_threshold_known{SUFFIX}.png"), full_page=False)
 
 
 def test_gallery_example_switches_preset_and_analyses(page):
@@ -185,6 +307,10 @@ def test_gallery_example_switches_preset_and_analyses(page):
     assert "Known classes (8)" in page.locator("#model-info").inner_text()
     assert _decision(page)["text"]
     _overlay_sizes(page)
+    # the per-patch class map on H&E: numbered chips, a legend with all 8 classes
+    assert page.locator("#patch-classes .hvl-legend li").count() == 8
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"app_histology{SUFFIX}.png"), full_page=True)
 
 
 def test_changing_n_reencodes_and_head_options_rerender(page):
@@ -216,5 +342,6 @@ def test_bad_upload_shows_a_message_and_the_app_keeps_working(page, tmp_path):
     assert _decision(page)["text"]
 
 
-def test_no_requests_leave_the_machine(page):
+def test_no_requests_leave_the_machine_and_no_console_errors(page):
     assert page.external_requests == [], page.external_requests[:5]
+    assert page.console_errors == [], page.console_errors[:5]

@@ -2,6 +2,7 @@
 only structure, sanity (ratios > 0, finite) and what the checks must find."""
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -139,10 +140,14 @@ def test_count_calls_counts_and_restores():
 
 
 def test_peak_rss_sees_an_allocation():
+    import mmap
+
     with timing.PeakRSS() as m:
-        a = np.ones(150 * 2**20 // 8)  # 150 MB, pages touched
-        a.sum()
-        del a
+        # fresh anonymous pages, every one touched: the allocator cannot serve them from memory it kept
+        block = mmap.mmap(-1, 150 * 2**20)
+        block.write(b"\x01" * len(block))
+        time.sleep(0.5)  # held long enough for the sampler thread to run on a loaded machine
+        block.close()
     assert m.peak - m.before > 100
 
 

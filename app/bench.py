@@ -1,0 +1,180 @@
+"""How fast the demo answers: ``python -m app.bench --out DIR``.
+
+- ``app_redecide_ms``: median time for the app's handler (``handlers.on_options``) to return all
+  its outputs after a K change on a cached encoding (goal ≤ 150 ms on two cores);
+- ``upload_to_decision_over_encoder``: the upload handler (``handlers.on_upload``: read the file,
+  crops, encoder, head, every figure) ÷ the bare encoder on the same crops, the median of
+  per-round ratios with the two interleaved (goal ≤ 1.2).
+
+The handlers run as the app runs them, on a UI of stand-in components (handlers only use
+components as keys) — what is measured is the Python side of an event, not the browser's.
+The keys of the first backbone are merged into ``DIR/bench.json`` (created if missing) with a
+per-backbone breakdown under ``"app"``, printed, and summarised in ``DIR/app.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_IMAGE = ROOT / "assets" / "histology_tumor_nuclei.jpg"
+GOALS = {"app_redecide_ms": 150.0, "upload_to_decision_over_encoder": 1.2}
+
+
+class Stub:
+    """A stand-in component: the handlers use components only as dict keys."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def stub_ui(service):
+    from .components.controls import Controls
+    from .components.upload import load_examples
+    from .handlers import UI
+
+    controls = Controls(**{f.name: Stub(f.name) for f in fields(Controls)})
+    names = [f.name for f in fields(UI) if f.name not in ("service", "examples", "controls")]
+    return UI(service=service, examples=load_examples(), controls=controls, **{n: Stub(n) for n in names})
+
+
+def inputs(ui, session, shown, upload=None, **settings) -> dict:
+    from .components.controls import Settings
+
+    s = Settings(**settings)
+    v = {getattr(ui.controls, f.name): getattr(s, f.name) for f in fields(Settings)}
+    return {**v, ui.session: session, ui.shown: shown, ui.upload: upload}
+
+
+def measure(backbone: str, image: Path, repeats: int, redecides: int) -> dict:
+    from hvl_core import load_image
+    from hvl_core.geometry import hierarchical_crops
+
+    from . import handlers
+    from .service import ModelService, Session, Spec
+
+    service = ModelService(backbone, device="cpu")
+    model = service.preload(Spec())
+    ui = stub_ui(service)
+    fresh = lambda: Session(model_identity=Spec().identity())  # noqa: E731
+    crops = hierarchical_crops(load_image(str(image)).image, model.n, model.backbone.image_size, model.detail)
+
+    def upload():
+        out = handlers.on_upload(ui, inputs(ui, fresh(), {}, upload=str(image), threshold=model.threshold),
+                                 progress=None)
+        if "hvl-error" in str(out.get(ui.decision, "")):
+            raise RuntimeError(f"the app could not analyse {image}: {out[ui.decision]}")
+        return out
+
+    out = upload()  # warm-up: class embeddings, allocator, fonts
+    model.encode_crops(crops)
+    handler_s, encoder_s, ratios = [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = upload()
+        t1 = time.perf_counter()
+        model.encode_crops(crops)
+        t2 = time.perf_counter()
+        handler_s.append(t1 - t0)
+        encoder_s.append(t2 - t1)
+        ratios.append((t1 - t0) / (t2 - t1))
+    sess, shown = out[ui.session], out[ui.shown]
+    # the app's own share: drawing every output of an upload, from the finished prediction
+    from .components.controls import Settings
+
+    draw_s = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        handlers.present(ui, sess, {}, sess.prediction, model, Settings(threshold=model.threshold))
+        draw_s.append(time.perf_counter() - t0)
+    redecide_s, head_s, sent = [], [], []
+    g = 4 * model.n ** 2
+    for i in range(redecides):
+        k = 2 + (i % 2) * (g // 2 - 2) if g > 4 else 1 + i % 2
+        t0 = time.perf_counter()
+        res = handlers.on_options(ui, inputs(ui, sess, shown, threshold=model.threshold, k=k))
+        redecide_s.append(time.perf_counter() - t0)
+        sess, shown = res[ui.session], res[ui.shown]
+        sent.append(sorted(c.name for c in res if c in ui.figures()))
+        t0 = time.perf_counter()
+        service.decide(sess, model.threshold, k, True, False)  # the head alone, for the breakdown
+        head_s.append(time.perf_counter() - t0)
+    return {
+        "backbone": model.backbone.name, "n": model.n, "crops": int(crops.shape[0]), "image": image.name,
+        "repeats": repeats, "redecides": redecides,
+        "upload_handler_ms": round(1000 * statistics.median(handler_s), 1),
+        "bare_encoder_ms": round(1000 * statistics.median(encoder_s), 1),
+        "upload_to_decision_over_encoder": round(statistics.median(ratios), 3),
+        "upload_to_decision_over_encoder_range": [round(min(ratios), 3), round(max(ratios), 3)],
+        "app_redecide_ms": round(1000 * statistics.median(redecide_s), 2),
+        "app_redecide_ms_max": round(1000 * max(redecide_s), 2),
+        "redecide_head_ms": round(1000 * statistics.median(head_s), 2),
+        "upload_draw_ms": round(1000 * statistics.median(draw_s), 1),
+        "redecide_redraws": sorted({tuple(s) for s in sent})[0] if sent else [],
+    }
+
+
+def environment() -> dict:
+    return {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
+            "cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+            "load_average": round(os.getloadavg()[0], 2), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def summary(results: list[dict], env: dict) -> str:
+    rows = "\n".join(f"| {r['backbone']} | {r['n']} | {r['crops']} | {r['app_redecide_ms']:.1f} (max {r['app_redecide_ms_max']:.1f}) | "
+                     f"{r['redecide_head_ms']:.1f} | {r['upload_handler_ms']:,.0f} | {r['upload_draw_ms']:.0f} | {r['bare_encoder_ms']:,.0f} | {r['upload_to_decision_over_encoder']:.3f} "
+                     f"({r['upload_to_decision_over_encoder_range'][0]:.2f}–{r['upload_to_decision_over_encoder_range'][1]:.2f}) | "
+                     f"{', '.join(r['redecide_redraws']) or 'none'} |" for r in results)
+    return (f"# Demo latency (`python -m app.bench`)\n\nCPU {env['cpu']}, {env['threads']} torch threads on {env['cores']} "
+            f"cores, load average {env['load_average']} at start; torch {env['torch']}, Python {env['python']}; "
+            f"{env['date']}. Image: `assets/{results[0]['image']}`; {results[0]['repeats']} upload rounds (interleaved "
+            f"with the bare encoder), {results[0]['redecides']} K changes.\n\n"
+            f"| backbone | n | crops | K change → all outputs, ms (goal ≤ {GOALS['app_redecide_ms']:.0f}) | of which the "
+            f"head (`service.decide`), ms | upload → all outputs, ms | of which drawing every output, ms | bare encoder, ms | "
+            f"upload / encoder (goal ≤ {GOALS['upload_to_decision_over_encoder']}) | redrawn on a K change |\n"
+            f"|---|---|---|---|---|---|---|---|---|---|\n{rows}\n\n"
+            "Handler time on the server (Python), from the event's inputs to all its outputs; the browser's part "
+            "(transfer, decoding the pictures) is not included.\n")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, type=Path, help="folder: bench.json gets the keys, app.md the summary")
+    ap.add_argument("--backbone", nargs="+", default=["medmnist-densenet121"],
+                    help="backbones to measure (the first gives the headline keys)")
+    ap.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
+    ap.add_argument("--repeats", type=int, default=7, help="upload rounds")
+    ap.add_argument("--redecides", type=int, default=30, help="K changes")
+    ap.add_argument("--json-name", default="bench.json", help="the JSON file in --out to merge the keys into")
+    args = ap.parse_args(argv)
+    env = environment()
+    results = [measure(b, args.image, args.repeats, args.redecides) for b in args.backbone]
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / args.json_name
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    head = results[0]
+    keys = {k: head[k] for k in GOALS}
+    data.update(keys)
+    data["app"] = {"environment": env, "goals": GOALS, "results": results}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+    (args.out / (Path(args.json_name).stem.replace("bench", "app") + ".md")).write_text(summary(results, env))
+    print(json.dumps(keys))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

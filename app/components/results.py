@@ -1,0 +1,55 @@
+"""What an analysis shows: the verdict (announced to screen readers), the top classes, the
+analysed image with its square, the main map, and the other pictures below."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from .. import decision as dec
+
+#: the decision panel is a live region, and on a phone the page scrolls it into view
+DECISION_JS = """
+element.setAttribute('aria-live', 'polite');
+element.setAttribute('role', 'status');
+watch('value', () => {
+  if (window.matchMedia('(max-width: 820px)').matches && element.querySelector('.hvl-decision, .hvl-error')) {
+    element.scrollIntoView({block: 'start'});
+  }
+});
+"""
+
+
+@dataclass
+class Verdict:
+    decision: gr.HTML
+    status: gr.Markdown
+
+
+def render_verdict() -> Verdict:
+    decision = gr.HTML(dec.empty_html(), elem_id="decision", js_on_load=DECISION_JS)
+    status = gr.Markdown("", elem_id="status")
+    return Verdict(decision, status)
+
+
+def render_top() -> gr.Label:
+    return gr.Label(label="Top classes (fused p_ID)", num_top_classes=5, show_heading=False, elem_id="top-classes")
+
+
+def render_first_maps() -> tuple[gr.HTML, gr.HTML]:
+    """The analysed image and the main map, side by side under the verdict."""
+    with gr.Row(elem_id="first-maps", elem_classes="hvl-maps-row"):
+        thumbnail = gr.HTML("", elem_id="thumbnail", min_width=200)
+        main_map = gr.HTML("", elem_id="entropy-high", min_width=260)
+    return thumbnail, main_map
+
+
+def render_more_maps() -> tuple[gr.HTML, gr.HTML, gr.HTML, gr.HTML]:
+    gr.Markdown("### What the model looked at", elem_id="more-title")
+    with gr.Row(elem_classes="hvl-maps-row"):  # two per row on a screen, one per row on a phone
+        scales = gr.HTML("", elem_id="scales", min_width=320)
+        mid_map = gr.HTML("", elem_id="entropy-mid", min_width=320)
+    with gr.Row(elem_classes="hvl-maps-row"):
+        gain_map = gr.HTML("", elem_id="entropy-gain", min_width=320)
+        class_map = gr.HTML("", elem_id="patch-classes", min_width=320)
+    return mid_map, gain_map, class_map, scales

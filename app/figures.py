@@ -1,0 +1,261 @@
+"""The demo's figures as HTML: a picture (``app.render``) with its title, the rule it shows,
+a colour bar or legend, and alt text that says what it shows *for this image*.
+
+One function per figure, each a pure function of a ``Prediction`` (and, for the thumbnail, the
+upload): the page re-draws a figure only when its ``*_key`` changes (``app.handlers``). Text
+lives in HTML, not in pixels, so it is crisp, scales with the page (and lecture mode) and is
+read by screen readers; numbers are formatted by ``app.decision`` (no "−0.00").
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import math
+from collections import OrderedDict
+
+import numpy as np
+from matplotlib import colormaps
+
+from . import render
+from .decision import fmt_num, fmt_signed, separating_digits
+
+SCALE_NAMES = {1: "Mid", 2: "High"}
+#: bar colours of the per-scale chart (Okabe–Ito): p⁰, p¹, p², and p_ID in black
+SERIES = (("p⁰", "whole image", "#56B4E9"), ("p¹", "mid scale", "#E69F00"), ("p²", "high scale", "#009E73"),
+          ("p_ID", "fused: (p⁰ + p¹ + p²) ÷ 3", "#000000"))
+
+
+def array_key(*parts) -> str:
+    """A short digest of arrays and values: equal keys ⇒ the same figure."""
+    h = hashlib.blake2b(digest_size=12)
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            h.update(str(p.shape).encode() + p.dtype.str.encode())
+            h.update(np.ascontiguousarray(p).tobytes())
+        else:
+            h.update(repr(p).encode())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def colour_bar(cmap: str, lo: str, hi: str, mid: str = "", label: str = "") -> str:
+    """A CSS gradient of ``cmap`` with its end labels (and a middle one)."""
+    stops = colormaps[cmap](np.linspace(0, 1, 11))
+    grad = ", ".join(f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)}) {i * 10}%" for i, (r, g, b, _) in enumerate(stops))
+    middle = f"<span>{html.escape(mid)}</span>" if mid else ""
+    return (f"<div class='hvl-cbar' aria-hidden='true'><div class='hvl-cbar-grad' style='background:linear-gradient(to right, {grad})'>"
+            f"</div><div class='hvl-cbar-ticks'><span>{html.escape(lo)}</span>{middle}<span>{html.escape(hi)}</span></div>"
+            f"<div class='hvl-cbar-label'>{html.escape(label)}</div></div>")
+
+
+def figure(fig_id: str, title: str, images: list[tuple[str, str]], notes: list[str], extra: str = "",
+           captions: list[str] | None = None) -> str:
+    """``<figure>``: a title, pictures (``(data URI, alt text)``, each with an optional caption),
+    the rule it shows as text, and extras (colour bar, legend)."""
+    captions = captions or [""] * len(images)
+    pics = []
+    for (uri, alt), cap in zip(images, captions):
+        head = f"<div class='hvl-pic-title'>{html.escape(cap)}</div>" if cap else ""
+        pics.append(f"<div class='hvl-pic'>{head}<img src='{uri}' alt='{html.escape(alt, quote=True)}'></div>")
+    rules = "".join(f"<p>{n}</p>" for n in notes)
+    return (f"<figure class='hvl-fig' id='{fig_id}-fig'><figcaption class='hvl-fig-title'>{html.escape(title)}</figcaption>"
+            f"<div class='hvl-pics'>{''.join(pics)}</div>{extra}<div class='hvl-fig-notes'>{rules}</div></figure>")
+
+
+def _cell(rc) -> str:
+    return f"row {rc[0]}, column {rc[1]}"
+
+
+def _grid_labels(values: np.ndarray, digits: int, signed: bool = False) -> list[list[str]] | None:
+    g = values.shape[0]
+    if g > render.MAX_LABELLED_GRID:
+        return None
+    f = fmt_signed if signed else fmt_num
+    return [[f(values[r, c], digits) for c in range(g)] for r in range(g)]
+
+
+# --------------------------------------------------------------------------- thumbnail
+
+def thumbnail_key(loaded, name: str) -> str:
+    return array_key(id(loaded), loaded.original_size, name)
+
+
+def thumbnail_html(loaded, name: str, view_size: int) -> str:
+    """The whole upload with the central square the model analysed marked."""
+    w, h = loaded.image.size
+    x0, y0, x1, y1 = render.center_square_box(w, h)
+    s = x1 - x0
+    ow, oh = loaded.original_size
+    whole = "the whole image is analysed" if w == h else f"the dimmed {'sides' if w > h else 'top and bottom'} are not"
+    alt = (f"Your image {name}, {ow}×{oh} px, with the central {s}×{s} px square the model analysed outlined"
+           + ("." if w == h else "; the parts outside it are dimmed."))
+    notes = [f"{html.escape(name)} — {ow}×{oh} px. The model sees the outlined central square, resized to "
+             f"{view_size}×{view_size} px; {whole}."]
+    return figure("thumbnail", "Your image and the analysed square", [(render.data_uri(render.thumbnail(loaded.image)), alt)],
+                  notes)
+
+
+# --------------------------------------------------------------------------- entropy maps
+
+def entropy_key(pred, scale: int, entropy_filter: bool) -> str:
+    h, keep = (pred.entropy1, pred.keep1) if scale == 1 else (pred.entropy2, pred.keep2)
+    return array_key(scale, h, keep, bool(entropy_filter), len(pred.classes), id(pred.image))
+
+
+def entropy_html(pred, scale: int, entropy_filter: bool = True) -> str:
+    """Per-patch entropy at the mid (``scale=1``, n×n) or high (``scale=2``, 2n×2n) scale, the
+    patches the entropy filter drops hatched."""
+    if scale not in (1, 2):
+        raise ValueError("scale must be 1 (mid) or 2 (high)")
+    h, keep = (pred.entropy1, pred.keep1) if scale == 1 else (pred.entropy2, pred.keep2)
+    g = h.shape[0]
+    C = len(pred.classes)
+    vmax = math.log(C) if C > 1 else 1.0
+    mean = float(h.mean())
+    d = separating_digits(h, mean)
+    img = render.entropy_overlay(pred.image, h, keep, vmax)
+    labels = _grid_labels(h, d)
+    if labels:
+        img = render.label_cells(img, labels)
+    dropped = int((~keep).sum())
+    r, c = np.unravel_index(int(np.argmin(h)), h.shape)
+    sym = "¹" if scale == 1 else "²"
+    name = SCALE_NAMES[scale]
+    if not entropy_filter:
+        rule = "Entropy filter off: every patch counts."
+        alt_rule = "the entropy filter is off, so no patch is dropped"
+    elif dropped:
+        rule = (f"<b>Hatched</b> = dropped by the entropy filter: H above this scale's mean "
+                f"H̄ = {fmt_num(mean, d)} ({dropped} of {g * g}); they do not count towards p{sym}.")
+        alt_rule = f"{dropped} hatched patches have entropy above the mean {fmt_num(mean, d)} and were dropped"
+    else:
+        rule = f"No patch is above the mean H̄ = {fmt_num(mean, d)}, so none is dropped."
+        alt_rule = "no patch was dropped"
+    alt = (f"{name}-scale entropy map: the analysed square cut into {g}×{g} patches, each coloured by its entropy "
+           f"from 0 (certain, dark purple) to {fmt_num(vmax)} (no idea, yellow); {alt_rule}; the most certain "
+           f"patch is {_cell((r, c))} (H = {fmt_num(h[r, c], d)}).")
+    bar = colour_bar(render.ENTROPY_CMAP, "0 certain", f"{fmt_num(vmax)} = ln C, no idea", label="entropy H (nats)")
+    return figure(f"entropy-{name.lower()}", f"{name} scale ({g}×{g} patches): how unsure each patch is",
+                  [(render.data_uri(img), alt)], [rule], extra=bar)
+
+
+# --------------------------------------------------------------------------- entropy gain
+
+def candidates(pred) -> list[tuple[int, int]]:
+    """The pseudo-OOD cells worth outlining: the top-K by the selection rule *and* ΔH > 0 (zooming
+    in made the model less sure); a top-K cell with ΔH ≤ 0 is no boundary candidate."""
+    return [tuple(rc) for rc in pred.pseudo_ood if pred.entropy_gain[rc[0], rc[1]] > 0]
+
+
+def gain_key(pred) -> str:
+    return array_key(pred.entropy_gain, np.asarray(pred.pseudo_ood), id(pred.image))
+
+
+#: the painted, labelled ΔH layer of the last few images: a K change only moves the outlines
+_GAIN_LAYERS: OrderedDict[str, np.ndarray] = OrderedDict()
+MAX_CACHED_LAYERS = 8
+
+
+def _gain_layer(pred, lim: float, digits: int) -> np.ndarray:
+    key = array_key(pred.entropy_gain, pred.image)
+    if key not in _GAIN_LAYERS:
+        img = render.gain_overlay(pred.image, pred.entropy_gain, [], lim)
+        labels = _grid_labels(pred.entropy_gain, digits, signed=True)
+        _GAIN_LAYERS[key] = render.label_cells(img, labels) if labels else img
+        while len(_GAIN_LAYERS) > MAX_CACHED_LAYERS:
+            _GAIN_LAYERS.popitem(last=False)
+    _GAIN_LAYERS.move_to_end(key)
+    return _GAIN_LAYERS[key]
+
+
+def gain_html(pred) -> str:
+    """Entropy gain ΔH over the high-scale grid, the pseudo-OOD candidates (top-K, ΔH > 0) outlined."""
+    gain = pred.entropy_gain
+    g = gain.shape[0]
+    lim = render.gain_limit(gain)
+    cells = candidates(pred)
+    d = 2 if np.all((np.abs(gain) >= 0.005) | (gain == 0)) else 3
+    # outlines sit on the cell borders, the labels in the centres: drawn on the cached layer
+    img = render.outline_cells(_gain_layer(pred, lim, d), cells, g)
+    k = len(pred.pseudo_ood)
+    left_out = k - len(cells)
+    rule = (f"<b>Outlined</b> (vermillion): pseudo-OOD candidates — the top-K = {k} cells by ΔH that also have "
+            f"ΔH &gt; 0, i.e. zooming in made the model less sure (often a lesion's boundary): {len(cells)} here.")
+    if left_out:
+        rule += f" {left_out} of the top {k} have ΔH ≤ 0 and are not outlined."
+    listed = "; ".join(f"{_cell(rc)} (ΔH {fmt_signed(gain[rc[0], rc[1]], d)})" for rc in cells) or "none"
+    alt = (f"Entropy gain map over {g}×{g} high-scale patches, from blue (the patch is surer than its mid-scale "
+           f"parent) through grey (no change) to yellow (less sure); outlined pseudo-OOD candidates: {listed}.")
+    bar = colour_bar(render.GAIN_CMAP, f"−{fmt_num(lim)} surer", f"+{fmt_num(lim)} less sure", mid="0",
+                     label="ΔH (nats) = H(high patch) − H(its mid parent)")
+    return figure("entropy-gain", "Entropy gain ΔH: where zooming in adds doubt", [(render.data_uri(img), alt)],
+                  [rule], extra=bar)
+
+
+# --------------------------------------------------------------------------- per-patch classes
+
+def classes_key(pred) -> str:
+    return array_key(np.argmax(pred.p1_patches, -1), np.argmax(pred.p2_patches, -1), tuple(pred.classes),
+                     id(pred.image))
+
+
+def _class_counts(cls: np.ndarray, names: list[str]) -> str:
+    ids, counts = np.unique(cls, return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    return ", ".join(f"{names[ids[i]]} {counts[i]}" for i in order)
+
+
+def classes_html(pred) -> str:
+    """The predicted class of each patch at the mid and high scales, numbered chips in Okabe–Ito colours."""
+    palette = render.class_palette(len(pred.classes))
+    pics, caps = [], []
+    for scale, patches in ((1, pred.p1_patches), (2, pred.p2_patches)):
+        cls = np.argmax(patches, axis=-1)
+        g = cls.shape[0]
+        img = render.class_overlay(pred.image, cls, palette, size=render.DISPLAY_SIZE * 3 // 4)
+        alt = (f"Predicted class of each of the {g}×{g} {SCALE_NAMES[scale].lower()}-scale patches, as numbered "
+               f"chips: {_class_counts(cls, pred.classes)}.")
+        pics.append((render.data_uri(img), alt))
+        caps.append(f"{SCALE_NAMES[scale]} scale ({g}×{g})")
+    legend = "".join(
+        f"<li><span class='hvl-swatch' style='background:rgb{tuple(int(v) for v in palette[i])};"
+        f"color:rgb{render.text_colour(palette[i])}'>{i + 1}</span>{html.escape(name)}</li>"
+        for i, name in enumerate(pred.classes))
+    return figure("patch-classes", "Predicted class of each patch (before the entropy filter)", pics,
+                  [], extra=f"<ul class='hvl-legend'>{legend}</ul>", captions=caps)
+
+
+# --------------------------------------------------------------------------- per-scale chart
+
+def scales_key(pred) -> str:
+    return array_key(pred.p0, pred.p1, pred.p2, pred.p_id, round(float(pred.threshold), 6), tuple(pred.classes))
+
+
+def scales_html(pred, max_classes: int = 10) -> str:
+    """Horizontal bars per class: p⁰, p¹, p² and the fused p_ID, with the threshold drawn across
+    the p_ID bars; the legend sits above the bars, never on them."""
+    series = [pred.p0, pred.p1, pred.p2, pred.p_id]
+    order = np.argsort(-pred.p_id, kind="stable")[:max_classes]
+    thr = min(max(float(pred.threshold), 0.0), 1.0) * 100
+    legend = "".join(f"<li><span class='hvl-swatch' style='background:{col}'></span>{sym} {html.escape(what)} "
+                     f"(sum {fmt_num(float(np.sum(p)))})</li>" for (sym, what, col), p in zip(SERIES, series))
+    rows = []
+    for i in order:
+        bars = []
+        for (sym, _, col), p in zip(SERIES, series):
+            v = float(p[i])
+            line = (f"<span class='hvl-thr' style='left:{thr:.2f}%' title='threshold'></span>" if sym == "p_ID" else "")
+            bars.append(f"<div class='hvl-barrow'><span class='hvl-sym'>{sym}</span><div class='hvl-track'>"
+                        f"<div class='hvl-fill' style='width:{min(max(v, 0), 1) * 100:.2f}%;background:{col}'></div>{line}</div>"
+                        f"<span class='hvl-val'>{fmt_num(v, 3)}</span></div>")
+        rows.append(f"<div class='hvl-class'><div class='hvl-class-name'>{html.escape(pred.classes[i])}</div>{''.join(bars)}</div>")
+    more = len(pred.classes) - len(order)
+    notes = [f"The vermillion line across the p_ID bars is the threshold {fmt_num(pred.threshold, 3)}: the image is known only "
+             "if the top p_ID reaches it.",
+             "p¹ and p² leave out the patches the entropy filter dropped, so their sums can be below 1."]
+    if more:
+        notes.append(f"{more} less likely classes not shown.")
+    return (f"<figure class='hvl-fig' id='scales-fig' aria-label='Per-scale probabilities of the top classes'>"
+            f"<figcaption class='hvl-fig-title'>What each scale says, and the fused prediction</figcaption>"
+            f"<ul class='hvl-legend'>{legend}</ul><div class='hvl-chart'>{''.join(rows)}</div>"
+            f"<div class='hvl-fig-notes'>{''.join(f'<p>{n}</p>' for n in notes)}</div></figure>")

@@ -1,0 +1,265 @@
+"""The app's event handlers: module-level functions of the ``UI`` (every component they read or
+write) and the values of its inputs, returning ``{component: value}`` for what changed.
+
+- ``on_upload`` / ``on_example`` / ``on_rerun``: a new image or the Analyse button → encode
+  (unless cached) and decide;
+- ``on_settings``: class set, custom classes, checkpoint or n → re-run what it must (a class
+  change re-uses the encoding);
+- ``on_options``: threshold, K, entropy filter, renormalise → the head only, on the cached
+  encoding; before any analysis it changes nothing;
+- ``api_predict``: the public ``/predict`` endpoint.
+
+``present`` redraws only what changed: each output has a key (``app.figures.*_key``, or its
+text), the keys shown are kept per session in ``UI.shown``, and an output whose key did not
+change is left out of the reply. No handler lets an exception reach Gradio: a failure becomes
+one short sentence in the decision panel, and the server keeps serving.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import gradio as gr
+
+from . import decision as dec
+from . import figures
+from .messages import class_placeholder, duplicate_classes, friendly_error, model_markdown, status_markdown
+from .service import USER_ERRORS, ModelService, Session, UserError, normalise_classes, threshold_note
+from .teaching import Context, teaching_markdown
+
+if TYPE_CHECKING:
+    from .components.controls import Controls, Settings
+
+log = logging.getLogger(__name__)
+
+KIND_PRESET = {"skin": "dermatology-isic4", "histology": "histology-nct-crc"}
+NO_IMAGE = "Upload an image first (PNG, JPEG, TIFF, BMP or WebP), or click an example."
+
+
+@dataclass(repr=False)
+class UI:
+    """The components the handlers read and write, and what they run on."""
+
+    service: ModelService
+    examples: list[dict]
+    session: gr.State  # Session: the image and its cached encoding
+    shown: gr.State  # {output name: key} of what the page shows now
+    controls: Controls
+    upload: gr.File
+    gallery: gr.Gallery
+    decision: gr.HTML
+    top: gr.Label
+    status: gr.Markdown
+    model_info: gr.Markdown
+    thumbnail: gr.HTML
+    main_map: gr.HTML  # the high-scale entropy map, beside the verdict
+    mid_map: gr.HTML
+    gain_map: gr.HTML
+    class_map: gr.HTML
+    scales: gr.HTML
+    teaching: gr.Markdown
+
+    def figures(self) -> list:
+        return [self.thumbnail, self.main_map, self.mid_map, self.gain_map, self.class_map, self.scales]
+
+    def inputs(self) -> set:
+        """Every handler gets one dict of these (gradio passes a set of inputs as ``{component: value}``)."""
+        return {self.session, self.shown, self.upload, *self.controls.components()}
+
+    def outputs(self) -> list:
+        c = self.controls
+        return [self.session, self.shown, self.decision, self.top, self.status, self.model_info, *self.figures(),
+                self.teaching, c.threshold, c.k, c.custom, self.upload, c.preset]
+
+    def bind(self, handler):
+        """``handler(ui, values, ...)`` as the event function (gradio still sees its
+        ``gr.Progress`` / ``gr.SelectData`` parameters)."""
+        return functools.partial(handler, self)
+
+
+# --------------------------------------------------------------------------- presenting
+
+def context(sess: Session, model, s: Settings) -> Context:
+    return Context(original_size=sess.loaded.original_size if sess.loaded else None,
+                   image_notes=list(sess.loaded.notes) if sess.loaded else [],
+                   backbone=model.backbone.describe(), image_size=model.backbone.image_size,
+                   entropy_filter=s.entropy_filter, renormalize=s.renormalize, calibrated=model.calibrated,
+                   checkpoint=model.checkpoint, detail=model.detail, similarity=model.head.config.similarity,
+                   class_bias=model.logit_bias is not None)
+
+
+def present(ui: UI, sess: Session, shown: dict | None, pred, model, s: Settings, reset: bool = False) -> dict:
+    """The outputs for a prediction: only those whose key differs from what is shown."""
+    shown = dict(shown or {})
+    out = {ui.session: sess}
+
+    def put(component, name, key, draw):
+        if shown.get(name) != key:
+            out[component] = draw()
+            shown[name] = key
+
+    note = threshold_note(model)
+    put(ui.decision, "decision", (pred.label, pred.msp, pred.threshold, pred.known, note),
+        lambda: dec.decision_html(pred, note))
+    top = dec.top_classes(pred)
+    put(ui.top, "top", tuple(top.items()), lambda: top)
+    status = status_markdown(sess, pred)
+    put(ui.status, "status", status, lambda: status)
+    info = model_markdown(model)
+    put(ui.model_info, "model", info, lambda: info)
+    put(ui.thumbnail, "thumbnail", figures.thumbnail_key(sess.loaded, sess.name),
+        lambda: figures.thumbnail_html(sess.loaded, sess.name, model.backbone.image_size))
+    put(ui.main_map, "main", figures.entropy_key(pred, 2, s.entropy_filter),
+        lambda: figures.entropy_html(pred, 2, s.entropy_filter))
+    put(ui.mid_map, "mid", figures.entropy_key(pred, 1, s.entropy_filter),
+        lambda: figures.entropy_html(pred, 1, s.entropy_filter))
+    put(ui.gain_map, "gain", figures.gain_key(pred), lambda: figures.gain_html(pred))
+    put(ui.class_map, "classes", figures.classes_key(pred), lambda: figures.classes_html(pred))
+    put(ui.scales, "scales", figures.scales_key(pred), lambda: figures.scales_html(pred))
+    teaching = teaching_markdown(pred, context(sess, model, s))
+    put(ui.teaching, "teaching", teaching, lambda: teaching)
+    g = 4 * model.n ** 2
+    put(ui.controls.k, "k", (g, pred.k), lambda: gr.update(maximum=g, value=pred.k))
+    if reset:
+        out[ui.controls.threshold] = gr.update(value=pred.threshold)
+    out[ui.shown] = shown
+    return out
+
+
+def failed(ui: UI, sess: Session, e: BaseException, clear: bool = True) -> dict:
+    """The failure as one sentence in the decision panel. ``clear``: the pictures of the last
+    result go too (they would describe other settings), and the session keeps its image and
+    encoding but no result, so head options wait for the next good run."""
+    if not isinstance(e, USER_ERRORS + (ValueError,)):
+        log.exception("analysis failed")
+    msg = friendly_error(e)
+    out = {ui.decision: dec.error_html(msg), ui.status: ""}
+    if clear:
+        out.update({ui.session: replace(sess, prediction=None), ui.top: None, ui.teaching: "", ui.shown: {},
+                    **{f: "" for f in ui.figures()}})
+    else:  # the panel now shows the error, not the decision: redraw it next time
+        out[ui.shown] = {}
+    return out
+
+
+def check_settings(s: Settings) -> None:
+    dup = duplicate_classes(s.custom) if s.preset == "custom" else []
+    if dup:
+        raise UserError(f"Each class may appear only once (“{dup[0]}” is given twice).")
+
+
+def run(ui: UI, sess: Session, shown: dict | None, s: Settings, progress=None) -> dict:
+    check_settings(s)
+    spec, ck = ui.service.spec(s.preset, s.custom, s.checkpoint, s.n)
+    say = (lambda f, d: progress(f, desc=d)) if progress is not None else None
+    sess, pred, model, reset = ui.service.analyse(sess, spec, ck, s.threshold, s.k, s.entropy_filter,
+                                                  s.renormalize, progress=say)
+    return present(ui, sess, shown, pred, model, s, reset)
+
+
+# --------------------------------------------------------------------------- handlers
+
+def on_upload(ui: UI, values: dict, progress=gr.Progress()) -> dict:
+    """A new upload: analyse it. The drop zone is emptied again at once: the image lives on in
+    the session only, and the next upload needs no "clear" click."""
+    path, sess, shown = values[ui.upload], values[ui.session], values[ui.shown]
+    if not path:
+        return {ui.shown: shown}
+    s = ui.controls.read(values)
+    try:
+        new = ui.service.load(path, previous=sess)
+    except Exception as e:  # noqa: BLE001 — every failure becomes a message
+        return {**failed(ui, Session(model_identity=sess.model_identity), e), ui.upload: None}
+    try:
+        return {**run(ui, new, {}, s, progress), ui.upload: None}
+    except Exception as e:  # noqa: BLE001
+        return {**failed(ui, new, e), ui.upload: None}
+
+
+def on_example(ui: UI, values: dict, evt: gr.SelectData, progress=gr.Progress()) -> dict:
+    """A gallery example: analyse it; a skin or histology example also picks its class set."""
+    sess = values[ui.session]
+    s = ui.controls.read(values)
+    item = ui.examples[evt.index]
+    out = {}
+    if s.preset != "custom" and not s.checkpoint and item["kind"] in KIND_PRESET:
+        s = replace(s, preset=KIND_PRESET[item["kind"]])
+        out = {ui.controls.preset: s.preset}
+    try:
+        new = ui.service.load(item["path"], previous=sess, name=Path(item["path"]).name)
+        return {**run(ui, new, {}, s, progress), **out}
+    except Exception as e:  # noqa: BLE001
+        return {**failed(ui, sess, e), **out}
+
+
+def on_rerun(ui: UI, values: dict, progress=gr.Progress()) -> dict:
+    """The Analyse button: re-uses the session's image (and its encoding when the backbone and n
+    are unchanged)."""
+    sess, shown = values[ui.session], values[ui.shown]
+    s = ui.controls.read(values)
+    try:
+        if not sess.has_image():
+            if not values[ui.upload]:
+                raise UserError(NO_IMAGE)
+            sess = ui.service.load(values[ui.upload], previous=sess)
+        return run(ui, sess, shown, s, progress)
+    except Exception as e:  # noqa: BLE001
+        return failed(ui, sess, e)
+
+
+def on_settings(ui: UI, values: dict, progress=gr.Progress()) -> dict:
+    """Class set, custom classes, checkpoint or n changed."""
+    sess, shown = values[ui.session], values[ui.shown]
+    s = ui.controls.read(values)
+    if s.preset == "custom" and not normalise_classes(s.custom) and not s.checkpoint:
+        return {ui.status: "Type the custom classes, comma-separated, and press Enter.", ui.shown: shown}
+    if sess.has_image():
+        return on_rerun(ui, values, progress)
+    try:  # nothing to re-analyse yet: just show the model choice
+        check_settings(s)
+        spec, ck = ui.service.spec(s.preset, s.custom, s.checkpoint, s.n)
+        model = ui.service.model(spec, ck)
+        reset = sess.model_identity != spec.identity()
+        out = {ui.session: Session(model_identity=spec.identity()), ui.model_info: model_markdown(model),
+               ui.status: "", ui.controls.k: gr.update(maximum=4 * model.n ** 2),
+               ui.controls.custom: gr.update(placeholder=class_placeholder(model.backbone)), ui.shown: shown}
+        if reset:
+            out[ui.controls.threshold] = gr.update(value=model.threshold)
+        return out
+    except Exception as e:  # noqa: BLE001
+        return failed(ui, sess, e)
+
+
+def on_options(ui: UI, values: dict) -> dict:
+    """Threshold, K, entropy filter, renormalise: the head only, from the cached encoding."""
+    sess, shown = values[ui.session], values[ui.shown]
+    if sess.prediction is None:  # nothing analysed yet: the new value waits for the first analysis
+        return {ui.shown: shown}
+    s = ui.controls.read(values)
+    try:
+        sess, pred, model = ui.service.decide(sess, s.threshold, s.k, s.entropy_filter, s.renormalize)
+        return present(ui, sess, shown, pred, model, s)
+    except Exception as e:  # noqa: BLE001
+        return failed(ui, sess, e, clear=False)
+
+
+def api_predict(service: ModelService, path, preset_v, classes_v, thr_v, n_v, k_v, ef_v, rn_v) -> dict:
+    """Predict one image; a bad file or setting raises gr.Error with the reason."""
+    from .service import DEFAULT_N, DEFAULT_PRESET
+
+    try:
+        spec, ck = service.spec(preset_v or DEFAULT_PRESET, classes_v or "", None, int(n_v or DEFAULT_N))
+        # a threshold given by the caller is used as is; none: the model's own
+        sess = service.load(path, previous=Session(model_identity=spec.identity()))
+        sess, pred, model, _ = service.analyse(sess, spec, ck, thr_v, int(k_v or 4), bool(ef_v), bool(rn_v))
+    except Exception as e:  # noqa: BLE001
+        if not isinstance(e, USER_ERRORS + (ValueError,)):
+            log.exception("API prediction failed")
+        raise gr.Error(friendly_error(e), print_exception=False) from None
+    out = pred.to_dict()
+    out.update(decision=dec.decision_text(pred), top=[[c, p] for c, p in pred.top(5)],
+               backbone_description=model.backbone.describe(), calibrated=model.calibrated)
+    return out

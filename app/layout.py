@@ -1,0 +1,131 @@
+"""The page: renders the components in their places, then lets each ``listen``.
+
+``build_demo(service)`` returns the ``gr.Blocks``; ``launch_kwargs`` the options its ``launch``
+needs (gradio 6 takes theme and CSS at launch). At 1366×768 the verdict, the analysed image with
+its square and the main map share the first screen; on a phone the page scrolls to the verdict.
+"""
+from __future__ import annotations
+
+import os
+
+import gradio as gr
+
+from .components import api, controls, header, results, teaching, upload
+from .handlers import UI, on_rerun
+from .messages import model_markdown
+from .service import ModelService, Session, Spec, configure_queue
+
+#: every minute, delete the uploads gradio cached more than 10 minutes ago
+DELETE_CACHE = (60, 600)
+MAX_FILE_SIZE = "100mb"
+
+FOOTER = ("Privacy: images are processed in memory; the uploaded file sits in a temporary cache that is emptied "
+          "every few minutes, pictures are sent inside the page, and nothing is logged or sent anywhere. "
+          "Analytics are off.")
+
+CSS = """
+:root, .dark { --body-text-color-subdued: #3d3d3d; }
+.hvl-header h1 { margin: 0 0 0.15em 0; font-size: 1.45rem; }
+.hvl-header p { margin: 0; }
+#decision { min-height: 120px; }
+#model-info p { margin: 0.15em 0; }
+#status p { margin: 0; }
+.hvl-fig { margin: 0; }
+.hvl-fig-title { font-weight: 700; margin: 0 0 4px 0; color: #111; }
+.hvl-pics { display: flex; gap: 8px; }
+.hvl-pic { flex: 1 1 0; min-width: 0; }
+.hvl-pic-title { font-weight: 600; font-size: 0.9em; }
+.hvl-pic img { display: block; width: 100%; max-width: 480px; height: auto; object-fit: contain; }
+#thumbnail .hvl-pic img { max-height: 260px; }
+#entropy-high .hvl-pic img { max-height: 330px; }
+.hvl-fig-notes p { margin: 4px 0; font-size: 0.9em; line-height: 1.35; color: #1a1a1a; max-width: 75ch; }
+.hvl-cbar { margin-top: 6px; max-width: 448px; font-size: 0.82em; color: #1a1a1a; }
+.hvl-cbar-grad { height: 12px; border: 1px solid #555; }
+.hvl-cbar-ticks { display: flex; justify-content: space-between; }
+.hvl-legend { list-style: none; display: flex; flex-wrap: wrap; gap: 4px 14px; padding: 0; margin: 6px 0; font-size: 0.88em; }
+.hvl-swatch { display: inline-block; min-width: 1.35em; height: 1.35em; line-height: 1.35em; margin-right: 5px;
+  text-align: center; font-weight: 700; font-size: 0.85em; border: 1px solid #333; border-radius: 3px; vertical-align: middle; }
+.hvl-chart { display: flex; flex-direction: column; gap: 8px; }
+.hvl-class-name { font-weight: 600; font-size: 0.92em; }
+.hvl-barrow { display: grid; grid-template-columns: 2.8em 1fr 3.4em; align-items: center; gap: 6px; font-size: 0.85em; }
+.hvl-track { position: relative; height: 0.85em; background: #e6e6e6; }
+.hvl-fill { position: absolute; left: 0; top: 0; bottom: 0; }
+.hvl-thr { position: absolute; top: -4px; bottom: -4px; width: 3px; margin-left: -1px; background: #D55E00; }
+.hvl-val { text-align: right; font-variant-numeric: tabular-nums; }
+#teaching { max-width: 80ch; }
+#examples { height: auto !important; }
+#examples .grid-wrap { height: auto !important; min-height: 0 !important; max-height: none !important; overflow: visible !important; }
+#examples .grid-container { grid-template-columns: repeat(5, minmax(0, 1fr)) !important; gap: 6px !important; padding-top: 28px; }
+#examples .grid-container { grid-auto-rows: auto !important; }
+#examples .gallery-item, #examples .thumbnail-item { width: 100% !important; height: auto !important; }
+#examples .thumbnail-item { aspect-ratio: 1 / 1; }
+#examples .caption-label { position: absolute; left: 0; right: 0; bottom: 0; max-width: none !important; margin: 0;
+  white-space: normal !important; overflow: visible !important; text-overflow: clip !important; border-radius: 0;
+  font-size: 0.72em; line-height: 1.15; padding: 2px 3px; background: rgba(255, 255, 255, 0.92); color: #000; }
+@media (max-width: 700px) {
+  #header-row { flex-direction: column !important; }
+  #header-row > * { width: 100% !important; }
+  .hvl-maps-row { flex-direction: column !important; }
+  .hvl-maps-row > * { width: 100% !important; }
+  #examples .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
+}
+body.hvl-lecture { --text-xs: 16px; --text-sm: 18px; --text-md: 20px; --text-lg: 24px; --text-xl: 28px;
+  --block-label-text-size: 18px; --block-info-text-size: 17px; --body-text-color-subdued: #000; --body-text-size: 20px; }
+body.hvl-lecture .gradio-container { font-size: 20px; color: #000; }
+body.hvl-lecture .hvl-fig-notes p, body.hvl-lecture .hvl-cbar, body.hvl-lecture .hvl-legend,
+body.hvl-lecture .hvl-barrow { font-size: 1.05em; color: #000; }
+body.hvl-lecture .hvl-header h1 { font-size: 2rem; }
+body.hvl-lecture .hvl-pic img { max-height: none !important; max-width: none; }
+body.hvl-lecture .hvl-track { height: 1.1em; }
+body.hvl-lecture #upload { height: auto !important; min-height: 150px; }
+body.hvl-lecture label, body.hvl-lecture [data-testid="block-label"], body.hvl-lecture [data-testid="block-info"] { font-size: 18px !important; color: #000; }
+body.hvl-lecture #examples .caption-label { font-size: 13px !important; }
+"""
+
+
+def build_demo(service: ModelService | None = None) -> gr.Blocks:
+    service = service or ModelService()
+    model = service.preload(Spec())
+    examples = upload.load_examples()
+    with gr.Blocks(title="HVL — known or unknown?", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
+        session = gr.State(Session(model_identity=Spec().identity()), time_to_live=1800)
+        shown = gr.State({}, time_to_live=1800)
+        lecture = header.render()
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4, min_width=320, elem_id="inputs"):
+                up = upload.render(examples)
+                preset, custom = controls.render_classes(model)
+                threshold, k, n, entropy_filter, renormalize = controls.render_head(model)
+                ckpt_text, ckpt_files = controls.render_checkpoint()
+                analyse_btn = gr.Button("Analyse", variant="secondary", elem_id="analyse", size="sm")
+                model_info = gr.Markdown(model_markdown(model), elem_id="model-info")
+            with gr.Column(scale=6, min_width=360, elem_id="outputs"):
+                verdict = results.render_verdict()
+                thumbnail, main_map = results.render_first_maps()
+                top = results.render_top()
+        mid_map, gain_map, class_map, scales = results.render_more_maps()
+        teach = teaching.render()
+        gr.Markdown(FOOTER, elem_id="footer")
+        api.render_and_listen(service, model.head.config.k)
+
+        ui = UI(service=service, examples=examples, session=session, shown=shown,
+                controls=controls.Controls(preset, custom, ckpt_text, ckpt_files, n, threshold, k, entropy_filter,
+                                           renormalize),
+                upload=up.upload, gallery=up.gallery, decision=verdict.decision, top=top,
+                status=verdict.status, model_info=model_info, thumbnail=thumbnail, main_map=main_map,
+                mid_map=mid_map, gain_map=gain_map, class_map=class_map, scales=scales, teaching=teach)
+        header.listen(lecture)
+        upload.listen(ui)
+        controls.listen(ui)
+        analyse_btn.click(ui.bind(on_rerun), ui.inputs(), ui.outputs(), concurrency_id="model",
+                          api_visibility="private")
+    return configure_queue(demo)
+
+
+def launch_kwargs(server_name: str | None = None, server_port: int | None = None) -> dict:
+    """Options for ``demo.launch``: theme/CSS (gradio 6 takes them at launch), the assets folder
+    the gallery serves, no run history kept in the browser, an upload size limit."""
+    return dict(server_name=server_name or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                server_port=int(server_port or os.environ.get("GRADIO_SERVER_PORT", 7860)),
+                css=CSS, theme=gr.themes.Soft(), allowed_paths=[str(upload.ASSETS_DIR)], run_history=False,
+                max_file_size=MAX_FILE_SIZE, show_error=False, footer_links=["api"], ssr_mode=False)

@@ -1,0 +1,420 @@
+"""Bad inputs and concurrent clients against the demo's server side; writes bench/results/inputs.md|json.
+
+    PYTHONPATH=. .venv/bin/python bench/inputs_bench.py                  # both parts (~3 min on 2 cores)
+    PYTHONPATH=. .venv/bin/python bench/inputs_bench.py --part bad       # the bad-input table only
+    git worktree add /tmp/before HEAD~1 && PYTHONPATH=. .venv/bin/python bench/inputs_bench.py \
+        --part decode --compare-root /tmp/before                       # decoding memory, before / after
+
+Part 1, bad inputs: each kind goes through what the app does with an upload or a field
+(``ModelService.load`` / ``spec`` / ``model`` / ``analyse``) on the ``tiny-clip-random`` backbone,
+in this process; the row says the message the user sees, whether it was a traceback (an
+exception that is not a user error), and the peak RSS while it ran (sampled every 2 ms).
+
+Part 2, concurrency: ``app.py`` on loopback in a subprocess (``HVL_BACKBONE=tiny-clip-random``),
+20 ``gradio_client`` clients × 5 ``/predict`` requests each at once; errors, latency
+percentiles, and the server's RSS after the first 10 and after all 100 requests.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+EXAMPLE = ROOT / "assets" / "skin_nevus_closeup.jpg"
+
+
+# --------------------------------------------------------------------------- files
+
+def _png(a) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _tiff(a, **kw) -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, a, **kw)
+    return buf.getvalue()
+
+
+def big_slide(path: Path, side: int = 12288, mpp: float = 0.5) -> None:
+    """A 12288² pyramidal JPEG TIFF written tile by tile (never whole in memory): glass with a
+    purple block of tissue."""
+    import tifffile
+
+    t = 256
+
+    def tiles(n):
+        for ty in range(0, n, t):
+            for tx in range(0, n, t):
+                tile = np.full((t, t, 3), 242, np.uint8)
+                if n // 4 <= ty < n // 2 and n // 2 <= tx < 3 * n // 4:
+                    tile[:] = (170, 60, 150)
+                yield tile
+
+    res = 1e4 / mpp
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(tiles(side), shape=(side, side, 3), dtype=np.uint8, tile=(t, t), photometric="rgb",
+                 compression="jpeg", subifds=2, resolution=(res, res), resolutionunit="CENTIMETER")
+        for i in (1, 2):
+            n = side // 2 ** i
+            tw.write(tiles(n), shape=(n, n, 3), dtype=np.uint8, tile=(t, t), photometric="rgb",
+                     compression="jpeg", subfiletype=1, resolution=(res / 2 ** i, res / 2 ** i),
+                     resolutionunit="CENTIMETER")
+
+
+def bad_inputs(tmp: Path, tiny_backbone) -> list[tuple[str, str, dict]]:
+    """(kind, what it is, how to run it) — ``image``: uploaded file/bytes/array; ``ckpt``: uploaded
+    checkpoint files; ``text``: the checkpoint field; ``settings``: API arguments."""
+    import hvl_core
+    from tests.wsi_files import dicom_bytes
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    good_png = _png(rgb)
+    ok_model = hvl_core.load_model(tiny_backbone, classes=["melanoma", "nevus"], device="cpu")
+
+    def ck(name, edit=None, raw=None, weights=None, backbone="tiny-clip-random"):
+        folder = hvl_core.save_checkpoint(tmp / f"ck-{name}", ok_model.head, backbone, ok_model.classes, threshold=0.4)
+        if edit:
+            meta = json.loads((folder / "hvl.json").read_text())
+            edit(meta)
+            (folder / "hvl.json").write_text(json.dumps(meta))
+        if raw is not None:
+            (folder / "hvl.json").write_text(raw)
+        if weights is not None:
+            (folder / "head.safetensors").write_bytes(weights)
+        return [str(folder / "head.safetensors"), str(folder / "hvl.json")]
+
+    def f(name, data: bytes) -> str:
+        p = tmp / name
+        p.write_bytes(data)
+        return str(p)
+
+    from tests.wsi_files import slide_pixels, write_dicom_wsi
+
+    (tmp / "dwsi").mkdir()
+    dwsi = write_dicom_wsi(tmp / "dwsi", slide_pixels(3072, 2048), mpp=0.25, levels=1)
+    slide = tmp / "slide-12288.tiff"
+    big_slide(slide)
+    nan_f = np.linspace(0, 1, 256 * 256, dtype=np.float32).reshape(256, 256)
+    nan_f[5, 5] = np.nan
+    inf_f = nan_f.copy()
+    inf_f[5, 5] = np.inf
+    png = good_png
+    pickle_like = b"\x80\x04\x95" + b"\x00" * 64
+    return [
+        ("empty file", "0 bytes", {"image": f("empty.png", b"")}),
+        ("text file", "plain text named .png", {"image": f("notes.png", b"hello " * 100)}),
+        ("truncated PNG", "half a PNG", {"image": f("half.png", png[: len(png) // 2])}),
+        ("truncated JPEG", "a third of a JPEG", {"image": f("cut.jpg", EXAMPLE.read_bytes()[:3000])}),
+        ("PNG bomb", "20000² PNG header, 0.3 MB", {"image": f("bomb.png", _png(np.zeros((20000, 20000), np.uint8)))}),
+        ("tiny image", "1×1 PNG", {"image": f("one.png", _png(np.zeros((1, 1, 3), np.uint8)))}),
+        ("16-bit 9000² TIFF", "uint16 9000×9000", {"image": f("u16.tiff", _tiff(np.zeros((9000, 9000), np.uint16), compression="zlib"))}),
+        ("float 9000² TIFF", "float32 9000×9000", {"image": f("f32.tiff", _tiff(np.zeros((9000, 9000), np.float32), compression="zlib"))}),
+        ("float TIFF with NaN", "one NaN pixel", {"image": f("nan.tiff", _tiff(nan_f))}),
+        ("float TIFF with inf", "one inf pixel", {"image": f("inf.tiff", _tiff(inf_f))}),
+        ("all-NaN TIFF", "every pixel NaN", {"image": f("allnan.tiff", _tiff(np.full((64, 64), np.nan, np.float32)))}),
+        ("float array [0,1]", "numpy float64 RGB", {"image": rng.random((64, 64, 3))}),
+        ("uint16 array", "numpy uint16 RGB", {"image": rng.integers(0, 65535, (64, 64, 3), dtype=np.uint16)}),
+        ("bool array", "numpy bool", {"image": rng.random((64, 64)) > 0.5}),
+        ("4-D array", "numpy (2, 64, 64, 3)", {"image": np.zeros((2, 64, 64, 3), np.uint8)}),
+        ("None", "no image", {"image": None}),
+        ("DICOM grey", "8-bit MONOCHROME2", {"image": f("grey.dcm", dicom_bytes(rgb[:, :, 0]))}),
+        ("DICOM colour", "8-bit RGB", {"image": f("rgb.dcm", dicom_bytes(rgb))}),
+        ("DICOM 12-bit windowed", "uint16, window", {"image": f("w.dcm", dicom_bytes(rng.integers(0, 4096, (64, 64), dtype=np.uint16), bits_stored=12, window=(2048, 1000)))}),
+        ("DICOM truncated", "pixel data cut", {"image": f("cut.dcm", dicom_bytes(rgb)[:-5000])}),
+        ("DICOM WSI level file", "3072×2048 TILED_FULL, 0.25 µm/px", {"image": str(dwsi[0])}),
+        ("DICOM WSI as bytes", "the same file's bytes", {"image": dwsi[0].read_bytes()}),
+        ("whole-slide TIFF 12288²", "pyramid, 0.5 µm/px, JPEG tiles", {"image": str(slide)}),
+        ("slide, tile outside", "tile (99999, 5)", {"image": str(slide), "tile": (99999, 5)}),
+        ("checkpoint: ViT-B-16:none", "hvl.json backbone", {"ckpt": ck("none", backbone="ViT-B-16:none")}),
+        ("checkpoint: ViT-B-16:NONE", "hvl.json backbone", {"ckpt": ck("NONE", backbone="ViT-B-16:NONE")}),
+        ("checkpoint: backbone path", "ViT-B-16:/etc/passwd", {"ckpt": ck("passwd", backbone="ViT-B-16:/etc/passwd")}),
+        ("checkpoint: pickle weights", "pickle bytes as .safetensors", {"ckpt": ck("pkl", weights=pickle_like)}),
+        ("checkpoint: not JSON", "hvl.json = '{not json'", {"ckpt": ck("nojson", raw="{not json")}),
+        ("checkpoint: deep nest", "hvl.json 100k nested lists", {"ckpt": ck("deep", raw="[" * 100_000 + "]" * 100_000)}),
+        ("checkpoint: string version", "format_version '2'", {"ckpt": ck("ver", edit=lambda m: m.update(format_version="2"))}),
+        ("checkpoint: string classes", "num_classes 'two'", {"ckpt": ck("ncls", edit=lambda m: m.update(num_classes="two"))}),
+        ("checkpoint: n = 10⁶", "config.n = 1000000", {"ckpt": ck("bign", edit=lambda m: m["config"].update(n=1_000_000))}),
+        ("checkpoint: NaN threshold", "threshold NaN", {"ckpt": ck("nanthr", edit=lambda m: m.update(threshold=float("nan")))}),
+        ("checkpoint: one file", "only hvl.json", {"ckpt": ck("one")[1:]}),
+        ("checkpoint field: /etc/passwd", "text", {"text": "/etc/passwd"}),
+        ("checkpoint field: ../..", "text", {"text": "../../etc"}),
+        ("checkpoint field: upload path", "a pickle in the upload folder", {"text": f("evil.pt", pickle_like)}),
+        ("threshold NaN", "API threshold", {"settings": {"threshold": float("nan")}}),
+        ("n = 99", "API n", {"settings": {"n": 99}}),
+        ("unknown preset", "API preset 'x'", {"settings": {"preset": "x"}}),
+        ("custom, no classes", "API preset custom, ''", {"settings": {"preset": "custom"}}),
+    ]
+
+
+class PeakRSS:
+    """Peak resident memory of ``pid`` while the block runs (sampled every 2 ms)."""
+
+    def __init__(self, pid: int | None = None):
+        self.proc = psutil.Process(pid or os.getpid())
+
+    def __enter__(self):
+        self.peak, self._stop = self.proc.memory_info().rss, False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop:
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self._stop = True
+        self._t.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+
+def run_bad_inputs() -> dict:
+    import gc
+
+    from app.service import USER_ERRORS, ModelService, Session, checkpoint_ref
+    from hvl_core import create_backbone
+
+    tiny = create_backbone("tiny-clip-random")
+    service = ModelService("tiny-clip-random", device="cpu", allow_local_checkpoints=False)
+    service._backbones["tiny-clip-random"] = tiny
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        kinds = bad_inputs(Path(d), tiny)
+        service.analyse(service.load(str(EXAMPLE)), *service.spec("dermatology-isic4", "", None, 2), None, 4, True, False)
+        for kind, what, job in kinds:
+            gc.collect()
+            base = psutil.Process().memory_info().rss
+            message, traceback = "ok", False
+            with PeakRSS() as peak:
+                try:
+                    st = {"preset": "dermatology-isic4", "custom": "", "threshold": None, "n": 2, **job.get("settings", {})}
+                    ref = checkpoint_ref(job.get("text", ""), job.get("ckpt"))
+                    spec, ck = service.spec(st["preset"], st["custom"], ref, st["n"])
+                    source = job.get("image", str(EXAMPLE)) if "image" in job else str(EXAMPLE)
+                    sess = service.load(source, previous=Session(model_identity=spec.identity()), tile=job.get("tile"))
+                    sess, pred, model, _ = service.analyse(sess, spec, ck, st["threshold"], 4, True, False)
+                    message = f"ok: {pred.label or 'unknown'} (MSP {pred.msp:.3f})" + (
+                        f" — {'; '.join(pred.notes)}" if pred.notes else "")
+                except USER_ERRORS + (ValueError,) as e:
+                    message = str(e)
+                except Exception as e:  # noqa: BLE001 — what the bench counts: a traceback
+                    message, traceback = f"TRACEBACK {type(e).__name__}: {e}", True
+            rows.append({"kind": kind, "input": what, "message": message[:300], "traceback": traceback,
+                         "rss_before_mb": round(base / 2 ** 20), "peak_rss_mb": round(peak.peak / 2 ** 20),
+                         "peak_growth_mb": round((peak.peak - base) / 2 ** 20)})
+            print(f"{kind:32s} {rows[-1]['peak_growth_mb']:5d} MB  {message[:110]}", flush=True)
+    return {"rows": rows, "kinds": len(rows), "tracebacks": sum(r["traceback"] for r in rows),
+            "backbones_kept": list(service._backbones)}
+
+
+# --------------------------------------------------------------------------- concurrency
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_concurrency(clients: int = 20, per_client: int = 5) -> dict:
+    from gradio_client import Client, handle_file
+
+    port = _free_port()
+    uploads = Path(tempfile.mkdtemp(prefix="hvl-bench-uploads-"))
+    tmp_before = {p.name for p in Path(tempfile.gettempdir()).iterdir()}
+    env = {**os.environ, "HVL_BACKBONE": "tiny-clip-random", "HVL_DEVICE": "cpu", "GRADIO_SERVER_PORT": str(port),
+           "GRADIO_SERVER_NAME": "127.0.0.1", "PYTHONPATH": str(ROOT), "GRADIO_TEMP_DIR": str(uploads)}
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen([sys.executable, str(ROOT / "app.py")], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = psutil.Process(server.pid)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        for _ in range(240):
+            try:
+                Client(url, verbose=False)
+                break
+            except Exception:  # noqa: BLE001 — still starting
+                time.sleep(0.5)
+        latencies, errors, done = [], [], [0]
+        rss_at = {}
+        lock = threading.Lock()
+
+        def one_client(i):
+            c = Client(url, verbose=False)
+            for j in range(per_client):
+                t0 = time.perf_counter()
+                try:
+                    out = c.predict(handle_file(str(EXAMPLE)), "dermatology-isic4", "", None, 2, 4, True, False,
+                                    api_name="/predict")
+                    assert "msp" in out
+                    with lock:
+                        latencies.append(time.perf_counter() - t0)
+                except Exception as e:  # noqa: BLE001
+                    with lock:
+                        errors.append(f"{type(e).__name__}: {e}"[:200])
+                with lock:
+                    done[0] += 1
+                    if done[0] in (10, clients * per_client):
+                        rss_at[done[0]] = proc.memory_info().rss
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=one_client, args=(i,)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    in_uploads = [p for p in uploads.rglob("*") if p.is_file()]
+    empty_uploads = sum(p.stat().st_size == 0 for p in in_uploads)
+    from app.service import sweep_uploads
+
+    swept = sweep_uploads(uploads, 0)  # what the next start-up does
+    left_after_sweep = sum(1 for p in uploads.rglob("*") if p.is_file())
+    shutil.rmtree(uploads, ignore_errors=True)
+    log.seek(0)
+    server_log = log.read().decode(errors="replace")
+    lat = sorted(latencies)
+    leftovers = [p for p in Path(tempfile.gettempdir()).iterdir() if p.name not in tmp_before and p.is_file()]
+    return {"backbone": "tiny-clip-random (CPU)", "clients": clients, "requests_per_client": per_client,
+            "requests": clients * per_client, "answers": len(latencies), "errors": len(errors), "error_samples": errors[:5],
+            "wall_s": round(wall, 1), "p50_s": round(statistics.median(lat), 2) if lat else None,
+            "p95_s": round(lat[int(0.95 * (len(lat) - 1))], 2) if lat else None, "max_s": round(lat[-1], 2) if lat else None,
+            "rss_after_10_mb": round(rss_at.get(10, 0) / 2 ** 20), "rss_after_100_mb": round(rss_at.get(clients * per_client, 0) / 2 ** 20),
+            "server_tracebacks": server_log.count("Traceback"),
+            "upload_folder_files_after_run": len(in_uploads), "upload_folder_zero_byte_files": empty_uploads,
+            "upload_folder_files_after_startup_sweep": left_after_sweep, "swept": swept,
+            "new_files_in_system_tmp": len(leftovers), "new_zero_byte_files_in_system_tmp": sum(p.stat().st_size == 0 for p in leftovers)}
+
+
+# --------------------------------------------------------------------------- decode memory, before / after
+
+_DECODE_PROBE = """
+import sys, time, threading, psutil
+from hvl_core.images import load_image
+p = psutil.Process(); base = p.memory_info().rss; peak = [base]; stop = []
+def watch():
+    while not stop:
+        peak[0] = max(peak[0], p.memory_info().rss); time.sleep(0.002)
+t = threading.Thread(target=watch, daemon=True); t.start()
+try:
+    load_image(sys.argv[1]); msg = 'ok'
+except Exception as e:
+    msg = type(e).__name__ + ': ' + str(e)[:80]
+stop.append(1); t.join()
+print(round((peak[0] - base) / 2 ** 20), msg)
+"""
+
+
+def run_decode_memory(compare_root: Path) -> dict:
+    """Peak RSS growth of ``load_image`` on 9000² 16-bit and float TIFFs, each in a fresh
+    process, with this tree's hvl_core and with ``compare_root``'s (e.g. the previous commit)."""
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        files = {"uint16 9000² TIFF": np.zeros((9000, 9000), np.uint16),
+                 "float32 9000² TIFF": np.zeros((9000, 9000), np.float32)}
+        for kind, a in files.items():
+            path = Path(d) / f"{a.dtype}.tiff"
+            path.write_bytes(_tiff(a, compression="zlib"))
+            row = {"kind": kind}
+            for label, root in (("before", compare_root), ("after", ROOT)):
+                out = subprocess.run([sys.executable, "-c", _DECODE_PROBE, str(path)], capture_output=True, text=True,
+                                     env={**os.environ, "PYTHONPATH": str(root)}, cwd=d, timeout=300)
+                growth, _, msg = out.stdout.strip().partition(" ")
+                row[label] = {"peak_growth_mb": int(growth) if growth.isdigit() else None, "result": msg or out.stderr[-200:]}
+            rows.append(row)
+            print(row, flush=True)
+    return {"compare_root": str(compare_root), "rows": rows}
+
+
+# --------------------------------------------------------------------------- report
+
+def write_report(out: Path, bad: dict | None, conc: dict | None, decode: dict | None = None) -> None:
+    from app.service import EMPTY_AGE_S
+
+    out.mkdir(parents=True, exist_ok=True)
+    old = json.loads((out / "inputs.json").read_text()) if (out / "inputs.json").exists() else {}
+    data = {**old, **({"bad_inputs": bad} if bad else {}), **({"concurrency": conc} if conc else {}),
+            **({"decode_memory": decode} if decode else {}),
+            "cpu": f"{psutil.cpu_count()} cores", "python": sys.version.split()[0]}
+    (out / "inputs.json").write_text(json.dumps(data, indent=1, ensure_ascii=False))
+    L = ["# Bad inputs and concurrent clients", "",
+         "`PYTHONPATH=. .venv/bin/python bench/inputs_bench.py` (bench/inputs_bench.py); backbone `tiny-clip-random`, CPU, "
+         f"{data['cpu']}.", ""]
+    if "bad_inputs" in data:
+        b = data["bad_inputs"]
+        L += [f"## Bad inputs: {b['kinds']} kinds, {b['tracebacks']} tracebacks", "",
+              "Through `ModelService` as the app runs an upload or a field, public-server rules "
+              "(`allow_local_checkpoints=False`). Peak growth: the most resident memory above the value before the "
+              "input, sampled every 2 ms.", "",
+              "| kind | input | message the user sees | peak RSS (MB) | growth (MB) |", "|---|---|---|---:|---:|"]
+        for r in b["rows"]:
+            msg = r["message"].replace("|", "\\|").replace("\n", " ")
+            L.append(f"| {r['kind']} | {r['input']} | {msg} | {r['peak_rss_mb']} | {r['peak_growth_mb']} |")
+        L += ["", f"Backbones kept built afterwards: {', '.join(b['backbones_kept'])}.", ""]
+    if "concurrency" in data:
+        c = data["concurrency"]
+        ratio = c["rss_after_100_mb"] / c["rss_after_10_mb"] if c["rss_after_10_mb"] else float("nan")
+        L += [f"## {c['clients']} clients × {c['requests_per_client']} requests", "",
+              f"`app.py` on loopback (`HVL_BACKBONE=tiny-clip-random`, CPU), `gradio_client` `/predict` on "
+              f"`assets/{EXAMPLE.name}`, all clients at once.", "",
+              "| answers | errors | wall | p50 | p95 | max | server RSS after 10 | after 100 | ratio | server tracebacks |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+              f"| {c['answers']}/{c['requests']} | {c['errors']} | {c['wall_s']} s | {c['p50_s']} s | {c['p95_s']} s | "
+              f"{c['max_s']} s | {c['rss_after_10_mb']} MB | {c['rss_after_100_mb']} MB | {ratio:.2f} | {c['server_tracebacks']} |",
+              "", f"Upload folder after the run: {c['upload_folder_files_after_run']} files "
+              f"({c['upload_folder_zero_byte_files']} of them gradio's empty temporary files, one per upload; "
+              f"the sweeper removes those after {EMPTY_AGE_S} s and the uploads after ten minutes); after a "
+              f"start-up sweep: {c['upload_folder_files_after_startup_sweep']}. New files in the system temp "
+              f"folder: {c['new_files_in_system_tmp']} ({c['new_zero_byte_files_in_system_tmp']} of 0 bytes).", ""]
+    if "decode_memory" in data:
+        L += ["## Decoding memory, before / after", "",
+              "Peak RSS growth of `load_image` alone, each in a fresh process (`--compare-root`: the tree before "
+              "this change).", "", "| file | before (MB) | before: result | after (MB) | after: result |",
+              "|---|---:|---|---:|---|"]
+        for r in data["decode_memory"]["rows"]:
+            b, a = r["before"], r["after"]
+            L.append(f"| {r['kind']} | {b['peak_growth_mb']} | {b['result']} | {a['peak_growth_mb']} | {a['result']} |")
+        L.append("")
+    (out / "inputs.md").write_text("\n".join(L))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--part", choices=["bad", "concurrency", "decode", "all"], default="all")
+    ap.add_argument("--compare-root", help="for --part decode: a checkout whose hvl_core gives the 'before' column")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = ap.parse_args(argv)
+    bad = run_bad_inputs() if args.part in ("bad", "all") else None
+    conc = run_concurrency() if args.part in ("concurrency", "all") else None
+    if conc:
+        print(json.dumps(conc, indent=1))
+    decode = run_decode_memory(Path(args.compare_root)) if args.part == "decode" and args.compare_root else None
+    write_report(Path(args.out), bad, conc, decode)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""``python -m app.bench``: merges its keys into an existing bench.json, and what it measures is
+the app's handlers (a K change redraws only the ΔH map)."""
+import json
+
+from app import bench
+
+
+def test_bench_merges_its_keys_and_measures_the_handlers(tmp_path, capsys):
+    (tmp_path / "bench.json").write_text(json.dumps({"hvl_over_encoder": 1.01}))
+    assert bench.main(["--out", str(tmp_path), "--backbone", "tiny-clip-random", "--repeats", "1",
+                       "--redecides", "2"]) == 0
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["hvl_over_encoder"] == 1.01  # what was there stays
+    assert data["app_redecide_ms"] > 0 and data["upload_to_decision_over_encoder"] > 0
+    r = data["app"]["results"][0]
+    assert r["backbone"] == "tiny-clip-random" and r["crops"] == 21
+    assert r["redecide_redraws"] == ["gain_map"]  # a K change redraws the ΔH map alone
+    assert r["redecide_head_ms"] <= r["app_redecide_ms"] * 3 and r["upload_draw_ms"] < r["upload_handler_ms"] * 3
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(printed) == {"app_redecide_ms", "upload_to_decision_over_encoder"}
+    assert "K change" in (tmp_path / "app.md").read_text()

@@ -1,0 +1,238 @@
+"""The model service on a public server: bounded builds, no server paths from any field or file,
+checkpoints keyed by all that decides, uploads swept, the queue. Each test reproduces a defect
+found by an adversarial pass."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import hvl_core
+from app import service as svc_mod
+from app.service import ModelService, Session, UserError, checkpoint_ref, configure_queue, sweep_uploads
+from hvl_core import CheckpointError
+from hvl_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from tests.wsi_files import write_pyramid
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "assets" / "skin_nevus_closeup.jpg"
+
+
+@pytest.fixture
+def builds(monkeypatch, tiny_backbone):
+    """create_backbone replaced by a counter handing out the tiny backbone under the asked name."""
+    made = []
+
+    def fake(name="auto"):
+        if name.startswith("ViT-B-16:"):
+            raise AssertionError("a public server built a checkpoint's arbitrary backbone")
+        made.append(name)
+        bb = hvl_core.create_backbone("tiny-clip-random") if name == "fresh" else tiny_backbone
+        return bb
+
+    monkeypatch.setattr(svc_mod, "create_backbone", fake)
+    return made
+
+
+def checkpoint_files(tmp_path, tiny_backbone, name="ck", threshold=0.42, backbone="tiny-clip-random",
+                     classes=None, edit=None) -> list[str]:
+    """A checkpoint's two files in separate folders, as gradio stores uploads."""
+    model = hvl_core.load_model(tiny_backbone, classes=classes or ["melanoma", "nevus"], device="cpu")
+    folder = hvl_core.save_checkpoint(tmp_path / name, model.head, backbone, model.classes, threshold=threshold)
+    if edit:
+        meta = json.loads((folder / CONFIG_NAME).read_text())
+        edit(meta)
+        (folder / CONFIG_NAME).write_text(json.dumps(meta))
+    a, b = tmp_path / f"{name}-u1", tmp_path / f"{name}-u2"
+    a.mkdir(), b.mkdir()
+    (a / "head.safetensors").write_bytes((folder / WEIGHTS_NAME).read_bytes())  # first-layout upload names
+    (b / "hvl.json").write_bytes((folder / CONFIG_NAME).read_bytes())
+    return [str(a / "head.safetensors"), str(b / "hvl.json")]
+
+
+def public(tiny_backbone) -> ModelService:
+    s = ModelService("tiny-clip-random", device="cpu", allow_local_checkpoints=False)
+    s._backbones["tiny-clip-random"] = tiny_backbone
+    return s
+
+
+@pytest.mark.parametrize("name", ["ViT-B-16:none", "ViT-B-16:None", "ViT-B-16:NONE", "ViT-B-16:/etc/passwd",
+                                  "hf-hub:someone/big-model"])
+def test_public_server_builds_no_backbone_a_checkpoint_names(name, tiny_backbone, tmp_path, builds):
+    s = public(tiny_backbone)
+    files = checkpoint_files(tmp_path, tiny_backbone, backbone=name)
+    spec, ck = s.spec("dermatology-isic4", "", checkpoint_ref("", files), 2)
+    with pytest.raises(UserError, match="runs only its listed backbones") as e:
+        s.model(spec, ck)
+    assert "passwd" not in str(e.value) and builds == [] and len(s._backbones) == 1
+
+
+def test_rejected_checkpoint_leaves_no_backbone_and_builds_stay_bounded(tiny_backbone, tmp_path, builds):
+    s = ModelService("tiny-clip-random", device="cpu", max_backbones=2)
+    s._backbones["tiny-clip-random"] = tiny_backbone
+    bad = checkpoint_files(tmp_path, tiny_backbone, "bad", backbone="fresh", edit=lambda m: m.update(embed_dim=8))
+    with pytest.raises((CheckpointError, ValueError)):
+        spec, ck = s.spec("dermatology-isic4", "", checkpoint_ref("", bad), 2)
+        s.model(spec, ck)
+    assert list(s._backbones) == ["tiny-clip-random"]
+    for i in range(4):  # four more backbone names: never more than two kept
+        hvl_core.backbones.register_backbone(f"bb-{i}", lambda: tiny_backbone)
+        s.backbone(f"bb-{i}")
+        assert len(s._backbones) <= 2
+    assert len(s._models) <= s.max_models
+
+
+def test_recalibrated_checkpoint_with_the_same_weights_is_another_model(service_tiny, tiny_backbone, tmp_path):
+    first = checkpoint_files(tmp_path, tiny_backbone, "a", threshold=0.42)
+    second = checkpoint_files(tmp_path, tiny_backbone, "b", threshold=0.77,
+                              edit=lambda m: m["classes"]["names"].__setitem__(0, "lentigo"))
+    s = service_tiny
+    spec1, ck1 = s.spec("dermatology-isic4", "", checkpoint_ref("", first), 2)
+    spec2, ck2 = s.spec("dermatology-isic4", "", checkpoint_ref("", second), 2)
+    assert ck1.meta["weights_sha256"] == ck2.meta["weights_sha256"]
+    m1, m2 = s.model(spec1, ck1), s.model(spec2, ck2)
+    assert m1.threshold == pytest.approx(0.42) and m2.threshold == pytest.approx(0.77)
+    assert m1.classes.names[0] == "melanoma" and m2.classes.names[0] == "lentigo"
+
+
+@pytest.fixture
+def service_tiny(tiny_backbone):
+    s = ModelService("tiny-clip-random", device="cpu")
+    s._backbones["tiny-clip-random"] = tiny_backbone
+    return s
+
+
+def test_public_checkpoint_field_reaches_no_loader_and_does_not_reveal_paths(tiny_backbone, tmp_path, monkeypatch):
+    s = public(tiny_backbone)
+    calls = []
+    monkeypatch.setattr(svc_mod, "load_checkpoint", lambda *a: calls.append(a))
+    monkeypatch.setattr(ModelService, "_hub_checkpoint", staticmethod(lambda repo: calls.append(repo)))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text("x")
+    messages = set()
+    for text in ["/etc/passwd", "/no/such/file", "../etc", "~/x", "./etc", "etc/../etc/passwd", "a/b/c", "C:\\x"]:
+        with pytest.raises(UserError) as e:
+            s.resolve_checkpoint(checkpoint_ref(text, None))
+        messages.add(str(e.value))
+    assert len(messages) == 1 and calls == []
+    # an existing relative folder that also reads as a hub id goes to the hub, never to the disk
+    with pytest.raises(Exception):
+        s.resolve_checkpoint(checkpoint_ref("etc/passwd", None))
+    assert calls == ["etc/passwd"]
+
+
+def test_uploaded_checkpoint_errors_name_no_server_path(service_tiny, tmp_path, tiny_backbone):
+    files = checkpoint_files(tmp_path, tiny_backbone)
+    Path(files[1]).write_text("{not json")
+    with pytest.raises(CheckpointError) as e:
+        service_tiny.resolve_checkpoint(checkpoint_ref("", files))
+    assert "not valid JSON" in str(e.value) and "/tmp" not in str(e.value) and "hvl-ckpt" not in str(e.value)
+    Path(files[1]).write_text("[" * 100_000 + "]" * 100_000)  # a deep nest
+    with pytest.raises(CheckpointError) as e:
+        service_tiny.resolve_checkpoint(checkpoint_ref("", files))
+    assert "hvl-ckpt" not in str(e.value)
+
+
+def test_nan_threshold_is_refused(service_tiny):
+    spec, ck = service_tiny.spec("dermatology-isic4", "", None, 2)
+    sess = service_tiny.load(str(EXAMPLE), previous=Session(model_identity=spec.identity()))
+    with pytest.raises(UserError, match="between 0 and 1"):
+        service_tiny.analyse(sess, spec, ck, float("nan"), 4, True, False)
+
+
+def test_sweep_removes_old_uploads_and_empty_folders(tmp_path):
+    root = tmp_path / "uploads"
+    (root / "abc").mkdir(parents=True)
+    old, new, empty = root / "abc" / "Jane Doe.png", root / "new.png", root / "tmpq1w2e3"
+    old.write_bytes(b"x"), new.write_bytes(b"y"), empty.write_bytes(b"")
+    outside = tmp_path / "keep.txt"
+    outside.write_text("keep")
+    (root / "link").symlink_to(outside)
+    past = time.time() - 3600
+    for p in (old, empty):
+        os.utime(p, (past, past))
+    os.utime(root / "link", (past, past), follow_symlinks=False)
+    assert sweep_uploads(root, older_than_s=600) == 3
+    assert new.exists() and not old.exists() and not empty.exists() and not (root / "abc").exists()
+    assert outside.read_text() == "keep"  # a link is removed, its target never followed
+    assert sweep_uploads(root, 0) == 1 and not any(root.iterdir())  # start-up: everything
+
+
+def test_sweep_removes_the_empty_temp_files_of_uploads_sooner(tmp_path):
+    """gradio's upload parser leaves one 0-byte temporary file per upload next to the uploads."""
+    leftover, upload = tmp_path / "tmpab12cd", tmp_path / "x" / "scan.png"
+    upload.parent.mkdir()
+    leftover.write_bytes(b""), upload.write_bytes(b"png")
+    past = time.time() - 120
+    for p in (leftover, upload):
+        os.utime(p, (past, past))
+    assert sweep_uploads(tmp_path, older_than_s=600, empty_older_than_s=60) == 1
+    assert not leftover.exists() and upload.exists()
+
+
+def test_queue_gives_the_api_its_own_group():
+    import gradio as gr
+
+    with gr.Blocks() as demo:
+        t = gr.Textbox()
+        gr.Button().click(lambda x: x, t, t, api_name="predict", concurrency_id="model")
+        gr.Button().click(lambda x: x, t, t, concurrency_id="model", api_visibility="private")
+    configure_queue(demo)
+    groups = sorted(fn.concurrency_id for fn in demo.fns.values())
+    assert groups == ["api", "model"] and demo._queue.max_size == svc_mod.QUEUE_MAX_SIZE
+
+
+def test_a_click_on_the_thumbnail_picks_that_tile(service_tiny, tmp_path):
+    p = tmp_path / "s.tiff"
+    write_pyramid(p, 2048, 2048, mpp=0.5, levels=2)
+    sess = service_tiny.load(str(p))
+    assert sess.loaded.slide.picked
+    thumb = sess.loaded.slide.thumbnail
+    new = service_tiny.pick_tile(sess, thumb.width / 4, thumb.height / 4)
+    assert new.loaded.slide.tile_center == (512, 512) and not new.loaded.slide.picked
+    os.remove(p)
+    with pytest.raises(UserError, match="upload it again"):
+        service_tiny.pick_tile(new, 1, 1)
+    with pytest.raises(UserError, match="not a whole-slide image"):
+        service_tiny.pick_tile(service_tiny.load(str(EXAMPLE)), 1, 1)
+
+
+def test_api_flood_does_not_lock_out_browser_events():
+    """Twelve API requests queued first; a browser event (the other group) is served while they
+    still wait, not after all of them; and more requests than the old 16-slot queue all queue."""
+    import socket
+
+    import gradio as gr
+    from gradio_client import Client
+
+    def slow(x):
+        time.sleep(0.3)
+        return x
+
+    with gr.Blocks() as demo:
+        t = gr.Textbox()
+        gr.Button().click(slow, t, t, api_name="predict", concurrency_id="model")
+        gr.Button().click(slow, t, t, api_name="browser", concurrency_id="model")
+    configure_queue(demo)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", server_port=port)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        jobs = [client.submit(str(i), api_name="/predict") for i in range(20)]
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        assert client.predict("b", api_name="/browser") == "b"
+        browser_wait = time.perf_counter() - t0
+        answers = [j.result(timeout=60) for j in jobs]
+        api_done = time.perf_counter() - t0
+        assert sorted(answers, key=int) == [str(i) for i in range(20)]
+        # one API slot: the API backlog takes ~6 s; the browser event had its own slot
+        assert browser_wait < api_done / 2
+    finally:
+        demo.close()
