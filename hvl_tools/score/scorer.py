@@ -104,7 +104,7 @@ class Scorer:
         self.size = model.backbone.image_size
         self.n = model.n
         self.decode_on_device = resolve_decoder(decode, model.device) and model.detail == "upsample"
-        self.score_name = "msp"  # what the model's Prediction scores with (read from the first prediction)
+        self.score_name = model.score_name  # msp, energy or maxlogit: the model's decision score
 
     def identity(self) -> dict:
         """What the scores depend on; a resumed run must match it."""
@@ -159,9 +159,7 @@ class Scorer:
             empty = np.zeros((0, 0, 3), np.uint8)
             encoded = [Encoded(v0=v0[j], v1=v1[j], v2=v2[j], n=self.n, view=empty) for j in range(B)]
             for i, pred in zip(rows, m.decide_batch(encoded, self.threshold)):
-                self.score_name = str(getattr(pred, "score_name", "msp"))
-                score = float(getattr(pred, "score", pred.msp))
-                out[i] = {"path": batch.paths[i], "label": pred.label, "score": score, "msp": float(pred.msp),
+                out[i] = {"path": batch.paths[i], "label": pred.label, "score": float(pred.score), "msp": float(pred.msp),
                           "known": bool(pred.known), "error": ""}
         return [out[i] for i in range(len(batch.paths))]
 
