@@ -20,11 +20,8 @@ gradio's upload folder at start-up and, with ``start_sweeper``, of files older t
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import re
 import tempfile
 import threading
 import time
@@ -36,7 +33,8 @@ from pathlib import Path
 import hvl_core
 from hvl_core import CheckpointError, Encoded, HVLModel, ImageError, Prediction, load_checkpoint, load_image
 from hvl_core.backbones import Backbone, BackboneUnavailable, UnknownClassError, create_backbone, list_backbones
-from hvl_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint
+from hvl_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, hub_files
+from hvl_core.hub import is_hub_id
 from hvl_core.images import LoadedImage
 from hvl_core.presets import split_class_list
 
@@ -55,7 +53,6 @@ MAX_MODELS = 6
 #: uploaded checkpoints kept in memory (by the sha256 of both files)
 MAX_UPLOADED_CHECKPOINTS = 4
 #: a Hugging Face repo id: org/name, nothing that reads as a path
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 #: the queue: requests waiting at most, and the concurrency groups (one encoder run at a time per
 #: group; browser events and the API have a group each, so neither can lock the other out)
 QUEUE_MAX_SIZE = 256
@@ -111,15 +108,6 @@ class Session:
 
 
 normalise_classes = split_class_list  # the typed custom-class list, split as the core splits it
-
-
-def checkpoint_digest(ck: Checkpoint) -> str:
-    """sha256 over the checkpoint's settings and tensors: equal digests decide alike."""
-    h = hashlib.sha256(json.dumps(ck.meta, sort_keys=True, default=str).encode())
-    for k in sorted(ck.state):
-        h.update(k.encode())
-        h.update(ck.state[k].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _load_pair(weights, config, label: str) -> Checkpoint:
@@ -226,28 +214,21 @@ class ModelService:
         text = str(value).strip()
         if not self.allow_local_checkpoints:
             # decided from the text alone: whether such a path exists on the server never matters
-            if not HUB_ID.match(text) or ".." in text:
+            if not is_hub_id(text):
                 raise UserError("checkpoint folders on the server are disabled here; upload the checkpoint's "
-                                "head.safetensors and hvl.json, or give a Hugging Face id (org/name)")
+                                f"{WEIGHTS_NAME} and {CONFIG_NAME}, or give a Hugging Face id (org/name)")
             ck = self._hub_checkpoint(text)
         else:
             ck = load_checkpoint(os.path.expanduser(text))
-        return ("path", text, checkpoint_digest(ck)), ck
+        return ("path", text, ck.fingerprint()), ck
 
     @staticmethod
     def _hub_checkpoint(repo: str) -> Checkpoint:
-        """A checkpoint from the hub only (never a local folder of the same name)."""
-        from huggingface_hub import hf_hub_download
-
-        from hvl_core.hub import offline_unless_reachable
-
+        """A checkpoint from the hub only (never a local folder of the same name), either layout."""
         try:
-            with offline_unless_reachable():
-                cfg = hf_hub_download(repo, CONFIG_NAME)
-                weights = hf_hub_download(repo, WEIGHTS_NAME)
-        except Exception as e:  # noqa: BLE001 — the hub client raises many kinds; all mean "cannot have it"
-            raise UserError(f"checkpoint {repo}: could not download it from the Hugging Face hub "
-                            f"({type(e).__name__})") from None
+            weights, cfg = hub_files(repo)
+        except CheckpointError as e:
+            raise UserError(str(e).split("; pass a local")[0]) from None
         return _load_pair(weights, cfg, f"hub {repo}")
 
     @staticmethod
@@ -257,7 +238,7 @@ class ModelService:
         if len(weights) != 1 or len(configs) != 1 or len(paths) != 2:
             raise UserError(f"upload exactly the two files of a checkpoint folder: {WEIGHTS_NAME} and {CONFIG_NAME}")
         ck = _load_pair(weights[0], configs[0], f"uploaded {Path(configs[0]).name} + {Path(weights[0]).name}")
-        return ck, checkpoint_digest(ck)
+        return ck, ck.fingerprint()
 
     def spec(self, preset: str, custom: str, checkpoint: tuple | None, n: int) -> tuple[Spec, Checkpoint | None]:
         if preset not in PRESETS:

@@ -81,7 +81,7 @@ class HVLConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "HVLConfig":
+    def from_dict(cls, d: dict) -> HVLConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:

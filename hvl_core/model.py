@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
-from .backbones import Backbone, create_backbone
+from .backbones import Backbone, create_backbone, same_backbone
 from .checkpoint import Checkpoint, CheckpointError, head_from_checkpoint, load_checkpoint
 from .geometry import hierarchical_crops, split_scales
 from .head import HVLHead, HVLOutput, ScoreError, check_threshold, scale_scores, score_range
@@ -383,9 +383,9 @@ def load_model(backbone: str | Backbone = "auto", classes=None, preset: str | No
         ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
         want = ck.backbone
         name = backbone if isinstance(backbone, str) else backbone.name
-        if name not in ("auto", want):
+        if name != "auto" and not same_backbone(name, want):  # want:/path/to/weights is want
             raise CheckpointError(f"checkpoint {ck.source} was trained on backbone {want}, not {name}")
-        bb = backbone if isinstance(backbone, Backbone) else create_backbone(want)
+        bb = backbone if isinstance(backbone, Backbone) else create_backbone(want if name == "auto" else name)
         if ck.meta["embed_dim"] != bb.embed_dim:
             raise CheckpointError(f"checkpoint {ck.source} has {ck.meta['embed_dim']}-d weights; {bb.name} gives "
                                   f"{bb.embed_dim}-d embeddings")

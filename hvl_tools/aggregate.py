@@ -32,8 +32,19 @@ def find_metrics(dirs: Sequence[str | os.PathLike]) -> list[tuple[Path, dict]]:
     return found
 
 
+def convention_of(results) -> str:
+    """The one metric convention of a set of metrics dicts (files written before conventions
+    existed are ``exact``); mixing conventions in one table is refused (HVL_SPEC §7)."""
+    found = {r.get("convention", M.DEFAULT_CONVENTION) for r in results}
+    if len(found) > 1:
+        raise ValueError(f"these results use different metric conventions {sorted(found)}; aggregate each separately")
+    return found.pop() if found else M.DEFAULT_CONVENTION
+
+
 def aggregate_table(groups: dict[str, list[dict]], titles: dict[str, str] | None = None) -> tuple[str, dict]:
-    """``{name: [metrics, ...]}`` → (markdown table with mean ± std, JSON-ready summary)."""
+    """``{name: [metrics, ...]}`` → (markdown table with mean ± std, JSON-ready summary). All
+    results must share one metric convention (``convention_of``)."""
+    convention_of([r for results in groups.values() for r in results])
     rows, summary = [], {}
     for name, results in groups.items():
         agg = aggregate(results)

@@ -3,7 +3,7 @@
 The threshold is ``t95`` = the largest score ``t`` such that at least 95% of the validation ID
 images score ``≥ t`` — the score at the ROC point FPR95 is read from. The score is the head's
 ``score`` option (MSP, the paper's, or energy / max-logit), and the threshold is in its units.
-It is stored in the checkpoint (``threshold`` of ``hvl.json``; the score is in its ``config``);
+It is stored in the checkpoint (``threshold`` of its ``config.json``; the score is in its ``config``);
 ``load_model`` then uses it, and the demo's slider starts there. Known = ``score ≥ threshold``,
 so about 95% of ID images like the validation set are accepted as known.
 """
@@ -20,7 +20,7 @@ from . import metrics as M
 from .features import FeatureSet
 from .scoring import head_scores
 
-#: keys save_checkpoint writes itself; everything else in hvl.json is carried over on re-saving
+#: keys save_checkpoint writes itself; everything else in the config is carried over on re-saving
 CORE_KEYS = {"format", "format_version", "backbone", "embed_dim", "num_classes", "classes", "config", "detail",
              "threshold", "weights_sha256", "versions", "created"}
 
@@ -43,7 +43,7 @@ def calibrate_threshold(head, text, logit_bias, val_feats: FeatureSet, tpr: floa
 
 
 def carried_meta(meta: dict) -> dict:
-    """The parts of a checkpoint's hvl.json that save_checkpoint does not write itself."""
+    """The parts of a checkpoint's config that save_checkpoint does not write itself."""
     return {k: v for k, v in meta.items() if k not in CORE_KEYS}
 
 

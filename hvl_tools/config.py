@@ -35,35 +35,66 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-#: the variants a benchmark run trains / evaluates (name -> (trained?, method, head options))
+#: metric conventions (``hvl_tools.metrics``): the spec's exact one, MCM's code, OpenOOD's
+CONVENTIONS = ("exact", "mcm", "openood")
+DEFAULT_CONVENTION = "exact"
+
+#: MCM's own softmax temperature (its code and OpenOOD use T = 1 on cosine similarities); the
+#: ``mcm`` variant uses it unless a run says otherwise (``--mcm-tau``). With tau = 0.01 (CLIP's
+#: logit scale, HVL's default) the scale-0 MSP is a different baseline.
+MCM_TAU = 1.0
+
+#: the variants a benchmark run trains / evaluates: name -> (trained?, method, head options).
+#: Table 2 of the paper has three switches — L_OOD, ΔH selection of the pseudo-OOD patches, and
+#: cross-scale fusion (CSF) — and six rows; ΔH only matters with L_OOD on. Fig. 2 (left) ablates
+#: the lower-scale propagation of the pseudo-OOD embeddings.
 VARIANTS: dict[str, tuple[bool, str, dict]] = {
-    "mcm": (False, "mcm", {}),
+    "mcm": (False, "mcm", {"tau": MCM_TAU}),
     "zero-shot-hvl": (False, "hvl", {}),
-    "hvl": (True, "hvl", {}),
-    "no-fusion": (True, "hvl", {"fusion": False}),
-    "no-ood-loss": (True, "hvl", {"use_ood_loss": False}),
-    "entropy-selection": (True, "hvl", {"pseudo_ood_selection": "entropy"}),
-    "no-propagation": (True, "hvl", {"propagate": False}),
+    "bare-head": (True, "hvl", {"use_ood_loss": False, "fusion": False}),  # Table 2 row 1
+    "no-ood-loss": (True, "hvl", {"use_ood_loss": False}),  # row 2: CSF only
+    "entropy-selection-no-fusion": (True, "hvl", {"pseudo_ood_selection": "entropy", "fusion": False}),  # row 3
+    "no-fusion": (True, "hvl", {"fusion": False}),  # row 4: L_OOD + ΔH
+    "entropy-selection": (True, "hvl", {"pseudo_ood_selection": "entropy"}),  # row 5: L_OOD + CSF
+    "hvl": (True, "hvl", {}),  # row 6: all three
+    "no-propagation": (True, "hvl", {"propagate": False}),  # Fig. 2, left
 }
 
+#: where each trained variant sits in the paper: (Table 2 row or None, its ✓ columns L_OOD, ΔH, CSF)
+PAPER_ROWS: dict[str, tuple[int | None, tuple[bool, bool, bool]]] = {
+    "bare-head": (1, (False, False, False)),
+    "no-ood-loss": (2, (False, False, True)),
+    "entropy-selection-no-fusion": (3, (True, False, False)),
+    "no-fusion": (4, (True, True, False)),
+    "entropy-selection": (5, (True, False, True)),
+    "hvl": (6, (True, True, True)),
+    "no-propagation": (None, (True, True, True)),
+}
 
 VARIANT_TITLES = {
-    "mcm": "MCM (zero-shot CLIP, single scale)",
+    "mcm": "MCM (zero-shot CLIP, scale-0 softmax)",
     "zero-shot-hvl": "HVL, untrained head (zero-shot)",
-    "hvl": "HVL (trained)",
-    "no-fusion": "HVL w/o cross-scale fusion",
-    "no-ood-loss": "HVL w/o L_OOD",
-    "entropy-selection": "HVL, pseudo-OOD by entropy (background)",
-    "no-propagation": "HVL w/o lower-scale propagation",
+    "bare-head": "Table 2 row 1: no L_OOD, no CSF (multi-scale head, L_ID only)",
+    "no-ood-loss": "Table 2 row 2: CSF only, no L_OOD",
+    "entropy-selection-no-fusion": "Table 2 row 3: L_OOD with entropy (background) selection, no CSF",
+    "no-fusion": "Table 2 row 4: L_OOD with ΔH selection, no CSF",
+    "entropy-selection": "Table 2 row 5: L_OOD with entropy (background) selection + CSF",
+    "hvl": "Table 2 row 6: HVL (L_OOD with ΔH selection + CSF)",
+    "no-propagation": "Fig. 2 left: HVL without lower-scale propagation (q¹ = q⁰ = q²)",
 }
 
 
+def variant_title(name: str, mcm_tau: float = MCM_TAU) -> str:
+    """The title of a variant in tables; MCM's says its temperature."""
+    if name == "mcm":
+        return f"{VARIANT_TITLES['mcm'][:-1]}, T = {mcm_tau:g})"
+    return VARIANT_TITLES[name]
+
+
+#: the feature cache: $HVL_CACHE_DIR, else .hvl_cache/ in the working folder
 CACHE_ENV = "HVL_CACHE_DIR"
-
-
 DEFAULT_CACHE = ".hvl_cache"
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.cwd() / DEFAULT_CACHE)
-

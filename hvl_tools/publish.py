@@ -1,7 +1,7 @@
 """Publishing a trained head to the Hugging Face hub, and the model card that goes with it.
 
 ``push_checkpoint(ck_dir, "org/name")`` validates the checkpoint (a truncated one is refused),
-stages ``head.safetensors``, ``hvl.json``, ``README.md`` (model card with hub metadata and, when an
+stages ``model.safetensors``, ``config.json`` (from either checkpoint layout), ``README.md`` (model card with hub metadata and, when an
 evaluation folder is given, its numbers), ``training.json``/``loss.png`` when present and the
 evaluation's metrics and plots under ``eval/`` (never per-image scores or local paths), then uploads that folder with ``HfApi().upload_folder``. The
 training state (optimiser moments) is never uploaded. ``hvl_core.load_checkpoint("org/name")`` /
@@ -16,14 +16,16 @@ import tempfile
 from pathlib import Path
 
 from hvl_core.checkpoint import (
+    CARD_NAME,
     CONFIG_NAME,
+    LAYOUTS,
     WEIGHTS_NAME,
     Checkpoint,
     CheckpointError,
     load_checkpoint,
 )
+from hvl_core.hub import is_hub_id
 
-CARD_NAME = "README.md"
 #: copied from an evaluation folder (scores.csv and report.md name local files: never pushed)
 EVAL_FILES = ("roc.png", "hist.png")
 #: metrics.json fields that may hold local paths: reduced to their last component before pushing
@@ -106,7 +108,7 @@ def model_card(ck: Checkpoint, repo_id: str, metrics: dict | None = None) -> str
                   "the threshold that accepts 95% of ID images (exact ROC point). Full report in `eval/`."]
     lines += ["", "## Use", "", "```python", "import hvl_core", "",
               f'model = hvl_core.load_model(checkpoint="{repo_id}")',
-              'pred = model.predict("image.png")', "print(pred.label, pred.msp, pred.known)", "```", "",
+              'pred = model.predict("image.png")', "print(pred.label, pred.score, pred.score_name, pred.known)", "```", "",
               f"Files: `{WEIGHTS_NAME}` (W, b0, b2; safetensors), `{CONFIG_NAME}` (classes, options, threshold, "
               "sha256 of the weights)."]
     content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"
@@ -122,7 +124,11 @@ def stage(ck_dir: str | os.PathLike, staging: str | os.PathLike, repo_id: str,
     ck = load_checkpoint(src)  # refuses a truncated / mismatched checkpoint
     dst = Path(staging)
     dst.mkdir(parents=True, exist_ok=True)
-    for name in (WEIGHTS_NAME, CONFIG_NAME, *TRAIN_FILES):
+    # either layout on disk; the hub gets the hub layout (the config's content reads the same)
+    cfg, weights = next((c, w) for c, w in LAYOUTS if (src / c).is_file())
+    shutil.copy2(src / cfg, dst / CONFIG_NAME)
+    shutil.copy2(src / weights, dst / WEIGHTS_NAME)
+    for name in TRAIN_FILES:
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
     metrics = None
@@ -145,7 +151,7 @@ def push_checkpoint(ck_dir: str | os.PathLike, repo_id: str, eval_dir: str | os.
                     api=None):
     """Create (if needed) the model repo ``repo_id`` and upload the staged checkpoint folder.
     Returns the hub's commit info."""
-    if repo_id.count("/") != 1 or repo_id.startswith(("/", ".")):
+    if not is_hub_id(repo_id):
         raise ValueError(f"a hub repo id is written org/name, got {repo_id!r}")
     import huggingface_hub
 

@@ -21,11 +21,11 @@ REPORT_METRICS = (("accuracy", "ID acc. ↑"), ("auroc", "AUROC ↑"), ("fpr95",
 def write_scores_csv(path: Path, scored: ScoredSet, class_names: Sequence[str], threshold: float | None) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "msp", "is_id", "label", "pred", "known", "group"])
+        w.writerow(["path", "score", "is_id", "label", "pred", "known", "group"])
         for i, p in enumerate(scored.paths):
             lab = class_names[scored.label[i]] if scored.label[i] >= 0 else ""
-            known = "" if threshold is None else int(scored.msp[i] >= threshold)
-            w.writerow([p, f"{scored.msp[i]:.8g}", int(scored.is_id[i]), lab, class_names[int(scored.pred[i])],
+            known = "" if threshold is None else int(scored.score[i] >= threshold)
+            w.writerow([p, f"{scored.score[i]:.8g}", int(scored.is_id[i]), lab, class_names[int(scored.pred[i])],
                         known, scored.groups[i]])
 
 
@@ -70,20 +70,22 @@ def plot_roc(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], title
 def plot_histogram(path: Path, scored: ScoredSet, threshold: float | None, t95: float | None, title: str = "") -> None:
     fig = _figure()
     ax = fig.add_subplot(111)
-    lo, hi = float(scored.msp.min()), float(scored.msp.max())
+    lo, hi = float(scored.score.min()), float(scored.score.max())
     pad = max(hi - lo, 1e-3) * 0.05
     bins = np.linspace(lo - pad, hi + pad, 31)
-    ax.hist(scored.msp[scored.is_id], bins=bins, alpha=0.6, label=f"ID ({int(scored.is_id.sum())})", color="tab:blue")
+    ax.hist(scored.score[scored.is_id], bins=bins, alpha=0.6, label=f"ID ({int(scored.is_id.sum())})", color="tab:blue")
     if (~scored.is_id).any():
-        ax.hist(scored.msp[~scored.is_id], bins=bins, alpha=0.6, label=f"OOD ({int((~scored.is_id).sum())})",
+        ax.hist(scored.score[~scored.is_id], bins=bins, alpha=0.6, label=f"OOD ({int((~scored.is_id).sum())})",
                 color="tab:red")
     if t95 is not None:
         ax.axvline(t95, color="black", ls="--", lw=1, label=f"95% ID TPR here ({t95:.3f})")
     if threshold is not None:
         ax.axvline(threshold, color="tab:green", lw=1.2, label=f"model threshold ({threshold:.3f})")
-    ax.set_xlabel("MSP (max p_ID)")
+    name = {"msp": "MSP (max p_ID)", "energy": "energy score", "maxlogit": "max-logit score"}.get(scored.score_name,
+                                                                                            scored.score_name)
+    ax.set_xlabel(name)
     ax.set_ylabel("images")
-    ax.set_title(title or "MSP, ID vs OOD", fontsize=10)
+    ax.set_title(title or f"{name}, ID vs OOD", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
@@ -107,18 +109,20 @@ def markdown_table(rows: list[dict], columns=REPORT_METRICS, name_col: str = "Me
 
 
 def write_report(out: str | os.PathLike, scored: ScoredSet, class_names: Sequence[str], threshold: float | None,
-                 info: dict | None = None, title: str = "HVL evaluation", plots: bool = True) -> dict:
-    """Write metrics.json, scores.csv, roc.png, hist.png and report.md under ``out``; returns the metrics."""
+                 info: dict | None = None, title: str = "HVL evaluation", plots: bool = True,
+                 convention: str = M.DEFAULT_CONVENTION) -> dict:
+    """Write metrics.json, scores.csv, roc.png, hist.png and report.md under ``out``; returns the
+    metrics (in the named metric convention, ``metrics.CONVENTIONS``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    m = compute_metrics(scored, class_names, threshold)
+    m = compute_metrics(scored, class_names, threshold, convention)
     m.update(info or {})
     m["classes"] = list(class_names)
     m["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     (out / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
     write_scores_csv(out / "scores.csv", scored, class_names, threshold)
     if plots:
-        plot_roc(out / "roc.png", {info.get("method_name", "HVL") if info else "HVL": (scored.is_id, scored.msp)},
+        plot_roc(out / "roc.png", {info.get("method_name", "HVL") if info else "HVL": (scored.is_id, scored.score)},
                  title=title)
         plot_histogram(out / "hist.png", scored, threshold, m.get("t95"), title=title)
     lines = [f"# {title}", ""]
@@ -136,8 +140,10 @@ def write_report(out: str | os.PathLike, scored: ScoredSet, class_names: Sequenc
     if m.get("t95") is not None:
         lines.append(f"The MSP accepting 95% of these ID images (t95) is {m['t95']:.4f}.")
     lines.append("")
-    lines.append("Metrics (HVL_SPEC §7): ID positive, score = MSP; FPR95 = fpr[argmax(tpr ≥ 0.95)] of the exact "
-                 "ROC curve (roc_curve(..., drop_intermediate=False)); AUPR-In = average precision with ID positive.")
+    if info and info.get("overlap"):
+        lines.append(f"**⚠ {info['overlap']['message']}.**")
+    lines.append(f"Metrics (HVL_SPEC §7), `{convention}` convention: {M.CONVENTION_NOTES[convention]}; "
+                 "score = MSP.")
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return m
 

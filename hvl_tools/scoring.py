@@ -20,11 +20,12 @@ class ScoredSet:
     """Per-image results of one evaluation."""
 
     paths: list[str]
-    msp: np.ndarray
+    score: np.ndarray  # the decision score (HVL_SPEC §6, §9): higher = more likely known
     is_id: np.ndarray
     label: np.ndarray  # class index, -1 when unknown / OOD
     pred: np.ndarray
     groups: list[str]
+    score_name: str = "msp"
 
 
 def score_sets(head, text, logit_bias, id_feats: FeatureSet, ood_feats: FeatureSet | None, device="cpu",
@@ -32,17 +33,17 @@ def score_sets(head, text, logit_bias, id_feats: FeatureSet, ood_feats: FeatureS
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     parts = [(id_feats, True)] + ([(ood_feats, False)] if ood_feats is not None and len(ood_feats) else [])
-    paths, msp, is_id, label, pred, groups = [], [], [], [], [], []
+    paths, score, is_id, label, pred, groups = [], [], [], [], [], []
     for fs, known in parts:
         s, p = head_scores(head, text, logit_bias, fs, device=device, method=method, **overrides)
         paths += fs.paths
         groups += fs.groups
-        msp.append(s.numpy())
+        score.append(s.numpy())
         pred.append(p.argmax(-1).numpy() if len(p) else np.zeros(0, int))
         is_id.append(np.full(len(fs), known))
         label.append(fs.labels.numpy() if known else np.full(len(fs), -1))
-    return ScoredSet(paths, np.concatenate(msp).astype(np.float64), np.concatenate(is_id), np.concatenate(label),
-                     np.concatenate(pred), groups)
+    return ScoredSet(paths, np.concatenate(score).astype(np.float64), np.concatenate(is_id), np.concatenate(label),
+                     np.concatenate(pred), groups, score_name=overrides.get("score", head.config.score))
 
 
 

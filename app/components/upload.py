@@ -66,6 +66,8 @@ def gallery_caption(item: dict, width: int = CAPTION_WIDTH) -> str:
 def render(examples: list[dict]) -> Upload:
     upload = gr.File(label="Upload an image (PNG, JPEG, TIFF, BMP, WebP)", file_types=IMAGE_TYPES, type="filepath",
                      file_count="single", elem_id="upload", height=120)
+    # served from assets/ as they are: not copied into the upload folder, which the sweeper empties
+    gr.set_static_paths(paths=[ASSETS_DIR])
     gallery = gr.Gallery(value=[(it["path"], gallery_caption(it)) for it in examples],
                          label="Examples — click one to analyse it", columns=5, allow_preview=False,
                          interactive=False, object_fit="cover", elem_id="examples", buttons=[])

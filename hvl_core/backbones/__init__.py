@@ -1,16 +1,20 @@
 """Backbone registry: ``create_backbone(name)`` is the front door (like open_clip's factory).
 
-Names: ``clip-vit-b16`` (paper), ``medmnist-densenet121`` (offline, real medical weights),
-``tiny-clip-random`` / ``clip-vit-b16-random`` (seeded random, tests and timing), ``auto``
-(CLIP when its weights can be had, else the offline backbone), or any open_clip
+Names (``describe_backbones()`` labels each; ``catalog.py`` holds the facts): ``clip-vit-b16``
+(paper), ``biomedclip``, ``quiltnet-b32``, ``dermlip-b16`` (non-commercial), each with a
+``NAME-random`` twin (same architecture, tokenizer and preprocessing, seeded random weights, built
+offline) and ``NAME:/path/to/weights`` (the same architecture with a local weights file);
+``medmnist-densenet121`` (offline, real medical weights, label-only); ``tiny-clip-random`` (tests);
+``auto`` (CLIP when its weights can be had, else the offline backbone); or any open_clip
 ``MODEL:PRETRAINED``, ``MODEL:/path/to/weights`` or ``hf-hub:org/name``.
 """
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from .base import Backbone, BackboneUnavailable, UnknownClassError
+from .catalog import BY_NAME, BackboneInfo, backbone_info, describe_backbones, recommended_backbones
 
 log = logging.getLogger(__name__)
 
@@ -24,20 +28,18 @@ def _medmnist(**kw) -> Backbone:
     return create_medmnist_densenet121(**kw)
 
 
-def _openclip(fn_name: str) -> Callable[..., Backbone]:
+def _named(name: str) -> Callable[..., Backbone]:
     def make(**kw) -> Backbone:
-        from . import openclip
+        from .openclip import create_named
 
-        return getattr(openclip, fn_name)(**kw)
+        return create_named(name, **kw)
 
     return make
 
 
 _REGISTRY: dict[str, Callable[..., Backbone]] = {
-    "clip-vit-b16": _openclip("create_clip_vit_b16"),
-    "medmnist-densenet121": _medmnist,
-    "tiny-clip-random": _openclip("create_tiny_clip_random"),
-    "clip-vit-b16-random": _openclip("create_clip_vit_b16_random"),
+    **{n: _named(n) for n, info in BY_NAME.items() if info.kind != "label-only"},
+    OFFLINE_BACKBONE: _medmnist,
 }
 
 
@@ -47,6 +49,24 @@ def register_backbone(name: str, factory: Callable[..., Backbone]) -> None:
 
 def list_backbones() -> list[str]:
     return ["auto", *_REGISTRY]
+
+
+def names_local_file(name: str) -> bool:
+    """Whether a backbone name points at the local disk (``MODEL:/path``, ``NAME:/path``,
+    ``local-dir:``): a public server must not build such a name from user input."""
+    if name.startswith("local-dir:"):
+        return True
+    if name.startswith(("hf-hub:", "openclip:hf-hub:")):
+        return False
+    tail = name.removeprefix("openclip:").partition(":")[2]
+    return bool(tail) and tail.lower() not in ("none", "random") and (
+        "/" in tail or "\\" in tail or tail.startswith((".", "~")) or tail.endswith((".bin", ".pt", ".pth", ".safetensors")))
+
+
+def same_backbone(name: str, want: str) -> bool:
+    """Whether backbone ``name`` gives the embeddings of ``want`` (a checkpoint's backbone):
+    the same name, or ``want`` with a local copy of its weights (``want:/path/to/weights``)."""
+    return name == want or (want in BY_NAME and name.partition(":")[0] == want and names_local_file(name))
 
 
 def create_backbone(name: str = "auto") -> Backbone:
@@ -63,7 +83,12 @@ def create_backbone(name: str = "auto") -> Backbone:
             return bb
     if name in _REGISTRY:
         return _REGISTRY[name]()
-    if ":" in name:
+    base, sep, weights = name.partition(":")
+    if sep and base in BY_NAME and BY_NAME[base].openclip and base not in ("hf-hub", "openclip"):
+        from .openclip import create_named
+
+        return create_named(base, weights_file=weights)  # NAME:/path/to/weights
+    if sep:
         from .openclip import create_openclip
 
         return create_openclip(name)
@@ -71,5 +96,6 @@ def create_backbone(name: str = "auto") -> Backbone:
                      "or an open_clip MODEL:PRETRAINED / hf-hub:ID")
 
 
-__all__ = ["Backbone", "BackboneUnavailable", "UnknownClassError", "create_backbone", "list_backbones",
-           "register_backbone", "DEFAULT_BACKBONE", "OFFLINE_BACKBONE"]
+__all__ = ["Backbone", "BackboneInfo", "BackboneUnavailable", "UnknownClassError", "create_backbone",
+           "list_backbones", "register_backbone", "names_local_file", "same_backbone", "describe_backbones", "recommended_backbones", "backbone_info",
+           "DEFAULT_BACKBONE", "OFFLINE_BACKBONE"]

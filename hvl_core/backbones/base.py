@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -48,7 +48,7 @@ class Backbone(ABC):
     def __init__(self) -> None:
         self.device = torch.device("cpu")
 
-    def to(self, device: torch.device | str) -> "Backbone":
+    def to(self, device: torch.device | str) -> Backbone:
         self.device = torch.device(device)
         for m in self.modules():
             m.to(self.device)

@@ -24,19 +24,19 @@ average pools on even sizes (56→28→14→7); the head is BN + ReLU + global a
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 import os
 import re
-import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
 
+from ..files import atomic_write, sha256_file
+from ..presets import norm_name
 from .base import Backbone, BackboneUnavailable, UnknownClassError
 
 #: the wheel this backbone is ported from, and the sha256 of its model file
@@ -96,15 +96,11 @@ _ALIASES: dict[int, tuple[str, ...]] = {
 }
 
 
-def _norm_name(name: str) -> str:
-    return re.sub(r"[\s_\-]+", " ", name.strip().lower())
-
-
 def _build_lookup() -> dict[str, int]:
     table: dict[str, int] = {}
     for i, label in enumerate(MEDMNIST_LABELS):
         for s in (label, *_ALIASES.get(i, ())):
-            key = _norm_name(s)
+            key = norm_name(s)
             if table.get(key, i) != i:
                 raise AssertionError(f"alias {s!r} maps to two labels")
             table[key] = i
@@ -118,7 +114,7 @@ def label_index(name: str) -> int:
     """Index (0–23) of a MedMNIST label by name or alias, case-insensitively.
 
     Raises ``UnknownClassError`` naming the labels this backbone knows."""
-    i = _LOOKUP.get(_norm_name(name))
+    i = _LOOKUP.get(norm_name(name))
     if i is None:
         raise UnknownClassError(
             f"the medmnist-densenet121 backbone has no class {name!r}; it knows only its 24 MedMNIST labels: "
@@ -150,19 +146,16 @@ def keras_file() -> Path:
 
 
 def weights_dir() -> Path:
-    """Where converted weights are cached: ``$HVL_WEIGHTS_DIR``, else ``weights/`` at the repo root."""
+    """Where converted weights are cached: ``$HVL_WEIGHTS_DIR``; else ``weights/`` of the source
+    checkout this module runs from; else (an installed package) the user's cache folder,
+    ``$XDG_CACHE_HOME/hvl-demo`` or ``~/.cache/hvl-demo``."""
     env = os.environ.get(WEIGHTS_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "weights"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "weights" / "README.md").is_file():
+        return checkout / "weights"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hvl-demo"
 
 
 # --------------------------------------------------------------------------- conversion
@@ -231,7 +224,7 @@ def load_state(keras_path: Path | None = None, cache_dir: Path | None = None,
     """The converted state dict: from the safetensors cache, else converted from the wheel's
     file (checked against ``expected_sha256``) and cached (atomically)."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     cache_dir = Path(cache_dir) if cache_dir is not None else weights_dir()
     cache = cache_dir / CACHE_NAME
@@ -254,16 +247,9 @@ def load_state(keras_path: Path | None = None, cache_dir: Path | None = None,
     state = _convert(path)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".medmnist-", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(state, tmp, metadata={"source": f"{SOURCE_PACKAGE}=={SOURCE_VERSION}:{'/'.join(KERAS_RESOURCE)}",
-                                            "source_sha256": expected_sha256, "converter": CONVERTER_VERSION})
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, cache)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(cache, save(state, metadata={"source": f"{SOURCE_PACKAGE}=={SOURCE_VERSION}:{'/'.join(KERAS_RESOURCE)}",
+                                                  "source_sha256": expected_sha256, "converter": CONVERTER_VERSION}))
+        os.chmod(cache, 0o644)
     except OSError:
         pass  # read-only location: use the converted weights without caching
     return state

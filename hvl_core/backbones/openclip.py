@@ -1,56 +1,123 @@
-"""open_clip backbones: CLIP ViT-B/16 (the paper's), any open_clip model, hf-hub ids, local files."""
+"""open_clip backbones: the named vision-language models, their random twins, any open_clip model,
+hf-hub ids and local weights files.
+
+A random twin is built offline from a config and tokenizer that open_clip or this package ships
+(``configs/``), so every path up to the download is exercised without the network. The same
+offline architecture takes a local weights file: ``biomedclip:/path/open_clip_pytorch_model.bin``.
+"""
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
 from importlib import resources
-from typing import Sequence
 
 import torch
 
-from ..hub import offline_unless_reachable
+from ..hub import offline_unless_reachable, unavailable_offline
 from .base import Backbone, BackboneUnavailable
+from .catalog import BY_NAME, BackboneInfo
 
 TINY_CONFIG = "hvl-tiny-clip"
-OFFLINE_HINT = ("point --backbone at a local weights file (e.g. ViT-B-16:/path/to/open_clip_pytorch_model.bin), "
-                "or use the offline backbone medmnist-densenet121")
+#: the seed of every random twin (same weights on every machine)
+RANDOM_SEED = 0
+WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors")
+
+
+def offline_hint(name: str) -> str:
+    """How to run without the hub, for a backbone name."""
+    base = name.removesuffix("-random")
+    local = (f"{base}:/path/to/open_clip_pytorch_model.bin" if base in BY_NAME and BY_NAME[base].openclip
+             else "ViT-B-16:/path/to/open_clip_pytorch_model.bin")
+    return (f"download its weights elsewhere and pass them as a local weights file (--backbone {local}), "
+            "or use the offline backbone medmnist-densenet121")
+
+
+def _installed(package: str) -> bool:
+    try:
+        __import__(package)
+    except ImportError:
+        return False
+    return True
+
+
+def _config_dir(rel: str):
+    return resources.files("hvl_core.backbones") / rel
 
 
 def _register_tiny_config() -> None:
     import open_clip
 
     if TINY_CONFIG not in open_clip.list_models():
-        with resources.as_file(resources.files("hvl_core.backbones") / "configs" / f"{TINY_CONFIG}.json") as p:
+        with resources.as_file(_config_dir(f"configs/{TINY_CONFIG}.json")) as p:
             open_clip.add_model_config(p)
+
+
+def _architecture(info: BackboneInfo) -> tuple[str, dict]:
+    """(open_clip model name, create_model kwargs) that build ``info``'s architecture offline."""
+    arch = info.architecture
+    if arch.endswith(".json"):  # a config file of ours, registered under its stem
+        _register_tiny_config()
+        return TINY_CONFIG, {}
+    if not arch.startswith("configs/"):
+        return arch, {}  # an open_clip built-in config
+    # a shipped hub snapshot (open_clip_config.json + HF text config + tokenizer files): open_clip's
+    # local-dir schema, with the HF text tower pointed at the same folder instead of the hub
+    folder = str(_config_dir(arch))
+    text_cfg = json.loads((_config_dir(arch) / "open_clip_config.json").read_text())["model_cfg"]["text_cfg"]
+    if "hf_model_name" in text_cfg:
+        text_cfg = {**text_cfg, "hf_model_name": folder, "hf_tokenizer_name": folder, "hf_model_pretrained": False}
+        return f"local-dir:{folder}", {"pretrained_text": False, "text_cfg": text_cfg}
+    return f"local-dir:{folder}", {}
 
 
 class OpenCLIPBackbone(Backbone):
     """An open_clip model: image tower for crops, text tower for class prompts."""
 
-    def __init__(self, name: str, model_name: str, pretrained: str | None, seed: int | None = None,
-                 cache_dir: str | None = None):
+    def __init__(self, name: str, model_name: str, pretrained: str | None = None, seed: int | None = None,
+                 cache_dir: str | None = None, weights_file: str | None = None, **create_kwargs):
+        """``pretrained``: an open_clip tag or file (ignored by hf-hub / local-dir names, whose
+        weights come with them); ``seed``: random weights, seeded; ``weights_file``: a local file
+        loaded into the architecture (strict, never unpickled)."""
         super().__init__()
         import open_clip
 
         self.name = name
         self.model_name = model_name
         self.pretrained = pretrained
+        hub_weights = model_name.startswith("hf-hub:") and seed is None
+        offline = False
         try:
             with offline_unless_reachable() as offline:
-                if seed is not None:
+                if seed is not None or weights_file is not None:
                     with torch.random.fork_rng(devices=[]):
-                        torch.manual_seed(seed)
-                        model = open_clip.create_model(model_name, pretrained=pretrained, cache_dir=cache_dir)
+                        torch.manual_seed(RANDOM_SEED if seed is None else seed)
+                        model = open_clip.create_model(model_name, pretrained=pretrained, cache_dir=cache_dir,
+                                                       **create_kwargs)
+                    if weights_file is not None:
+                        open_clip.load_checkpoint(model, weights_file, strict=True, weights_only=True)
                 else:
+                    # hf-hub models load their weights with the config: demand them, or open_clip
+                    # would quietly hand back random weights when the download fails
                     model = open_clip.create_model(model_name, pretrained=pretrained, cache_dir=cache_dir,
-                                                   require_pretrained=pretrained is not None)
+                                                   require_pretrained=pretrained is not None or hub_weights,
+                                                   **create_kwargs)
                 self.tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
-        except (RuntimeError, OSError, ValueError) as e:
-            where = "the Hugging Face hub is unreachable and the weights are not cached" if offline else str(e).split("\n")[0]
-            raise BackboneUnavailable(f"Cannot load {name} ({model_name}, weights {pretrained!r}): {where}; "
-                                      f"{OFFLINE_HINT}.") from e
+        except (ImportError, RuntimeError, OSError, ValueError, KeyError) as e:
+            if not _installed("transformers") and "transformers" in f"{e} {getattr(e, 'name', '')}":
+                # open_clip's own message asks for a pip install: not something a user of a server can do
+                raise BackboneUnavailable(f"Cannot load {name}: its text tower needs the transformers package, "
+                                          "which this installation lacks; use another backbone.") from e
+            if weights_file is not None:
+                where = f"{weights_file} does not fit its architecture or is not a weights file ({type(e).__name__})"
+            elif offline:
+                where = "the Hugging Face hub is unreachable and the weights are not cached"
+            else:
+                where = str(e).strip().split("\n")[0]
+            raise BackboneUnavailable(f"Cannot load {name}: {where}; {offline_hint(name)}.") from e
         model.eval().requires_grad_(False)
         self.model = model
-        pp = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
+        pp = getattr(model.visual, "preprocess_cfg", {}) or {}
         self.mean = tuple(pp.get("mean", (0.48145466, 0.4578275, 0.40821073)))
         self.std = tuple(pp.get("std", (0.26862954, 0.26130258, 0.27577711)))
         size = model.visual.image_size
@@ -71,6 +138,12 @@ class OpenCLIPBackbone(Backbone):
         return self.model.encode_text(tokens).float()
 
 
+def _check_weights_file(backbone: str, path: str) -> None:
+    if not os.path.isfile(path):
+        raise BackboneUnavailable(f"Cannot load {backbone}: weights file {path} does not exist; "
+                                  f"{offline_hint(backbone.partition(':')[0])}.")
+
+
 def parse_openclip_id(backbone: str) -> tuple[str, str | None]:
     """'hf-hub:org/name' → (that, None); 'Model:pretrained' or 'Model:/path/file' → (Model, tag/path);
     'openclip:Model:pretrained' likewise."""
@@ -83,28 +156,64 @@ def parse_openclip_id(backbone: str) -> tuple[str, str | None]:
         raise ValueError(f"open_clip backbones are written MODEL:PRETRAINED (e.g. ViT-B-16:openai), got {backbone!r}")
     if pretrained.lower() in ("none", "random"):
         return model, None
-    if not os.path.exists(pretrained) and ("/" in pretrained or pretrained.endswith((".bin", ".pt", ".pth", ".safetensors"))):
-        raise BackboneUnavailable(f"Cannot load {backbone}: weights file {pretrained} does not exist; {OFFLINE_HINT}.")
+    if "/" in pretrained or pretrained.endswith(WEIGHT_SUFFIXES):
+        _check_weights_file(backbone, pretrained)
     return model, pretrained
+
+
+def _fail_fast_offline(name: str, repo_id: str, filenames, cache_dir: str | None = None) -> None:
+    """Offline and not cached: one sentence now, before open_clip (and transformers) are even imported."""
+    if unavailable_offline(repo_id, filenames, cache_dir):
+        raise BackboneUnavailable(f"Cannot load {name}: the Hugging Face hub is unreachable and the weights are "
+                                  f"not cached; {offline_hint(name)}.")
+
+
+def _quick_gelu(model: str, pretrained: str | None) -> dict:
+    """Weights trained with QuickGELU (OpenAI's) need it in the architecture; open_clip only warns."""
+    import open_clip
+
+    if pretrained and not os.path.exists(pretrained):
+        cfg = open_clip.get_pretrained_cfg(model, pretrained) or {}
+        if cfg.get("quick_gelu"):
+            return {"force_quick_gelu": True}
+    return {}
 
 
 def create_openclip(backbone: str, **kwargs) -> OpenCLIPBackbone:
     model, pretrained = parse_openclip_id(backbone)
-    seed = 0 if pretrained is None and not model.startswith("hf-hub:") else None
-    return OpenCLIPBackbone(backbone, model, pretrained, seed=seed, **kwargs)
+    if model.startswith("hf-hub:"):
+        _fail_fast_offline(backbone, model[len("hf-hub:"):], ["open_clip_config.json"], kwargs.get("cache_dir"))
+    seed = RANDOM_SEED if pretrained is None and not model.startswith("hf-hub:") else None
+    return OpenCLIPBackbone(backbone, model, pretrained, seed=seed, **_quick_gelu(model, pretrained), **kwargs)
+
+
+def create_named(name: str, weights_file: str | None = None, **kwargs) -> OpenCLIPBackbone:
+    """A catalog backbone: real weights (``info.openclip``), its ``-random`` twin, or the twin's
+    architecture with a local ``weights_file``."""
+    info = BY_NAME[name]
+    if info.twin_of is None and weights_file is None and info.openclip:
+        model, pretrained = parse_openclip_id(info.openclip)
+        repo, files = info.hub_files[0]  # the weights' repo: one cached file of it is enough to try
+        _fail_fast_offline(name, repo, files, kwargs.get("cache_dir"))
+        return OpenCLIPBackbone(name, model, pretrained, **_quick_gelu(model, pretrained), **kwargs)
+    model, create_kwargs = _architecture(info)
+    label = name if weights_file is None else f"{name}:{weights_file}"
+    if weights_file is not None:
+        _check_weights_file(label, weights_file)
+    return OpenCLIPBackbone(label, model, None, seed=RANDOM_SEED if weights_file is None else None,
+                            weights_file=weights_file, **create_kwargs, **kwargs)
 
 
 def create_clip_vit_b16(**kwargs) -> OpenCLIPBackbone:
     """The paper's backbone: open_clip ViT-B-16 with OpenAI weights (from the hub, cached)."""
-    return OpenCLIPBackbone("clip-vit-b16", "ViT-B-16", "openai", **kwargs)
+    return create_named("clip-vit-b16", **kwargs)
 
 
 def create_clip_vit_b16_random(**kwargs) -> OpenCLIPBackbone:
     """The real ViT-B-16 architecture with seeded random weights (tests, timing)."""
-    return OpenCLIPBackbone("clip-vit-b16-random", "ViT-B-16", None, seed=0, **kwargs)
+    return create_named("clip-vit-b16-random", **kwargs)
 
 
 def create_tiny_clip_random(**kwargs) -> OpenCLIPBackbone:
     """A tiny open_clip config with seeded random weights, for fast tests."""
-    _register_tiny_config()
-    return OpenCLIPBackbone("tiny-clip-random", TINY_CONFIG, None, seed=0, **kwargs)
+    return create_named("tiny-clip-random", **kwargs)

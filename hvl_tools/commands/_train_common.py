@@ -60,9 +60,9 @@ def add_head_args(p: argparse.ArgumentParser, inference_only: bool = False) -> N
 def head_options(args, inference_only: bool = False) -> dict:
     keys = [d for _, d, _ in HEAD_FLAGS]
     if inference_only:
-        keys = ["tau", "renormalize", "entropy_filter"]
+        keys = ["tau", "renormalize", "entropy_filter", "score"]
     else:
-        keys += ["n", "k"]
+        keys += ["n", "k", "score"]
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 

@@ -36,7 +36,12 @@ def run(args) -> int:
         else:
             key = m.get("variant") or m.get("method_name") or m.get("method") or "runs"
         groups.setdefault(key, []).append(m)
-    table, summary = aggregate_table(groups)
+    try:
+        table, summary = aggregate_table(groups)
+    except ValueError as e:
+        fail(str(e))
+    convention = next(iter(groups.values()))[0].get("convention", "exact")
+    table = f"Metrics: `{convention}` convention.\n\n" + table
     print(table)
     if args.out:
         Path(args.out).write_text(table)

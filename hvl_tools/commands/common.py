@@ -8,8 +8,9 @@ import sys
 def add_model_args(p: argparse.ArgumentParser, default_preset: str | None = "dermatology-isic4") -> None:
     g = p.add_argument_group("model")
     g.add_argument("--backbone", default="auto",
-                   help="auto (CLIP ViT-B/16, else the offline medmnist-densenet121), clip-vit-b16, "
-                        "medmnist-densenet121, tiny-clip-random, MODEL:PRETRAINED or hf-hub:ID")
+                   help="auto (CLIP ViT-B/16, else the offline medmnist-densenet121), clip-vit-b16, biomedclip, "
+                        "quiltnet-b32, dermlip-b16 (non-commercial), medmnist-densenet121, NAME-random (the same "
+                        "architecture, random weights), NAME:/path/to/weights, MODEL:PRETRAINED or hf-hub:ID")
     cls = g.add_mutually_exclusive_group()
     cls.add_argument("--preset", default=None, help=f"class preset (default {default_preset})")
     cls.add_argument("--classes", nargs="+", metavar="NAME",

@@ -17,6 +17,8 @@ from .common import add_model_args, fail, model_from_args
 
 
 def register(sub) -> None:
+    from hvl_tools.config import CONVENTIONS, DEFAULT_CONVENTION, MCM_TAU
+
     p = sub.add_parser(
         "evaluate", help="evaluate a model on ID and OOD images (accuracy, AUROC, FPR95, AUPR)",
         description="Score ID images (class sub-folders give accuracy; a flat folder gives scores only) and OOD "
@@ -34,7 +36,13 @@ def register(sub) -> None:
     add_model_args(p, default_preset=None)
     add_head_args(p, inference_only=True)
     p.add_argument("--method", choices=["hvl", "mcm"], default="hvl",
-                   help="hvl: fused p_ID (default); mcm: scale-0 softmax only (zero-shot MCM baseline)")
+                   help="hvl: fused p_ID (default); mcm: scale-0 softmax only (zero-shot MCM baseline), at "
+                        f"MCM's own temperature T = {MCM_TAU:g} unless --tau says otherwise")
+    p.add_argument("--metric-convention", choices=CONVENTIONS, default=DEFAULT_CONVENTION,
+                   help="exact (HVL_SPEC §7, default), mcm (MCM's code), openood (OOD positive)")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="evaluate even when the model knows an OOD class (as a negative or a training class of its "
+                        "backbone); the report is then marked NOT A FAIR BENCHMARK (default: refuse)")
     p.add_argument("--threshold", type=float, help="threshold for the known/unknown column (default: the "
                                                    "checkpoint's calibrated one, else 0.5)")
     p.add_argument("--out", required=True, help="output folder")
@@ -48,6 +56,7 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    from hvl_tools.config import MCM_TAU
     from hvl_tools.data import (
         DataReport,
         class_folders,
@@ -57,7 +66,10 @@ def _run(args) -> int:
         plan_split,
     )
     from hvl_tools.evaluate import evaluate_features
+    from hvl_tools.leakage import check_overlap
 
+    if args.method == "mcm" and args.tau is None:
+        args.tau = MCM_TAU
     report = DataReport()
     plan = None
     if args.split:
@@ -91,6 +103,9 @@ def _run(args) -> int:
     else:
         id_list, labelled = folder_items(args.id_dir, names, report, "id")
         ood_list = ood_items(args.ood_dir, report, "ood") if args.ood_dir else []
+    ood_names = plan.ood_class_names if plan is not None else \
+        sorted({class_name_from_folder(it.group) for it in ood_list if it.group})
+    overlap = check_overlap(model.backbone, ood_names, model.classes.negatives, allow=args.allow_overlap)
     if not args.no_progress:
         print(f"backbone: {model.backbone.describe()} on {model.device}; classes: {', '.join(names)}; "
               f"{len(id_list)} ID ({'labelled' if labelled else 'unlabelled'}), {len(ood_list)} OOD images",
@@ -103,9 +118,10 @@ def _run(args) -> int:
     if len(id_fs) == 0:
         fail("no readable ID images")
     info = {"id_dir": args.id_dir, "ood_dir": args.ood_dir, "split": plan.name if plan else None,
-            "fold": args.fold, "task": args.task, "labelled": labelled, "notes": report.notes}
+            "fold": args.fold, "task": args.task, "labelled": labelled, "notes": report.notes, "overlap": overlap}
     m = evaluate_features(model, id_fs, ood_fs, args.out, method=args.method, threshold=args.threshold,
-                          overrides=head_options(args, inference_only=True), info=info, plots=not args.no_plots)
+                          overrides=head_options(args, inference_only=True), info=info, plots=not args.no_plots,
+                          convention=args.metric_convention)
     keys = ("accuracy", "auroc", "fpr95", "aupr", "n_id", "n_ood")
     print(json.dumps({k: m.get(k) for k in keys}))
     if not args.ood_dir and plan is None:

@@ -8,7 +8,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "push", help="push a checkpoint with its model card to the Hugging Face hub",
         description="Validate CHECKPOINT, write a model card (README.md with hub metadata; evaluation numbers "
-                    "from --eval-dir), and upload head.safetensors, hvl.json, README.md (and training/eval files) "
+                    "from --eval-dir), and upload model.safetensors, config.json, README.md (and training/eval files) "
                     "with HfApi().upload_folder. Needs a token (HF_TOKEN or huggingface-cli login). --dry-run "
                     "DIR only stages the files locally.")
     p.add_argument("checkpoint", help="local checkpoint folder")

@@ -38,9 +38,12 @@ def register(sub) -> None:
     d.add_argument("--flip", action="store_true", help="add horizontally and vertically flipped copies (cached as "
                                                        "extra views) to the training set")
     add_model_args(p, default_preset=None)
+    from hvl_tools.leakage import add_overlap_args
+
+    add_overlap_args(p)
     add_head_args(p)
     add_train_args(p)
-    p.add_argument("--out", required=True, help="checkpoint folder to write (head.safetensors, hvl.json, "
+    p.add_argument("--out", required=True, help="checkpoint folder to write (model.safetensors, config.json, README.md, "
                                                 "training.json, loss.png, train_state/)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state (same data and settings)")
     p.add_argument("--evaluate", action="store_true",
@@ -86,8 +89,10 @@ def run(args) -> int:
 
 def _run(args) -> int:
     from hvl_core import load_model
+    from hvl_core.backbones import create_backbone
     from hvl_core.model import resolve_classes
     from hvl_tools.data import align_labels, class_set_for, folder_items, labelled_items, norm_name, split_validation
+    from hvl_tools.leakage import build_model, check_overlap, parse_negatives
     from hvl_tools.train import fit
 
     items, plan, names, folders, preset, report = _data(args)
@@ -102,12 +107,23 @@ def _run(args) -> int:
     elif names is not None and not args.checkpoint:
         classes = class_set_for(names, preset)
     opts = head_options(args)
+    negatives = parse_negatives(args.negatives)
+    if args.checkpoint and negatives != "auto":
+        fail("--checkpoint fixes the negative classes; drop --negatives")
     try:
         cfg = train_config(args)
-        model = load_model(backbone=args.backbone, classes=classes, checkpoint=args.checkpoint, device=args.device,
-                           detail=args.detail, **opts)
+        if args.checkpoint or negatives == "auto":
+            model = load_model(backbone=args.backbone, classes=classes, checkpoint=args.checkpoint,
+                               device=args.device, detail=args.detail, **opts)
+        else:
+            model = build_model(create_backbone(args.backbone), resolve_classes(classes, None), negatives,
+                                device=args.device, detail=args.detail, **opts)
     except ValueError as e:
         fail(str(e))
+    if model.backbone.note:  # e.g. auto fell back to the offline backbone
+        print(f"note: backbone {model.backbone.name}: {model.backbone.note}", file=sys.stderr)
+    if plan is not None:
+        check_overlap(model.backbone, plan.ood_class_names, model.classes.negatives, allow=args.allow_overlap)
     model_names = list(model.classes.names)
     if plan is not None:  # the split's classes must be the model's (any order): re-index labels
         align_labels(plan.train + plan.test, names, model_names)

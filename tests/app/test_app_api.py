@@ -24,6 +24,7 @@ from app import layout, messages  # noqa: E402
 from app.components import upload  # noqa: E402
 from app.service import ModelService, Session, Spec, UserError, checkpoint_ref  # noqa: E402
 from hvl_core import CheckpointError, ImageError  # noqa: E402
+from hvl_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "assets" / "skin_nevus_closeup.jpg"
@@ -181,8 +182,8 @@ def test_checkpoints_from_a_folder_and_from_uploaded_files(service, tiny_backbon
     # the two files uploaded separately (gradio puts each in its own cache folder)
     a, b = tmp_path / "u1", tmp_path / "u2"
     a.mkdir(), b.mkdir()
-    (a / "head.safetensors").write_bytes((folder / "head.safetensors").read_bytes())
-    (b / "hvl.json").write_bytes((folder / "hvl.json").read_bytes())
+    (a / "head.safetensors").write_bytes((folder / WEIGHTS_NAME).read_bytes())  # first-layout names still work
+    (b / "hvl.json").write_bytes((folder / CONFIG_NAME).read_bytes())
     spec_u, ck_u = service.spec("dermatology-isic4", "", checkpoint_ref("", [str(a / "head.safetensors"),
                                                                            str(b / "hvl.json")]), 2)
     assert spec_u.checkpoint[0] == "upload"

@@ -14,6 +14,7 @@ import hvl_core
 from app import service as svc_mod
 from app.service import ModelService, Session, UserError, checkpoint_ref, configure_queue, sweep_uploads
 from hvl_core import CheckpointError
+from hvl_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from tests.wsi_files import write_pyramid
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,13 +43,13 @@ def checkpoint_files(tmp_path, tiny_backbone, name="ck", threshold=0.42, backbon
     model = hvl_core.load_model(tiny_backbone, classes=classes or ["melanoma", "nevus"], device="cpu")
     folder = hvl_core.save_checkpoint(tmp_path / name, model.head, backbone, model.classes, threshold=threshold)
     if edit:
-        meta = json.loads((folder / "hvl.json").read_text())
+        meta = json.loads((folder / CONFIG_NAME).read_text())
         edit(meta)
-        (folder / "hvl.json").write_text(json.dumps(meta))
+        (folder / CONFIG_NAME).write_text(json.dumps(meta))
     a, b = tmp_path / f"{name}-u1", tmp_path / f"{name}-u2"
     a.mkdir(), b.mkdir()
-    (a / "head.safetensors").write_bytes((folder / "head.safetensors").read_bytes())
-    (b / "hvl.json").write_bytes((folder / "hvl.json").read_bytes())
+    (a / "head.safetensors").write_bytes((folder / WEIGHTS_NAME).read_bytes())  # first-layout upload names
+    (b / "hvl.json").write_bytes((folder / CONFIG_NAME).read_bytes())
     return [str(a / "head.safetensors"), str(b / "hvl.json")]
 
 

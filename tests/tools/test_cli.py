@@ -49,7 +49,8 @@ def test_predict_json_reports_each_image_and_the_exit_status(images, run):
     ok = rows[1]
     assert {"path", "label", "msp", "known"} <= set(ok)
     assert ok["label"] in ("melanocytic nevus", "melanoma", "dermatofibroma", "vascular lesion")
-    assert ok["known"] == (ok["msp"] >= ok["threshold"]) and rows[2]["msp"] == ok["msp"]
+    assert ok["score_name"] == "msp" and ok["score"] == ok["msp"]
+    assert ok["known"] == (ok["score"] >= ok["threshold"]) and rows[2]["score"] == ok["score"]
     assert sum(ok["probs"].values()) <= 1 + 1e-6
 
 

@@ -38,7 +38,7 @@ def trained(synth, tmp_path_factory):
 
 
 def test_report_files_with_hand_computed_numbers(tmp_path):
-    scored = ScoredSet(paths=["a.png", "b.png", "c.png", "d.png", "e.png"], msp=np.array([0.9, 0.6, 0.3, 0.6, 0.1]),
+    scored = ScoredSet(paths=["a.png", "b.png", "c.png", "d.png", "e.png"], score=np.array([0.9, 0.6, 0.3, 0.6, 0.1]),
                        is_id=np.array([True, True, True, False, False]), label=np.array([0, 1, 1, -1, -1]),
                        pred=np.array([0, 0, 1, 1, 0]), groups=["x", "y", "y", "ood", "ood"])
     m = write_report(tmp_path, scored, ["x", "y"], threshold=0.5, info={"method_name": "HVL"})
@@ -52,7 +52,7 @@ def test_report_files_with_hand_computed_numbers(tmp_path):
     assert on_disk["auroc"] == m["auroc"] and on_disk["n_id"] == 3 and on_disk["n_ood"] == 2
     rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
     assert [r["path"] for r in rows] == scored.paths
-    assert rows[1] == {"path": "b.png", "msp": "0.6", "is_id": "1", "label": "y", "pred": "x", "known": "1", "group": "y"}
+    assert rows[1] == {"path": "b.png", "score": "0.6", "is_id": "1", "label": "y", "pred": "x", "known": "1", "group": "y"}
     assert rows[3]["label"] == "" and rows[3]["is_id"] == "0"
     for f in ("roc.png", "hist.png"):
         assert (tmp_path / f).read_bytes()[:8] == PNG
@@ -70,7 +70,7 @@ def test_evaluate_command_contract(synth, trained, tmp_path):
     assert (m["n_id"], m["n_ood"]) == (16, 12)
     assert m["threshold"] == load_checkpoint(trained).threshold
     rows = list(csv.DictReader(open(out / "scores.csv")))
-    assert len(rows) == 28 and {"path", "msp", "is_id", "label", "pred"} <= set(rows[0])
+    assert len(rows) == 28 and {"path", "score", "is_id", "label", "pred"} <= set(rows[0])
     assert sum(r["is_id"] == "1" for r in rows) == 16
     assert all(r["label"] == r["path"].split("/")[-2].replace("_", " ") for r in rows if r["is_id"] == "1")
     assert (out / "roc.png").read_bytes()[:8] == PNG and (out / "hist.png").read_bytes()[:8] == PNG

@@ -8,6 +8,7 @@ import torch
 
 import hvl_core
 from hvl_core import CheckpointError, load_checkpoint, save_checkpoint
+from hvl_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from hvl_core.head import HVLHead
 from hvl_core.presets import load_preset
 from hvl_tools.publish import push_checkpoint, stage
@@ -45,7 +46,8 @@ def hub(tmp_path, monkeypatch):
     import hvl_core.hub
 
     fake = FakeHub(tmp_path / "hub")
-    monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: fake)
+    # a class, not a lambda: modules imported meanwhile (transformers) annotate with `HfApi | None`
+    monkeypatch.setattr(huggingface_hub, "HfApi", type("FakeHfApi", (), {"__new__": lambda cls, token=None: fake}))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake.download)
     monkeypatch.setattr(hvl_core.hub, "hub_reachable", lambda timeout=2.0: False)  # never touch the network
     return fake
@@ -84,11 +86,11 @@ def test_push_then_load_back_by_repo_id(hub, checkpoint):
     assert hub.calls[1][:3] == ("upload_folder", "someone/hvl-test", "model")
     repo = hub.root / "someone" / "hvl-test"
     files = sorted(str(p.relative_to(repo)) for p in repo.rglob("*") if p.is_file())
-    assert files == ["README.md", "eval/metrics.json", "eval/roc.png", "head.safetensors", "hvl.json", "training.json"]
+    assert files == sorted(["README.md", "eval/metrics.json", "eval/roc.png", WEIGHTS_NAME, CONFIG_NAME, "training.json"])
     pushed = (repo / "eval" / "metrics.json").read_text()  # no local paths or per-image lists leave the machine
     assert "/home/someone" not in pushed and json.loads(pushed)["id_dir"] == "test"
     # identical bytes, and the optimiser state never leaves the machine
-    for f in ("head.safetensors", "hvl.json"):
+    for f in (WEIGHTS_NAME, CONFIG_NAME):
         assert (repo / f).read_bytes() == (ck_dir / f).read_bytes()
     local, remote = load_checkpoint(ck_dir), load_checkpoint("someone/hvl-test")
     assert remote.source == "someone/hvl-test"
@@ -118,7 +120,7 @@ def test_model_card_has_hub_metadata_and_the_numbers(hub, checkpoint):
 
 def test_truncated_or_missing_checkpoints_are_not_pushed(hub, checkpoint, tmp_path):
     ck_dir, _ = checkpoint
-    w = ck_dir / "head.safetensors"
+    w = ck_dir / WEIGHTS_NAME
     w.write_bytes(w.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="truncated"):
         push_checkpoint(ck_dir, "someone/broken")
@@ -139,6 +141,6 @@ def test_push_command_dry_run(checkpoint, tmp_path, capsys):
 
     ck_dir, ev = checkpoint
     assert main(["push", str(ck_dir), "--repo", "someone/x", "--eval-dir", str(ev), "--dry-run", str(tmp_path / "st")]) == 0
-    assert sorted(p.name for p in (tmp_path / "st").iterdir()) == ["README.md", "eval", "head.safetensors", "hvl.json",
-                                                                    "training.json"]
+    assert sorted(p.name for p in (tmp_path / "st").iterdir()) == sorted(["README.md", "eval", WEIGHTS_NAME, CONFIG_NAME,
+                                                                           "training.json"])
     assert "staged" in capsys.readouterr().out
