@@ -168,7 +168,7 @@ def on_batch(ui: UI, v: Views, values: dict, progress=gr.Progress()) -> dict:
                               else (0.0, 1.0), t)
     step = 0.01 if hi - lo <= 2 else round((hi - lo) / 200, 4)
     return {**_batch_outputs(v, model, batch, t), v.batch_csv: None,
-            v.batch_threshold: gr.update(minimum=lo, maximum=hi, value=t, step=step, interactive=True)}
+            v.batch_threshold: gr.update(minimum=lo, maximum=hi, value=t, step=step)}
 
 
 def on_batch_threshold(ui: UI, v: Views, batch: bt.Batch | None, threshold) -> dict:

@@ -28,7 +28,7 @@ def render():
     state = gr.State(None, time_to_live=1800)
     with gr.Row(elem_classes="hvl-maps-row"):
         with gr.Column(min_width=320):
-            threshold = gr.Slider(0, 1, value=0.5, step=0.01, label="Batch threshold", interactive=False,
+            threshold = gr.Slider(0, 1, value=0.5, step=0.01, label="Batch threshold",
                                   elem_id="batch-threshold")
             summary = gr.Markdown("", elem_id="batch-summary")
             hist = gr.HTML("", elem_id="batch-hist")
@@ -58,5 +58,9 @@ def render_api(service) -> None:
         inputs = [gr.File(file_count="multiple", type="filepath"), gr.Textbox(value=DEFAULT_PRESET),
                   gr.Textbox(value=""), gr.Number(value=None)]
         out = gr.JSON()
-    gr.Button(visible=False).click(functools.partial(vh.api_batch, service), inputs, out, api_name="batch",
+    def hvl_batch(files, preset_v, classes_v, thr_v):
+        # a named function: the MCP tool takes its name
+        return vh.api_batch(service, files, preset_v, classes_v, thr_v)
+
+    gr.Button(visible=False).click(hvl_batch, inputs, out, api_name="batch",
                                    concurrency_id=API_GROUP, api_description=API_DESCRIPTION)
