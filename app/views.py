@@ -34,6 +34,7 @@ CSS = """
 .hvl-hist-thr { position: absolute; top: 0; bottom: 0; width: 3px; margin-left: -1px; background: #D55E00; }
 .hvl-compare { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }
 .hvl-compare-side { min-width: 0; }
+.hvl-compare .hvl-pic img { max-height: 300px; width: auto; max-width: 100%; }
 @media (max-width: 700px) { .hvl-compare { grid-template-columns: 1fr; } .hvl-axis-row { grid-template-columns: 1fr; } }
 body.hvl-lecture .hvl-axis-row, body.hvl-lecture .hvl-card { font-size: 1.05em; }
 .hvl-highlight { outline: 4px solid #D55E00 !important; outline-offset: 3px; border-radius: 6px; }
@@ -190,5 +191,4 @@ def histogram_html(scores, threshold: float, score_range, name: str, sentence: s
     return (f"<figure class='hvl-fig' id='batch-hist-fig' role='img' aria-label='{html.escape(alt, quote=True)}'>"
             f"<figcaption class='hvl-fig-title'>{html.escape(name)} of the batch, and the threshold</figcaption>"
             f"<div class='hvl-hist'>{bars}<span class='hvl-hist-thr' style='left:{thr}%'></span></div>"
-            f"<div class='hvl-axis-ticks'>{_ticks(lo, hi)}</div>"
-            f"<div class='hvl-fig-notes'><p>{html.escape(sentence)}</p></div></figure>")
+            f"<div class='hvl-axis-ticks'>{_ticks(lo, hi)}</div></figure>")

@@ -34,7 +34,8 @@ def render():
             hist = gr.HTML("", elem_id="batch-hist")
         with gr.Column(min_width=320):
             table = gr.Dataframe(headers=COLUMNS, column_count=(len(COLUMNS), "fixed"), interactive=False,
-                                 elem_id="batch-table", max_height=360, wrap=True)
+                                 elem_id="batch-table", max_height=360, wrap=True,
+                                 column_widths=["38%", "30%", "16%", "16%"])
             csv_btn = gr.Button("Download the table as CSV", size="sm", elem_id="batch-csv-button")
             csv = gr.File(label="CSV", interactive=False, elem_id="batch-csv", height=70)
     return files, run, state, threshold, table, hist, summary, csv, csv_btn

@@ -32,10 +32,12 @@ STEP_JS = """(step) => {
 }""".replace("FIGS", json.dumps({str(k): list(v) for k, v in STEP_FIGURES.items()}))
 
 CSS = """
-#teach-steps.hvl-step-pinned { position: fixed; left: 0; right: 0; bottom: 0; z-index: 60; max-height: 42vh;
+#teach-steps.hvl-step-pinned { position: fixed; left: 0; right: 0; bottom: 0; z-index: 60; max-height: 36vh;
   overflow-y: auto; background: #fff; border-top: 4px solid #D55E00; box-shadow: 0 -4px 14px rgba(0,0,0,0.25);
   padding: 6px 14px 10px 14px; margin: 0; }
+#teach-steps.hvl-step-pinned > * { flex-shrink: 0; }
 #teach-steps.hvl-step-pinned #step-text { max-width: 110ch; }
+#teach-steps.hvl-step-pinned #step-picker label { padding: 2px 8px; }
 #step-picker .wrap { gap: 4px 6px; }
 """
 
