@@ -258,3 +258,27 @@ def test_api_batch_rows(env):
     assert [r["file"] for r in rows] == [SKIN.name, OOD.name]
     assert all(r["known"] == (r["score"] >= 0.3) and r["threshold"] == 0.3 for r in rows)
     assert all(math.isfinite(r["score"]) for r in rows)
+
+
+def test_energy_single_scale_by_hand():
+    # energy terms −6, −4, −3 → fused −13/3 ≈ −4.333 ≥ −4.5, while scale 0 alone (−6) is under it
+    pred = fake_pred([0.5, 0.5], [0.5, 0.5], [0.5, 0.5], threshold=-4.5)
+    pred.score_name, pred.scale_scores, pred.score, pred.score_range = "energy", (-6.0, -4.0, -3.0), -13 / 3, (None, None)
+    pred.known = True
+    ss = single_scale(pred)
+    assert ss.score0 == -6.0 and not ss.known0 and ss.movers == (1, 2)
+    assert "energy score -6.000" in single_scale_sentence(pred, ss) and "-4.333" in single_scale_sentence(pred, ss)
+    lo, hi = views.score_axis([-6.0, -4.0, -3.0], pred, -4.5)
+    assert lo == pytest.approx(-6.15) and hi == pytest.approx(-2.85)
+
+
+def test_groups_without_a_known_kind():
+    from app.reference import ReferenceScores
+
+    ref = ReferenceScores(names=("a", "b", "c"), kinds=("skin", "ood", "skin"), scores=(0.1, 0.2, 0.3), id_kind=None)
+    assert ref.groups() == [("skin photos", [0.1, 0.3]), ("other modalities", [0.2])]
+    ided = ReferenceScores(ref.names, ref.kinds, ref.scores, id_kind="skin")
+    assert [g for g, _ in ided.groups()] == ["known (ID): skin photos", "unknown (OOD): the rest"]
+    assert ided.groups()[1][1] == [0.2]
+    html = views.distribution_html(ref, fake_pred([0.6, 0.4], [0.6, 0.4], [0.6, 0.4], threshold=0.5))
+    assert "grouped by kind" in html and html.count("hvl-dot") == 3
