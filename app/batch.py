@@ -123,7 +123,7 @@ def rows(batch: Batch) -> list[list]:
             out.append([name, f"not read: {batch.errors[i]}", None, ""])
             continue
         p = next(preds)
-        out.append([name, p.label, round(float(p.score), 4), "known" if p.known else "unknown"])
+        out.append([name, p.label, round(float(p.score), 4), "yes" if p.known else "no"])
     return out
 
 

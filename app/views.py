@@ -35,7 +35,8 @@ CSS = """
 .hvl-compare { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }
 .hvl-compare-side { min-width: 0; }
 .hvl-compare .hvl-pic img { max-height: 300px; width: auto; max-width: 100%; }
-@media (max-width: 700px) { .hvl-compare { grid-template-columns: 1fr; } .hvl-axis-row { grid-template-columns: 1fr; } }
+@media (max-width: 700px) { .hvl-compare { grid-template-columns: 1fr; } .hvl-axis-row { grid-template-columns: 1fr; }
+  #batch-table table, #batch-table td, #batch-table th { font-size: 11px !important; } }
 body.hvl-lecture .hvl-axis-row, body.hvl-lecture .hvl-card { font-size: 1.05em; }
 .hvl-highlight { outline: 4px solid #D55E00 !important; outline-offset: 3px; border-radius: 6px; }
 """

@@ -223,13 +223,13 @@ def test_batch_encodes_once_and_redecides_with_the_head(env, tmp_path, monkeypat
     s0 = batch.predictions[0].score
     t = min(s0 + 1e-4, 1.0)
     res = vh.on_batch_threshold(ui, v, batch, t)
-    assert res[v.batch_table][0][3] == "unknown"
+    assert res[v.batch_table][0][3] == "no"
     expected = sum(p.score >= batch.analysed_threshold and p.score < t for p in batch.predictions)
     assert f"{expected} known → unknown" in res[v.batch_summary]
     path = vh.on_batch_csv(v, res[v.batch_state])[v.batch_csv]
     assert Path(path).is_relative_to(tmp_path / "gradio")
     rows = list(csv.reader(io.StringIO(Path(path).read_text())))
-    assert rows[0] == bt.COLUMNS and rows[1][0] == SKIN.name and rows[1][3] == "unknown"
+    assert rows[0] == bt.COLUMNS and rows[1][0] == SKIN.name and rows[1][3] == "no"
 
 
 def test_batch_failure_is_one_sentence(env):
