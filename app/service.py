@@ -34,7 +34,7 @@ import hvl_core
 from hvl_core import CheckpointError, Encoded, HVLModel, ImageError, Prediction, load_checkpoint, load_image
 from hvl_core.backbones import Backbone, BackboneUnavailable, UnknownClassError, create_backbone, list_backbones
 from hvl_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, hub_files
-from hvl_core.hub import is_hub_id
+from hvl_core.hub import gpu_task, is_hub_id
 from hvl_core.images import LoadedImage
 from hvl_core.presets import split_class_list
 
@@ -108,6 +108,13 @@ class Session:
 
 
 normalise_classes = split_class_list  # the typed custom-class list, split as the core splits it
+
+
+@gpu_task
+def encode_on_gpu(model: HVLModel, loaded: LoadedImage) -> Encoded:
+    """The encoder run, the one step that wants a GPU: on a ZeroGPU Space one is attached for
+    this call (``hvl_core.hub.gpu_task``); elsewhere a plain call."""
+    return model.encode(loaded)
 
 
 def _load_pair(weights, config, label: str) -> Checkpoint:
@@ -331,7 +338,7 @@ class ModelService:
             m = 1 + model.n ** 2 + 4 * model.n ** 2
             say(0.2, f"Encoding {m} crops with {model.backbone.name}")
             with self._lock:
-                encoded = model.encode(session.loaded)
+                encoded = encode_on_gpu(model, session.loaded)
                 self.encode_calls += 1
         reset = session.model_identity != spec.identity()
         thr = model.threshold if (reset or threshold is None) else float(threshold)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .images import ImageError, array_to_uint8, check_raster
+from .raster import ImageError, array_to_uint8, check_raster
 
 #: VL Whole Slide Microscopy Image Storage: one level of a DICOM whole-slide image
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"

@@ -89,7 +89,8 @@ def entropy(p: torch.Tensor) -> torch.Tensor:
 
 
 def entropy_filter(h: torch.Tensor) -> torch.Tensor:
-    """Keep mask of Eq. 3's filter: patch i is kept when H(p_i) ≤ mean_i H(p_i) (≥ 1 kept)."""
+    """Keep mask of the entropy filter (paper §2.2, the text between Eq. 2 and Eq. 3): patch i is
+    kept when H(p_i) ≤ mean_i H(p_i) (≥ 1 kept)."""
     return h <= h.mean(dim=-1, keepdim=True)
 
 
@@ -115,7 +116,8 @@ def id_loss(p0: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, y: torch.Tenso
 
 
 def entropy_gain(h2: torch.Tensor, h1: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
-    """Eq. 4: ΔH_j = H(p²_j) − H(p¹_{j*}) for every high-scale patch j (unfiltered entropies)."""
+    """Entropy gain (paper §2.3, the text before Eq. 4): ΔH_j = H(p²_j) − H(p¹_{j*}) for every
+    high-scale patch j (unfiltered entropies)."""
     return h2 - h1[:, parent]
 
 
@@ -128,7 +130,7 @@ def select_pseudo_ood(score: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def propagate_pseudo_ood(q2: torch.Tensor, u1_hat: torch.Tensor, u0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 5, fine to coarse: q¹_k = q²_k + (1/n²) Σ_i cos(q²_k, û¹_i)·û¹_i and
+    """Eq. 4, fine to coarse: q¹_k = q²_k + (1/n²) Σ_i cos(q²_k, û¹_i)·û¹_i and
     q⁰_k = q¹_k + cos(q¹_k, u⁰)·u⁰. ``q2 (B,K,d)``; returns (q¹, q⁰)."""
     w = cosine(q2.unsqueeze(2), u1_hat.unsqueeze(1))  # (B, K, n²)
     q1 = q2 + (w @ u1_hat) / u1_hat.shape[1]
@@ -138,7 +140,7 @@ def propagate_pseudo_ood(q2: torch.Tensor, u1_hat: torch.Tensor, u0: torch.Tenso
 
 
 def ood_loss(pk0: torch.Tensor, pk1: torch.Tensor, pk2: torch.Tensor) -> torch.Tensor:
-    """Eq. 5's objective: L_OOD = −mean_batch (1/K) Σ_k [H(p⁰_k) + H(p¹_k) + H(p²_k)]
+    """Eq. 5: L_OOD = −mean_batch (1/K) Σ_k [H(p⁰_k) + H(p¹_k) + H(p²_k)]
     (maximises the entropy of the pseudo-OOD predictions). Inputs (B, K, C)."""
     return -(entropy(pk0) + entropy(pk1) + entropy(pk2)).mean(1).mean()
 
@@ -169,7 +171,7 @@ def max_logit(s: torch.Tensor) -> torch.Tensor:
 
 def kept_mean(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """§9 per-scale score: the mean of ``x (B, N)`` over the kept patches ``keep (B, N)`` → ``(B,)``.
-    Divided by the number *kept* (≥ 1 by Eq. 3), not by N: a score of 0 is not neutral."""
+    Divided by the number *kept* (≥ 1 by the entropy filter), not by N: a score of 0 is not neutral."""
     k = keep.to(x.dtype)
     return (x * k).sum(1) / k.sum(1).clamp_min(1)
 

@@ -35,7 +35,7 @@ class HVLConfig:
     tau: float = 0.01
     #: divide a scale's kept-patch sum by the number of kept patches instead of all patches
     renormalize: bool = False
-    #: the entropy filter of Eq. 3 (off: every patch counts)
+    #: the entropy filter (paper §2.2, used by Eq. 3; off: every patch counts)
     entropy_filter: bool = True
     #: cross-scale fusion of Eq. 1 (ablation: off means û = u)
     fusion: bool = True
@@ -46,7 +46,7 @@ class HVLConfig:
     #: how pseudo-OOD patches are chosen: by entropy gain ΔH (paper) or by highest entropy H
     #: (the "background" selection of LoCoOp/SCT; ablation)
     pseudo_ood_selection: str = "entropy_gain"
-    #: propagate pseudo-OOD embeddings to lower scales, Eq. 5 (ablation: off means q¹ = q⁰ = q²)
+    #: propagate pseudo-OOD embeddings to lower scales, Eq. 4 (ablation: off means q¹ = q⁰ = q²)
     propagate: bool = True
     #: "cosine" (paper) or "linear": logits = (u·t + class bias) / tau, for backbones whose class
     #: embeddings are a trained linear classifier (inputs are then not L2-normalised)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .images import MAX_PIXELS, ImageError, LoadedImage
+from .raster import MAX_PIXELS, ImageError, LoadedImage
 
 #: µm per pixel of the tiles the model is given (NCT-CRC-HE: 0.5 µm/px)
 TARGET_MPP = 0.5

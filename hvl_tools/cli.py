@@ -11,7 +11,7 @@ import sys
 OUTPUT_FOLDERS = {"train": ("out",), "evaluate": ("out",), "compare": ("out",), "calibrate": ("out",),
                   "bench": ("out",), "synth": ("outdir",), "score": ("out",)}
 
-COMMANDS = ["predict", "bench", "synth", "train", "evaluate", "calibrate", "compare", "aggregate", "push"]
+COMMANDS = ["predict", "score", "bench", "synth", "train", "evaluate", "calibrate", "compare", "aggregate", "push"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -166,12 +166,44 @@ def _make_scheduler(opt, cfg: TrainConfig):
 def train_head(head: HVLHead, text: torch.Tensor, logit_bias: torch.Tensor | None, feats: FeatureSet,
                cfg: TrainConfig, state_dir: str | os.PathLike | None = None, resume: bool = False,
                device: str | torch.device = "cpu", progress: bool = True,
-               on_epoch_end: Callable[[int, dict], None] | None = None, log=None) -> TrainResult:
+               on_epoch_end: Callable[[int, dict], None] | None = None, log=None,
+               compile_step: bool | str = False) -> TrainResult:
     with torch_threads(cpu_threads_for_head(head, torch.device(device))):
-        return _train_head(head, text, logit_bias, feats, cfg, state_dir, resume, device, progress, on_epoch_end, log)
+        return _train_head(head, text, logit_bias, feats, cfg, state_dir, resume, device, progress, on_epoch_end, log,
+                           compile_step)
 
 
-def _train_head(head, text, logit_bias, feats, cfg, state_dir, resume, device, progress, on_epoch_end, log) -> TrainResult:
+def make_train_step(head: HVLHead, opt: torch.optim.Optimizer, text: torch.Tensor, bias: torch.Tensor | None,
+                    compile_step: bool | str = False) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """One optimisation step on a batch of cached embeddings v (B, 1 + n² + 4n², d) and labels (B,):
+    returns the detached (L_ID, L_OOD, total) on the device, without waiting for the device.
+    ``compile_step``: the forward and loss (and so their backward) through ``torch.compile``:
+    ``True`` fuses kernels; a mode name, e.g. ``"reduce-overhead"`` (CUDA graphs), is passed on.
+    The first steps compile, once per batch size."""
+    n = head.config.n
+
+    def losses(v, y):
+        v0, v1, v2 = split_scales(v, n)
+        out = head.loss(head(v0, v1, v2, text, bias), y)
+        return torch.stack([out["id"], out["ood"], out["total"]])
+
+    if not compile_step:
+        forward = losses
+    else:
+        forward = torch.compile(losses, mode=None if compile_step is True else compile_step)
+
+    def step(v, y):
+        ls = forward(v, y)
+        opt.zero_grad(set_to_none=True)
+        ls[2].backward()
+        opt.step()
+        return ls.detach()
+
+    return step
+
+
+def _train_head(head, text, logit_bias, feats, cfg, state_dir, resume, device, progress, on_epoch_end, log,
+                compile_step=False) -> TrainResult:
     """Train ``head`` in place on cached embeddings ``feats`` (labels ≥ 0).
 
     ``state_dir``: where the per-epoch training state goes (None: not saved, not resumable).
@@ -187,7 +219,6 @@ def _train_head(head, text, logit_bias, feats, cfg, state_dir, resume, device, p
     head.to(device).train()
     text = text.to(device)
     bias = logit_bias.to(device) if logit_bias is not None else None
-    n = head.config.n
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = _make_scheduler(opt, cfg)
@@ -215,32 +246,29 @@ def _train_head(head, text, logit_bias, feats, cfg, state_dir, resume, device, p
     elif state_dir is not None and resume:
         log(f"no training state in {state_dir}; starting from epoch 0")
     N = len(feats)
-    labels = feats.labels
     t_start = time.time()
     bar = None
     if progress and start < cfg.epochs:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.epochs, initial=start, desc="training", unit="epoch", leave=False)
+    # the whole cached set goes to the device once; a step then reads no host memory and waits for
+    # nothing: losses are summed on the device and read once per epoch
+    v_all, labels = feats.v.to(device), feats.labels.to(device)
+    step = make_train_step(head, opt, text, bias, compile_step)
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
-        perm = torch.randperm(N, generator=gen)
-        sums = {"id": 0.0, "ood": 0.0, "total": 0.0}
+        perm = torch.randperm(N, generator=gen).to(device)
+        sums = torch.zeros(3, device=device)
         lr = opt.param_groups[0]["lr"]
         for s in range(0, N, cfg.batch_size):
             idx = perm[s:s + cfg.batch_size]
-            v0, v1, v2 = split_scales(feats.v[idx].to(device), n)
-            out = head(v0, v1, v2, text, bias)
-            losses = head.loss(out, labels[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            opt.step()
-            for k in sums:
-                sums[k] += float(losses[k].detach()) * len(idx)
+            sums += step(v_all[idx], labels[idx]) * len(idx)
         if sched is not None:
             sched.step()
-        rec = {"epoch": epoch + 1, "loss_id": sums["id"] / N, "loss_ood": sums["ood"] / N,
-               "loss": sums["total"] / N, "lr": lr, "seconds": round(time.time() - t0, 4)}
+        loss_id, loss_ood, loss = (x / N for x in sums.tolist())  # the epoch's one host sync
+        rec = {"epoch": epoch + 1, "loss_id": loss_id, "loss_ood": loss_ood,
+               "loss": loss, "lr": lr, "seconds": round(time.time() - t0, 4)}
         if not all(math.isfinite(rec[k]) for k in ("loss_id", "loss_ood", "loss")):
             raise FloatingPointError(f"epoch {epoch + 1}: the loss is not finite ({rec}); lower the learning rate")
         history.append(rec)
@@ -272,7 +300,8 @@ def _train_head(head, text, logit_bias, feats, cfg, state_dir, resume, device, p
 
 def fit(model, train_feats: FeatureSet, val_feats: FeatureSet | None, cfg: TrainConfig, out_dir: str | os.PathLike,
         resume: bool = False, progress: bool = True, extra: dict | None = None,
-        on_epoch_end: Callable[[int, dict], None] | None = None, log=None, save_state: bool = True) -> tuple[Path, dict]:
+        on_epoch_end: Callable[[int, dict], None] | None = None, log=None, save_state: bool = True,
+        compile_step: bool | str = False) -> tuple[Path, dict]:
     """Train ``model.head`` on ``train_feats``, calibrate the threshold on ``val_feats`` (95% ID TPR;
     none when there is no validation set), and save the checkpoint to ``out_dir`` (atomically, with
     the training state in ``out_dir/train_state`` unless ``save_state=False``, ``training.json`` and
@@ -285,7 +314,8 @@ def fit(model, train_feats: FeatureSet, val_feats: FeatureSet | None, cfg: Train
     out.mkdir(parents=True, exist_ok=True)
     result = train_head(model.head, model.text, model.logit_bias, train_feats, cfg,
                         state_dir=out / "train_state" if save_state else None,
-                        resume=resume, device=model.device, progress=progress, on_epoch_end=on_epoch_end, log=log)
+                        resume=resume, device=model.device, progress=progress, on_epoch_end=on_epoch_end, log=log,
+                        compile_step=compile_step)
     cal = None
     if val_feats is not None and len(val_feats):
         cal = calibrate_threshold(model.head, model.text, model.logit_bias, val_feats, device=model.device)

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used, so the registry loads without it
+    import torch
 
 
 class BackboneUnavailable(RuntimeError):
@@ -46,9 +48,13 @@ class Backbone(ABC):
     never_seen: str = ""
 
     def __init__(self) -> None:
+        import torch
+
         self.device = torch.device("cpu")
 
     def to(self, device: torch.device | str) -> Backbone:
+        import torch
+
         self.device = torch.device(device)
         for m in self.modules():
             m.to(self.device)
@@ -80,6 +86,8 @@ class Backbone(ABC):
         """[0, 1] pixels (..., 3, H, W) -> the backbone's input normalisation."""
         if self.mean is None:
             return pixels01
+        import torch
+
         mean = torch.tensor(self.mean, dtype=pixels01.dtype, device=pixels01.device).view(3, 1, 1)
         std = torch.tensor(self.std, dtype=pixels01.dtype, device=pixels01.device).view(3, 1, 1)
         return (pixels01 - mean) / std

@@ -120,3 +120,28 @@ def describe_backbones() -> list[dict]:
 def recommended_backbones(preset: str) -> list[str]:
     """Backbones recommended for a preset, real weights only, in catalog order."""
     return [i.name for i in CATALOG if preset in i.presets]
+
+
+def offline_hint(name: str) -> str:
+    """How to run without the hub, for a backbone name."""
+    base = name.removesuffix("-random")
+    local = (f"{base}:/path/to/open_clip_pytorch_model.bin" if base in BY_NAME and BY_NAME[base].openclip
+             else "ViT-B-16:/path/to/open_clip_pytorch_model.bin")
+    return (f"download its weights elsewhere and pass them as a local weights file (--backbone {local}), "
+            "or use the offline backbone medmnist-densenet121")
+
+
+
+def offline_failure(name: str, cache_dir: str | None = None) -> str | None:
+    """The one sentence a load of catalog backbone ``name`` (real weights) would fail with now —
+    the hub unreachable and its weights not cached — else None. Needs neither torch nor
+    open_clip, so a command line can say it before loading them."""
+    from ..hub import unavailable_offline
+
+    info = BY_NAME.get(name)
+    if info is None or info.twin_of is not None or not info.hub_files:
+        return None
+    repo, files = info.hub_files[0]  # the weights' repo: one cached file of it is enough to try
+    if not unavailable_offline(repo, files, cache_dir):
+        return None
+    return f"Cannot load {name}: the Hugging Face hub is unreachable and the weights are not cached; {offline_hint(name)}."

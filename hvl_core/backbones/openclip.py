@@ -16,7 +16,7 @@ import torch
 
 from ..hub import offline_unless_reachable, unavailable_offline
 from .base import Backbone, BackboneUnavailable
-from .catalog import BY_NAME, BackboneInfo
+from .catalog import BY_NAME, BackboneInfo, offline_failure, offline_hint
 
 TINY_CONFIG = "hvl-tiny-clip"
 #: the seed of every random twin (same weights on every machine)
@@ -24,13 +24,6 @@ RANDOM_SEED = 0
 WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors")
 
 
-def offline_hint(name: str) -> str:
-    """How to run without the hub, for a backbone name."""
-    base = name.removesuffix("-random")
-    local = (f"{base}:/path/to/open_clip_pytorch_model.bin" if base in BY_NAME and BY_NAME[base].openclip
-             else "ViT-B-16:/path/to/open_clip_pytorch_model.bin")
-    return (f"download its weights elsewhere and pass them as a local weights file (--backbone {local}), "
-            "or use the offline backbone medmnist-densenet121")
 
 
 def _installed(package: str) -> bool:
@@ -161,11 +154,6 @@ def parse_openclip_id(backbone: str) -> tuple[str, str | None]:
     return model, pretrained
 
 
-def _fail_fast_offline(name: str, repo_id: str, filenames, cache_dir: str | None = None) -> None:
-    """Offline and not cached: one sentence now, before open_clip (and transformers) are even imported."""
-    if unavailable_offline(repo_id, filenames, cache_dir):
-        raise BackboneUnavailable(f"Cannot load {name}: the Hugging Face hub is unreachable and the weights are "
-                                  f"not cached; {offline_hint(name)}.")
 
 
 def _quick_gelu(model: str, pretrained: str | None) -> dict:
@@ -177,6 +165,13 @@ def _quick_gelu(model: str, pretrained: str | None) -> dict:
         if cfg.get("quick_gelu"):
             return {"force_quick_gelu": True}
     return {}
+
+
+def _fail_fast_offline(name: str, repo_id: str, filenames, cache_dir: str | None = None) -> None:
+    """Offline and not cached: one sentence now, before open_clip (and transformers) are even imported."""
+    if unavailable_offline(repo_id, filenames, cache_dir):
+        raise BackboneUnavailable(f"Cannot load {name}: the Hugging Face hub is unreachable and the weights are "
+                                  f"not cached; {offline_hint(name)}.")
 
 
 def create_openclip(backbone: str, **kwargs) -> OpenCLIPBackbone:
@@ -193,8 +188,9 @@ def create_named(name: str, weights_file: str | None = None, **kwargs) -> OpenCL
     info = BY_NAME[name]
     if info.twin_of is None and weights_file is None and info.openclip:
         model, pretrained = parse_openclip_id(info.openclip)
-        repo, files = info.hub_files[0]  # the weights' repo: one cached file of it is enough to try
-        _fail_fast_offline(name, repo, files, kwargs.get("cache_dir"))
+        why = offline_failure(name, kwargs.get("cache_dir"))
+        if why:
+            raise BackboneUnavailable(why)
         return OpenCLIPBackbone(name, model, pretrained, **_quick_gelu(model, pretrained), **kwargs)
     model, create_kwargs = _architecture(info)
     label = name if weights_file is None else f"{name}:{weights_file}"

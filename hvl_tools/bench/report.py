@@ -13,6 +13,7 @@ from .settings import (
     PAPER_MEMORY_GB,
     TARGET_CACHED_SPEEDUP,
     TARGET_HVL_OVER_ENCODER,
+    TARGET_SCORE_OVER_ENCODER,
 )
 
 # --------------------------------------------------------------------------- reporting
@@ -59,6 +60,8 @@ def render_markdown(r: dict) -> str:
           f"interleaved; times are medians, ratios are medians of per-round ratios (their range in brackets). "
           f"Test images: synthetic "
           f"{s['image_size'][0]}×{s['image_size'][1]} JPEGs. Classes: preset {s['preset']}.", ""]
+    if s.get("score_only"):
+        return "\n".join(L + score_lines(r)) + "\n"
     h = r["headline"]
     tm = r["targets_met"]
     head_run = next((x for x in r["runs"] if (x["backbone"], x["n"]) == (h["backbone"], h["n"])), {})
@@ -74,7 +77,12 @@ def render_markdown(r: dict) -> str:
           f"| 100 epochs on {s['train_images']} cached images | {r['train_100_epochs_s']:.1f} s | |",
           f"| threshold update (`model.decide`) | {r['threshold_update_ms']:.2f} ms | |",
           f"| peak memory, one image (`peak_memory_mb`) | {r['peak_memory_mb']:.0f} MB | paper: "
-          f"{PAPER_MEMORY_GB} GB |", ""]
+          f"{PAPER_MEMORY_GB} GB |"]
+    if "score_over_encoder" in r:
+        L.append(f"| hvl score images/s / bare encoder images/s, same crops (`score_over_encoder`) | "
+                 f"{r['score_over_encoder']:.3f} ({_f(r['score_images_per_s'])} images/s) | ≥ "
+                 f"{TARGET_SCORE_OVER_ENCODER} {'✅' if tm.get('score_over_encoder') else '❌'} |")
+    L.append("")
     reasons = [_overhead_reason(run) for run in r["runs"] if run["hvl_over_encoder"] > TARGET_HVL_OVER_ENCODER]
     if reasons:
         L += ["Where the ratio misses 1.10, the time outside the encoder goes to (median per call):", ""]
@@ -135,7 +143,8 @@ def render_markdown(r: dict) -> str:
             extra = f" (compile {v['compile_s']} s)" if "compile_s" in v else ""
             L.append(f"| {run['backbone']} | {run['n']} | {v['what']} | {v['before']} | {v['after']} | "
                      f"{_f(v['before_ms'], 1)} | {_f(v['after_ms'], 1)} | {v['speedup']:.2f}×{extra} |")
-    L += ["", "## Checks", "", "| backbone | n | encoder calls / image | encoder calls / batch (expected) | "
+    L += [""] + score_lines(r)
+    L += ["## Checks", "", "| backbone | n | encoder calls / image | encoder calls / batch (expected) | "
           "text re-encoded on reuse | inference mode | encoder frozen | torch threads / cores |",
           "|---|---|---|---|---|---|---|---|"]
     for run in r["runs"]:
@@ -147,6 +156,72 @@ def render_markdown(r: dict) -> str:
     if r.get("errors"):
         L += ["", "## Not measured", ""] + [f"- {e['backbone']}: {e['error']}" for e in r["errors"]]
     return "\n".join(L) + "\n"
+
+
+def score_lines(r: dict) -> list[str]:
+    """The hvl score section: images/s against the bare encoder, the GPU paths, the compiled
+    trainer, Ray against local."""
+    runs = [x for x in r["runs"] if "score" in x]
+    if not runs:
+        return []
+    L = ["## hvl score (from JPEG files to scores.csv)", "",
+         "The local engine with the command's defaults against the bare encoder on the same crops in the same "
+         "batches, alternating in rounds; the score run's time runs from listing the inputs to the last batch "
+         "written and fsync'd (the summary and histogram after it are not counted; `wall` is the whole call).", "",
+         "| backbone | n | images | batch | workers | hvl score img/s | bare encoder img/s | score / encoder "
+         f"(target ≥ {TARGET_SCORE_OVER_ENCODER}) | encoder / score time | wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for x in runs:
+        sc = x["score"]
+        ok = "✅" if sc["score_over_encoder"] >= TARGET_SCORE_OVER_ENCODER else "❌"
+        L.append(f"| {x['backbone']} | {x['n']} | {sc['images']} | {sc['batch_size']} | "
+                 f"{'default' if sc['workers'] is None else sc['workers']} | {_f(sc['score_images_per_s'])} | "
+                 f"{_f(sc['encoder_images_per_s'])} | {sc['score_over_encoder']:.3f} {ok} | "
+                 f"{sc['score_time_over_encoder']:.3f} | {_f(sc['score_command_wall_s'], 1)} |")
+    L.append("")
+    gp = [(x, x["score"]["gpu_paths"]) for x in runs if "gpu_paths" in x["score"]]
+    if gp:
+        L += ["| backbone | n | JPEG decode on device img/s | PIL in workers img/s | max score diff | autocast | "
+              "min / mean cosine to fp32 |", "|---|---|---|---|---|---|---|"]
+        for x, g in gp:
+            d, a = g["decode"], g["autocast"]
+            L.append(f"| {x['backbone']} | {x['n']} | {_f(d['device_images_per_s'])} | {_f(d['cpu_images_per_s'])} | "
+                     f"{d['max_score_diff_device_vs_cpu']} | {a['dtype']} | {a['min_cosine_to_fp32']:.5f} / "
+                     f"{a['mean_cosine_to_fp32']:.5f} |")
+        L.append("")
+    tc = [x for x in runs if "train_compiled" in x]
+    if tc:
+        L += ["Cached trainer, eager against `compile_step` (median epoch after the first; the first compiles; "
+              "weight difference to the eager head after the same epochs):", "",
+              "| backbone | n | step | epoch s | speed-up | first epoch s | max weight diff |", "|---|---|---|---|---|---|---|"]
+        for x in tc:
+            t = x["train_compiled"]
+            for name in ("eager", "compiled", "cuda_graphs"):
+                v = t.get(name)
+                if v is None:
+                    continue
+                if "error" in v:
+                    L.append(f"| {x['backbone']} | {x['n']} | {name} | – | – | – | failed: {v['error']} |")
+                    continue
+                diff = f"{v['max_weight_diff']:.2e}" if "max_weight_diff" in v else "–"
+                e2e = f" (end to end: {v['cached_train_speedup']:,.0f}×)" if "cached_train_speedup" in v else ""
+                L.append(f"| {x['backbone']} | {x['n']} | {name} | {v['epoch_s']:.4f} | {v.get('speedup', 1.0):.2f}×{e2e} | "
+                         f"{v['first_epoch_s']:.2f} | {diff} |")
+        L.append("")
+    ry = [x for x in runs if "ray" in x]
+    if ry:
+        L += ["Ray engine against the local one, same files, same machine (a private Ray instance):", "",
+              "| backbone | n | images | local s | ray s | ray / local | overhead s | Ray start s | model load s | "
+              "same scores |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for x in ry:
+            y = x["ray"]
+            if "error" in y:
+                L.append(f"| {x['backbone']} | {x['n']} | – | – | – | – | – | – | – | not run: {y['error']} |")
+                continue
+            L.append(f"| {x['backbone']} | {x['n']} | {y['images']} | {y['local_s']:.1f} | {y['ray_s']:.1f} | "
+                     f"{y['ray_over_local']:.2f} | {y['ray_overhead_s']:.1f} | {y['ray_start_s']:.1f} | "
+                     f"{y['model_load_s']:.1f} | {'equal' if y['scores_equal'] else 'max diff ' + str(y['max_score_diff'])} |")
+        L += ["", "Ray's time includes building its actor and the actor's model; the instance start is apart.", ""]
+    return L
 
 
 def write_results(result: dict, out_dir: str | os.PathLike, name: str = "bench") -> tuple[Path, Path]:

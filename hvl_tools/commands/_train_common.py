@@ -39,6 +39,9 @@ def add_train_args(p: argparse.ArgumentParser, full: bool = True) -> None:
         o.add_argument("--scheduler", choices=["cosine", "constant"], default=d.scheduler,
                        help=f"default {d.scheduler} (annealed per epoch to 0)")
         o.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
+        o.add_argument("--compile-step", nargs="?", const="default", choices=["default", "reduce-overhead"],
+                       help="run the training step through torch.compile (reduce-overhead: CUDA graphs too); "
+                            "pays off on a GPU, the first steps compile")
 
 
 def train_config(args):

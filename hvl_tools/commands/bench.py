@@ -43,6 +43,19 @@ def register(sub) -> None:
                    help="skip the before/after probes")
     p.add_argument("--compile", action="store_true", default=None,
                    help="also time a torch.compile'd encoder (CUDA; compiling takes tens of seconds)")
+    g = p.add_argument_group("hvl score")
+    g.add_argument("--no-score", dest="score", action="store_false", default=None,
+                   help="skip timing hvl score against the bare encoder")
+    g.add_argument("--score-only", action="store_true", default=None,
+                   help="only the hvl score measures (with --ray and the compiled trainer when asked)")
+    g.add_argument("--score-images", type=int, help="images scored per run (default 8 on CPU, 1024 on GPU)")
+    g.add_argument("--score-repeats", type=int, help="rounds of (hvl score, bare encoder) (default 2 on CPU, 3 on GPU)")
+    g.add_argument("--score-workers", type=int, help="decode workers for hvl score (default: the command's)")
+    g.add_argument("--ray", action="store_true", default=None,
+                   help="also time --engine ray against local on the same files (needs ray[data])")
+    g.add_argument("--ray-repeats", type=int, help="rounds of (local, ray) (default 1)")
+    g.add_argument("--compile-train", action=argparse.BooleanOptionalAction, default=None,
+                   help="time the cached trainer with compile_step=True against eager (default on GPU)")
     p.add_argument("--render", metavar="JSON",
                    help="only re-write the markdown summary of an existing bench JSON (next to it)")
     p.add_argument("--quick", action="store_true",
@@ -66,7 +79,10 @@ def run(args) -> int:
              "batch_size": args.batch_size, "image_size": tuple(args.image_size) if args.image_size else None,
              "train_images": args.train_images, "train_classes": args.train_classes,
              "train_epochs": args.train_epochs, "full_train": args.full_train, "e2e_images": args.e2e_images,
-             "variants": args.variants, "compile": args.compile}
+             "variants": args.variants, "compile": args.compile, "score": args.score, "score_only": args.score_only,
+             "score_images": args.score_images, "score_repeats": args.score_repeats,
+             "score_workers": args.score_workers, "ray": args.ray, "ray_repeats": args.ray_repeats,
+             "compile_train": args.compile_train}
     given = {k: v for k, v in given.items() if v is not None}
     try:
         settings = BenchSettings.quick_settings(**given) if args.quick else BenchSettings(**given)

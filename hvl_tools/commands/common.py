@@ -29,6 +29,11 @@ def add_model_args(p: argparse.ArgumentParser, default_preset: str | None = "der
 
 def model_from_args(args):
     """load_model from the common options; exits with one clear sentence on failure."""
+    from hvl_core.backbones.catalog import offline_failure
+
+    why = offline_failure(args.backbone)  # before torch is even imported: seconds, not minutes
+    if why:
+        fail(why)
     from hvl_core import BackboneUnavailable, CheckpointError, ScoreError, load_model
     from hvl_core.backbones import UnknownClassError
 

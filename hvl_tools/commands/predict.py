@@ -25,7 +25,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from hvl_core import ImageError, ScoreError, load_image
     from hvl_core.slides import parse_tile
 
     from .common import fail
@@ -35,6 +34,8 @@ def run(args) -> int:
     except ValueError as e:
         fail(str(e))
     model = model_from_args(args)
+    from hvl_core import ImageError, ScoreError, load_image
+
     try:
         threshold, _ = model.resolve_threshold(args.threshold)  # a bad threshold stops before any encoding
     except ScoreError as e:

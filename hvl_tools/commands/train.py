@@ -165,7 +165,9 @@ def _run(args) -> int:
                       "task": args.task, "val_fraction": None if args.val_dir else args.val_fraction,
                       "val_dir": name(args.val_dir), "flip": args.flip, "n_skipped": len(skipped),
                       "skipped": [{"file": name(p), "reason": r} for p, r in skipped[:100]]}}
-    out, summary = fit(model, train_fs, val_fs, cfg, args.out, resume=args.resume, progress=progress, extra=extra)
+    compile_step = {None: False, "default": True}.get(args.compile_step, args.compile_step)
+    out, summary = fit(model, train_fs, val_fs, cfg, args.out, resume=args.resume, progress=progress, extra=extra,
+                       compile_step=compile_step)
     cal = summary.get("calibration")
     final = summary.get("final") or {}
     print(f"saved {out} (epoch {final.get('epoch')}: L_ID {final.get('loss_id', float('nan')):.4f}, "

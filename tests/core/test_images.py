@@ -44,7 +44,7 @@ def test_tiny_image():
 
 
 def test_decompression_bomb_is_refused_before_decoding(monkeypatch):
-    import hvl_core.images as im
+    import hvl_core.raster as im
 
     monkeypatch.setattr(im, "MAX_PIXELS", 10_000)
     with pytest.raises(ImageError, match="more than the 10,000"):

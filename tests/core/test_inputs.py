@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import hvl_core.images as im
+import hvl_core.raster as im
 from hvl_core.images import ImageError, load_image
 from tests.wsi_files import dicom_bytes
 

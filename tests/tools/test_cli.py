@@ -128,3 +128,23 @@ def test_a_threshold_outside_the_scores_range_stops_before_encoding(images, run)
     r = run("predict", "--backbone", "tiny-clip-random", "--classes", "cat", "dog", "--threshold", "1.5", str(good))
     assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "1.5" in r.stderr
+
+
+@pytest.mark.e2e
+def test_an_offline_hub_backbone_fails_before_torch_is_loaded(images, tmp_path):
+    import os
+
+    good, _ = images
+    code = f"""
+import sys
+from hvl_tools.cli import main
+try:
+    main(["predict", "--backbone", "biomedclip", {str(good)!r}])
+except SystemExit as e:
+    print(e.code, "torch" in sys.modules)
+"""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-hub-cache")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.stdout.split() == ["2", "False"], r.stderr
+    assert r.stderr.startswith("hvl: error: Cannot load biomedclip: the Hugging Face hub is unreachable")
+    assert len(r.stderr.strip().splitlines()) == 1
