@@ -95,14 +95,15 @@ class UI:
 
 # --------------------------------------------------------------------------- presenting
 
-def context(sess: Session, model, s: Settings, pred) -> Context:
+def context(sess: Session, model, s: Settings, pred=None) -> Context:
+    pred = pred if pred is not None else sess.prediction
     return Context(original_size=sess.loaded.original_size if sess.loaded else None,
                    image_notes=list(sess.loaded.notes) if sess.loaded else [],
                    backbone=model.backbone.describe(), image_size=model.backbone.image_size,
                    entropy_filter=s.entropy_filter, renormalize=s.renormalize, calibrated=model.calibrated,
                    checkpoint=model.checkpoint, detail=model.detail, similarity=model.head.config.similarity,
                    class_bias=model.logit_bias is not None, kind=getattr(model.backbone, "kind", "vision-language"),
-                   threshold_measured=has_threshold(model, pred.score_name))
+                   threshold_measured=pred is None or has_threshold(model, pred.score_name))
 
 
 def present(ui: UI, sess: Session, shown: dict | None, pred, model, s: Settings, reset: bool = False) -> dict:

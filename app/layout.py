@@ -10,10 +10,13 @@ import os
 
 import gradio as gr
 
-from .components import api, controls, header, results, teaching, upload
+from . import views
+from .components import api, batch, compare, controls, header, insight, results, teaching, upload
 from .handlers import UI, on_rerun
 from .messages import model_markdown
+from .reference import ReferenceSet
 from .service import ModelService, Session, Spec, configure_queue
+from .views_handlers import Views
 
 #: every minute, delete the uploads gradio cached more than 10 minutes ago
 DELETE_CACHE = (60, 600)
@@ -83,13 +86,16 @@ body.hvl-lecture .hvl-track { height: 1.1em; }
 body.hvl-lecture #upload { height: auto !important; min-height: 150px; }
 body.hvl-lecture label, body.hvl-lecture [data-testid="block-label"], body.hvl-lecture [data-testid="block-info"] { font-size: 18px !important; color: #000; }
 body.hvl-lecture #examples .caption-label { font-size: 13px !important; }
-"""
+""" + views.CSS + teaching.CSS
 
 
 def build_demo(service: ModelService | None = None) -> gr.Blocks:
     service = service or ModelService()
     model = service.preload(Spec())
     examples = upload.load_examples()
+    # the reference images' encodings for the score distribution, made while the page loads
+    reference = ReferenceSet(examples)
+    reference.warm(model)
     with gr.Blocks(title="HVL — known or unknown?", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         session = gr.State(Session(model_identity=Spec().identity()), time_to_live=1800)
         shown = gr.State({}, time_to_live=1800)
@@ -108,9 +114,17 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
                 thumbnail, main_map = results.render_first_maps()
                 top = results.render_top()
         mid_map, gain_map, class_map, scales = results.render_more_maps()
-        teach = teaching.render()
+        distribution, single = insight.render()
+        teach, step, step_text = teaching.render()
+        with gr.Tabs(elem_id="tools-tabs"):
+            with gr.Tab("Compare two images", elem_id="tab-compare"):
+                cmp_a, cmp_a_file, cmp_b, cmp_b_file, cmp_btn, cmp_out = compare.render(examples)
+            with gr.Tab("Batch", elem_id="tab-batch"):
+                (b_files, b_run, b_state, b_thr, b_table, b_hist, b_summary, b_csv,
+                 b_csv_btn) = batch.render()
         gr.Markdown(FOOTER, elem_id="footer")
         api.render_and_listen(service, model.head.config.k)
+        batch.render_api(service)
 
         ui = UI(service=service, examples=examples, session=session, shown=shown,
                 controls=controls.Controls(preset, custom, ckpt_text, ckpt_files, n, threshold, k, entropy_filter,
@@ -119,7 +133,15 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
                 status=verdict.status, model_info=model_info, thumbnail=thumbnail, main_map=main_map,
                 mid_map=mid_map, gain_map=gain_map, class_map=class_map, scales=scales, teaching=teach,
                 header=head.text)
+        v = Views(reference=reference, distribution=distribution, single=single, step=step, step_text=step_text,
+                  compare_a=cmp_a, compare_a_file=cmp_a_file, compare_b=cmp_b, compare_b_file=cmp_b_file,
+                  compare_out=cmp_out, batch_files=b_files, batch_state=b_state, batch_threshold=b_thr,
+                  batch_table=b_table, batch_hist=b_hist, batch_summary=b_summary, batch_csv=b_csv)
         header.listen(head.lecture)
+        insight.listen(ui, v)
+        teaching.listen(ui, v)
+        compare.listen(ui, v, cmp_btn)
+        batch.listen(ui, v, b_run, b_csv_btn)
         upload.listen(ui)
         controls.listen(ui)
         analyse_btn.click(ui.bind(on_rerun), ui.inputs(), ui.outputs(), concurrency_id="model",
@@ -133,4 +155,17 @@ def launch_kwargs(server_name: str | None = None, server_port: int | None = None
     return dict(server_name=server_name or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                 server_port=int(server_port or os.environ.get("GRADIO_SERVER_PORT", 7860)),
                 css=CSS, theme=gr.themes.Soft(), allowed_paths=[str(upload.ASSETS_DIR)], run_history=False,
-                max_file_size=MAX_FILE_SIZE, show_error=False, footer_links=["api"], ssr_mode=False)
+                max_file_size=MAX_FILE_SIZE, show_error=False, footer_links=["api"], ssr_mode=False,
+                mcp_server=mcp_enabled())
+
+
+def mcp_enabled() -> bool:
+    """The app as an MCP server (its ``/predict`` and ``/batch`` endpoints as tools, at
+    ``/gradio_api/mcp/``): on unless ``HVL_MCP=0``, and only when the ``mcp`` package is installed."""
+    if os.environ.get("HVL_MCP", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    try:
+        import mcp  # noqa: F401
+    except ImportError:
+        return False
+    return True

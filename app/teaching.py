@@ -12,9 +12,23 @@ import numpy as np
 
 from hvl_core.model import DROPPED_LABEL, OTHER_LABEL
 
-from .decision import fmt_num, fmt_score, fmt_signed, score_label, separating_digits, threshold_note
+from .decision import fmt_num, fmt_score, fmt_signed, separating_digits, threshold_note
 
 MAX_TABLE_GRID = 4  # entropy tables up to 4×4 cells; larger grids get a summary
+SCALE_WORDS = ("whole image", "mid scale", "high scale")
+#: the figures each step of the walk-through is about (element ids on the page); the step
+#: selector highlights them
+STEP_FIGURES = {
+    1: ("thumbnail",),
+    2: ("scales",),
+    3: ("entropy-mid", "entropy-high", "patch-classes"),
+    4: ("scales", "top-classes"),
+    5: ("entropy-gain",),
+    6: ("decision", "distribution"),
+    7: ("single-scale",),
+}
+STEP_TITLES = {1: "Crops at three scales", 2: "Fusion, coarse to fine", 3: "Patch predictions and the entropy filter",
+               4: "The fused score", 5: "Pseudo-OOD patches", 6: "Decision", 7: "One scale or three"}
 
 
 @dataclass
@@ -117,14 +131,15 @@ def compare_words(ctx: Context, C: int) -> str:
 
 def softmax_words(pred) -> str:
     """The classes the softmax runs over, and the even split the entropy scale tops out at."""
-    C, R = len(pred.classes), pred.entropy_classes
+    C, R = len(pred.classes), pred.entropy_classes or len(pred.classes)
+    top = fmt_num(math.log(R) if R > 1 else 0.0, 3)
     if R > C:
-        return (f"softmax over the {C} known and {R - C} negative classes (the backbone's other labels: they take "
-                "their share, “other”, but are never the answer): one probability per class. Its entropy "
+        return (f"softmax over the {C} known and {R - C} negative classes (the backbone's other labels or prompts: "
+                "they take their share, “other”, but are never the answer): one probability per class. Its entropy "
                 f"H = −Σ p·log p, over all {R}, says how unsure it is: 0 = certain of one class, "
-                f"ln {R} = {fmt_num(pred.entropy_max, 3)} = evenly split over all {R}")
+                f"ln {R} = {top} = evenly split over all {R}")
     return ("softmax): one probability per class. Its entropy H = −Σ p·log p says how unsure it is: 0 = certain "
-            f"of one class, ln {R} = {fmt_num(pred.entropy_max, 3)} = evenly split")
+            f"of one class, ln {R} = {top} = evenly split")
 
 
 def _shortfall(pred) -> str:
@@ -140,107 +155,173 @@ def _shortfall(pred) -> str:
     return f" Of the fused probability, {' and '.join(parts)}; the known classes hold {fmt_num(float(np.sum(pred.p_id)), 2)}."
 
 
+SCORE_NAMES = {"msp": "MSP", "energy": "energy score", "maxlogit": "max-logit score"}
+
+
+def score_label(pred) -> str:
+    """What the decision score is called in the text: "MSP", "energy score", …"""
+    return SCORE_NAMES.get(pred.score_name, pred.score_name)
+
+
+def scale_terms(pred) -> tuple[float, float, float]:
+    """The three per-scale terms whose mean is the fused score (HVL_SPEC §5, §9): for MSP the
+    whole, mid and high probability of the fused winner c* (p_ID = (p⁰ + p¹ + p²) ÷ 3, so MSP =
+    p_ID[c*] is their mean); for energy and max-logit the scale scores themselves."""
+    if pred.score_name == "msp" or pred.scale_scores is None:
+        c = pred.class_index
+        return float(pred.p0[c]), float(pred.p1[c]), float(pred.p2[c])
+    return tuple(float(v) for v in pred.scale_scores)
+
+
+@dataclass(frozen=True)
+class SingleScale:
+    """The verdict of the whole image alone (MCM-style: scale 0, same backbone, same score and
+    threshold) beside the fused HVL verdict, and the scales that changed the answer."""
+
+    score0: float  # the scale-0 score: max p⁰ (MSP) or the scale-0 term (energy, max-logit)
+    label0: str  # argmax p⁰
+    known0: bool
+    terms: tuple[float, float, float]  # per-scale terms of the fused score
+    changed: bool  # the verdict or the class differs
+    movers: tuple[int, ...]  # the scales (1, 2) whose term sits on HVL's side of the threshold
+
+
+def single_scale(pred) -> SingleScale:
+    """Scale 0 alone against the fused decision (same threshold, same score units)."""
+    terms = scale_terms(pred)
+    score0 = float(np.max(pred.p0)) if pred.score_name == "msp" or pred.scale_scores is None else terms[0]
+    label0 = pred.classes[int(np.argmax(pred.p0))]
+    known0 = score0 >= pred.threshold
+    movers: tuple[int, ...] = ()
+    if known0 != pred.known:  # the finer scales pulled the mean across the threshold
+        movers = tuple(s for s in (1, 2) if (terms[s] >= pred.threshold) == pred.known)
+    changed = known0 != pred.known or (pred.known and label0 != pred.label)
+    return SingleScale(score0, label0, known0, terms, changed, movers)
+
+
+def verdict_words(known: bool, label: str) -> str:
+    return f"known: {label}" if known else "unknown — refer to a specialist"
+
+
+def single_scale_sentence(pred, ss: SingleScale | None = None) -> str:
+    """Which scale changed the answer, in one or two sentences with this image's numbers."""
+    ss = ss or single_scale(pred)
+    name, thr = score_label(pred), pred.threshold
+    t = ", ".join(f"{w} {fmt_score(v, thr)}" for w, v in zip(SCALE_WORDS, ss.terms))
+    base = (f"The whole image alone (scale 0, MCM-style) gives {name} {fmt_score(ss.score0, thr)}: "
+            f"{verdict_words(ss.known0, ss.label0)}. HVL averages the three scales ({t}) to "
+            f"{fmt_score(pred.score, thr)}: {verdict_words(pred.known, pred.label)}.")
+    if not ss.changed:
+        return base + " Both say the same; the finer scales did not change the answer."
+    if ss.known0 != pred.known:
+        which = " and ".join(SCALE_WORDS[s] for s in ss.movers) or "the finer scales together"
+        way = "raised" if pred.known else "lowered"
+        return base + (f" The {which} {way} the score across the threshold {fmt_score(thr, pred.score)}: "
+                       f"{'they' if len(ss.movers) > 1 else 'it'} changed the answer.")
+    return base + (f" Both accept, but the class changed: the whole image says {ss.label0}, the finer scales "
+                   f"tip the fused prediction to {pred.label}.")
+
+
+def score_paragraph(pred) -> str:
+    """How this image's decision score is made from the fused prediction (every §9 score)."""
+    thr = pred.threshold
+    if pred.score_name == "msp" or pred.scale_scores is None:
+        return (f"MSP = the largest p_ID = {fmt_score(pred.score, thr)} ({pred.label}).")
+    t = " + ".join(fmt_num(v, 3) for v in pred.scale_scores)
+    what = ("T·log Σ exp(logit ÷ T) over the known classes" if pred.score_name == "energy"
+            else "the largest known-class logit")
+    return (f"The {score_label(pred)} is {what}, averaged over the kept patches of each scale and then over the "
+            f"three scales: ({t}) ÷ 3 = {fmt_score(pred.score, thr)}. The class is the largest p_ID, {pred.label}.")
+
+
 def why_sentence(pred) -> str:
-    """One or two sentences: why this image was accepted or rejected, in the score's units."""
-    thr, sc = pred.threshold, pred.score
-    name = score_label(pred)
+    """One or two sentences: why this image was accepted or rejected."""
+    thr, score, name = pred.threshold, pred.score, score_label(pred)
+    if not math.isfinite(score):  # a Prediction made without a score: the MSP is the score
+        score = pred.msp
     picks = [pred.classes[int(np.argmax(p))] for p in (pred.p0, pred.p1, pred.p2)]
     if len(set(picks)) == 1:
         agree = f"all three scales pick {picks[0]}"
     else:
         agree = f"the scales disagree (whole image: {picks[0]}, mid: {picks[1]}, high: {picks[2]})"
-    what = "fused confidence" if pred.score_name == "msp" else f"{name} score"
+    conf = "fused confidence" if pred.score_name == "msp" else f"fused {name}"
     if pred.known:
-        return (f"**Accepted** as {pred.label}: its {what} {fmt_score(sc, thr)} reaches the threshold "
-                f"{fmt_score(thr, sc)} (margin {fmt_signed(sc - thr, 3)}); {agree}.")
-    best = (f"The best, {pred.label}, reaches only {fmt_score(sc, thr)}" if pred.score_name == "msp"
-            else f"The {name} score is {fmt_score(sc, thr)} (best class {pred.label}, p_ID {fmt_num(pred.msp, 3)})")
-    return (f"**Rejected — refer to a specialist**: no known class is close enough. {best}, {fmt_num(thr - sc, 3)} "
-            f"below the threshold {fmt_score(thr, sc)}; {agree}." + _shortfall(pred))
+        return (f"**Accepted** as {pred.label}: its {conf} {fmt_score(score, thr)} reaches the threshold "
+                f"{fmt_score(thr, score)} (margin {fmt_signed(score - thr, 3)}); {agree}.")
+    best = (f"The best, {pred.label}, reaches only {fmt_score(score, thr)}" if pred.score_name == "msp"
+            else f"The {name} is {fmt_score(score, thr)} (best class {pred.label}, p_ID {fmt_num(pred.msp, 3)})")
+    return (f"**Rejected — refer to a specialist**: no known class is close enough. {best}, {fmt_num(thr - score, 3)} "
+            f"below the threshold {fmt_score(thr, score)}; {agree}." + _shortfall(pred))
 
 
-def decision_paragraph(pred, ctx: Context) -> str:
-    """Step 6: the score, the threshold with its source, the verdict."""
-    op = "≥" if pred.known else "<"
-    verdict = f"known: **{pred.label}**" if pred.known else "**unknown — refer to a specialist**"
-    name = score_label(pred)
-    if pred.score_name == "msp":
-        how = f"MSP = the largest p_ID = {fmt_score(pred.score, pred.threshold)} ({pred.label})."
-    else:
-        terms = pred.scale_scores or (math.nan,) * 3
-        per = "T·log Σ exp(logit)" if pred.score_name == "energy" else "the largest logit"
-        how = (f"The decision score is **{name}** (not the paper's MSP): per scale, {per} over the known classes "
-               f"(negative classes never enter), averaged over the kept patches; then over the three scales: "
-               f"({fmt_num(terms[0], 3)} + {fmt_num(terms[1], 3)} + {fmt_num(terms[2], 3)}) ÷ 3 = "
-               f"{fmt_score(pred.score, pred.threshold)}. It keeps how far the image is from every known class, "
-               "which the softmax (and so MSP) discards.")
-    return (f"**6. Decision.** {how} {threshold_note(pred, ctx.threshold_measured, where=True)} {name} {op} t, so the image is "
-            f"{verdict}. Move the threshold slider to see where the decision flips: a higher threshold rejects more.")
-
-
-def teaching_markdown(pred, ctx: Context) -> str:
-    """The walk-through for this image."""
+def teaching_steps(pred, ctx: Context) -> list[tuple[int, str, str]]:
+    """The walk-through as steps ``(number, title, markdown)``, each with this image's numbers;
+    ``STEP_FIGURES[number]`` are the figures it is about."""
     n, S = pred.n, ctx.image_size
     C = len(pred.classes)
     M = 1 + n * n + 4 * n * n
     c = pred.class_index
-    out = ["### How HVL reached this decision", ""]
-    if "random" in (pred.backbone or ""):
-        out += ["> ⚠ This backbone has **random weights** (a test backbone): the numbers below show the "
-                "mechanics, not medical meaning.", ""]
     size = f"{ctx.original_size[0]}×{ctx.original_size[1]} px" if ctx.original_size else "the image"
     notes = f" ({'; '.join(ctx.image_notes)})" if ctx.image_notes else ""
     src = ("cut from your image's own pixels (native detail)" if ctx.detail == "native"
            else "an enlargement of the view")
-    out += [
-        f"**1. Crops at three scales.** Your upload ({size}{notes}) becomes the encoder's view: short side "
-        f"resized to {S} px, centre {S}×{S} kept. *Scale 0* is that view (1 crop). *Scale 1* enlarges it {n}× and "
-        f"cuts a {n}×{n} grid: {n * n} crops of {S}×{S}. *Scale 2* enlarges it {2 * n}× and cuts a "
-        f"{2 * n}×{2 * n} grid: {4 * n * n} crops (each grid is {src}). All 1 + {n * n} + {4 * n * n} = **{M} crops** "
-        f"go through the encoder ({pred.backbone}) in one batch.",
-        "",
-        "**2. Fusion, coarse to fine (Eq. 1).** Each mid-scale patch gets the whole-image embedding added, "
-        "weighted by how similar the two are (their cosine): û¹ᵢ = u¹ᵢ + cos(u¹ᵢ, u⁰)·u⁰. Each high-scale patch "
-        "then does the same with its already-fused parent mid-scale patch: û²ⱼ = u²ⱼ + cos(u²ⱼ, û¹ⱼ*)·û¹ⱼ*. "
-        "A small patch is thus read in the context of the region around it. " + head_words(ctx),
-        "",
-        f"**3. Patch predictions and the entropy filter (Eq. 2–3).** {compare_words(ctx, C)}, ÷ τ = {pred.tau:g}, "
-        f"then a {softmax_words(pred)}. Patches less certain than their scale's average are dropped as "
-        "*disease-irrelevant* (background, hair, blank slide).",
+    steps = {}
+    steps[1] = (f"Your upload ({size}{notes}) becomes the encoder's view: short side "
+                f"resized to {S} px, centre {S}×{S} kept. *Scale 0* is that view (1 crop). *Scale 1* enlarges it {n}× and "
+                f"cuts a {n}×{n} grid: {n * n} crops of {S}×{S}. *Scale 2* enlarges it {2 * n}× and cuts a "
+                f"{2 * n}×{2 * n} grid: {4 * n * n} crops (each grid is {src}). All 1 + {n * n} + {4 * n * n} = "
+                f"**{M} crops** go through the encoder ({pred.backbone}) in one batch.")
+    steps[2] = ("(Eq. 1) Each mid-scale patch gets the whole-image embedding added, "
+                "weighted by how similar the two are (their cosine): û¹ᵢ = u¹ᵢ + cos(u¹ᵢ, u⁰)·u⁰. Each high-scale patch "
+                "then does the same with its already-fused parent mid-scale patch: û²ⱼ = u²ⱼ + cos(u²ⱼ, û¹ⱼ*)·û¹ⱼ*. "
+                "A small patch is thus read in the context of the region around it. " + head_words(ctx))
+    steps[3] = "\n".join([
+        f"(Eq. 2–3) {compare_words(ctx, C)}, ÷ τ = {pred.tau:g}, then a {softmax_words(pred)}. Patches less "
+        "certain than their scale's average are dropped as *disease-irrelevant* (background, hair, blank slide).",
         "",
         scale_paragraph("Mid", "¹", pred.entropy1, pred.keep1, pred.p1, ctx, pred.p_other.get("p1", 0.0)),
-        scale_paragraph("High", "²", pred.entropy2, pred.keep2, pred.p2, ctx, pred.p_other.get("p2", 0.0)),
-        "",
-        f"**4. The fused score.** p_ID = (p⁰ + p¹ + p²) ÷ 3, the average of what the three scales say. "
-        f"For {pred.label}: ({pred.p0[c]:.3f} + {pred.p1[c]:.3f} + {pred.p2[c]:.3f}) ÷ 3 = **{pred.p_id[c]:.3f}**.",
-        "",
-        "| class | p⁰ whole | p¹ mid | p² high | p_ID |",
-        "|---|---|---|---|---|",
-    ]
+        scale_paragraph("High", "²", pred.entropy2, pred.keep2, pred.p2, ctx, pred.p_other.get("p2", 0.0))])
+    table = ["| class | p⁰ whole | p¹ mid | p² high | p_ID |", "|---|---|---|---|---|"]
     for i in np.argsort(-pred.p_id, kind="stable"):
-        out.append(f"| {pred.classes[i]} | {pred.p0[i]:.3f} | {pred.p1[i]:.3f} | {pred.p2[i]:.3f} | {pred.p_id[i]:.3f} |")
+        table.append(f"| {pred.classes[i]} | {pred.p0[i]:.3f} | {pred.p1[i]:.3f} | {pred.p2[i]:.3f} | {pred.p_id[i]:.3f} |")
+    series = ("p0", "p1", "p2", "p_id")
     for label, shares in ((OTHER_LABEL, pred.p_other), (DROPPED_LABEL, pred.p_dropped)):
-        if label == OTHER_LABEL and not pred.negatives or label == DROPPED_LABEL and shares["p_id"] <= 0:
+        if label == OTHER_LABEL and not pred.negatives or label == DROPPED_LABEL and shares.get("p_id", 0.0) <= 0:
             continue
-        out.append(f"| *{label}* | " + " | ".join(fmt_num(shares[s], 3) for s in ("p0", "p1", "p2", "p_id")) + " |")
-    totals = [float(np.sum(getattr(pred, s))) + pred.p_other.get(s, 0.0) + pred.p_dropped.get(s, 0.0)
-              for s in ("p0", "p1", "p2", "p_id")]
-    out.append("| **total** | " + " | ".join(fmt_num(t, 3) for t in totals) + " |")
+        table.append(f"| *{label}* | " + " | ".join(fmt_num(shares[s], 3) for s in series) + " |")
+    if pred.p_other or pred.p_dropped:  # every column sums to 1 with the rows above
+        totals = [float(np.sum(getattr(pred, s))) + pred.p_other.get(s, 0.0) + pred.p_dropped.get(s, 0.0)
+                  for s in series]
+        table.append("| **total** | " + " | ".join(fmt_num(t, 3) for t in totals) + " |")
+    steps[4] = "\n".join([
+        f"p_ID = (p⁰ + p¹ + p²) ÷ 3, the average of what the three scales say. "
+        f"For {pred.label}: ({pred.p0[c]:.3f} + {pred.p1[c]:.3f} + {pred.p2[c]:.3f}) ÷ 3 = **{pred.p_id[c]:.3f}**.",
+        "", *table])
     gains = [f"{cells_text([rc])} ΔH = {fmt_signed(pred.entropy_gain[rc[0], rc[1]], 3)}" for rc in pred.pseudo_ood]
-    positive = sum(pred.entropy_gain[r, c] > 0 for r, c in pred.pseudo_ood)
-    out += [
-        "",
-        f"**5. Pseudo-OOD patches (Eq. 4–5, a training signal).** The entropy gain ΔH = H(high patch) − H(its mid "
-        f"parent) is largest where zooming in makes the model *less* sure — often a lesion's boundary. The K = "
-        f"{pred.k} largest here: {'; '.join(gains) if gains else 'none'}; the {positive} with ΔH > 0 are outlined on the ΔH map as candidates. "
-        "In training, HVL pushes these patches "
-        "towards 'no known class' (high entropy at every scale), which teaches it what unknown looks like; at "
-        "inference they are only shown.",
-        "",
-    ]
-    out += [
-        decision_paragraph(pred, ctx),
-        "",
-        why_sentence(pred),
-    ]
-    return "\n".join(out)
+    positive = sum(pred.entropy_gain[r, cc] > 0 for r, cc in pred.pseudo_ood)
+    steps[5] = (f"(Eq. 4–5, a training signal) The entropy gain ΔH = H(high patch) − H(its mid "
+                f"parent) is largest where zooming in makes the model *less* sure — often a lesion's boundary. The K = "
+                f"{pred.k} largest here: {'; '.join(gains) if gains else 'none'}; the {positive} with ΔH > 0 are outlined "
+                "on the ΔH map as candidates. In training, HVL pushes these patches towards 'no known class' (high "
+                "entropy at every scale), which teaches it what unknown looks like; at inference they are only shown.")
+    op = "≥" if pred.known else "<"
+    verdict = f"known: **{pred.label}**" if pred.known else "**unknown — refer to a specialist**"
+    name = score_label(pred)
+    steps[6] = "\n".join([
+        f"{score_paragraph(pred)} {threshold_note(pred, ctx.threshold_measured, where=True)} "
+        f"{name} {op} threshold, so the image is {verdict}. Move the threshold slider to see where the decision flips: a "
+        "higher threshold rejects more. The score distribution shows where this image sits among the reference "
+        "images.", "", why_sentence(pred)])
+    steps[7] = single_scale_sentence(pred)
+    return [(i, STEP_TITLES[i], steps[i]) for i in sorted(steps)]
+
+
+def teaching_markdown(pred, ctx: Context) -> str:
+    """The walk-through for this image: every step, each headed by its number and title."""
+    out = ["### How HVL reached this decision", ""]
+    if "random" in (pred.backbone or ""):
+        out += ["> ⚠ This backbone has **random weights** (a test backbone): the numbers below show the "
+                "mechanics, not medical meaning.", ""]
+    for i, title, text in teaching_steps(pred, ctx):
+        out += [f"**{i}. {title}.** {text}", ""]
+    return "\n".join(out).rstrip() + "\n"

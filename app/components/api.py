@@ -1,8 +1,6 @@
 """The public ``/predict`` endpoint (hidden components; argument order as README documents)."""
 from __future__ import annotations
 
-import functools
-
 import gradio as gr
 
 from .. import handlers
@@ -19,5 +17,9 @@ def render_and_listen(service, k_default: int) -> None:
                   gr.Number(value=None), gr.Number(value=DEFAULT_N, precision=0),
                   gr.Number(value=k_default, precision=0), gr.Checkbox(value=True), gr.Checkbox(value=False)]
         out = gr.JSON()
-    gr.Button(visible=False).click(functools.partial(handlers.api_predict, service), inputs, out, api_name="predict",
+    def hvl_predict(path, preset_v, classes_v, thr_v, n_v, k_v, ef_v, rn_v):
+        # a named function (same parameters as ``handlers.api_predict``): the MCP tool takes its name
+        return handlers.api_predict(service, path, preset_v, classes_v, thr_v, n_v, k_v, ef_v, rn_v)
+
+    gr.Button(visible=False).click(hvl_predict, inputs, out, api_name="predict",
                                    concurrency_id="model", api_description=DESCRIPTION)

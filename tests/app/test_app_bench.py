@@ -15,7 +15,8 @@ def test_bench_merges_its_keys_and_measures_the_handlers(tmp_path, capsys):
     r = data["app"]["results"][0]
     assert r["backbone"] == "tiny-clip-random" and r["crops"] == 21
     assert r["redecide_redraws"] == ["gain_map"]  # a K change redraws the ΔH map alone
-    assert r["redecide_head_ms"] <= r["app_redecide_ms"] * 3 and r["upload_draw_ms"] < r["upload_handler_ms"] * 3
+    assert r["redecide_head_ms"] > 0 and r["upload_draw_ms"] > 0  # both parts measured (no timing is compared)
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(printed) == {"app_redecide_ms", "upload_to_decision_over_encoder"}
+    assert set(printed) == {"app_redecide_ms", "upload_to_decision_over_encoder", "batch_redecide_ms"}
+    assert data["batch_redecide_ms"] > 0 and r["batch_size"] == 20
     assert "K change" in (tmp_path / "app.md").read_text()

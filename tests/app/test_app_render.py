@@ -595,7 +595,7 @@ def test_teaching_decision_step_in_the_units_of_a_logit_score(neg_model, neg_enc
     md = teaching_markdown(pred, Context(threshold_measured=False))
     s0, s1, s2 = pred.scale_scores
     assert f"({dec.fmt_num(s0, 3)} + {dec.fmt_num(s1, 3)} + {dec.fmt_num(s2, 3)}) ÷ 3 = " in md
-    assert "The decision score is **energy**" in md and "energy units" in md
+    assert "The energy score is T·log Σ exp" in md and "energy units" in md
     assert "started just under the image's own score" in md
 
 

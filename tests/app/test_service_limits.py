@@ -70,7 +70,7 @@ def test_public_server_builds_no_backbone_a_checkpoint_names(name, tiny_backbone
     assert "passwd" not in str(e.value) and builds == [] and len(s._backbones) == 1
 
 
-def test_rejected_checkpoint_leaves_no_backbone_and_builds_stay_bounded(tiny_backbone, tmp_path, builds):
+def test_rejected_checkpoint_leaves_no_backbone_and_builds_stay_bounded(tiny_backbone, tmp_path, builds, monkeypatch):
     s = ModelService("tiny-clip-random", device="cpu", max_backbones=2)
     s._backbones["tiny-clip-random"] = tiny_backbone
     bad = checkpoint_files(tmp_path, tiny_backbone, "bad", backbone="fresh", edit=lambda m: m.update(embed_dim=8))
@@ -79,7 +79,8 @@ def test_rejected_checkpoint_leaves_no_backbone_and_builds_stay_bounded(tiny_bac
         s.model(spec, ck)
     assert list(s._backbones) == ["tiny-clip-random"]
     for i in range(4):  # four more backbone names: never more than two kept
-        hvl_core.backbones.register_backbone(f"bb-{i}", lambda: tiny_backbone)
+        # registered for this test only: the registry is shared by the whole run
+        monkeypatch.setitem(hvl_core.backbones._REGISTRY, f"bb-{i}", lambda: tiny_backbone)
         s.backbone(f"bb-{i}")
         assert len(s._backbones) <= 2
     assert len(s._models) <= s.max_models

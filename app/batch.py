@@ -1,0 +1,170 @@
+"""The batch view's logic, without UI: read several uploads (images, or images inside zip files),
+encode them once, and re-decide the whole table for any threshold with the head alone.
+
+Bounded for a public server: at most ``MAX_BATCH_IMAGES`` images and ``MAX_BATCH_BYTES`` of
+image bytes per batch, each zip member read with a size cap (a lying header cannot grow memory).
+Zip members are read into memory and never extracted, so no member name can reach the file
+system; only the member's base name is shown. The CSV is written only when asked for, into
+gradio's temporary folder (swept like the uploads).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+
+from hvl_core import ImageError, load_image
+
+from .decision import fmt_score
+from .service import UserError, upload_dir
+
+MAX_BATCH_IMAGES = 32
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".dcm"}
+#: images encoded together (all their crops in one encoder call)
+ENCODE_CHUNK = 4
+COLUMNS = ["file", "class", "score", "known"]
+
+
+@dataclass
+class Batch:
+    """One batch: the file names, their cached encodings (``None``: unreadable, with the reason)
+    and the last decision."""
+
+    names: list[str] = field(default_factory=list)
+    encoded: list = field(default_factory=list)
+    errors: dict[int, str] = field(default_factory=dict)
+    spec: object = None
+    options: dict = field(default_factory=dict)  # k, entropy_filter, renormalize
+    analysed_threshold: float | None = None  # the threshold when the batch was analysed
+    predictions: list = field(default_factory=list)  # per readable image, in order
+
+    def readable(self) -> list[int]:
+        return [i for i in range(len(self.names)) if i not in self.errors]
+
+
+def _short(name: str) -> str:
+    return PurePosixPath(str(name).replace("\\", "/")).name or "file"
+
+
+def read_uploads(paths) -> list[tuple[str, bytes | str]]:
+    """``(name, source)`` for each image in the uploads: a path for an image file, bytes for a zip
+    member. Raises ``UserError`` past the limits or with nothing to read."""
+    items: list[tuple[str, bytes | str]] = []
+    total = 0
+
+    def add(name, source, size):
+        nonlocal total
+        if len(items) >= MAX_BATCH_IMAGES:
+            raise UserError(f"a batch holds at most {MAX_BATCH_IMAGES} images; split it")
+        total += size
+        if total > MAX_BATCH_BYTES:
+            raise UserError(f"a batch holds at most {MAX_BATCH_BYTES // 2 ** 20} MB of images; split it")
+        items.append((name, source))
+
+    for p in [p for p in (paths or []) if p]:
+        p = os.fspath(p)
+        if Path(p).suffix.lower() == ".zip":
+            try:
+                with zipfile.ZipFile(p) as zf:
+                    for info in zf.infolist():
+                        if info.is_dir() or Path(info.filename).suffix.lower() not in IMAGE_SUFFIXES:
+                            continue
+                        if _short(info.filename).startswith("."):  # macOS metadata (__MACOSX/._x.jpg)
+                            continue
+                        room = MAX_BATCH_BYTES - total
+                        with zf.open(info) as f:
+                            data = f.read(room + 1)  # never more than the room left, whatever the header says
+                        if len(data) > room:
+                            raise UserError(f"a batch holds at most {MAX_BATCH_BYTES // 2 ** 20} MB of images; split it")
+                        add(_short(info.filename), data, len(data))
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, OSError) as e:
+                raise UserError(f"{_short(p)} is not a readable zip file ({type(e).__name__})") from None
+        else:
+            add(_short(p), p, os.path.getsize(p))
+    if not items:
+        raise UserError("upload images (PNG, JPEG, TIFF, BMP, WebP) or a zip of them")
+    return items
+
+
+def encode(model, items: list[tuple[str, bytes | str]]) -> Batch:
+    """Load and encode every image (unreadable ones keep their reason); the encoder runs on
+    ``ENCODE_CHUNK`` images at a time."""
+    batch = Batch(names=[n for n, _ in items], encoded=[None] * len(items))
+    loaded = []
+    for i, (_, source) in enumerate(items):
+        try:
+            loaded.append((i, load_image(source)))
+        except ImageError as e:
+            batch.errors[i] = str(e)
+    for start in range(0, len(loaded), ENCODE_CHUNK):
+        chunk = loaded[start:start + ENCODE_CHUNK]
+        for (i, _), enc in zip(chunk, model.encode_batch([li for _, li in chunk])):
+            batch.encoded[i] = enc
+    return batch
+
+
+def decide(model, batch: Batch, threshold: float) -> Batch:
+    """The whole table at ``threshold``: the head alone on the cached encodings."""
+    idx = batch.readable()
+    preds = model.decide_batch([batch.encoded[i] for i in idx], threshold=threshold, **batch.options) if idx else []
+    return replace(batch, predictions=preds)
+
+
+def rows(batch: Batch) -> list[list]:
+    """The table: file, class, score, known (an unreadable file: its reason in the class column)."""
+    out, preds = [], iter(batch.predictions)
+    for i, name in enumerate(batch.names):
+        if i in batch.errors:
+            out.append([name, f"not read: {batch.errors[i]}", None, ""])
+            continue
+        p = next(preds)
+        out.append([name, p.label, round(float(p.score), 4), "yes" if p.known else "no"])
+    return out
+
+
+def flips(batch: Batch, threshold: float) -> tuple[int, int]:
+    """(to unknown, to known): how many images change verdict at ``threshold`` against the
+    threshold the batch was analysed at."""
+    if batch.analysed_threshold is None:
+        return 0, 0
+    t0 = batch.analysed_threshold
+    down = sum(1 for p in batch.predictions if p.score >= t0 and p.score < threshold)
+    up = sum(1 for p in batch.predictions if p.score < t0 and p.score >= threshold)
+    return down, up
+
+
+def flips_sentence(batch: Batch, threshold: float) -> str:
+    n = len(batch.predictions)
+    known = sum(p.known for p in batch.predictions)
+    s = f"At threshold {fmt_score(threshold)}: {known} of {n} known, {n - known} unknown."
+    if batch.analysed_threshold is not None and threshold != batch.analysed_threshold:
+        down, up = flips(batch, threshold)
+        s += (f" Against the model's threshold {fmt_score(batch.analysed_threshold)}: {down + up} flip "
+              f"({down} known → unknown, {up} unknown → known).")
+    if batch.errors:
+        s += f" {len(batch.errors)} file(s) could not be read."
+    return s
+
+
+def csv_text(batch: Batch) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(COLUMNS)
+    for r in rows(batch):
+        w.writerow(["" if v is None else v for v in r])
+    return buf.getvalue()
+
+
+def write_csv(batch: Batch) -> str:
+    """The table as a CSV file in gradio's temporary folder (swept with the uploads); its path."""
+    folder = upload_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    d = tempfile.mkdtemp(prefix="hvl-batch-", dir=folder)
+    path = Path(d) / "hvl-batch.csv"
+    path.write_text(csv_text(batch), encoding="utf-8")
+    return str(path)

@@ -1,0 +1,214 @@
+"""Handlers of the teaching and comparison views (module-level functions of a ``Views`` — their
+components — and the main ``UI``, returning ``{component: value}``):
+
+- ``on_insight``: after each analysis, the score distribution among the reference images and
+  scale 0 alone beside the fused verdict (the head only; never the image's encoder);
+- ``on_step``: the teaching step picked, with this image's numbers;
+- ``on_compare``: two images analysed with the page's settings, side by side;
+- ``on_batch`` / ``on_batch_threshold`` / ``on_batch_csv``: the batch tab — encode once, then
+  re-decide the whole table for any threshold with the head alone;
+- ``api_batch``: the public ``/batch`` endpoint.
+
+As in ``app.handlers``, no exception reaches Gradio: a failure is one sentence in the view.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import gradio as gr
+
+from . import batch as bt
+from . import figures, views
+from .handlers import UI, check_settings, context
+from .messages import friendly_error
+from .reference import ReferenceSet, id_kind_for
+from .service import USER_ERRORS, Session, UserError
+from .teaching import STEP_TITLES, teaching_steps
+
+log = logging.getLogger(__name__)
+
+NO_BATCH = "Upload several images, or a zip of them, and press Analyse batch."
+
+
+@dataclass(repr=False)
+class Views:
+    """The components of the teaching and comparison views."""
+
+    reference: ReferenceSet
+    distribution: gr.HTML
+    single: gr.HTML
+    step: gr.Radio
+    step_text: gr.Markdown
+    compare_a: gr.Dropdown
+    compare_a_file: gr.File
+    compare_b: gr.Dropdown
+    compare_b_file: gr.File
+    compare_out: gr.HTML
+    batch_files: gr.File
+    batch_state: gr.State
+    batch_threshold: gr.Slider
+    batch_table: gr.Dataframe
+    batch_hist: gr.HTML
+    batch_summary: gr.Markdown
+    batch_csv: gr.File
+
+
+def _say(e: BaseException, what: str) -> str:
+    if not isinstance(e, USER_ERRORS + (ValueError,)):
+        log.exception("%s failed", what)
+    return friendly_error(e)
+
+
+# --------------------------------------------------------------------------- this image
+
+def on_insight(ui: UI, v: Views, values: dict) -> dict:
+    """The distribution and single-scale views of the session's prediction."""
+    sess: Session = values[ui.session]
+    pred = sess.prediction if sess else None
+    if pred is None:
+        return {v.distribution: "", v.single: ""}
+    out = {v.single: views.single_scale_html(pred)}
+    try:
+        s = ui.controls.read(values)
+        model = ui.service.model(sess.spec)
+        ref = v.reference.scores(model, pred, id_kind_for(sess.spec, model), k=pred.k,
+                                 entropy_filter=s.entropy_filter, renormalize=s.renormalize)
+        out[v.distribution] = views.distribution_html(ref, pred)
+    except Exception as e:  # noqa: BLE001
+        out[v.distribution] = views.waiting_html(f"No score distribution: {_say(e, 'the reference set')}")
+    return out
+
+
+def on_step(ui: UI, v: Views, values: dict) -> dict:
+    """The text of the teaching step picked (0 or none: nothing), for the session's prediction."""
+    sess: Session = values[ui.session]
+    step = int(values.get(v.step) or 0)
+    if not step:
+        return {v.step_text: ""}
+    if sess is None or sess.prediction is None:
+        return {v.step_text: f"**{step}. {STEP_TITLES[step]}.** Analyse an image to see this step with its numbers."}
+    s = ui.controls.read(values)
+    model = ui.service.model(sess.spec)
+    text = dict((i, (t, md)) for i, t, md in teaching_steps(sess.prediction, context(sess, model, s)))
+    title, md = text[step]
+    return {v.step_text: f"**{step} of {len(text)}. {title}.** {md}"}
+
+
+# --------------------------------------------------------------------------- compare
+
+def _source(example: str | None, upload: str | None, examples: list[dict]) -> tuple[str, str] | None:
+    if upload:
+        return upload, Path(upload).name
+    for e in examples:
+        if example and Path(e["path"]).name == example:
+            return e["path"], example
+    return None
+
+
+def on_compare(ui: UI, v: Views, values: dict) -> dict:
+    """Both images analysed with the page's class set, checkpoint, n and head options."""
+    s = ui.controls.read(values)
+    sides = []
+    try:
+        check_settings(s)
+        spec, ck = ui.service.spec(s.preset, s.custom, s.checkpoint, s.n, s.backbone)
+        for title, ex, up in (("Image A", values[v.compare_a], values[v.compare_a_file]),
+                              ("Image B", values[v.compare_b], values[v.compare_b_file])):
+            src = _source(ex, up, ui.examples)
+            if src is None:
+                raise UserError("pick an example or upload an image for both sides")
+            sess = ui.service.load(src[0], previous=Session(model_identity=spec.identity()), name=src[1])
+            thr = s.threshold
+            sess, pred, model, _ = ui.service.analyse(sess, spec, ck, thr, s.k, s.entropy_filter, s.renormalize,
+                                                      score=s.score)
+            thumb = figures.thumbnail_html(sess.loaded, sess.name, model.backbone.image_size)
+            sides.append(views.compare_side_html(f"{title}: {src[1]}", pred, thumb,
+                                                 figures.entropy_html(pred, 2, s.entropy_filter)))
+    except Exception as e:  # noqa: BLE001
+        from .decision import error_html
+        return {v.compare_out: error_html(_say(e, "comparison"))}
+    return {v.compare_out: views.compare_html(sides)}
+
+
+# --------------------------------------------------------------------------- batch
+
+def _batch_outputs(v: Views, model, batch: bt.Batch, threshold: float) -> dict:
+    name = views.score_label(batch.predictions[0]) if batch.predictions else "score"
+    sentence = bt.flips_sentence(batch, threshold)
+    rng = batch.predictions[0].score_range if batch.predictions else (0.0, 1.0)
+    return {v.batch_state: batch, v.batch_table: bt.rows(batch),
+            v.batch_hist: views.histogram_html([p.score for p in batch.predictions], threshold, rng, name, sentence),
+            v.batch_summary: sentence}
+
+
+def analyse_batch(service, s, files) -> tuple[bt.Batch, object]:
+    """Read, encode and decide a batch with the page's settings (the model's threshold)."""
+    check_settings(s)
+    spec, ck = service.spec(s.preset, s.custom, s.checkpoint, s.n, s.backbone)
+    model = service.model(spec, ck)
+    items = bt.read_uploads(files)
+    batch = bt.encode(model, items)
+    batch = replace(batch, spec=spec, analysed_threshold=model.threshold,
+                    options=dict(k=max(1, min(int(s.k), 4 * model.n ** 2)), entropy_filter=s.entropy_filter,
+                                 renormalize=s.renormalize))
+    return bt.decide(model, batch, model.threshold), model
+
+
+def on_batch(ui: UI, v: Views, values: dict, progress=gr.Progress()) -> dict:
+    s = ui.controls.read(values)
+    try:
+        batch, model = analyse_batch(ui.service, s, values[v.batch_files])
+    except Exception as e:  # noqa: BLE001
+        msg = _say(e, "batch")
+        return {v.batch_summary: f"**Could not analyse the batch:** {msg}", v.batch_table: None, v.batch_hist: "",
+                v.batch_state: None, v.batch_csv: None}
+    t = model.threshold
+    lo, hi = views.score_axis([p.score for p in batch.predictions], batch.predictions[0] if batch.predictions
+                              else (0.0, 1.0), t)
+    step = 0.01 if hi - lo <= 2 else round((hi - lo) / 200, 4)
+    return {**_batch_outputs(v, model, batch, t), v.batch_csv: None,
+            v.batch_threshold: gr.update(minimum=lo, maximum=hi, value=t, step=step)}
+
+
+def on_batch_threshold(ui: UI, v: Views, batch: bt.Batch | None, threshold) -> dict:
+    """A threshold move: the head alone re-decides the whole table on the cached encodings."""
+    if not batch or threshold is None:
+        return {}
+    try:
+        model = ui.service.model(batch.spec)
+        batch = bt.decide(model, batch, float(threshold))
+        return _batch_outputs(v, model, batch, float(threshold))
+    except Exception as e:  # noqa: BLE001
+        return {v.batch_summary: f"**Could not re-decide:** {_say(e, 'batch threshold')}"}
+
+
+def on_batch_csv(v: Views, batch: bt.Batch | None) -> dict:
+    if not batch:
+        return {v.batch_summary: NO_BATCH}
+    return {v.batch_csv: bt.write_csv(batch)}
+
+
+def api_batch(service, files, preset_v, classes_v, thr_v) -> list[dict]:
+    """Decide several images (or zips of images) with a class set; one row per image: file,
+    class, score, score_name, known, threshold (or error). A bad batch raises gr.Error."""
+    from .components.controls import Settings
+    from .service import DEFAULT_PRESET
+
+    try:
+        s = Settings(preset=preset_v or DEFAULT_PRESET, custom=classes_v or "")
+        batch, model = analyse_batch(service, s, [f for f in (files or []) if f])
+        if thr_v is not None:
+            batch = bt.decide(model, batch, float(thr_v))
+    except Exception as e:  # noqa: BLE001
+        raise gr.Error(_say(e, "API batch"), print_exception=False) from None
+    out, preds = [], iter(batch.predictions)
+    for i, name in enumerate(batch.names):
+        if i in batch.errors:
+            out.append({"file": name, "error": batch.errors[i]})
+            continue
+        p = next(preds)
+        out.append({"file": name, "class": p.label, "score": p.score, "score_name": p.score_name,
+                    "known": bool(p.known), "threshold": p.threshold, "msp": p.msp})
+    return out
