@@ -280,6 +280,9 @@ def on_options(ui: UI, values: dict) -> dict:
     if sess.prediction is None:  # nothing analysed yet: the new value waits for the first analysis
         return {ui.shown: shown}
     s = ui.controls.read(values)
+    window = (shown or {}).get("window")
+    if window and s.threshold is not None and not window[0] <= s.threshold <= window[1]:
+        return {ui.shown: shown}  # sent in another score's units, before the slider moved: stale
     try:
         sess, pred, model = ui.service.decide(sess, s.threshold, s.k, s.entropy_filter, s.renormalize, s.score)
         return present(ui, sess, shown, pred, model, s)

@@ -98,13 +98,27 @@ def render_checkpoint() -> tuple[gr.Textbox, gr.File]:
     return text, files
 
 
+class ThresholdSlider(gr.Slider):
+    """The threshold slider, whose value the handlers check against the score (``ScoreError``), not
+    gradio against the slider's range: a value typed in one score's units that arrives just after a
+    score change moved the range must reach ``handlers.on_options`` (which ignores it) instead of
+    failing the event."""
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "slider"
+
+    def preprocess(self, payload: float | None) -> float | None:
+        return None if payload is None else float(payload)
+
+
 def render_head(model) -> tuple[gr.Radio, gr.Slider, gr.Slider, gr.Slider, gr.Checkbox, gr.Checkbox]:
     cfg = model.head.config
     score = gr.Radio(choices=[(SCORE_LABELS[s] + (" (the paper's)" if s == "msp" else ""), s) for s in SCORES],
                      value=model.score_name, label="Decision score", elem_id="score",
                      info="Default: this backbone's measured choice for the class set. Changing it re-decides only.")
     slider = threshold_slider(model.score_name, model_score_range(model), (model.threshold,))
-    threshold = gr.Slider(slider["minimum"], slider["maximum"], value=model.threshold, step=THRESHOLD_STEP,
+    threshold = ThresholdSlider(slider["minimum"], slider["maximum"], value=model.threshold, step=THRESHOLD_STEP,
                           label=slider["label"], info="Below it the image is 'unknown'. Moving it does not re-run the model.",
                           elem_id="threshold")
     with gr.Row():
@@ -133,11 +147,13 @@ def listen(ui) -> None:
     c.n.release(settings_fn, inputs, ui.outputs(), **model_events)
     if c.backbone is not None:
         c.backbone.input(settings_fn, inputs, ui.outputs(), **model_events)
-    head = dict(trigger_mode="always_last", api_visibility="private", show_progress="hidden")
+    # one queue group for the head's events, so they run in order: a threshold typed in one score's
+    # units is decided before a score change moves the slider to another's
+    head = dict(trigger_mode="always_last", api_visibility="private", show_progress="hidden", concurrency_id="head")
     options_fn = ui.bind(handlers.on_options)
     for ev in (c.k.release, c.entropy_filter.input, c.renormalize.input, c.threshold.release):
         ev(options_fn, inputs, ui.outputs(), **head)
     c.threshold.input(options_fn, inputs, ui.outputs(), **head)
     if c.score is not None:
         c.score.input(ui.bind(handlers.on_score), inputs, ui.outputs(), api_visibility="private",
-                      show_progress="hidden")
+                      show_progress="hidden", concurrency_id="head")

@@ -176,7 +176,10 @@ def test_the_slider_at_the_models_own_threshold_keeps_its_source(ui, analysed):
 
 def test_threshold_outside_the_score_range_is_one_sentence(ui, analysed):
     sess, shown = analysed[ui.session], analysed[ui.shown]
-    out = handlers.on_options(ui, values(ui, sess, shown, threshold=1.5))
+    # outside the slider's window: a value in another score's units that arrived late, ignored
+    assert handlers.on_options(ui, values(ui, sess, shown, threshold=1.5)) == {ui.shown: shown}
+    # without a window (nothing drawn yet), the score's own range decides, in one sentence
+    out = handlers.on_options(ui, values(ui, sess, {}, threshold=1.5))
     assert "hvl-error" in out[ui.decision] and "outside the range of the msp score" in out[ui.decision]
     assert "Traceback" not in out[ui.decision]
 

@@ -1,0 +1,165 @@
+"""The settings: class set, custom classes, checkpoint, n, and the head options (decision score,
+threshold, K, entropy filter, renormalise). ``Settings`` is their values, ``Controls`` the
+components. The threshold slider is in the units of the score: its range is the score's
+(MSP: 0 to 1) or a window around the threshold and the image's score (``threshold_slider``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import gradio as gr
+
+from hvl_core.head import SCORES
+
+from .. import handlers
+from ..decision import SCORE_LABELS, model_score_range, threshold_slider
+from ..messages import backbone_choices, class_placeholder
+from ..service import CHOOSABLE_BACKBONES, DEFAULT_N, DEFAULT_PRESET, MAX_N, PRESETS, checkpoint_ref
+
+#: keyboard step of the threshold slider
+THRESHOLD_STEP = 0.01
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the controls say, in one value the handlers take."""
+
+    preset: str = DEFAULT_PRESET
+    custom: str = ""
+    checkpoint_text: str = ""
+    checkpoint_files: tuple = ()
+    n: int = DEFAULT_N
+    threshold: float | None = None
+    k: int = 4
+    entropy_filter: bool = True
+    renormalize: bool = False
+    score: str | None = None  # None: the model's own
+    backbone: str = ""  # "": the server's own
+
+    @property
+    def checkpoint(self) -> tuple | None:
+        return checkpoint_ref(self.checkpoint_text, self.checkpoint_files)
+
+
+@dataclass
+class Controls:
+    """The components behind each ``Settings`` field (same names)."""
+
+    preset: gr.Radio
+    custom: gr.Textbox
+    checkpoint_text: gr.Textbox
+    checkpoint_files: gr.File
+    n: gr.Slider
+    threshold: gr.Slider
+    k: gr.Slider
+    entropy_filter: gr.Checkbox
+    renormalize: gr.Checkbox
+    score: gr.Radio | None = None
+    backbone: gr.Dropdown | None = None
+
+    def components(self) -> list:
+        return [c for c in (getattr(self, f.name) for f in fields(self)) if c is not None]
+
+    def read(self, values: dict) -> Settings:
+        """The ``Settings`` in a handler's input dict (gradio passes ``{component: value}``)."""
+        v = {f.name: values.get(getattr(self, f.name)) if getattr(self, f.name) is not None else None
+             for f in fields(self)}
+        return Settings(preset=v["preset"] or DEFAULT_PRESET, custom=v["custom"] or "",
+                        checkpoint_text=v["checkpoint_text"] or "",
+                        checkpoint_files=tuple(str(f) for f in (v["checkpoint_files"] or []) if f),
+                        n=int(v["n"] or DEFAULT_N), threshold=None if v["threshold"] is None else float(v["threshold"]),
+                        k=int(v["k"] or 1), entropy_filter=bool(v["entropy_filter"]), renormalize=bool(v["renormalize"]),
+                        score=v["score"] or None, backbone=v["backbone"] or "")
+
+
+def render_classes(model) -> tuple[gr.Radio, gr.Textbox]:
+    preset = gr.Radio(choices=[(label, key) for key, label in PRESETS.items()], value=DEFAULT_PRESET,
+                      label="Known classes", elem_id="preset")
+    custom = gr.Textbox(label="Custom classes (comma-separated; press Enter)", lines=1, max_lines=1, visible=False,
+                        elem_id="custom-classes", placeholder=class_placeholder(model.backbone),
+                        info="'name: description' puts a longer description in the prompt")
+    return preset, custom
+
+
+def render_backbone(model) -> gr.Dropdown:
+    """The backbone chooser: the server's own first, then the catalog's, each labelled (kind,
+    training data, zero-shot or trained head); another one is built on first use (an offline one
+    fails with one sentence)."""
+    return gr.Dropdown(choices=backbone_choices(model.backbone.name, CHOOSABLE_BACKBONES), value="",
+                       label="Backbone", elem_id="backbone", interactive=True,
+                       info="A checkpoint brings its own. Another backbone re-encodes the image.")
+
+
+def render_checkpoint() -> tuple[gr.Textbox, gr.File]:
+    with gr.Accordion("Checkpoint (optional: a trained HVL head)", open=False):
+        text = gr.Textbox(label="Checkpoint folder or Hugging Face id", placeholder="org/name",
+                          elem_id="checkpoint-path")
+        files = gr.File(label="…or upload its head.safetensors and hvl.json", file_count="multiple",
+                        file_types=[".safetensors", ".json"], type="filepath", height=90, elem_id="checkpoint-files")
+    return text, files
+
+from gradio.events import Dependency
+
+class ThresholdSlider(gr.Slider):
+    """The threshold slider, whose value the handlers check against the score (``ScoreError``), not
+    gradio against the slider's range: a value typed in one score's units that arrives just after a
+    score change moved the range must reach ``handlers.on_options`` (which ignores it) instead of
+    failing the event."""
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "slider"
+
+    def preprocess(self, payload: float | None) -> float | None:
+        return None if payload is None else float(payload)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def render_head(model) -> tuple[gr.Radio, gr.Slider, gr.Slider, gr.Slider, gr.Checkbox, gr.Checkbox]:
+    cfg = model.head.config
+    score = gr.Radio(choices=[(SCORE_LABELS[s] + (" (the paper's)" if s == "msp" else ""), s) for s in SCORES],
+                     value=model.score_name, label="Decision score", elem_id="score",
+                     info="Default: this backbone's measured choice for the class set. Changing it re-decides only.")
+    slider = threshold_slider(model.score_name, model_score_range(model), (model.threshold,))
+    threshold = ThresholdSlider(slider["minimum"], slider["maximum"], value=model.threshold, step=THRESHOLD_STEP,
+                          label=slider["label"], info="Below it the image is 'unknown'. Moving it does not re-run the model.",
+                          elem_id="threshold")
+    with gr.Row():
+        k = gr.Slider(1, 4 * DEFAULT_N ** 2, value=cfg.k, step=1, label="K pseudo-OOD cells", elem_id="k")
+        n = gr.Slider(1, MAX_N, value=DEFAULT_N, step=1, label="n: mid grid n×n (re-encodes)", elem_id="n")
+    with gr.Row():
+        entropy_filter = gr.Checkbox(value=cfg.entropy_filter, label="Entropy filter (drop unsure patches)",
+                                     elem_id="entropy-filter")
+        renormalize = gr.Checkbox(value=cfg.renormalize, label="Renormalize (÷ kept patches, not all)",
+                                  elem_id="renormalize")
+    return score, threshold, k, n, entropy_filter, renormalize
+
+
+def listen(ui) -> None:
+    c = ui.controls
+    inputs = ui.inputs()
+    model_events = dict(concurrency_id="model", api_visibility="private")
+    c.preset.change(lambda p: gr.update(visible=p == "custom"), c.preset, c.custom, queue=False,
+                    api_visibility="private")
+    settings_fn = ui.bind(handlers.on_settings)
+    c.preset.input(settings_fn, inputs, ui.outputs(), **model_events)
+    c.custom.submit(settings_fn, inputs, ui.outputs(), **model_events)
+    c.checkpoint_text.submit(settings_fn, inputs, ui.outputs(), **model_events)
+    c.checkpoint_files.upload(settings_fn, inputs, ui.outputs(), **model_events)
+    c.checkpoint_files.clear(settings_fn, inputs, ui.outputs(), **model_events)
+    c.n.release(settings_fn, inputs, ui.outputs(), **model_events)
+    if c.backbone is not None:
+        c.backbone.input(settings_fn, inputs, ui.outputs(), **model_events)
+    # one queue group for the head's events, so they run in order: a threshold typed in one score's
+    # units is decided before a score change moves the slider to another's
+    head = dict(trigger_mode="always_last", api_visibility="private", show_progress="hidden", concurrency_id="head")
+    options_fn = ui.bind(handlers.on_options)
+    for ev in (c.k.release, c.entropy_filter.input, c.renormalize.input, c.threshold.release):
+        ev(options_fn, inputs, ui.outputs(), **head)
+    c.threshold.input(options_fn, inputs, ui.outputs(), **head)
+    if c.score is not None:
+        c.score.input(ui.bind(handlers.on_score), inputs, ui.outputs(), api_visibility="private",
+                      show_progress="hidden", concurrency_id="head")
