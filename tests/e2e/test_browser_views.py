@@ -24,7 +24,7 @@ EXAMPLE = ROOT / "assets" / "skin_nevus_closeup.jpg"
 OOD = ROOT / "assets" / "ood_ct_vertebra.png"
 HISTO = ROOT / "assets" / "histology_tumor_nuclei.jpg"
 VIEWPORTS = [(1366, 768), (390, 844)]
-N_REFERENCE = 10  # the examples in assets/manifest.json
+N_REFERENCE = len(json.loads((ROOT / "assets" / "manifest.json").read_text()))  # the examples of the manifest
 
 
 def _shot(pg, name: str, selector: str | None = None) -> None:
