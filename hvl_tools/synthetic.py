@@ -90,6 +90,23 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
     return np.asarray(img, dtype=np.float32)
 
 
+def _lesion_outline(rng, xx, yy, cx, cy, r0: float, e: float, amp: float, harmonics: int):
+    """A lesion's outline around (cx, cy): a randomly rotated ellipse (elongation ``e``) whose
+    radius ``r0`` is modulated by ``harmonics`` random cosines. Returns (each pixel's elliptical
+    distance from the centre, the outline's radius in that pixel's direction)."""
+    rot = rng.uniform(0, np.pi)
+    dx, dy = xx - cx, yy - cy
+    xr = dx * np.cos(rot) + dy * np.sin(rot)
+    yr = -dx * np.sin(rot) + dy * np.cos(rot)
+    dist = np.sqrt((xr / e) ** 2 + (yr * e) ** 2)
+    theta = np.arctan2(yr, xr)
+    radius = np.ones_like(theta)
+    for k in range(2, 2 + harmonics):
+        radius += rng.uniform(0.3, 1.0) * amp * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+    radius *= r0
+    return xr, yr, dist, radius
+
+
 def _jitter(rng: np.random.Generator, rgb, amount: float = 10.0, bright: float = 1.0) -> np.ndarray:
     return np.clip((np.asarray(rgb, np.float32) + rng.uniform(-amount, amount, 3)) * bright, 0, 255)
 
@@ -121,16 +138,7 @@ def render(class_name: str, rng: np.random.Generator, size: int = DEFAULT_SIZE) 
     cx, cy = S / 2 + rng.normal(0, 0.06 * S, 2)
     r0 = S * rng.uniform(0.30, 0.40) * rscale
     e = rng.uniform(*elong)
-    rot = rng.uniform(0, np.pi)
-    dx, dy = xx - cx, yy - cy
-    xr = dx * np.cos(rot) + dy * np.sin(rot)
-    yr = -dx * np.sin(rot) + dy * np.cos(rot)
-    dist = np.sqrt((xr / e) ** 2 + (yr * e) ** 2)
-    theta = np.arctan2(yr, xr)
-    radius = np.ones_like(theta)
-    for k in range(2, 2 + harmonics):
-        radius += rng.uniform(0.3, 1.0) * amp * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
-    radius *= r0
+    xr, yr, dist, radius = _lesion_outline(rng, xx, yy, cx, cy, r0, e, amp, harmonics)
     edge = 2.5 if class_name != "actinic keratosis" else 4.0
     alpha = 1 / (1 + np.exp(-(radius - dist) / edge))  # soft lesion mask
     rel = dist / np.maximum(radius, 1e-3)  # 0 at the centre, 1 at the border
@@ -216,16 +224,7 @@ def render_v2(class_name: str, rng: np.random.Generator, size: int = V2_SIZE) ->
     cx, cy = rng.uniform(0.25 * S, 0.75 * S, 2)
     r0 = S * rng.uniform(*V2_RADIUS)
     e = rng.uniform(0.85, 1.15)
-    rot = rng.uniform(0, np.pi)
-    dx, dy = xx - cx, yy - cy
-    xr = dx * np.cos(rot) + dy * np.sin(rot)
-    yr = -dx * np.sin(rot) + dy * np.cos(rot)
-    dist = np.sqrt((xr / e) ** 2 + (yr * e) ** 2)
-    theta = np.arctan2(yr, xr)
-    radius = np.ones_like(theta)
-    for k in range(2, 2 + harmonics):
-        radius += rng.uniform(0.3, 1.0) * amp * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
-    radius *= r0
+    xr, yr, dist, radius = _lesion_outline(rng, xx, yy, cx, cy, r0, e, amp, harmonics)
     alpha = 1 / (1 + np.exp(-(radius - dist) / 1.5))
     rel = dist / np.maximum(radius, 1e-3)
     # boundary halo: the same pink ring for every class, fading out to V2_HALO × the radius
