@@ -14,6 +14,7 @@ from .. import handlers
 from ..decision import SCORE_LABELS, model_score_range, threshold_slider
 from ..messages import backbone_choices, class_placeholder
 from ..service import CHOOSABLE_BACKBONES, DEFAULT_N, DEFAULT_PRESET, MAX_N, PRESETS, checkpoint_ref
+from .score_slider import ScoreSlider
 
 #: keyboard step of the threshold slider
 THRESHOLD_STEP = 0.01
@@ -98,27 +99,13 @@ def render_checkpoint() -> tuple[gr.Textbox, gr.File]:
     return text, files
 
 
-class ThresholdSlider(gr.Slider):
-    """The threshold slider, whose value the handlers check against the score (``ScoreError``), not
-    gradio against the slider's range: a value typed in one score's units that arrives just after a
-    score change moved the range must reach ``handlers.on_options`` (which ignores it) instead of
-    failing the event."""
-
-    @classmethod
-    def get_block_name(cls) -> str:
-        return "slider"
-
-    def preprocess(self, payload: float | None) -> float | None:
-        return None if payload is None else float(payload)
-
-
 def render_head(model) -> tuple[gr.Radio, gr.Slider, gr.Slider, gr.Slider, gr.Checkbox, gr.Checkbox]:
     cfg = model.head.config
     score = gr.Radio(choices=[(SCORE_LABELS[s] + (" (the paper's)" if s == "msp" else ""), s) for s in SCORES],
                      value=model.score_name, label="Decision score", elem_id="score",
                      info="Default: this backbone's measured choice for the class set. Changing it re-decides only.")
     slider = threshold_slider(model.score_name, model_score_range(model), (model.threshold,))
-    threshold = ThresholdSlider(slider["minimum"], slider["maximum"], value=model.threshold, step=THRESHOLD_STEP,
+    threshold = ScoreSlider(slider["minimum"], slider["maximum"], value=model.threshold, step=THRESHOLD_STEP,
                           label=slider["label"], info="Below it the image is 'unknown'. Moving it does not re-run the model.",
                           elem_id="threshold")
     with gr.Row():
@@ -151,9 +138,10 @@ def listen(ui) -> None:
     # units is decided before a score change moves the slider to another's
     head = dict(trigger_mode="always_last", api_visibility="private", show_progress="hidden", concurrency_id="head")
     options_fn = ui.bind(handlers.on_options)
-    for ev in (c.k.release, c.entropy_filter.input, c.renormalize.input, c.threshold.release):
+    # the threshold's .input alone (it also fires for the last value of a drag): a second, .release
+    # event could arrive after a score change had moved the slider to other units, and fail
+    for ev in (c.k.release, c.entropy_filter.input, c.renormalize.input, c.threshold.input):
         ev(options_fn, inputs, ui.outputs(), **head)
-    c.threshold.input(options_fn, inputs, ui.outputs(), **head)
     if c.score is not None:
         c.score.input(ui.bind(handlers.on_score), inputs, ui.outputs(), api_visibility="private",
                       show_progress="hidden", concurrency_id="head")

@@ -364,7 +364,7 @@ def test_score_chooser_moves_the_slider_to_the_score_units(page):
     assert "energy units" in page.locator("#decision").inner_text()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"app_energy_score{SUFFIX}.png"), full_page=False)
-    # a threshold above the image's energy rejects it
+    # a threshold above the image's energy (above 1 too: not MSP's range) rejects it
     _set_threshold(page, d["score"] + 1)
     page.wait_for_function("() => document.querySelector('#decision .hvl-decision').dataset.known === '0'")
     page.locator("#score input[value='msp']").check()
