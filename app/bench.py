@@ -45,9 +45,9 @@ class Stub:
 
 
 def stub_ui(service):
-    from .components.controls import Controls
     from .components.upload import load_examples
     from .handlers import UI
+    from .settings import Controls
 
     controls = Controls(**{f.name: Stub(f.name) for f in fields(Controls)})
     names = [f.name for f in fields(UI) if f.name not in ("service", "examples", "controls")]
@@ -55,7 +55,7 @@ def stub_ui(service):
 
 
 def inputs(ui, session, shown, upload=None, **settings) -> dict:
-    from .components.controls import Settings
+    from .settings import Settings
 
     s = Settings(**settings)
     v = {getattr(ui.controls, f.name): getattr(s, f.name) for f in fields(Settings)}
@@ -66,8 +66,8 @@ def measure_batch(service, ui, redecides: int, size: int = BATCH_SIZE) -> dict:
     """The batch tab: ``size`` images (the shipped examples, repeated) encoded once, then the
     threshold moved back and forth ``redecides`` times."""
     from . import views_handlers as vh
-    from .components.controls import Settings
     from .reference import ReferenceSet
+    from .settings import Settings
 
     paths = [e["path"] for e in ui.examples]
     files = [paths[i % len(paths)] for i in range(size)]
@@ -121,7 +121,7 @@ def measure(backbone: str, image: Path, repeats: int, redecides: int) -> dict:
         ratios.append((t1 - t0) / (t2 - t1))
     sess, shown = out[ui.session], out[ui.shown]
     # the app's own share: drawing every output of an upload, from the finished prediction
-    from .components.controls import Settings
+    from .settings import Settings
 
     draw_s = []
     for _ in range(repeats):

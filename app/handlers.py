@@ -23,9 +23,10 @@ import functools
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import gradio as gr
+
+from hvl_core.presets import split_class_list
 
 from . import decision as dec
 from . import figures
@@ -38,11 +39,9 @@ from .messages import (
     model_markdown,
     status_markdown,
 )
-from .service import USER_ERRORS, ModelService, Session, UserError, has_threshold, normalise_classes
+from .service import USER_ERRORS, ModelService, Session, UserError, has_threshold
+from .settings import Controls, Settings
 from .teaching import Context, teaching_markdown
-
-if TYPE_CHECKING:
-    from .components.controls import Controls, Settings
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +249,7 @@ def on_settings(ui: UI, values: dict, progress=gr.Progress()) -> dict:
     """Class set, custom classes, checkpoint or n changed."""
     sess, shown = values[ui.session], values[ui.shown]
     s = ui.controls.read(values)
-    if s.preset == "custom" and not normalise_classes(s.custom) and not s.checkpoint:
+    if s.preset == "custom" and not split_class_list(s.custom) and not s.checkpoint:
         return {ui.status: "Type the custom classes, comma-separated, and press Enter.", ui.shown: shown}
     if sess.has_image():
         return on_rerun(ui, values, progress)

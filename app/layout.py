@@ -16,6 +16,7 @@ from .handlers import UI, on_rerun
 from .messages import model_markdown
 from .reference import ReferenceSet
 from .service import ModelService, Session, Spec, configure_queue
+from .settings import Controls
 from .views_handlers import Views
 
 #: every minute, delete the uploads gradio cached more than 10 minutes ago
@@ -127,7 +128,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
         batch.render_api(service)
 
         ui = UI(service=service, examples=examples, session=session, shown=shown,
-                controls=controls.Controls(preset, custom, ckpt_text, ckpt_files, n, threshold, k, entropy_filter,
+                controls=Controls(preset, custom, ckpt_text, ckpt_files, n, threshold, k, entropy_filter,
                                            renormalize, score=score, backbone=backbone),
                 upload=up.upload, gallery=up.gallery, decision=verdict.decision, top=top,
                 status=verdict.status, model_info=model_info, thumbnail=thumbnail, main_map=main_map,

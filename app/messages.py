@@ -6,9 +6,10 @@ import html
 import re
 
 from hvl_core.backbones import UnknownClassError
+from hvl_core.presets import split_class_list
 
 from .decision import SCORE_LABELS
-from .service import USER_ERRORS, Session, normalise_classes
+from .service import USER_ERRORS, Session
 
 #: the custom-class example for backbones with a text tower (any words work)
 TEXT_EXAMPLE = "e.g. melanoma, nevus: a benign mole, scar"
@@ -116,7 +117,7 @@ def class_placeholder(backbone) -> str:
 def duplicate_classes(text: str) -> list[str]:
     """Class names given twice (case-insensitive, descriptions ignored)."""
     seen, dup = set(), []
-    for part in normalise_classes(text):
+    for part in split_class_list(text):
         name = part.split(":", 1)[0].strip().lower()
         if name in seen and name not in dup:
             dup.append(name)

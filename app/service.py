@@ -92,7 +92,7 @@ class Spec:
         """The model without n: when it changes, the threshold goes back to the model's own."""
         if self.checkpoint is not None:
             return ("checkpoint", self.checkpoint)
-        ident = ("custom", normalise_classes(self.custom)) if self.preset == "custom" else ("preset", self.preset)
+        ident = ("custom", split_class_list(self.custom)) if self.preset == "custom" else ("preset", self.preset)
         return (*ident, self.backbone) if self.backbone else ident
 
 
@@ -113,7 +113,6 @@ class Session:
         return self.loaded is not None
 
 
-normalise_classes = split_class_list  # the typed custom-class list, split as the core splits it
 
 
 @gpu_task
@@ -263,7 +262,7 @@ class ModelService:
         if not 1 <= n <= MAX_N:
             raise UserError(f"n must be between 1 and {MAX_N}, got {n}")
         key, ck = self.resolve_checkpoint(checkpoint)
-        if key is None and preset == "custom" and not normalise_classes(custom):
+        if key is None and preset == "custom" and not split_class_list(custom):
             raise UserError("type the custom classes first, comma-separated "
                             "(\"name: description\" gives the prompt a longer description)")
         return Spec(preset=preset, custom=custom if preset == "custom" else "", checkpoint=key, n=n,
@@ -290,7 +289,7 @@ class ModelService:
                     self._remember_backbone(name, bb)
             elif spec.preset == "custom":
                 model = hvl_core.load_model(self.backbone(spec.backbone or None),
-                                            classes=list(normalise_classes(spec.custom)), device=self.device, n=spec.n)
+                                            classes=list(split_class_list(spec.custom)), device=self.device, n=spec.n)
             else:
                 model = hvl_core.load_model(self.backbone(spec.backbone or None), preset=spec.preset,
                                             device=self.device, n=spec.n)

@@ -193,8 +193,8 @@ def on_batch_csv(v: Views, batch: bt.Batch | None) -> dict:
 def api_batch(service, files, preset_v, classes_v, thr_v) -> list[dict]:
     """Decide several images (or zips of images) with a class set; one row per image: file,
     class, score, score_name, known, threshold (or error). A bad batch raises gr.Error."""
-    from .components.controls import Settings
     from .service import DEFAULT_PRESET
+    from .settings import Settings
 
     try:
         s = Settings(preset=preset_v or DEFAULT_PRESET, custom=classes_v or "")

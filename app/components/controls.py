@@ -4,8 +4,6 @@ components. The threshold slider is in the units of the score: its range is the 
 (MSP: 0 to 1) or a window around the threshold and the image's score (``threshold_slider``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 import gradio as gr
 
 from hvl_core.head import SCORES
@@ -13,63 +11,15 @@ from hvl_core.head import SCORES
 from .. import handlers
 from ..decision import SCORE_LABELS, model_score_range, threshold_slider
 from ..messages import backbone_choices, class_placeholder
-from ..service import CHOOSABLE_BACKBONES, DEFAULT_N, DEFAULT_PRESET, MAX_N, PRESETS, checkpoint_ref
+from ..service import CHOOSABLE_BACKBONES, DEFAULT_N, DEFAULT_PRESET, MAX_N, PRESETS
 from .score_slider import ScoreSlider
 
 #: keyboard step of the threshold slider
 THRESHOLD_STEP = 0.01
 
 
-@dataclass(frozen=True)
-class Settings:
-    """What the controls say, in one value the handlers take."""
-
-    preset: str = DEFAULT_PRESET
-    custom: str = ""
-    checkpoint_text: str = ""
-    checkpoint_files: tuple = ()
-    n: int = DEFAULT_N
-    threshold: float | None = None
-    k: int = 4
-    entropy_filter: bool = True
-    renormalize: bool = False
-    score: str | None = None  # None: the model's own
-    backbone: str = ""  # "": the server's own
-
-    @property
-    def checkpoint(self) -> tuple | None:
-        return checkpoint_ref(self.checkpoint_text, self.checkpoint_files)
 
 
-@dataclass
-class Controls:
-    """The components behind each ``Settings`` field (same names)."""
-
-    preset: gr.Radio
-    custom: gr.Textbox
-    checkpoint_text: gr.Textbox
-    checkpoint_files: gr.File
-    n: gr.Slider
-    threshold: gr.Slider
-    k: gr.Slider
-    entropy_filter: gr.Checkbox
-    renormalize: gr.Checkbox
-    score: gr.Radio | None = None
-    backbone: gr.Dropdown | None = None
-
-    def components(self) -> list:
-        return [c for c in (getattr(self, f.name) for f in fields(self)) if c is not None]
-
-    def read(self, values: dict) -> Settings:
-        """The ``Settings`` in a handler's input dict (gradio passes ``{component: value}``)."""
-        v = {f.name: values.get(getattr(self, f.name)) if getattr(self, f.name) is not None else None
-             for f in fields(self)}
-        return Settings(preset=v["preset"] or DEFAULT_PRESET, custom=v["custom"] or "",
-                        checkpoint_text=v["checkpoint_text"] or "",
-                        checkpoint_files=tuple(str(f) for f in (v["checkpoint_files"] or []) if f),
-                        n=int(v["n"] or DEFAULT_N), threshold=None if v["threshold"] is None else float(v["threshold"]),
-                        k=int(v["k"] or 1), entropy_filter=bool(v["entropy_filter"]), renormalize=bool(v["renormalize"]),
-                        score=v["score"] or None, backbone=v["backbone"] or "")
 
 
 def render_classes(model) -> tuple[gr.Radio, gr.Textbox]:

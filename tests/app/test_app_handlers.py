@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pytest
 
 from app import handlers
-from app.components.controls import Controls, Settings
 from app.components.upload import load_examples
 from app.messages import class_placeholder, friendly_error
 from app.service import ModelService, Session, Spec
+from app.settings import Controls, Settings
 from hvl_core.backbones import UnknownClassError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,10 +17,10 @@ import pytest
 from app import batch as bt
 from app import handlers, views
 from app import views_handlers as vh
-from app.components.controls import Controls, Settings
 from app.components.upload import load_examples
 from app.reference import ReferenceSet, id_kind_for
 from app.service import ModelService, Session, Spec, UserError
+from app.settings import Controls, Settings
 from app.teaching import Context, scale_terms, single_scale, single_scale_sentence, teaching_steps
 
 ROOT = Path(__file__).resolve().parents[2]
