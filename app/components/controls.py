@@ -44,7 +44,8 @@ def render_checkpoint() -> tuple[gr.Textbox, gr.File]:
     with gr.Accordion("Checkpoint (optional: a trained HVL head)", open=False):
         text = gr.Textbox(label="Checkpoint folder or Hugging Face id", placeholder="org/name",
                           elem_id="checkpoint-path")
-        files = gr.File(label="…or upload its head.safetensors and hvl.json", file_count="multiple",
+        files = gr.File(label="…or upload its model.safetensors and config.json (or head.safetensors and hvl.json)",
+                        file_count="multiple",
                         file_types=[".safetensors", ".json"], type="filepath", height=90, elem_id="checkpoint-files")
     return text, files
 
