@@ -203,8 +203,10 @@ def test_assets_manifest_is_complete():
     on_disk = {p.name for p in ASSETS.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")}
     assert files == on_disk
     for a in MANIFEST:
-        assert a["kind"] in ("histology", "skin", "ood")
+        assert a["kind"] in ("histology", "skin", "ood", "failure")
         assert a["file"].startswith(a["kind"] + "_")
+        if a["kind"] == "failure":  # teaching material: the class set it fails with, and why
+            assert a["preset"] and a["why"]
         for key in ("caption", "source_package", "version", "original_path", "license"):
             assert a[key], (a["file"], key)
         assert (ASSETS / a["file"]).stat().st_size <= 220_000

@@ -437,7 +437,7 @@ def test_failure_examples_are_explained(page):
     index = next(i for i, src in enumerate(srcs) if "failure_ihc" in src)
     page.locator("#examples button.thumbnail-item").nth(index).click()
     page.wait_for_function("() => { const s = document.querySelector('#status'); "
-                           "return s && s.innerText.includes('failure_ihc_colon.png'); }")
+                           "return s && s.innerText.includes('failure_ihc_colon.jpg'); }")
     assert page.locator("#preset input[value='histology-nct-crc']").get_attribute("aria-checked") == "true"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"app_failure_ihc{SUFFIX}.png"), full_page=True)
