@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -193,19 +194,24 @@ def gain_key(pred) -> str:
 
 #: the painted, labelled ΔH layer of the last few images: a K change only moves the outlines
 _GAIN_LAYERS: OrderedDict[str, np.ndarray] = OrderedDict()
+_GAIN_LOCK = threading.Lock()  # the API and the browser groups can render at the same time
 MAX_CACHED_LAYERS = 8
 
 
 def _gain_layer(pred, lim: float, digits: int) -> np.ndarray:
     key = array_key(pred.entropy_gain, pred.image)
-    if key not in _GAIN_LAYERS:
-        img = render.gain_overlay(pred.image, pred.entropy_gain, [], lim)
-        labels = _grid_labels(pred.entropy_gain, digits, signed=True)
-        _GAIN_LAYERS[key] = render.label_cells(img, labels) if labels else img
+    with _GAIN_LOCK:
+        if key in _GAIN_LAYERS:
+            _GAIN_LAYERS.move_to_end(key)
+            return _GAIN_LAYERS[key]
+    img = render.gain_overlay(pred.image, pred.entropy_gain, [], lim)
+    labels = _grid_labels(pred.entropy_gain, digits, signed=True)
+    layer = render.label_cells(img, labels) if labels else img
+    with _GAIN_LOCK:
+        _GAIN_LAYERS[key] = layer
         while len(_GAIN_LAYERS) > MAX_CACHED_LAYERS:
             _GAIN_LAYERS.popitem(last=False)
-    _GAIN_LAYERS.move_to_end(key)
-    return _GAIN_LAYERS[key]
+    return layer
 
 
 def gain_html(pred) -> str:

@@ -58,7 +58,6 @@ CHOOSABLE_BACKBONES = tuple(i.name for i in CATALOG if i.openclip or i.kind == L
 MAX_MODELS = 6
 #: uploaded checkpoints kept in memory (by the sha256 of both files)
 MAX_UPLOADED_CHECKPOINTS = 4
-#: a Hugging Face repo id: org/name, nothing that reads as a path
 #: the queue: requests waiting at most, and the concurrency groups (one encoder run at a time per
 #: group; browser events and the API have a group each, so neither can lock the other out)
 QUEUE_MAX_SIZE = 256

@@ -13,6 +13,7 @@ import numpy as np
 from hvl_core.model import DROPPED_LABEL, OTHER_LABEL
 
 from .decision import fmt_num, fmt_score, fmt_signed, separating_digits, threshold_note
+from .figures import candidates
 
 MAX_TABLE_GRID = 4  # entropy tables up to 4×4 cells; larger grids get a summary
 SCALE_WORDS = ("whole image", "mid scale", "high scale")
@@ -132,7 +133,7 @@ def compare_words(ctx: Context, C: int) -> str:
 def softmax_words(pred) -> str:
     """The classes the softmax runs over, and the even split the entropy scale tops out at."""
     C, R = len(pred.classes), pred.entropy_classes or len(pred.classes)
-    top = fmt_num(math.log(R) if R > 1 else 0.0, 3)
+    top = fmt_num(pred.entropy_max if R > 1 else 0.0, 3)
     if R > C:
         return (f"softmax over the {C} known and {R - C} negative classes (the backbone's other labels or prompts: "
                 "they take their share, “other”, but are never the answer): one probability per class. Its entropy "
@@ -189,7 +190,7 @@ class SingleScale:
 def single_scale(pred) -> SingleScale:
     """Scale 0 alone against the fused decision (same threshold, same score units)."""
     terms = scale_terms(pred)
-    score0 = float(np.max(pred.p0)) if pred.score_name == "msp" or pred.scale_scores is None else terms[0]
+    score0 = pred.score0
     label0 = pred.classes[int(np.argmax(pred.p0))]
     known0 = score0 >= pred.threshold
     movers: tuple[int, ...] = ()
@@ -298,7 +299,7 @@ def teaching_steps(pred, ctx: Context) -> list[tuple[int, str, str]]:
         f"For {pred.label}: ({pred.p0[c]:.3f} + {pred.p1[c]:.3f} + {pred.p2[c]:.3f}) ÷ 3 = **{pred.p_id[c]:.3f}**.",
         "", *table])
     gains = [f"{cells_text([rc])} ΔH = {fmt_signed(pred.entropy_gain[rc[0], rc[1]], 3)}" for rc in pred.pseudo_ood]
-    positive = sum(pred.entropy_gain[r, cc] > 0 for r, cc in pred.pseudo_ood)
+    positive = len(candidates(pred))
     steps[5] = (f"(Eq. 4–5, a training signal) The entropy gain ΔH = H(high patch) − H(its mid "
                 f"parent) is largest where zooming in makes the model *less* sure — often a lesion's boundary. The K = "
                 f"{pred.k} largest here: {'; '.join(gains) if gains else 'none'}; the {positive} with ΔH > 0 are outlined "

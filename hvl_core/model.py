@@ -107,6 +107,7 @@ class Prediction:
     score_name: str = "msp"
     score_range: tuple[float | None, float | None] = (0.0, 1.0)
     scale_scores: tuple[float, float, float] | None = None
+    score0: float | None = None  # the decision score of scale 0 alone (the single-scale, MCM-style verdict)
     threshold_source: str = "default"
     negatives: list[str] = field(default_factory=list)
     p_negatives: np.ndarray = None  # (Q,) fused, by negative class
@@ -304,7 +305,7 @@ class HVLModel:
             logit_terms = torch.stack(scale_scores(cfg.score, out.logits0, out.logits1, out.logits2, out.keep1,
                                                    out.keep2, cfg.energy_t), -1).float().cpu().numpy()
         o = {f: getattr(out, f).float().cpu().numpy() if getattr(out, f).is_floating_point() else getattr(out, f).cpu().numpy()
-             for f in ("p0", "p1", "p2", "p_id", "msp", "score", "p1_patches", "p2_patches", "entropy1", "entropy2",
+             for f in ("p0", "p1", "p2", "p_id", "msp", "score", "score0", "p1_patches", "p2_patches", "entropy1", "entropy2",
                        "keep1", "keep2", "entropy_gain", "pseudo_ood", "neg0", "neg1", "neg2")}
         rows = C + len(negatives)
         preds = []
@@ -328,7 +329,8 @@ class HVLModel:
                 entropy_gain=o["entropy_gain"][i].reshape(g, g),
                 pseudo_ood=[(int(j) // g, int(j) % g) for j in o["pseudo_ood"][i]],
                 n=n, k=int(cfg.k), tau=float(cfg.tau), backbone=self.backbone.name,
-                backbone_note=self.backbone.note, score=score, score_name=cfg.score, score_range=rng,
+                backbone_note=self.backbone.note, score=score, score0=float(o["score0"][i]), score_name=cfg.score,
+                score_range=rng,
                 scale_scores=None if logit_terms is None else tuple(float(x) for x in logit_terms[i]),
                 threshold_source=source, negatives=negatives,
                 p_negatives=(o["neg0"][i] + o["neg1"][i] + o["neg2"][i]) / 3, p_other=other, p_dropped=dropped,

@@ -7,8 +7,8 @@ colorectal tissue), 9–15 DermaMNIST (HAM10000 skin lesions), 16–23 BloodMNIS
 Input: 224×224 RGB in [0, 1], no mean/std.
 
 This module ports those weights into torchvision's ``densenet121`` with h5py alone (no
-TensorFlow or Keras at run time) and caches them as safetensors under ``weights/`` (or
-``$HVL_WEIGHTS_DIR``). The port was checked against Keras 3.8 itself (``tests/test_medmnist.py``).
+TensorFlow or Keras at run time) and caches them as safetensors (``weights_dir()``: ``$HVL_WEIGHTS_DIR``,
+the checkout's ``weights/``, else the user's cache folder). The port was checked against Keras 3.8 itself (``tests/core/test_medmnist.py``).
 
 Layout of the weights file (verified, see ``_convert``): the ``.keras`` zip holds
 ``model.weights.h5``; group ``layers/functional/layers`` has ``conv2d``, ``conv2d_1``, … and

@@ -45,7 +45,7 @@ def fake_pred(p0, p1, p2, threshold, classes=("a", "b")):
     return SimpleNamespace(p0=p0, p1=p1, p2=p2, p_id=p_id, class_index=c, label=classes[c], classes=list(classes),
                            score=float(p_id[c]), msp=float(p_id[c]), threshold=threshold,
                            known=float(p_id[c]) >= threshold, score_name="msp", scale_scores=None,
-                           score_range=(0.0, 1.0))
+                           score0=float(p0.max()), score_range=(0.0, 1.0))
 
 
 # --------------------------------------------------------------------------- scale 0 vs HVL
@@ -264,6 +264,7 @@ def test_energy_single_scale_by_hand():
     # energy terms −6, −4, −3 → fused −13/3 ≈ −4.333 ≥ −4.5, while scale 0 alone (−6) is under it
     pred = fake_pred([0.5, 0.5], [0.5, 0.5], [0.5, 0.5], threshold=-4.5)
     pred.score_name, pred.scale_scores, pred.score, pred.score_range = "energy", (-6.0, -4.0, -3.0), -13 / 3, (None, None)
+    pred.score0 = pred.scale_scores[0]  # the core's scale-0 score is the first term
     pred.known = True
     ss = single_scale(pred)
     assert ss.score0 == -6.0 and not ss.known0 and ss.movers == (1, 2)

@@ -262,3 +262,12 @@ def test_offline_backbone_rejects_the_fundus_with_the_skin_classes():
     assert fundus.msp > 0.5  # MSP alone would have accepted it
 
 
+
+
+def test_score0_is_the_whole_image_alone_in_the_decision_scores_units(tiny_model, rgb_image):
+    enc = tiny_model.encode(rgb_image)
+    msp = tiny_model.decide(enc, score="msp", threshold=0.5)
+    assert msp.score0 == pytest.approx(float(np.max(msp.p0)), abs=1e-6)  # MSP of p⁰ (spec §6 on scale 0)
+    energy = tiny_model.decide(enc, score="energy", threshold=0.0)
+    assert energy.score0 == pytest.approx(energy.scale_scores[0], abs=1e-5)  # S⁰ of spec §9
+    assert energy.score == pytest.approx(sum(energy.scale_scores) / 3, abs=1e-5)
