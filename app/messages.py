@@ -2,10 +2,14 @@
 placeholder and the one short sentence a failure becomes."""
 from __future__ import annotations
 
+import functools
 import html
+import json
 import re
 
 from hvl_core.backbones import UnknownClassError
+from hvl_core.checkpoint import CONFIG_NAME, shipped_checkpoint
+from hvl_core.presets import list_presets
 from hvl_core.presets import split_class_list
 
 from .decision import SCORE_LABELS
@@ -44,8 +48,10 @@ def backbone_label(name: str, server_default: bool = False) -> str:
     mark = " · this server's default" if server_default else ""
     if info is None:
         return f"{name}{mark}"
-    head = ("untrained head: its own labels only" if info.kind == LABEL_ONLY
-            else "zero-shot (untrained head; a checkpoint brings a trained one)")
+    trained = any(shipped_checkpoint(name, p) is not None for p in list_presets())
+    head = ("trained, calibrated head per class set — measured on held-out sources" if trained
+            else "untrained head: its own labels only — unmeasured" if info.kind == LABEL_ONLY
+            else "zero-shot (untrained head; a checkpoint brings a trained one) — unmeasured")
     return f"{info.label} — {info.kind}; trained on {info.trained_on}; {head}{mark}"
 
 
@@ -53,6 +59,33 @@ def backbone_choices(server_backbone: str, names) -> list[tuple[str, str]]:
     """(label, value) pairs: the server's own backbone (value "") first, then the others."""
     return [(backbone_label(server_backbone, True), "")] + [(backbone_label(n), n) for n in names
                                                              if n != server_backbone]
+
+
+@functools.lru_cache(maxsize=8)
+def measured_sentence(name: str) -> str:
+    """What was measured for a backbone's default verdicts on real images of held-out sources
+    (from the shipped checkpoints' ``measured`` record), or that nothing was."""
+    parts = []
+    for preset in list_presets():
+        path = shipped_checkpoint(name, preset)
+        if path is None:
+            continue
+        try:
+            m = json.loads((path / CONFIG_NAME).read_text())["measured"]
+        except (OSError, ValueError, KeyError):
+            continue
+        far = m.get("accepted_far", [float("nan")])[0]
+        other = m.get("accepted_other", [float("nan")])[0]
+        near = m.get("accepted_near", [float("nan")])[0]
+        parts.append(f"{preset}: {100 * m['false_rejection'][0]:.0f}% of known images referred, "
+                     f"{100 * far:.0f}% of far-OOD, {100 * other:.0f}% of the other class set's and "
+                     f"{100 * near:.0f}% of near-OOD images accepted ({m['n']['id']} known images from "
+                     f"{len(m['sources'])} sources)")
+    if not parts:
+        return ("Unmeasured: this backbone's verdicts were never measured on real images here; "
+                "treat its known/unknown answers as a demonstration only.")
+    return ("Measured at the default threshold on sources the head was neither trained nor calibrated on — "
+            + "; ".join(parts) + ".")
 
 
 def header_markdown(bb) -> str:
@@ -67,7 +100,8 @@ def header_markdown(bb) -> str:
             "Three scales of your image, fused coarse to fine; unsure patches ignored; **unknown** when the decision "
             "score is under a threshold (Lai et al., MICCAI 2025). **Research and teaching demo — not a medical "
             f"device.**\n\n<p class=\"hvl-backbone\">Backbone <code>{html.escape(bb.name)}</code>: "
-            f"{html.escape(f'{how}, {data}{never}.')}</p>\n</div>")
+            f"{html.escape(f'{how}, {data}{never}.')}</p>\n"
+            f"<p class=\"hvl-measured\">{html.escape(measured_sentence(bb.name))}</p>\n</div>")
 
 
 def model_markdown(model) -> str:

@@ -33,9 +33,16 @@ from pathlib import Path
 
 import hvl_core
 from hvl_core import CheckpointError, Encoded, HVLModel, ImageError, Prediction, ScoreError, load_checkpoint, load_image
-from hvl_core.backbones import Backbone, BackboneUnavailable, UnknownClassError, create_backbone, list_backbones
+from hvl_core.backbones import (
+    MEASURED_BACKBONE,
+    Backbone,
+    BackboneUnavailable,
+    UnknownClassError,
+    create_backbone,
+    list_backbones,
+)
 from hvl_core.backbones.catalog import CATALOG, LABEL_ONLY
-from hvl_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, hub_files
+from hvl_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, hub_files, shipped_checkpoint
 from hvl_core.head import score_range
 from hvl_core.hub import gpu_task, is_hub_id
 from hvl_core.images import LoadedImage
@@ -152,7 +159,7 @@ class ModelService:
 
     def __init__(self, backbone: str | None = None, device: str | None = None, max_models: int = MAX_MODELS,
                  allow_local_checkpoints: bool = True, max_backbones: int = MAX_BACKBONES):
-        self.backbone_name = backbone or os.environ.get(ENV_BACKBONE) or "auto"
+        self.backbone_name = backbone or os.environ.get(ENV_BACKBONE) or MEASURED_BACKBONE
         self.device = device or os.environ.get(ENV_DEVICE) or "auto"
         self.max_models = max_models
         self.max_backbones = max_backbones
@@ -290,8 +297,9 @@ class ModelService:
                 model = hvl_core.load_model(self.backbone(spec.backbone or None),
                                             classes=list(split_class_list(spec.custom)), device=self.device, n=spec.n)
             else:
-                model = hvl_core.load_model(self.backbone(spec.backbone or None), preset=spec.preset,
-                                            device=self.device, n=spec.n)
+                bb = self.backbone(spec.backbone or None)
+                shipped = shipped_checkpoint(bb.name, spec.preset)  # the trained, calibrated head, if one ships
+                model = hvl_core.load_model(bb, preset=spec.preset, checkpoint=shipped, device=self.device, n=spec.n)
             self._models[key] = model
             while len(self._models) > self.max_models:
                 self._models.popitem(last=False)

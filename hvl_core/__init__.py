@@ -21,6 +21,7 @@ _EXPORTS = {
     "HVLHead": "head", "HVLConfig": "head", "HVLOutput": "head", "SCORES": "head", "ScoreError": "head",
     "create_backbone": "backbones", "list_backbones": "backbones", "BackboneUnavailable": "backbones",
     "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "CheckpointError": "checkpoint",
+    "shipped_checkpoint": "checkpoint",
     "load_image": "images", "ImageError": "images",
     "ClassSet": "presets", "load_preset": "presets", "list_presets": "presets", "class_set_from_names": "presets",
 }

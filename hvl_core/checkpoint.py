@@ -51,6 +51,7 @@ MAX_CLASSES = 1000
 MAX_N = 16
 MAX_TEXT = 2000  # characters in one class name, prompt or template
 MAX_BACKBONE_NAME = 300
+MAX_CALIBRATION_SCORES = 20000
 
 
 class CheckpointError(ValueError):
@@ -81,14 +82,33 @@ class Checkpoint:
     def threshold(self) -> float | None:
         return self.meta.get("threshold")
 
+    @property
+    def calibration_scores(self) -> dict[str, list[float]]:
+        """{score name: the known calibration images' scores} for every score the checkpoint
+        was calibrated in (conformal p-values); empty when it ships none."""
+        cal = self.meta.get("calibration") or {}
+        out = {s: list(e["scores"]) for s, e in (cal.get("by_score") or {}).items()}
+        if cal.get("scores"):
+            out[cal["score"]] = list(cal["scores"])
+        return out
+
+    def calibrated_threshold(self, score: str) -> float | None:
+        """The calibrated threshold for ``score``: the checkpoint's own for its score, else one
+        calibrated on the same images for another score (``calibration.by_score``), else None."""
+        if score == self.config.score:
+            return self.threshold
+        entry = ((self.meta.get("calibration") or {}).get("by_score") or {}).get(score)
+        return None if entry is None else float(entry["threshold"])
+
     def fingerprint(self) -> str:
         """sha256 of everything that changes a decision: the weights, backbone, embedding width,
-        classes and prompts, head options, detail mode and threshold. Two checkpoints with the
+        classes and prompts, head options, detail mode, threshold and calibration scores (p-values). Two checkpoints with the
         same weights but another threshold or other class names differ; use it as a cache key."""
         m = self.meta
         decision = {"weights_sha256": self.weights_sha256, "backbone": m["backbone"], "embed_dim": m["embed_dim"],
                     "num_classes": m["num_classes"], "classes": m["classes"], "config": m["config"],
-                    "detail": m.get("detail", "upsample"), "threshold": m.get("threshold")}
+                    "detail": m.get("detail", "upsample"), "threshold": m.get("threshold"),
+                    "calibration_scores": self.calibration_scores}
         return hashlib.sha256(json.dumps(decision, sort_keys=True, allow_nan=False).encode()).hexdigest()
 
 
@@ -288,6 +308,37 @@ def validate_meta(meta: dict) -> None:
     sha = meta.get("weights_sha256")
     if sha is not None and not (isinstance(sha, str) and len(sha) == 64):
         raise ValueError("weights_sha256 must be a sha256 hex digest")
+    _check_calibration(meta.get("calibration"), cfg, classes)
+
+
+def _check_scores(scores, where: str) -> None:
+    if not isinstance(scores, list) or not 0 < len(scores) <= MAX_CALIBRATION_SCORES \
+            or not all(_is_number(x) for x in scores):
+        raise ValueError(f"{where} must be a list of 1 to {MAX_CALIBRATION_SCORES} finite numbers")
+
+
+def _check_calibration(cal, cfg: dict, classes: int) -> None:
+    """The optional calibration record: ``scores`` (the known calibration images' scores in the
+    config's score, for conformal p-values) and ``by_score`` ({score: {threshold, scores}} for
+    the other scores) must hold finite numbers and thresholds in each score's range."""
+    if cal is None:
+        return
+    if not isinstance(cal, dict):
+        raise ValueError("calibration must be an object")
+    if cal.get("scores") is not None:
+        _check_scores(cal["scores"], "calibration.scores")
+        if cal.get("score") != cfg.get("score", "msp"):
+            raise ValueError("calibration.score must be the config's score")
+    by = cal.get("by_score")
+    if by is None:
+        return
+    if not isinstance(by, dict) or len(by) > 8:
+        raise ValueError("calibration.by_score must be an object of scores")
+    for name, entry in by.items():
+        if not isinstance(entry, dict) or not _is_number(entry.get("threshold")):
+            raise ValueError(f"calibration.by_score.{name} must have a numeric threshold"[:200])
+        _check_scores(entry.get("scores"), f"calibration.by_score.{name}.scores"[:200])
+        check_threshold(entry["threshold"], HVLConfig.from_dict({**cfg, "score": name}), classes)
 
 
 def _expected_shapes(meta: dict) -> dict[str, tuple[int, int]]:
@@ -330,6 +381,21 @@ def load_checkpoint(source: str | os.PathLike) -> Checkpoint:
         if not state[k].is_floating_point() or not torch.isfinite(state[k]).all():
             raise CheckpointError(f"checkpoint {source}: {k} holds non-finite or non-float values")
     return Checkpoint(state=state, meta=meta, source=source, weights_sha256=sha)
+
+
+#: trained checkpoints ship as ``<weights>/hvl-<backbone>-<preset>/`` (hub layout)
+SHIPPED_PREFIX = "hvl-"
+
+
+def shipped_checkpoint(backbone: str, preset: str | None) -> Path | None:
+    """The trained, calibrated checkpoint shipped for ``backbone`` and ``preset`` (in the
+    weights folder: ``$HVL_WEIGHTS_DIR`` or the checkout's ``weights/``), or None."""
+    if not preset or not backbone or "/" in backbone or "/" in preset or ":" in backbone:
+        return None
+    from .backbones.medmnist import weights_dir
+
+    folder = weights_dir() / f"{SHIPPED_PREFIX}{backbone}-{preset}"
+    return folder if (folder / CONFIG_NAME).is_file() else None
 
 
 def head_from_checkpoint(ck: Checkpoint, **overrides) -> HVLHead:

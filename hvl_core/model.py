@@ -17,8 +17,9 @@ import torch
 
 from .backbones import Backbone, create_backbone, same_backbone
 from .checkpoint import Checkpoint, CheckpointError, head_from_checkpoint, load_checkpoint
+from .conformal import conformal_pvalue
 from .geometry import hierarchical_crops, split_scales
-from .head import HVLHead, HVLOutput, ScoreError, check_threshold, scale_scores, score_range
+from .head import SCORES, HVLHead, HVLOutput, ScoreError, check_threshold, scale_scores, score_range
 from .images import LoadedImage, load_image
 from .presets import ClassSet, class_set_from_names, load_preset
 
@@ -109,6 +110,10 @@ class Prediction:
     scale_scores: tuple[float, float, float] | None = None
     score0: float | None = None  # the decision score of scale 0 alone (the single-scale, MCM-style verdict)
     threshold_source: str = "default"
+    #: conformal p-value (``hvl_core.conformal``) against the checkpoint's known calibration
+    #: images, when it ships their scores in this score's units; None otherwise
+    p_value: float | None = None
+    n_calibration: int = 0
     negatives: list[str] = field(default_factory=list)
     p_negatives: np.ndarray = None  # (Q,) fused, by negative class
     p_other: dict = field(default_factory=dict)  # {"p0", "p1", "p2", "p_id"} -> mass of the negatives
@@ -188,10 +193,13 @@ class HVLModel:
 
     def __init__(self, backbone: Backbone, head: HVLHead, classes: ClassSet, detail: str = "upsample",
                  threshold: float | None = None, device: str | torch.device = "auto", checkpoint: str | None = None,
-                 calibrated: bool | None = None):
+                 calibrated: bool | None = None, calibration: dict[str, list[float]] | None = None,
+                 calibrated_thresholds: dict[str, float] | None = None):
         """``threshold`` is in the units of the head's score (``head.config.score``); ``None``: the
         backbone's default for that score. ``calibrated`` (default: a threshold was given) says
-        whether it is a calibrated 95%-TPR threshold rather than the caller's choice."""
+        whether it is a calibrated threshold rather than the caller's choice. ``calibration``:
+        {score name: scores of known calibration images} for conformal p-values;
+        ``calibrated_thresholds``: {score name: threshold} calibrated on them for other scores."""
         if head.num_classes != len(classes.names):
             raise ValueError(f"the head has {head.num_classes} classes, the class set {len(classes.names)}")
         if head.config.num_negatives != len(classes.negatives):
@@ -211,6 +219,8 @@ class HVLModel:
             self.threshold = check_threshold(threshold, head.config, head.num_classes)
             self.threshold_source = "calibrated" if self.calibrated else "given"
         self.checkpoint = checkpoint
+        self.calibration = {k: np.sort(np.asarray(v, dtype=np.float64)) for k, v in (calibration or {}).items()}
+        self.calibrated_thresholds = dict(calibrated_thresholds or {})
         #: upsample and cut the crops where the encoder runs (GPU: only the S² view crosses the bus)
         self.crops_on_device = self.device.type == "cuda"
         self.text, self.logit_bias = (x if x is None else x.to(self.device) for x in class_embeddings(backbone, classes))
@@ -234,6 +244,8 @@ class HVLModel:
             return check_threshold(threshold, cfg, C), "given"
         if cfg.score == self.score_name:
             return self.threshold, self.threshold_source
+        if cfg.score in self.calibrated_thresholds:
+            return check_threshold(self.calibrated_thresholds[cfg.score], cfg, C), "calibrated"
         if self.calibrated:
             where = f"checkpoint {self.checkpoint}" if self.checkpoint else "this model"
             raise ScoreError(f"the threshold of {where} ({self.threshold:g}) was calibrated for the {self.score_name} "
@@ -308,6 +320,10 @@ class HVLModel:
              for f in ("p0", "p1", "p2", "p_id", "msp", "score", "score0", "p1_patches", "p2_patches", "entropy1", "entropy2",
                        "keep1", "keep2", "entropy_gain", "pseudo_ood", "neg0", "neg1", "neg2")}
         rows = C + len(negatives)
+        p_values = [None] * len(encoded)
+        cal = self.calibration.get(cfg.score)
+        if cal is not None:
+            p_values = [float(p) for p in conformal_pvalue(o["score"], cal)]
         preds = []
         for i, e in enumerate(encoded):
             idx = int(np.argmax(o["p_id"][i]))
@@ -332,7 +348,8 @@ class HVLModel:
                 backbone_note=self.backbone.note, score=score, score0=float(o["score0"][i]), score_name=cfg.score,
                 score_range=rng,
                 scale_scores=None if logit_terms is None else tuple(float(x) for x in logit_terms[i]),
-                threshold_source=source, negatives=negatives,
+                threshold_source=source, negatives=negatives, p_value=p_values[i],
+                n_calibration=0 if cal is None else len(cal),
                 p_negatives=(o["neg0"][i] + o["neg1"][i] + o["neg2"][i]) / 3, p_other=other, p_dropped=dropped,
                 entropy_classes=rows, entropy_max=math.log(rows), image=e.view, notes=list(e.notes)))
         return preds
@@ -396,14 +413,16 @@ def load_model(backbone: str | Backbone = "auto", classes=None, preset: str | No
             if asked.names != ck.classes.names:
                 raise CheckpointError(f"checkpoint {ck.source} knows {list(ck.classes.names)}, not {list(asked.names)}")
         head = head_from_checkpoint(ck, **head_options)
-        if threshold is None and ck.threshold is not None and head.config.score != ck.config.score:
+        own = ck.calibrated_threshold(head.config.score)
+        if threshold is None and ck.threshold is not None and own is None:
             raise ScoreError(f"checkpoint {ck.source}'s threshold ({ck.threshold:g}) was calibrated for the "
                              f"{ck.config.score} score, not {head.config.score}: give a threshold in "
                              f"{head.config.score} units, or recalibrate with score={head.config.score}")
-        calibrated = threshold is None and ck.threshold is not None
+        calibrated = threshold is None and own is not None
+        thresholds = {s: t for s in SCORES if (t := ck.calibrated_threshold(s)) is not None}
         return HVLModel(bb, head, ck.classes, ck.meta.get("detail", detail),
-                        ck.threshold if threshold is None else threshold, device, checkpoint=ck.source,
-                        calibrated=calibrated)
+                        own if threshold is None else threshold, device, checkpoint=ck.source,
+                        calibrated=calibrated, calibration=ck.calibration_scores, calibrated_thresholds=thresholds)
     bb = backbone if isinstance(backbone, Backbone) else create_backbone(backbone)
     cs = resolve_classes(classes, preset, template)
     options = {**bb.head_defaults, "score": decision_default(bb, cs.preset)["score"], **head_options}

@@ -9,9 +9,9 @@ import sys
 
 #: the folders each sub-command writes (argparse dests), checked before any work
 OUTPUT_FOLDERS = {"train": ("out",), "evaluate": ("out",), "compare": ("out",), "calibrate": ("out",),
-                  "bench": ("out",), "synth": ("outdir",), "score": ("out",)}
+                  "bench": ("out",), "synth": ("outdir",), "score": ("out",), "corpus": ("out",)}
 
-COMMANDS = ["predict", "score", "bench", "synth", "train", "evaluate", "calibrate", "compare", "aggregate", "push"]
+COMMANDS = ["predict", "score", "bench", "synth", "train", "evaluate", "calibrate", "compare", "aggregate", "push", "corpus"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -298,7 +298,8 @@ class MedMNISTDenseNet121(Backbone):
         state = load_state(Path(keras_path) if keras_path else None, Path(cache_dir) if cache_dir else None)
         net = _new_model()
         net.load_state_dict(state, strict=False)  # num_batches_tracked is not stored
-        net.eval().requires_grad_(False)
+        # channels-last: oneDNN's faster convolutions on the CPU (1.6× here), the same numbers
+        net.eval().requires_grad_(False).to(memory_format=torch.channels_last)
         self.net = net
         if device is not None:
             self.to(device)
@@ -308,7 +309,7 @@ class MedMNISTDenseNet121(Backbone):
 
     @torch.inference_mode()
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.net.features(pixels.to(self.device, torch.float32))
+        x = self.net.features(pixels.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last))
         return torch.flatten(nn.functional.adaptive_avg_pool2d(nn.functional.relu(x), 1), 1)
 
     @torch.inference_mode()

@@ -4,18 +4,24 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hvl_core.backbones import MEASURED_BACKBONE
+
 
 def add_model_args(p: argparse.ArgumentParser, default_preset: str | None = "dermatology-isic4") -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--backbone", default="auto",
-                   help="auto (CLIP ViT-B/16, else the offline medmnist-densenet121), clip-vit-b16, biomedclip, "
+    g.add_argument("--backbone", default=MEASURED_BACKBONE,
+                   help=f"{MEASURED_BACKBONE} (default: measured on real images, a trained checkpoint per preset), "
+                        "auto (CLIP ViT-B/16, else the offline one), clip-vit-b16, biomedclip, "
                         "quiltnet-b32, dermlip-b16 (non-commercial), medmnist-densenet121, NAME-random (the same "
                         "architecture, random weights), NAME:/path/to/weights, MODEL:PRETRAINED or hf-hub:ID")
     cls = g.add_mutually_exclusive_group()
     cls.add_argument("--preset", default=None, help=f"class preset (default {default_preset})")
     cls.add_argument("--classes", nargs="+", metavar="NAME",
                      help='custom known classes; "name: prompt description" allowed')
-    g.add_argument("--checkpoint", help="trained head: a folder, a file of it, or a hub repo id org/name")
+    g.add_argument("--checkpoint", help="trained head: a folder, a file of it, or a hub repo id org/name (default: "
+                                        "the trained checkpoint shipped for the backbone and preset, if any)")
+    g.add_argument("--untrained", action="store_true",
+                   help="the untrained head (zero-shot, or a classifier's own scores) instead of the shipped checkpoint")
     g.add_argument("--n", type=int, help="partitions per side at mid scale (default 2)")
     g.add_argument("--k", type=int, help="pseudo-OOD patches per image (default 4)")
     g.add_argument("--score", choices=["msp", "energy", "maxlogit"],
@@ -41,8 +47,13 @@ def model_from_args(args):
     preset = args.preset
     if preset is None and not args.classes and not args.checkpoint:
         preset = args.default_preset
+    checkpoint = args.checkpoint
+    if checkpoint is None and preset and not getattr(args, "untrained", False):
+        from hvl_core.checkpoint import shipped_checkpoint
+
+        checkpoint = shipped_checkpoint(args.backbone, preset)
     try:
-        return load_model(backbone=args.backbone, classes=args.classes, preset=preset, checkpoint=args.checkpoint,
+        return load_model(backbone=args.backbone, classes=args.classes, preset=preset, checkpoint=checkpoint,
                           device=args.device, detail=args.detail, threshold=getattr(args, "threshold", None), **opts)
     except (BackboneUnavailable, CheckpointError, UnknownClassError, ScoreError, ValueError) as e:
         fail(str(e))

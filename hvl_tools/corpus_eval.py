@@ -1,0 +1,366 @@
+"""HVL on the real corpus: train per preset, calibrate conformally, measure on held-out sources,
+and set the OOD zoo beside it (``hvl corpus run``).
+
+For each preset, on the offline backbone (``medmnist-densenet121``, the only one with real
+weights here):
+
+1. **Train** the HVL head with the paper's loss (spec §4–§8: L_ID + L_OOD, pseudo-OOD by ΔH) on
+   the ID images of the ``train`` sources.
+2. **Choose the score** (MSP / energy / max-logit) by AUROC on the ``calib`` sources (their ID
+   images against their OOD images) and **calibrate** its threshold conformally on the ID images
+   of the ``calib`` sources (``hvl_core.conformal``, 5% false rejection); the calibration scores
+   ship in the checkpoint.
+3. **Measure** on the ``test`` sources only: acceptance of ID, far-OOD, the other preset's ID and
+   near-OOD images at the default threshold; AUROC (ID vs all others, vs near-OOD, vs far-OOD),
+   FPR95 (spec §7 exact) and ID accuracy, each with a bootstrap CI (images resampled within
+   each group); acceptance per source and per kind.
+4. **Zoo**, leave one ID source out (fit on the others' ID images, test on the held-out source's
+   ID images against every OOD image — no method ever fits on OOD images): trained HVL, the
+   untrained head, the classifier's own single-scale MSP / energy / max-logit, and
+   pytorch-ood's Mahalanobis, KNN and ViM on the same pooled features (scale 0). MCM needs a
+   text encoder; this backbone has none.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hvl_core.conformal import ALPHA, conformal_threshold
+
+from . import metrics as M
+from .config import TrainConfig
+from .corpus import ID_CATEGORY, ID_CLASSES, Row, default_root, read_manifest
+from .features import FeatureCache, FeatureSet, extract_features
+from .scoring import head_scores
+
+BACKBONE = "medmnist-densenet121"
+PRESETS = tuple(ID_CATEGORY)
+SCORES = ("msp", "energy", "maxlogit")
+#: OOD groups reported apart: far-OOD, the other preset's ID images, this preset's near-OOD
+GROUPS = ("far", "other", "near")
+#: zoo settings, fixed before any run (no tuning on test sources): KNN's k (small sets), ViM's
+#: principal-subspace dimension
+KNN_K = 10
+VIM_DIM = 64
+#: where the trained checkpoints go: weights/hvl-<backbone>-<preset>/
+WEIGHTS_PREFIX = "hvl-" + BACKBONE
+
+
+def checkpoint_name(preset: str) -> str:
+    return f"{WEIGHTS_PREFIX}-{preset}"
+
+
+@dataclass
+class Encoded:
+    rows: list[Row]
+    feats: FeatureSet
+
+
+def encode_corpus(model, rows: list[Row], root: Path, cache: FeatureCache, progress: bool = True) -> Encoded:
+    """Features of every row (n = model.n), from the cache when there; rows that fail to read are dropped."""
+    paths = [str(root / r.file) for r in rows]
+    fs = extract_features(model, paths, cache=cache, progress=progress, batch_size=8, desc="encoding corpus")
+    keep = set(fs.paths)
+    return Encoded([r for r, p in zip(rows, paths) if p in keep], fs)
+
+
+def id_labels(rows: list[Row], preset: str, class_names) -> np.ndarray:
+    """Class index of each ID row of ``preset`` (-1 for every other row)."""
+    index = {c: i for i, c in enumerate(class_names)}
+    code = ID_CLASSES[preset]
+    return np.array([index[code[r.kind]] if r.role(preset) == "id" else -1 for r in rows])
+
+
+def subset(fs: FeatureSet, mask: np.ndarray, labels: np.ndarray | None = None) -> FeatureSet:
+    idx = np.flatnonzero(mask)
+    lab = torch.from_numpy(labels[idx]).long() if labels is not None else fs.labels[idx]
+    return FeatureSet(fs.v[idx], [fs.paths[i] for i in idx], lab, [fs.groups[i] for i in idx])
+
+
+def train_hvl(model, fs: FeatureSet, cfg: TrainConfig):
+    """A fresh head trained on ``fs`` (ID, labelled) with the paper's loss; the model's head is untouched."""
+    from hvl_core.head import HVLHead
+
+    from .train import train_head
+
+    head = HVLHead(model.head.dim, model.head.num_classes, **model.head.config.to_dict())
+    torch.manual_seed(cfg.seed)
+    train_head(head, model.text, model.logit_bias, fs, cfg, device=model.device, progress=False, log=lambda m: None)
+    return head.eval()
+
+
+def all_scores(head, model, fs: FeatureSet) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """{score name: (N,)} for the three scores, and the predicted class (argmax p_ID)."""
+    out, pred = {}, None
+    for s in SCORES:
+        score, p = head_scores(head, model.text, model.logit_bias, fs, device=model.device, score=s)
+        out[s] = score.numpy().astype(np.float64)
+        pred = p.argmax(-1).numpy()
+    return out, pred
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def auroc_fast(pos: np.ndarray, neg: np.ndarray) -> float:
+    """AUROC of ``pos`` (ID) against ``neg`` by the Mann–Whitney U statistic (ties count ½);
+    equals sklearn's ``roc_auc_score``."""
+    from scipy.stats import rankdata
+
+    if len(pos) == 0 or len(neg) == 0:
+        return math.nan
+    r = rankdata(np.concatenate([pos, neg]))
+    return float((r[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def bootstrap_ci(stat, groups: list[np.ndarray], n_boot: int, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """(value, lower, upper): ``stat(*groups)`` and its percentile bootstrap interval, each group
+    resampled with replacement on its own."""
+    value = stat(*groups)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        boots.append(stat(*[g[rng.integers(0, len(g), len(g))] if len(g) else g for g in groups]))
+    boots = np.array([b for b in boots if not math.isnan(b)])
+    if not len(boots):
+        return value, math.nan, math.nan
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return float(value), float(lo), float(hi)
+
+
+def fpr95_of(pos: np.ndarray, neg: np.ndarray) -> float:
+    if len(pos) == 0 or len(neg) == 0:
+        return math.nan
+    return float(M.fpr95(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]))
+
+
+def rate_at(threshold: float):
+    return lambda s: float((s >= threshold).mean()) if len(s) else math.nan
+
+
+# --------------------------------------------------------------------------- one preset
+
+
+def role_masks(rows: list[Row], preset: str) -> dict[str, np.ndarray]:
+    roles = np.array([r.role(preset) for r in rows])
+    return {"id": roles == "id", "far": roles == "far", "other": roles == "other",
+            "near": np.isin(roles, ["near", "near-other"])}
+
+
+def split_mask(rows: list[Row], split: str) -> np.ndarray:
+    return np.array([r.split == split for r in rows])
+
+
+def evaluate_at(scores: np.ndarray, pred: np.ndarray, labels: np.ndarray, masks: dict, test: np.ndarray,
+                threshold: float, n_boot: int) -> dict:
+    """Test-split acceptance, AUROC, FPR95, ID accuracy with CIs."""
+    idm = masks["id"] & test
+    pos = scores[idm]
+    ood = {g: scores[masks[g] & test] for g in GROUPS}
+    every = np.concatenate(list(ood.values()))
+    out = {"n": {"id": int(idm.sum()), **{g: len(v) for g, v in ood.items()}}}
+    rate = rate_at(threshold)
+    out["accepted"] = {"id": bootstrap_ci(rate, [pos], n_boot)}
+    for g, v in ood.items():
+        out["accepted"][g] = bootstrap_ci(rate, [v], n_boot)
+    out["auroc"] = {"all": bootstrap_ci(auroc_fast, [pos, every], n_boot),
+                    **{g: bootstrap_ci(auroc_fast, [pos, v], n_boot) for g, v in ood.items()}}
+    out["fpr95"] = {"all": bootstrap_ci(fpr95_of, [pos, every], n_boot // 4)}
+    correct = (pred[idm] == labels[idm]).astype(np.float64)
+    out["id_accuracy"] = bootstrap_ci(lambda c: float(c.mean()) if len(c) else math.nan, [correct], n_boot)
+    return out
+
+
+def per_source(rows: list[Row], scores: np.ndarray, test: np.ndarray, threshold: float, preset: str) -> list[dict]:
+    """Acceptance per test source and role."""
+    table: dict[tuple[str, str], list[bool]] = {}
+    for r, s, t in zip(rows, scores, test):
+        if t:
+            table.setdefault((r.source, r.role(preset)), []).append(bool(s >= threshold))
+    return [{"source": src, "role": role, "n": len(v), "accepted": sum(v)} for (src, role), v in sorted(table.items())]
+
+
+def per_kind(rows: list[Row], scores: np.ndarray, mask: np.ndarray, threshold: float) -> list[dict]:
+    table: dict[str, list[bool]] = {}
+    for r, s, m in zip(rows, scores, mask):
+        if m:
+            table.setdefault(f"{r.category}: {r.kind}", []).append(bool(s >= threshold))
+    return [{"kind": k, "n": len(v), "accepted": sum(v)} for k, v in sorted(table.items())]
+
+
+def run_preset(preset: str, enc: Encoded, model, cfg: TrainConfig, out: Path, weights: Path | None,
+               n_boot: int, alpha: float = ALPHA, log=print) -> dict:
+    from hvl_core.checkpoint import save_checkpoint
+
+    rows, fs = enc.rows, enc.feats
+    labels = id_labels(rows, preset, model.classes.names)
+    masks = role_masks(rows, preset)
+    train, calib, test = (split_mask(rows, s) for s in ("train", "calib", "test"))
+    fit_set = subset(fs, masks["id"] & train, labels)
+    log(f"{preset}: training on {len(fit_set)} ID images of {len({r.source for r, m in zip(rows, masks['id'] & train) if m})} sources")
+    head = train_hvl(model, fit_set, cfg)
+    heads = {"trained": head, "untrained": model.head}
+    result: dict = {"preset": preset, "backbone": BACKBONE, "train_config": cfg.to_dict(), "alpha": alpha,
+                    "n_train": len(fit_set), "sources": {s: sorted({r.source for r, m in zip(rows, sm) if m})
+                                                         for s, sm in (("train", train), ("calib", calib), ("test", test))}}
+    ood_calib = calib & ~masks["id"]
+    for which, h in heads.items():
+        scores, pred = all_scores(h, model, fs)
+        selection = {s: auroc_fast(scores[s][masks["id"] & calib], scores[s][ood_calib]) for s in SCORES}
+        best = max(SCORES, key=lambda s: selection[s])
+        entry = {"selection_auroc_calib": selection, "score": best}
+        for s in SCORES:
+            cal = scores[s][masks["id"] & calib]
+            thr = conformal_threshold(cal, alpha)
+            entry[s] = {"threshold": thr, "n_calibration": int(len(cal)),
+                        "test": evaluate_at(scores[s], pred, labels, masks, test, thr, n_boot),
+                        "per_source": per_source(rows, scores[s], test, thr, preset),
+                        "per_kind_test": per_kind(rows, scores[s], test & ~masks["id"], thr),
+                        "per_kind_all_ood": per_kind(rows, scores[s], ~masks["id"], thr)}
+        result[which] = entry
+        log(f"  {which}: score {best} (calib AUROC {selection[best]:.3f}); test "
+            + _short(entry[best]["test"]))
+    best = result["trained"]["score"]
+    cal_scores = head_scores(head, model.text, model.logit_bias, subset(fs, masks["id"] & calib),
+                             device=model.device, score=best)[0].numpy().astype(np.float64)
+    thr = conformal_threshold(cal_scores, alpha)
+    if weights is not None:
+        head.config.score = best
+        calibration = {"rule": "conformal", "score": best, "alpha": alpha, "threshold": thr,
+                       "n": int(len(cal_scores)), "scores": [round(float(x), 6) for x in np.sort(cal_scores)],
+                       "sources": result["sources"]["calib"]}
+        test_default = result["trained"][best]["test"]
+        acc_id = test_default["accepted"]["id"]
+        measured = {"false_rejection": (1 - acc_id[0], 1 - acc_id[2], 1 - acc_id[1]),
+                    **{f"accepted_{g}": test_default["accepted"][g] for g in GROUPS},
+                    "auroc": test_default["auroc"], "id_accuracy": test_default["id_accuracy"],
+                    "n": test_default["n"], "sources": result["sources"]["test"]}
+        save_checkpoint(weights / checkpoint_name(preset), head, BACKBONE, model.classes, threshold=thr,
+                        detail=model.detail, extra={"calibration": calibration, "measured": measured,
+                                                    "training": {"train_config": cfg.to_dict(), "n_train": len(fit_set),
+                                                                 "sources": result["sources"]["train"]}})
+    result["default"] = {"score": best, "threshold": thr}
+    return result
+
+
+def _short(t: dict) -> str:
+    a = t["accepted"]
+    return (f"ID {a['id'][0]:.2f}, far {a['far'][0]:.2f}, other {a['other'][0]:.2f}, near {a['near'][0]:.2f}; "
+            f"AUROC {t['auroc']['all'][0]:.3f}, near {t['auroc']['near'][0]:.3f}")
+
+
+# --------------------------------------------------------------------------- the zoo
+
+
+def classifier_logits(model, v0: torch.Tensor) -> torch.Tensor:
+    """The backbone classifier's own logits over the preset's C known classes (scale 0)."""
+    C = model.head.num_classes
+    w = model.text[:C]
+    b = model.logit_bias[:C] if model.logit_bias is not None else 0
+    return v0 @ w.T + b
+
+
+def zoo_scores(model, fit: FeatureSet, test: FeatureSet, cfg: TrainConfig) -> dict[str, np.ndarray]:
+    """Every method's score on ``test`` (higher = more ID), fitted on ``fit`` (ID, labelled)."""
+    from pytorch_ood.detector import KNN, Mahalanobis, ViM
+
+    out: dict[str, np.ndarray] = {}
+    head = train_hvl(model, fit, cfg)
+    for name, h in (("HVL trained", head), ("HVL untrained", model.head)):
+        sc, _ = all_scores(h, model, test)
+        for s in SCORES:
+            out[f"{name} ({s})"] = sc[s]
+    z_fit, z_test = fit.v[:, 0].float(), test.v[:, 0].float()
+    logits = classifier_logits(model, z_test)
+    out["classifier MSP"] = logits.softmax(-1).max(-1).values.numpy().astype(np.float64)
+    out["classifier energy"] = torch.logsumexp(logits, -1).numpy().astype(np.float64)
+    out["classifier max-logit"] = logits.max(-1).values.numpy().astype(np.float64)
+    y = fit.labels
+    present = torch.unique(y)
+    remap = torch.full((int(y.max()) + 1,), -1, dtype=torch.long)
+    remap[present] = torch.arange(len(present))
+    maha = Mahalanobis(None).fit_features(z_fit, remap[y])
+    out["Mahalanobis (pytorch-ood)"] = -maha.predict_features(z_test).double().numpy()
+    knn = KNN(None, k=min(KNN_K, len(fit))).fit_features(z_fit, y)
+    out[f"KNN k={min(KNN_K, len(fit))} (pytorch-ood)"] = -knn.predict_features(z_test).double().numpy()
+    C = model.head.num_classes
+    vim = ViM(None, d=VIM_DIM, w=model.text[:C].float(),
+              b=(model.logit_bias[:C] if model.logit_bias is not None else torch.zeros(C)).float())
+    vim.fit_features(z_fit, y)
+    out[f"ViM d={VIM_DIM} (pytorch-ood)"] = -vim.predict_features(z_test).double().numpy()
+    return out
+
+
+def run_zoo(preset: str, enc: Encoded, model, cfg: TrainConfig, n_boot: int, log=print) -> dict:
+    """Leave one ID source out; the metrics pool the held-out sources' scores per method only
+    through their per-fold AUROC/FPR95 (means over folds, CIs from the bootstrap of each fold)."""
+    rows, fs = enc.rows, enc.feats
+    labels = id_labels(rows, preset, model.classes.names)
+    masks = role_masks(rows, preset)
+    sources = sorted({r.source for r, m in zip(rows, masks["id"]) if m})
+    src = np.array([r.source for r in rows])
+    folds = []
+    for s in sources:
+        fit_mask = masks["id"] & (src != s)
+        test_mask = (masks["id"] & (src == s)) | ~masks["id"]
+        fit, test = subset(fs, fit_mask, labels), subset(fs, test_mask, labels)
+        if len(np.unique(labels[fit_mask])) < model.head.num_classes:
+            log(f"  zoo fold {s}: the other sources lack a class; fold skipped")
+            continue
+        sc = zoo_scores(model, fit, test, cfg)
+        is_id = masks["id"][test_mask]
+        group = {g: masks[g][test_mask] for g in GROUPS}
+        fold = {"held_out": s, "n_id": int(is_id.sum()), "methods": {}}
+        for name, v in sc.items():
+            pos = v[is_id]
+            fold["methods"][name] = {
+                "auroc_all": auroc_fast(pos, v[~is_id]), "auroc_far": auroc_fast(pos, v[group["far"] | group["other"]]),
+                "auroc_near": auroc_fast(pos, v[group["near"]]), "fpr95_all": fpr95_of(pos, v[~is_id])}
+        folds.append(fold)
+        log(f"  zoo fold {s}: {fold['n_id']} ID images")
+    methods = list(folds[0]["methods"]) if folds else []
+    summary = {}
+    for m in methods:
+        summary[m] = {}
+        for key in ("auroc_all", "auroc_far", "auroc_near", "fpr95_all"):
+            vals = np.array([f["methods"][m][key] for f in folds])
+            vals = vals[~np.isnan(vals)]
+            summary[m][key] = bootstrap_ci(lambda x: float(x.mean()) if len(x) else math.nan, [vals], n_boot)
+    return {"preset": preset, "folds": folds, "summary": summary,
+            "note": "mean over held-out ID sources; CI: bootstrap over those sources"}
+
+
+# --------------------------------------------------------------------------- the whole run
+
+
+def run(out: str | os.PathLike, root: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
+        epochs: int | None = None, n_boot: int = 1000, cache_dir=None, device: str = "cpu", zoo: bool = True,
+        log=print) -> dict:
+    from hvl_core import load_model
+
+    from .config import default_cache_dir
+    from .corpus_report import write_corpus_report
+
+    root = Path(root) if root is not None else default_root()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = TrainConfig() if epochs is None else TrainConfig(epochs=epochs)
+    rows = read_manifest(root)
+    cache = FeatureCache(cache_dir or default_cache_dir())
+    results = {"presets": {}, "zoo": {}}
+    for preset in PRESETS:
+        model = load_model(BACKBONE, preset=preset, device=device)
+        enc = encode_corpus(model, rows, root, cache)
+        results["presets"][preset] = run_preset(preset, enc, model, cfg, out, Path(weights) if weights else None,
+                                                n_boot, log=log)
+        if zoo:
+            results["zoo"][preset] = run_zoo(preset, enc, model, cfg, n_boot, log=log)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_corpus_report(results, out)
+    return results
