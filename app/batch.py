@@ -27,7 +27,9 @@ MAX_BATCH_BYTES = 64 * 1024 * 1024
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".dcm"}
 #: images encoded together (all their crops in one encoder call)
 ENCODE_CHUNK = 4
-COLUMNS = ["file", "class", "score", "known"]
+#: the false discovery rate of the Benjamini–Hochberg column (over the batch's conformal p-values)
+BATCH_FDR = 0.05
+COLUMNS = ["file", "class", "score", "known", "p-value", f"BH unknown (FDR {BATCH_FDR:.0%})"]
 
 
 @dataclass
@@ -115,15 +117,29 @@ def decide(model, batch: Batch, threshold: float) -> Batch:
     return replace(batch, predictions=preds)
 
 
+def bh_flags(batch: Batch) -> list[bool | None]:
+    """Per prediction: flagged unknown by Benjamini–Hochberg at ``BATCH_FDR`` over the batch's
+    conformal p-values (None without calibration scores)."""
+    from hvl_core.conformal import bh_select
+
+    have = [i for i, p in enumerate(batch.predictions) if getattr(p, "p_value", None) is not None]
+    flags: list[bool | None] = [None] * len(batch.predictions)
+    for i, f in zip(have, bh_select([batch.predictions[i].p_value for i in have], BATCH_FDR)):
+        flags[i] = bool(f)
+    return flags
+
+
 def rows(batch: Batch) -> list[list]:
-    """The table: file, class, score, known (an unreadable file: its reason in the class column)."""
-    out, preds = [], iter(batch.predictions)
+    """The table: file, class, score, known, p-value, BH flag (an unreadable file: its reason in
+    the class column)."""
+    out, preds = [], iter(zip(batch.predictions, bh_flags(batch)))
     for i, name in enumerate(batch.names):
         if i in batch.errors:
-            out.append([name, f"not read: {batch.errors[i]}", None, ""])
+            out.append([name, f"not read: {batch.errors[i]}", None, "", None, ""])
             continue
-        p = next(preds)
-        out.append([name, p.label, round(float(p.score), 4), "yes" if p.known else "no"])
+        p, flag = next(preds)
+        out.append([name, p.label, round(float(p.score), 4), "yes" if p.known else "no",
+                    None if p.p_value is None else round(p.p_value, 4), "" if flag is None else "yes" if flag else "no"])
     return out
 
 
@@ -146,6 +162,10 @@ def flips_sentence(batch: Batch, threshold: float) -> str:
         down, up = flips(batch, threshold)
         s += (f" Against the model's threshold {fmt_score(batch.analysed_threshold)}: {down + up} flip "
               f"({down} known → unknown, {up} unknown → known).")
+    flags = [f for f in bh_flags(batch) if f is not None]
+    if flags:
+        s += (f" Benjamini–Hochberg over the conformal p-values flags {sum(flags)} of {len(flags)} as unknown "
+              f"(among those flagged, at most {BATCH_FDR:.0%} known images expected).")
     if batch.errors:
         s += f" {len(batch.errors)} file(s) could not be read."
     return s

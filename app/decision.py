@@ -135,7 +135,7 @@ def decision_html(pred, threshold_note: str = "", window: tuple[float, float] | 
     best = "" if known else (f"<div style='font-size:0.95em;margin-top:2px'>Closest known class: {closest}; the "
                              f"{html.escape(score_label(pred))} is under the threshold.</div>")
     note = f"<div style='font-size:0.85em;color:#555;margin-top:4px'>{html.escape(threshold_note)}</div>" if threshold_note else ""
-    if pred.p_value is not None:
+    if getattr(pred, "p_value", None) is not None:
         note += (f"<div class='hvl-pvalue' style='font-size:0.85em;color:#333;margin-top:4px'>"
                  f"{html.escape(pvalue_text(pred))}</div>")
     lo, hi = (fmt_num(v, 0 if float(v).is_integer() else 2) for v in window)
@@ -166,7 +166,7 @@ def threshold_note(pred, measured_elsewhere: bool = True, where: bool = False) -
     t = f"Threshold {fmt_score(pred.threshold)} ({SCORE_UNITS.get(pred.score_name, pred.score_name)})"
     source = pred.threshold_source
     if source == "calibrated":
-        if pred.n_calibration:
+        if getattr(pred, "n_calibration", 0):
             return (f"{t}: calibrated on {pred.n_calibration} known images of sources the head was not trained on, "
                     "so that at most 5% of known images like them are referred.")
         return f"{t}: calibrated on the checkpoint's validation images so that 95% of its known images pass."
@@ -183,7 +183,7 @@ def threshold_note(pred, measured_elsewhere: bool = True, where: bool = False) -
 
 def pvalue_text(pred) -> str:
     """The conformal p-value in words, or "" without calibration scores."""
-    if pred.p_value is None:
+    if getattr(pred, "p_value", None) is None:
         return ""
     share = 100 * pred.p_value
     return (f"Conformal p = {pred.p_value:.3f}: {share:.0f}% of {pred.n_calibration} known calibration images "

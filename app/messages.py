@@ -9,8 +9,7 @@ import re
 
 from hvl_core.backbones import UnknownClassError
 from hvl_core.checkpoint import CONFIG_NAME, shipped_checkpoint
-from hvl_core.presets import list_presets
-from hvl_core.presets import split_class_list
+from hvl_core.presets import list_presets, split_class_list
 
 from .decision import SCORE_LABELS
 from .service import USER_ERRORS, Session

@@ -22,6 +22,7 @@ weights here):
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -227,14 +228,17 @@ def run_preset(preset: str, enc: Encoded, model, cfg: TrainConfig, out: Path, we
         log(f"  {which}: score {best} (calib AUROC {selection[best]:.3f}); test "
             + _short(entry[best]["test"]))
     best = result["trained"]["score"]
-    cal_scores = head_scores(head, model.text, model.logit_bias, subset(fs, masks["id"] & calib),
-                             device=model.device, score=best)[0].numpy().astype(np.float64)
-    thr = conformal_threshold(cal_scores, alpha)
+    cal_id = subset(fs, masks["id"] & calib)
+    cal_scores = {s: _rounded(np.sort(head_scores(head, model.text, model.logit_bias, cal_id, device=model.device,
+                                                  score=s)[0].numpy().astype(np.float64))) for s in SCORES}
+    thr = conformal_threshold(cal_scores[best], alpha)
     if weights is not None:
-        head.config.score = best
+        head.config = dataclasses.replace(head.config, score=best)
         calibration = {"rule": "conformal", "score": best, "alpha": alpha, "threshold": thr,
-                       "n": int(len(cal_scores)), "scores": [round(float(x), 6) for x in np.sort(cal_scores)],
-                       "sources": result["sources"]["calib"]}
+                       "n": len(cal_scores[best]), "scores": cal_scores[best],
+                       "sources": result["sources"]["calib"],
+                       "by_score": {s: {"threshold": conformal_threshold(cal_scores[s], alpha),
+                                        "scores": cal_scores[s]} for s in SCORES if s != best}}
         test_default = result["trained"][best]["test"]
         acc_id = test_default["accepted"]["id"]
         measured = {"false_rejection": (1 - acc_id[0], 1 - acc_id[2], 1 - acc_id[1]),
@@ -247,6 +251,12 @@ def run_preset(preset: str, enc: Encoded, model, cfg: TrainConfig, out: Path, we
                                                                  "sources": result["sources"]["train"]}})
     result["default"] = {"score": best, "threshold": thr}
     return result
+
+
+def _rounded(scores: np.ndarray) -> list[float]:
+    """Calibration scores for the checkpoint's JSON; rounding down keeps each threshold (an
+    element of the list) at or under the score it was computed from."""
+    return [math.floor(float(x) * 1e6) / 1e6 for x in scores]
 
 
 def _short(t: dict) -> str:

@@ -35,7 +35,7 @@ def render():
         with gr.Column(min_width=320):
             table = gr.Dataframe(headers=COLUMNS, column_count=(len(COLUMNS), "fixed"), interactive=False,
                                  elem_id="batch-table", max_height=360, wrap=True,
-                                 column_widths=["34%", "28%", "18%", "20%"])
+                                 column_widths=["26%", "22%", "12%", "10%", "12%", "18%"])
             csv_btn = gr.Button("Download the table as CSV", size="sm", elem_id="batch-csv-button")
             csv = gr.File(label="CSV", interactive=False, elem_id="batch-csv", height=70)
     return files, run, state, threshold, table, hist, summary, csv, csv_btn

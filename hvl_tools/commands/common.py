@@ -7,11 +7,13 @@ import sys
 from hvl_core.backbones import MEASURED_BACKBONE
 
 
-def add_model_args(p: argparse.ArgumentParser, default_preset: str | None = "dermatology-isic4") -> None:
+def add_model_args(p: argparse.ArgumentParser, default_preset: str | None = "dermatology-isic4",
+                   default_backbone: str = MEASURED_BACKBONE) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--backbone", default=MEASURED_BACKBONE,
-                   help=f"{MEASURED_BACKBONE} (default: measured on real images, a trained checkpoint per preset), "
-                        "auto (CLIP ViT-B/16, else the offline one), clip-vit-b16, biomedclip, "
+    g.add_argument("--backbone", default=None,
+                   help=f"default: a checkpoint's own, else {default_backbone}; {MEASURED_BACKBONE} (measured on real "
+                        "images, a trained checkpoint per preset), auto (CLIP ViT-B/16, else the offline one), "
+                        "clip-vit-b16, biomedclip, "
                         "quiltnet-b32, dermlip-b16 (non-commercial), medmnist-densenet121, NAME-random (the same "
                         "architecture, random weights), NAME:/path/to/weights, MODEL:PRETRAINED or hf-hub:ID")
     cls = g.add_mutually_exclusive_group()
@@ -30,14 +32,31 @@ def add_model_args(p: argparse.ArgumentParser, default_preset: str | None = "der
     g.add_argument("--detail", choices=["upsample", "native"], default="upsample",
                    help="upsample the view (paper) or cut patches from the upload's own pixels")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.set_defaults(default_preset=default_preset)
+    p.set_defaults(default_preset=default_preset, default_backbone=default_backbone)
+
+
+def backbone_from_args(args) -> str:
+    """``--backbone``, else the checkpoint's own (``auto``), else the command's default."""
+    return args.backbone or ("auto" if args.checkpoint else args.default_backbone)
+
+
+def checkpoint_from_args(args, preset: str | None):
+    """``--checkpoint``, else the trained checkpoint shipped for the backbone and preset (unless
+    ``--untrained``), else None."""
+    if args.checkpoint is not None or not preset or getattr(args, "untrained", False):
+        return args.checkpoint
+    from hvl_core.checkpoint import shipped_checkpoint
+
+    found = shipped_checkpoint(backbone_from_args(args), preset)
+    return None if found is None else str(found)
 
 
 def model_from_args(args):
     """load_model from the common options; exits with one clear sentence on failure."""
     from hvl_core.backbones.catalog import offline_failure
 
-    why = offline_failure(args.backbone)  # before torch is even imported: seconds, not minutes
+    backbone = backbone_from_args(args)
+    why = offline_failure(backbone)  # before torch is even imported: seconds, not minutes
     if why:
         fail(why)
     from hvl_core import BackboneUnavailable, CheckpointError, ScoreError, load_model
@@ -47,13 +66,9 @@ def model_from_args(args):
     preset = args.preset
     if preset is None and not args.classes and not args.checkpoint:
         preset = args.default_preset
-    checkpoint = args.checkpoint
-    if checkpoint is None and preset and not getattr(args, "untrained", False):
-        from hvl_core.checkpoint import shipped_checkpoint
-
-        checkpoint = shipped_checkpoint(args.backbone, preset)
+    checkpoint = checkpoint_from_args(args, preset)
     try:
-        return load_model(backbone=args.backbone, classes=args.classes, preset=preset, checkpoint=checkpoint,
+        return load_model(backbone=backbone, classes=args.classes, preset=preset, checkpoint=checkpoint,
                           device=args.device, detail=args.detail, threshold=getattr(args, "threshold", None), **opts)
     except (BackboneUnavailable, CheckpointError, UnknownClassError, ScoreError, ValueError) as e:
         fail(str(e))

@@ -33,7 +33,7 @@ def register(sub) -> None:
     d.add_argument("--data-root", help="where the split's class folders are")
     d.add_argument("--fold", type=int)
     d.add_argument("--task")
-    add_model_args(p, default_preset=None)
+    add_model_args(p, default_preset=None, default_backbone="auto")
     add_head_args(p, inference_only=True)
     p.add_argument("--method", choices=["hvl", "mcm"], default="hvl",
                    help="hvl: fused p_ID (default); mcm: scale-0 softmax only (zero-shot MCM baseline), at "

@@ -60,6 +60,8 @@ def run(args) -> int:
                 d = {"path": path, "label": pred.label, "score": round(pred.score, 6), "score_name": pred.score_name,
                      "msp": round(pred.msp, 6), "known": pred.known, "threshold": pred.threshold,
                      "threshold_source": pred.threshold_source, "score_range": list(pred.score_range),
+                     "p_value": None if pred.p_value is None else round(pred.p_value, 6),
+                     "n_calibration": pred.n_calibration,
                      "backbone": pred.backbone, "backbone_note": pred.backbone_note,
                      "probs": {c: round(float(p), 6) for c, p in zip(pred.classes, pred.p_id)},
                      "p_other": round(pred.p_other["p_id"], 6), "p_dropped": round(pred.p_dropped["p_id"], 6),
@@ -68,7 +70,8 @@ def run(args) -> int:
             else:
                 verdict = f"Known: {pred.label}" if pred.known else "Unknown — refer to a specialist"
                 rel = "≥" if pred.known else "<"
-                print(f"{path}: {verdict} ({pred.score_name} {pred.score:.4g} {rel} {pred.threshold:.4g}; "
+                pv = "" if pred.p_value is None else f"; conformal p {pred.p_value:.3f} of {pred.n_calibration}"
+                print(f"{path}: {verdict} ({pred.score_name} {pred.score:.4g} {rel} {pred.threshold:.4g}{pv}; "
                       f"top: {pred.label})")
                 for note in pred.notes:
                     print(f"  note: {note}")

@@ -23,6 +23,9 @@ def register(sub) -> None:
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local: one process, decode workers; ray: Ray Data tasks and model actors, on this machine "
                         "or a cluster (pip install 'hvl-demo[ray]')")
+    p.add_argument("--fdr", type=float, default=0.05,
+                   help="with a calibrated checkpoint: also flag as unknown the images Benjamini–Hochberg selects "
+                        "at this false discovery rate over their conformal p-values (summary.json 'bh'; default 0.05)")
     p.add_argument("--batch-size", type=int, default=16, help="images per encoder batch (default 16)")
     p.add_argument("--workers", type=int, help="local engine: decode processes (default: cores - 1, at most 8)")
     p.add_argument("--decode", choices=["auto", "cpu", "device"], default="auto",
@@ -43,18 +46,23 @@ def run(args) -> int:
     from hvl_core.backbones import UnknownClassError
     from hvl_tools.score import InputError, ModelSpec, ResumeError, score_archive
 
+    from .common import backbone_from_args, checkpoint_from_args
+
+    if not 0 < args.fdr < 1:
+        fail(f"--fdr must be between 0 and 1, got {args.fdr}")
     if args.batch_size < 1 or (args.workers is not None and args.workers < 0) or args.actors < 1:
         fail("--batch-size and --actors must be at least 1, --workers at least 0")
     opts = {k: getattr(args, k) for k in ("n", "k") if getattr(args, k, None) is not None}
     preset = args.preset
     if preset is None and not args.classes and not args.checkpoint:
         preset = args.default_preset
-    spec = ModelSpec(backbone=args.backbone, classes=args.classes, preset=preset, checkpoint=args.checkpoint,
+    spec = ModelSpec(backbone=backbone_from_args(args), classes=args.classes, preset=preset,
+                     checkpoint=checkpoint_from_args(args, preset),
                      device=args.device, detail=args.detail, threshold=args.threshold, head_options=opts)
     ray_options = {"address": args.ray_address, "actors": args.actors, "gpus_per_actor": args.gpus_per_actor,
                    "cpus_per_actor": args.cpus_per_actor, "num_cpus": args.ray_cpus}
     try:
-        s = score_archive(args.inputs, args.out, spec, engine=args.engine, batch_size=args.batch_size,
+        s = score_archive(args.inputs, args.out, spec, engine=args.engine, batch_size=args.batch_size, fdr=args.fdr,
                           workers=args.workers, decode=args.decode, progress=args.progress,
                           ray_options=ray_options if args.engine == "ray" else None)
     except (InputError, ResumeError, BackboneUnavailable, CheckpointError, UnknownClassError, ValueError) as e:
@@ -66,4 +74,7 @@ def run(args) -> int:
     print(f"{s['scored']} scored ({s['known']} known, {s['unknown']} unknown at {s['score']} ≥ {s['threshold']:.3g}), "
           f"{s['errors']} unreadable; {r['scored_now']} now in {r['seconds']:.1f} s{speed}, "
           f"{r['skipped_as_done']} already done → {args.out}/scores.csv", file=sys.stderr)
+    if s.get("bh"):
+        print(f"Benjamini–Hochberg at FDR {s['bh']['fdr']:g}: {s['bh']['unknown']} of {s['scored']} flagged unknown "
+              "(among them, at most that share of known images expected)", file=sys.stderr)
     return 1 if s["errors"] else 0

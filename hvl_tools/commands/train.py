@@ -15,7 +15,7 @@ from ._train_common import (
     head_options,
     train_config,
 )
-from .common import add_model_args, fail
+from .common import add_model_args, backbone_from_args, fail
 
 
 def register(sub) -> None:
@@ -37,7 +37,7 @@ def register(sub) -> None:
     d.add_argument("--val-dir", help="explicit validation (ID) folder for calibration instead of --val-fraction")
     d.add_argument("--flip", action="store_true", help="add horizontally and vertically flipped copies (cached as "
                                                        "extra views) to the training set")
-    add_model_args(p, default_preset=None)
+    add_model_args(p, default_preset=None, default_backbone="auto")
     from hvl_tools.leakage import add_overlap_args
 
     add_overlap_args(p)
@@ -113,10 +113,10 @@ def _run(args) -> int:
     try:
         cfg = train_config(args)
         if args.checkpoint or negatives == "auto":
-            model = load_model(backbone=args.backbone, classes=classes, checkpoint=args.checkpoint,
+            model = load_model(backbone=backbone_from_args(args), classes=classes, checkpoint=args.checkpoint,
                                device=args.device, detail=args.detail, **opts)
         else:
-            model = build_model(create_backbone(args.backbone), resolve_classes(classes, None), negatives,
+            model = build_model(create_backbone(backbone_from_args(args)), resolve_classes(classes, None), negatives,
                                 device=args.device, detail=args.detail, **opts)
     except ValueError as e:
         fail(str(e))

@@ -32,7 +32,7 @@ __all__ = ["COLUMNS", "ENGINES", "InputError", "ModelSpec", "ResumeError", "Scor
 
 def score_archive(inputs: Sequence[str], out_dir: str | os.PathLike, spec: ModelSpec, engine: str = "local",
                   batch_size: int = 16, workers: int | None = None, decode: str = "auto", progress: bool = True,
-                  model=None, ray_options: dict | None = None, limit_batches: int | None = None) -> dict:
+                  model=None, ray_options: dict | None = None, limit_batches: int | None = None, fdr: float = 0.05) -> dict:
     """Score every image of ``inputs`` into ``out_dir``; returns the summary.
 
     ``model``: an already built model for ``spec`` (the local engine uses it; Ray actors build
@@ -93,7 +93,7 @@ def score_archive(inputs: Sequence[str], out_dir: str | os.PathLike, spec: Model
     run = {"engine": engine, "inputs": len(paths), "skipped_as_done": skipped, "scored_now": done_now,
            "seconds": round(seconds, 3), "images_per_s": round(done_now / seconds, 3) if done_now else None,
            "batch_size": batch_size}
-    summary = summarize(rows, identity, scorer.score_name, run)
+    summary = summarize(rows, identity, scorer.score_name, run, fdr)
     atomic_write(out / SUMMARY, json.dumps(summary, indent=1) + "\n")
     plot_scores(out / HISTOGRAM, rows, scorer.threshold, scorer.score_name)
     return summary

@@ -145,5 +145,6 @@ def ray_batches(spec: ModelSpec, scorer: Scorer, paths: Sequence[str], batch_siz
             if len(out["path"]):
                 scorer.score_name = str(out["score_name"][0])
             yield [{"path": str(out["path"][i]), "label": str(out["label"][i]), "score": float(out["score"][i]),
-                    "msp": float(out["msp"][i]), "known": bool(out["known"][i]), "error": str(out["error"][i])}
+                    "msp": float(out["msp"][i]), "p_value": float(out["p_value"][i]), "known": bool(out["known"][i]),
+                    "error": str(out["error"][i])}
                    for i in range(len(out["path"]))]

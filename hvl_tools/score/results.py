@@ -100,6 +100,7 @@ def read_scores(path: str | os.PathLike) -> list[dict]:
             r = dict(zip(COLUMNS, rec))
             r["score"] = float(r["score"]) if r["score"] else float("nan")
             r["msp"] = float(r["msp"]) if r["msp"] else float("nan")
+            r["p_value"] = float(r["p_value"]) if r["p_value"] else float("nan")
             r["known"] = r["known"] == "true"
             rows.append(r)
     return rows
@@ -127,8 +128,21 @@ def check_run(out_dir: str | os.PathLike, identity: dict) -> None:
     atomic_write(p, json.dumps({"format": "hvl-score-run", "model": identity}, indent=1) + "\n")
 
 
-def summarize(rows: list[dict], identity: dict, score_name: str, run: dict) -> dict:
-    """summary.json: counts, score quantiles, predicted labels, the model and this run's speed."""
+def bh_summary(rows: list[dict], fdr: float) -> dict | None:
+    """Benjamini–Hochberg over the rows' conformal p-values (None when there are none)."""
+    from hvl_core.conformal import bh_select
+
+    ok = [r for r in rows if not r["error"] and not math.isnan(r["p_value"])]
+    if not ok:
+        return None
+    flagged = bh_select([r["p_value"] for r in ok], fdr)
+    return {"fdr": fdr, "unknown": int(flagged.sum()), "known": int((~flagged).sum()),
+            "unknown_paths": [r["path"] for r, f in zip(ok, flagged) if f]}
+
+
+def summarize(rows: list[dict], identity: dict, score_name: str, run: dict, fdr: float = 0.05) -> dict:
+    """summary.json: counts, score quantiles, predicted labels, the model and this run's speed;
+    with conformal p-values, the Benjamini–Hochberg selection at ``fdr`` ("bh")."""
     ok = [r for r in rows if not r["error"]]
     s = np.array([r["score"] for r in ok], dtype=np.float64)
     labels: dict[str, int] = {}
@@ -139,7 +153,8 @@ def summarize(rows: list[dict], identity: dict, score_name: str, run: dict) -> d
     return {"format": "hvl-score-summary", "files": len(rows), "scored": len(ok), "errors": len(rows) - len(ok),
             "known": known, "unknown": len(ok) - known, "threshold": identity["threshold"], "score": score_name,
             "score_mean": round(float(s.mean()), 6) if len(s) else None, "score_quantiles": q,
-            "predicted_labels": dict(sorted(labels.items())), "model": identity, "run": run}
+            "predicted_labels": dict(sorted(labels.items())), "model": identity, "run": run,
+            "bh": bh_summary(rows, fdr)}
 
 
 def plot_scores(path: str | os.PathLike, rows: list[dict], threshold: float, score_name: str) -> None:

@@ -20,7 +20,8 @@ from hvl_core.geometry import num_crops, split_scales
 from .views import DECODERS, Decoded, crops_of_views, decode_jpegs, decode_view
 
 #: the columns of scores.csv, in order
-COLUMNS = ("path", "label", "score", "msp", "known", "error")
+#: p_value: conformal, against a calibrated checkpoint's known images (empty without one)
+COLUMNS = ("path", "label", "score", "msp", "p_value", "known", "error")
 
 
 @dataclass
@@ -160,9 +161,11 @@ class Scorer:
             encoded = [Encoded(v0=v0[j], v1=v1[j], v2=v2[j], n=self.n, view=empty) for j in range(B)]
             for i, pred in zip(rows, m.decide_batch(encoded, self.threshold)):
                 out[i] = {"path": batch.paths[i], "label": pred.label, "score": float(pred.score), "msp": float(pred.msp),
+                          "p_value": float("nan") if pred.p_value is None else float(pred.p_value),
                           "known": bool(pred.known), "error": ""}
         return [out[i] for i in range(len(batch.paths))]
 
 
 def _error_row(path: str, error: str) -> dict:
-    return {"path": path, "label": "", "score": float("nan"), "msp": float("nan"), "known": False, "error": error}
+    return {"path": path, "label": "", "score": float("nan"), "msp": float("nan"), "p_value": float("nan"), "known": False,
+            "error": error}

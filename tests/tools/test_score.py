@@ -136,15 +136,15 @@ def test_rerun_with_another_model_is_refused(archive, tmp_path, tiny_model):
 
 def test_a_torn_last_line_is_cut_on_reopen(tmp_path):
     with ScoresFile(tmp_path) as f:
-        f.append([{"path": "a.jpg", "label": "x", "score": 0.5, "msp": 0.5, "known": True, "error": ""}])
+        f.append([{"path": "a.jpg", "label": "x", "score": 0.5, "msp": 0.5, "p_value": 0.2, "known": True, "error": ""}])
     with open(tmp_path / "scores.csv", "a") as fh:
         fh.write("b.jpg,x,0.2")  # a write cut short by a kill
     with ScoresFile(tmp_path) as f:
         assert list(f.done) == ["a.jpg"]
-        f.append([{"path": "b.jpg", "label": "y", "score": 0.25, "msp": 0.25, "known": False, "error": ""}])
+        f.append([{"path": "b.jpg", "label": "y", "score": 0.25, "msp": 0.25, "p_value": float("nan"), "known": False, "error": ""}])
     rows = read_scores(tmp_path / "scores.csv")
-    assert [(r["path"], r["label"], r["score"], r["known"]) for r in rows] == [("a.jpg", "x", 0.5, True),
-                                                                              ("b.jpg", "y", 0.25, False)]
+    assert [(r["path"], r["label"], r["score"], r["known"], r["p_value"] if r["p_value"] == r["p_value"] else None) for r in rows] == [("a.jpg", "x", 0.5, True, 0.2),
+                                                                              ("b.jpg", "y", 0.25, False, None)]
 
 
 def test_kill_9_loses_at_most_the_batch_in_flight(tmp_path):
