@@ -45,10 +45,13 @@ NEAR_CATEGORY = {"dermatology-isic4": "near-ood-skin", "histology-nct-crc": "nea
 ID_CLASSES = {
     "dermatology-isic4": {"NV": "melanocytic nevus", "MEL": "melanoma", "DF": "dermatofibroma",
                           "VASC": "vascular lesion"},
-    "histology-nct-crc": {"ADI": "adipose", "BACK": "background", "DEB": "debris", "LYM": "lymphocytes",
+    "histology-nct-crc": {"ADI": "adipose", "DEB": "debris", "LYM": "lymphocytes",
                           "MUC": "mucus", "MUS": "smooth muscle", "NORM": "normal colon mucosa",
                           "STR": "cancer-associated stroma", "TUM": "colorectal adenocarcinoma epithelium"},
 }
+#: kinds an ID-category row may have: the classes, and NCT-CRC's slide background, which the
+#: histology preset keeps as a negative class (never the answer): for it, blank glass is near-OOD
+ID_KINDS = {"derm-id": set(ID_CLASSES["dermatology-isic4"]), "histo-id": set(ID_CLASSES["histology-nct-crc"]) | {"BACK"}}
 MANIFEST = "manifest.csv"
 IMAGES = "images"
 _SHA = re.compile(r"[0-9a-f]{64}")
@@ -85,7 +88,7 @@ class Row:
         """"id", "near" (this preset's near-OOD), "other" (the other preset's ID) or "far"."""
         c = self.fields["category"]
         if c == ID_CATEGORY[preset]:
-            return "id"
+            return "id" if self.fields["kind"] in ID_CLASSES[preset] else "near"
         if c == NEAR_CATEGORY[preset]:
             return "near"
         return "other" if c in ID_CATEGORY.values() else ("far" if c == "far-ood" else "near-other")
@@ -117,9 +120,8 @@ def validate_row(r: dict, line: int) -> None:
             bad(f, "is empty")
     if r["crop"] and not re.fullmatch(r"\d+,\d+,\d+,\d+", r["crop"]):
         bad("crop", "must be x,y,w,h")
-    for preset, cat in ID_CATEGORY.items():
-        if r["category"] == cat and r["kind"] not in ID_CLASSES[preset]:
-            bad("kind", f"of a {cat} row must be one of {sorted(ID_CLASSES[preset])}")
+    if r["category"] in ID_KINDS and r["kind"] not in ID_KINDS[r["category"]]:
+        bad("kind", f"of a {r['category']} row must be one of {sorted(ID_KINDS[r['category']])}")
     if Path(r["file"]).is_absolute() or ".." in Path(r["file"]).parts or not r["file"].startswith(IMAGES + "/"):
         bad("file", f"must be a relative path under {IMAGES}/")
 

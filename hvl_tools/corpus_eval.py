@@ -49,12 +49,11 @@ GROUPS = ("far", "other", "near")
 #: principal-subspace dimension
 KNN_K = 10
 VIM_DIM = 64
-#: where the trained checkpoints go: weights/hvl-<backbone>-<preset>/
-WEIGHTS_PREFIX = "hvl-" + BACKBONE
-
-
 def checkpoint_name(preset: str) -> str:
-    return f"{WEIGHTS_PREFIX}-{preset}"
+    """The folder the trained checkpoint goes to, where ``shipped_checkpoint`` finds it."""
+    from hvl_core.checkpoint import SHIPPED_PREFIX
+
+    return f"{SHIPPED_PREFIX}{BACKBONE}-{preset}"
 
 
 @dataclass
@@ -328,6 +327,11 @@ def run_zoo(preset: str, enc: Encoded, model, cfg: TrainConfig, n_boot: int, log
         group = {g: masks[g][test_mask] for g in GROUPS}
         fold = {"held_out": s, "n_id": int(is_id.sum()), "methods": {}}
         for name, v in sc.items():
+            if not np.isfinite(v).all():
+                log(f"  zoo fold {s}: {name} gave non-finite scores on {int((~np.isfinite(v)).sum())} images; "
+                    "they count as the least ID")
+                v = np.nan_to_num(v, nan=-np.inf)
+                v = np.where(np.isfinite(v), v, np.nanmin(v[np.isfinite(v)]) - 1 if np.isfinite(v).any() else 0.0)
             pos = v[is_id]
             fold["methods"][name] = {
                 "auroc_all": auroc_fast(pos, v[~is_id]), "auroc_far": auroc_fast(pos, v[group["far"] | group["other"]]),

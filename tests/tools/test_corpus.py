@@ -18,7 +18,7 @@ def test_shipped_manifest_is_complete():
         ids = [r for r in rows if r.category == cat]
         assert len(ids) >= 250, preset
         assert len({r.source for r in ids}) >= 5, preset
-        assert {r.kind for r in ids} == set(C.ID_CLASSES[preset]), preset
+        assert set(C.ID_CLASSES[preset]) <= {r.kind for r in ids}, preset
         for split in C.SPLITS:  # every preset trains, calibrates and tests on sources of its own
             assert any(r.split == split for r in ids), (preset, split)
     assert sum(r.category not in C.ID_CATEGORY.values() for r in rows) >= 300

@@ -1,0 +1,89 @@
+"""``hvl corpus run`` end to end on a small made-up corpus with the tiny random backbone: per
+preset a trained, calibrated checkpoint whose measured sources are the test sources only, and
+a report with the zoo."""
+import hashlib
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hvl_core import load_checkpoint, load_model
+from hvl_core.conformal import conformal_threshold
+from hvl_tools import corpus as C
+from hvl_tools import corpus_eval as E
+
+
+def _image(rng, colour) -> bytes:
+    a = np.clip(rng.normal(colour, 40, (72, 72, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    rows = []
+
+    def add(source, split, category, kind, count, colour):
+        for i in range(count):
+            blob = _image(rng, colour)
+            sha = hashlib.sha256(blob).hexdigest()
+            rid = f"{source}-{kind}-{i}".replace(" ", "_").replace(":", "_").replace("&", "and")
+            f = f"images/{category}/{rid}.png"
+            (root / f).parent.mkdir(parents=True, exist_ok=True)
+            (root / f).write_bytes(blob)
+            rows.append({"id": rid, "file": f, "source": source, "origin": "github", "repo": "o/r", "commit": "b" * 40,
+                         "path": f"{rid}.png", "crop": "", "licence": "CC0-1.0", "licence_evidence": "test",
+                         "sha256": sha, "file_sha256": sha, "label": kind, "label_source": "test",
+                         "category": category, "kind": kind, "modality": "x", "dataset": "", "dataset_id": "",
+                         "split": split, "package": "", "version": "", "dist_file": ""})
+
+    for split, sources in (("train", ("gh:a", "gh:b")), ("calib", ("gh:c",)), ("test", ("gh:d",))):
+        for s in sources:
+            for j, k in enumerate(C.ID_CLASSES["dermatology-isic4"]):
+                add(s, split, "derm-id", k, 6 if split == "calib" else 2, (180, 90 + 20 * j, 90))
+            for j, k in enumerate(C.ID_CLASSES["histology-nct-crc"]):
+                add(s, split, "histo-id", k, 3 if split == "calib" else 1, (200, 120, 170 + 8 * j))
+            add(s, split, "near-ood-skin", "BCC", 2, (160, 110, 100))
+            add(s, split, "near-ood-histo", "IHC", 2, (150, 110, 60))
+            add(s, split, "far-ood", "x-ray", 3, (60, 60, 60))
+    C.write_manifest(rows, root)
+    return root
+
+
+def test_run_trains_calibrates_and_measures_per_preset(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(E, "BACKBONE", "tiny-clip-random")
+    out, weights = tmp_path / "out", tmp_path / "weights"
+    res = E.run(out, tiny_corpus, weights=weights, epochs=2, n_boot=20, cache_dir=tmp_path / "cache",
+                log=lambda m: None)
+    for preset in E.PRESETS:
+        r = res["presets"][preset]
+        assert r["sources"] == {"train": ["gh:a", "gh:b"], "calib": ["gh:c"], "test": ["gh:d"]}
+        ck = load_checkpoint(weights / f"hvl-tiny-clip-random-{preset}")
+        cal = ck.meta["calibration"]
+        assert cal["score"] == r["default"]["score"] == ck.config.score
+        assert ck.threshold == pytest.approx(conformal_threshold(cal["scores"], 0.05))
+        assert ck.meta["measured"]["sources"] == ["gh:d"] and ck.meta["training"]["sources"] == ["gh:a", "gh:b"]
+        t = r["trained"][r["default"]["score"]]["test"]
+        assert t["n"]["id"] == 8  # histology: BACK is the preset's negative class, so near-OOD
+        for v, lo, hi in t["accepted"].values():
+            assert 0 <= v <= 1 and (np.isnan(lo) or lo <= v <= hi)
+        m = load_model(checkpoint=weights / f"hvl-tiny-clip-random-{preset}", backbone="tiny-clip-random")
+        assert m.threshold_source == "calibrated" and set(m.calibration) == set(E.SCORES)
+        assert res["zoo"][preset]["folds"], preset
+    report = (out / "README.md").read_text()
+    assert "Zoo: dermatology-isic4" in report and "Mahalanobis (pytorch-ood)" in report
+    assert json.loads((out / "results.json").read_text())["presets"].keys() == set(E.PRESETS)
+
+
+def test_auroc_fast_equals_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    pos, neg = rng.integers(0, 5, 30).astype(float), rng.integers(0, 5, 20).astype(float)  # with ties
+    want = roc_auc_score(np.r_[np.ones(30), np.zeros(20)], np.r_[pos, neg])
+    assert E.auroc_fast(pos, neg) == pytest.approx(want)
