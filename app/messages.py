@@ -99,8 +99,8 @@ def header_markdown(bb) -> str:
             "Three scales of your image, fused coarse to fine; unsure patches ignored; **unknown** when the decision "
             "score is under a threshold (Lai et al., MICCAI 2025). **Research and teaching demo — not a medical "
             f"device.**\n\n<p class=\"hvl-backbone\">Backbone <code>{html.escape(bb.name)}</code>: "
-            f"{html.escape(f'{how}, {data}{never}.')}</p>\n"
-            f"<p class=\"hvl-measured\">{html.escape(measured_sentence(bb.name))}</p>\n</div>")
+            f"{html.escape(f'{how}, {data}{never}.')} <span class=\"hvl-measured\">"
+            f"{html.escape(measured_sentence(bb.name))}</span></p>\n</div>")
 
 
 def model_markdown(model) -> str:
