@@ -419,14 +419,17 @@ SHIPPED_PREFIX = "hvl-"
 
 
 def shipped_checkpoint(backbone: str, preset: str | None) -> Path | None:
-    """The trained, calibrated checkpoint shipped for ``backbone`` and ``preset`` (in the
-    weights folder: ``$HVL_WEIGHTS_DIR`` or the checkout's ``weights/``), or None."""
+    """The calibrated checkpoint shipped for ``backbone`` and ``preset`` (in the weights folder,
+    ``$HVL_WEIGHTS_DIR``, else the checkout's ``weights/``), or None."""
     if not preset or not backbone or "/" in backbone or "/" in preset or ":" in backbone:
         return None
     from .backbones.medmnist import weights_dir
 
-    folder = weights_dir() / f"{SHIPPED_PREFIX}{backbone}-{preset}"
-    return folder if (folder / CONFIG_NAME).is_file() else None
+    name = f"{SHIPPED_PREFIX}{backbone}-{preset}"
+    for folder in (weights_dir() / name, Path(__file__).resolve().parents[1] / "weights" / name):
+        if (folder / CONFIG_NAME).is_file():
+            return folder
+    return None
 
 
 def head_from_checkpoint(ck: Checkpoint, **overrides) -> HVLHead:

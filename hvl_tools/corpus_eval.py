@@ -26,6 +26,7 @@ import dataclasses
 import json
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,8 @@ GROUPS = ("far", "other", "near")
 #: principal-subspace dimension
 KNN_K = 10
 VIM_DIM = 64
+#: a zoo fold needs this many ID images in its held-out source (smaller ones give no usable AUROC)
+ZOO_MIN_ID = 20
 def checkpoint_name(preset: str) -> str:
     """The folder the trained checkpoint goes to, where ``shipped_checkpoint`` finds it."""
     from hvl_core.checkpoint import SHIPPED_PREFIX
@@ -207,8 +210,9 @@ def run_preset(preset: str, enc: Encoded, model, cfg: TrainConfig, out: Path, we
     head = train_hvl(model, fit_set, cfg)
     heads = {"trained": head, "untrained": model.head}
     result: dict = {"preset": preset, "backbone": BACKBONE, "train_config": cfg.to_dict(), "alpha": alpha,
-                    "n_train": len(fit_set), "sources": {s: sorted({r.source for r, m in zip(rows, sm) if m})
-                                                         for s, sm in (("train", train), ("calib", calib), ("test", test))}}
+                    "n_train": len(fit_set),
+                    "sources": {s: sorted({r.source for r, m in zip(rows, sm & masks["id"]) if m})
+                                for s, sm in (("train", train), ("calib", calib), ("test", test))}}
     ood_calib = calib & ~masks["id"]
     for which, h in heads.items():
         scores, pred = all_scores(h, model, fs)
@@ -226,7 +230,12 @@ def run_preset(preset: str, enc: Encoded, model, cfg: TrainConfig, out: Path, we
         result[which] = entry
         log(f"  {which}: score {best} (calib AUROC {selection[best]:.3f}); test "
             + _short(entry[best]["test"]))
-    best = result["trained"]["score"]
+    # the default: the head and score with the best AUROC on the calibration sources — the
+    # paper's trained head, or the untrained one where training made the separation worse
+    which, best = max(((w, s) for w in heads for s in SCORES),
+                      key=lambda ws: result[ws[0]]["selection_auroc_calib"][ws[1]])
+    head = heads[which]
+    result["default"] = {"head": which, "score": best}
     cal_id = subset(fs, masks["id"] & calib)
     cal_scores = {s: _rounded(np.sort(head_scores(head, model.text, model.logit_bias, cal_id, device=model.device,
                                                   score=s)[0].numpy().astype(np.float64))) for s in SCORES}
@@ -238,7 +247,7 @@ def run_preset(preset: str, enc: Encoded, model, cfg: TrainConfig, out: Path, we
                        "sources": result["sources"]["calib"],
                        "by_score": {s: {"threshold": conformal_threshold(cal_scores[s], alpha),
                                         "scores": cal_scores[s]} for s in SCORES if s != best}}
-        test_default = result["trained"][best]["test"]
+        test_default = result[which][best]["test"]
         acc_id = test_default["accepted"]["id"]
         measured = {"false_rejection": (1 - acc_id[0], 1 - acc_id[2], 1 - acc_id[1]),
                     **{f"accepted_{g}": test_default["accepted"][g] for g in GROUPS},
@@ -247,8 +256,10 @@ def run_preset(preset: str, enc: Encoded, model, cfg: TrainConfig, out: Path, we
         save_checkpoint(weights / checkpoint_name(preset), head, BACKBONE, model.classes, threshold=thr,
                         detail=model.detail, extra={"calibration": calibration, "measured": measured,
                                                     "training": {"train_config": cfg.to_dict(), "n_train": len(fit_set),
-                                                                 "sources": result["sources"]["train"]}})
-    result["default"] = {"score": best, "threshold": thr}
+                                                                 "sources": result["sources"]["train"], "head": which,
+                                                                 "selection_auroc_calib": {
+                                                                     w: result[w]["selection_auroc_calib"] for w in heads}}})
+    result["default"]["threshold"] = thr
     return result
 
 
@@ -312,7 +323,8 @@ def run_zoo(preset: str, enc: Encoded, model, cfg: TrainConfig, n_boot: int, log
     rows, fs = enc.rows, enc.feats
     labels = id_labels(rows, preset, model.classes.names)
     masks = role_masks(rows, preset)
-    sources = sorted({r.source for r, m in zip(rows, masks["id"]) if m})
+    counts = Counter(r.source for r, m in zip(rows, masks["id"]) if m)
+    sources = sorted(s for s, c in counts.items() if c >= ZOO_MIN_ID)
     src = np.array([r.source for r in rows])
     folds = []
     for s in sources:

@@ -23,15 +23,17 @@ def pct(t) -> str:
 
 
 def preset_section(name: str, r: dict) -> list[str]:
-    best = r["default"]["score"]
+    best, which = r["default"]["score"], r["default"]["head"]
     lines = [f"## {name}", "",
              f"Sources — train: {', '.join(r['sources']['train'])}; calibration: {', '.join(r['sources']['calib'])}; "
              f"test: {', '.join(r['sources']['test'])}.", "",
              f"Trained on {r['n_train']} ID images ({r['train_config']['epochs']} epochs, the paper's loss). "
-             f"Default score: **{best}** (best AUROC on the calibration sources: "
-             + ", ".join(f"{s} {v:.3f}" for s, v in r["trained"]["selection_auroc_calib"].items())
-             + f"); threshold {r['default']['threshold']:.4g} = conformal quantile for "
-             f"{100 * r['alpha']:.0f}% false rejection on {r['trained'][best]['n_calibration']} calibration images.", "",
+             f"Default: the **{which}** head with the **{best}** score, the best AUROC on the calibration sources "
+             "(ID against OOD images of those sources) among "
+             + "; ".join(f"{w} " + ", ".join(f"{s} {v:.3f}" for s, v in r[w]["selection_auroc_calib"].items())
+                         for w in ("trained", "untrained"))
+             + f"; threshold {r['default']['threshold']:.4g} = conformal quantile for "
+             f"{100 * r['alpha']:.0f}% false rejection on {r[which][best]['n_calibration']} calibration images.", "",
              "Test sources only; 95% bootstrap CIs (images resampled within each group).", "",
              "| head | score | threshold | ID accepted | far-OOD accepted | other preset accepted | near-OOD accepted "
              "| AUROC all | AUROC far | AUROC near | FPR95 | ID accuracy |",
@@ -40,20 +42,20 @@ def preset_section(name: str, r: dict) -> list[str]:
         for s in ("msp", "energy", "maxlogit"):
             e = r[head][s]
             t = e["test"]
-            mark = " (default)" if head == "trained" and s == best else ""
+            mark = " (default)" if head == which and s == best else ""
             lines.append(f"| {head}{mark} | {s} | {e['threshold']:.4g} | {pct(t['accepted']['id'])} | "
                          f"{pct(t['accepted']['far'])} | {pct(t['accepted']['other'])} | {pct(t['accepted']['near'])} | "
                          f"{ci(t['auroc']['all'])} | {ci(t['auroc']['far'])} | {ci(t['auroc']['near'])} | "
                          f"{ci(t['fpr95']['all'])} | {ci(t['id_accuracy'])} |")
-    n = r["trained"][best]["test"]["n"]
+    n = r[which][best]["test"]["n"]
     lines += ["", f"Test images: {n['id']} ID, {n['far']} far-OOD, {n['other']} of the other preset, {n['near']} near-OOD.",
               "", f"Per test source at the default ({best}, {r['default']['threshold']:.4g}):", "",
               "| source | role | images | accepted as known |", "|---|---|---|---|"]
-    for row in r["trained"][best]["per_source"]:
+    for row in r[which][best]["per_source"]:
         lines.append(f"| {row['source']} | {row['role']} | {row['n']} | {row['accepted']} |")
     lines += ["", "Every OOD kind, all splits (OOD images are never trained on; calibration-split OOD images chose "
               "the score), at the default:", "", "| kind | images | accepted as known |", "|---|---|---|"]
-    for row in r["trained"][best]["per_kind_all_ood"]:
+    for row in r[which][best]["per_kind_all_ood"]:
         lines.append(f"| {row['kind']} | {row['n']} | {row['accepted']} |")
     return lines + [""]
 
