@@ -6,6 +6,7 @@ import functools
 import html
 import json
 import re
+from pathlib import Path
 
 from hvl_core.backbones import UnknownClassError
 from hvl_core.checkpoint import CONFIG_NAME, shipped_checkpoint
@@ -48,7 +49,8 @@ def backbone_label(name: str, server_default: bool = False) -> str:
     if info is None:
         return f"{name}{mark}"
     trained = any(shipped_checkpoint(name, p) is not None for p in list_presets())
-    head = ("trained, calibrated head per class set — measured on held-out sources" if trained
+    own = "its own labels only" if info.kind == LABEL_ONLY else "zero-shot"
+    head = (f"{own}; a calibrated head per class set — measured on held-out sources" if trained
             else "untrained head: its own labels only — unmeasured" if info.kind == LABEL_ONLY
             else "zero-shot (untrained head; a checkpoint brings a trained one) — unmeasured")
     return f"{info.label} — {info.kind}; trained on {info.trained_on}; {head}{mark}"
@@ -107,7 +109,7 @@ def model_markdown(model) -> str:
     bb = model.backbone
     note = f" — *{bb.note}*" if bb.note else ""
     kind = "label-only" if backbone_facts(bb)["kind"] == "label-only" else "vision-language"
-    head = (f"trained checkpoint ({model.checkpoint})" if model.checkpoint
+    head = (f"checkpoint {Path(str(model.checkpoint)).name}" if model.checkpoint  # a name, never a server path
             else "untrained (W, b⁰, b² are zero: the classifier's own scores)" if kind == "label-only"
             else "untrained (zero-shot: W, b⁰, b² are zero)")
     classes = ", ".join(model.classes.names)

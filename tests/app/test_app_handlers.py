@@ -280,9 +280,11 @@ def test_choosing_the_label_only_backbone_rebuilds_the_page(ui, analysed):
                                           backbone="medmnist-densenet121"), progress=None)
     pred = out[ui.session].prediction
     assert pred.backbone == "medmnist-densenet121" and svc.encode_calls == calls + 1
-    assert pred.score_name == "energy" and pred.threshold_source == "measured"  # its measured default
+    # its shipped checkpoint for the preset: the score and threshold calibrated on held-out sources
+    assert pred.score_name == "msp" and pred.threshold_source == "calibrated" and pred.p_value is not None
+    assert "Measured at the default threshold" in out[ui.header]
     assert "label-only" in out[ui.header] and "label-only" in out[ui.model_info]
     assert "zero-shot" not in out[ui.model_info] and "zero-shot" not in out[ui.teaching]
     assert "output row of each" in out[ui.teaching] and "text of each" not in out[ui.teaching]
-    assert out[ui.controls.score]["value"] == "energy" and "energy units" in out[ui.controls.threshold]["label"]
+    assert out[ui.controls.score]["value"] == "msp"
     assert len(svc._backbones) <= svc.max_backbones
