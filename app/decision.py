@@ -135,9 +135,10 @@ def decision_html(pred, threshold_note: str = "", window: tuple[float, float] | 
     best = "" if known else (f"<div style='font-size:0.95em;margin-top:2px'>Closest known class: {closest}; the "
                              f"{html.escape(score_label(pred))} is under the threshold.</div>")
     note = f"<div style='font-size:0.85em;color:#555;margin-top:4px'>{html.escape(threshold_note)}</div>" if threshold_note else ""
-    if getattr(pred, "p_value", None) is not None:
-        note += (f"<div class='hvl-pvalue' style='font-size:0.85em;color:#333;margin-top:4px'>"
-                 f"{html.escape(pvalue_text(pred))}</div>")
+    pv = pvalue_text(pred)
+    if pv:  # short on the first screen; the whole sentence as its title
+        sub += (f" <span class='hvl-pvalue' title='{html.escape(pv, quote=True)}' style='font-size:0.88em'>&nbsp;·&nbsp; "
+                f"p {pred.p_value:.2f} vs {pred.n_calibration} known</span>")
     lo, hi = (fmt_num(v, 0 if float(v).is_integer() else 2) for v in window)
     return f"""
 <div class="hvl-decision" data-known="{int(known)}" data-score="{pred.score:.6f}" data-msp="{pred.msp:.6f}"
@@ -167,8 +168,7 @@ def threshold_note(pred, measured_elsewhere: bool = True, where: bool = False) -
     source = pred.threshold_source
     if source == "calibrated":
         if getattr(pred, "n_calibration", 0):
-            return (f"{t}: calibrated on {pred.n_calibration} known images of sources the head was not trained on, "
-                    "so that at most 5% of known images like them are referred.")
+            return f"{t}: calibrated on {pred.n_calibration} known images of held-out sources (≤ 5% of such referred)."
         return f"{t}: calibrated on the checkpoint's validation images so that 95% of its known images pass."
     if source == "measured":
         return (f"{t}: this backbone's default for these classes, measured on real images"
@@ -186,9 +186,8 @@ def pvalue_text(pred) -> str:
     if getattr(pred, "p_value", None) is None:
         return ""
     share = 100 * pred.p_value
-    return (f"Conformal p = {pred.p_value:.3f}: {share:.0f}% of {pred.n_calibration} known calibration images "
-            f"(counting this one) score as low or lower. A small p means unlike the known images; valid only "
-            "for images taken the way the calibration images were (same kinds of camera, scanner and stain).")
+    return (f"conformal p = {pred.p_value:.3f}: {share:.0f}% of {pred.n_calibration} known calibration images "
+            "(and this one) score this low or lower")
 
 
 def error_html(message: str) -> str:

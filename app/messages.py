@@ -76,17 +76,20 @@ def measured_sentence(name: str) -> str:
         except (OSError, ValueError, KeyError):
             continue
         far = m.get("accepted_far", [float("nan")])[0]
-        other = m.get("accepted_other", [float("nan")])[0]
         near = m.get("accepted_near", [float("nan")])[0]
-        parts.append(f"{preset}: {100 * m['false_rejection'][0]:.0f}% of known images referred, "
-                     f"{100 * far:.0f}% of far-OOD, {100 * other:.0f}% of the other class set's and "
-                     f"{100 * near:.0f}% of near-OOD images accepted ({m['n']['id']} known images from "
-                     f"{len(m['sources'])} sources)")
+        parts.append(f"{preset.split('-')[0]} refers {100 * m['false_rejection'][0]:.0f}% of known, accepts "
+                     f"{100 * far:.0f}% far- / {100 * near:.0f}% near-OOD")
     if not parts:
         return ("Unmeasured: this backbone's verdicts were never measured on real images here; "
                 "treat its known/unknown answers as a demonstration only.")
-    return ("Measured at the default threshold on sources the head was neither trained nor calibrated on — "
-            + "; ".join(parts) + ".")
+    return "Measured at the default threshold on held-out sources: " + "; ".join(parts) + "."
+
+
+def measured_pointer(name: str) -> str:
+    """The header's short form: measured or not (the rates are in the model line)."""
+    if measured_sentence(name).startswith("Unmeasured"):
+        return "Unmeasured on real images: a demonstration only."
+    return "Measured at the default threshold on held-out sources (rates in the model line)."
 
 
 def header_markdown(bb) -> str:
@@ -102,7 +105,7 @@ def header_markdown(bb) -> str:
             "score is under a threshold (Lai et al., MICCAI 2025). **Research and teaching demo — not a medical "
             f"device.**\n\n<p class=\"hvl-backbone\">Backbone <code>{html.escape(bb.name)}</code>: "
             f"{html.escape(f'{how}, {data}{never}.')} <span class=\"hvl-measured\">"
-            f"{html.escape(measured_sentence(bb.name))}</span></p>\n</div>")
+            f"{html.escape(measured_pointer(bb.name))}</span></p>\n</div>")
 
 
 def model_markdown(model) -> str:
@@ -122,7 +125,7 @@ def model_markdown(model) -> str:
               "given": "given"}.get(model.threshold_source, model.threshold_source)
     score = (f"**Decision:** {SCORE_LABELS.get(model.score_name, model.score_name)} ≥ {model.threshold:g} "
              f"({source}) by default")
-    return (f"**Backbone:** `{bb.name}` ({kind}){note}  \n"
+    return (f"**Backbone:** `{bb.name}` ({kind}){note} — {measured_sentence(bb.name)}  \n"
             f"**Known classes ({len(model.classes.names)}):** {classes}  \n{negatives}"
             f"**Head:** {head}; n = {model.n} ({1 + model.n ** 2 + 4 * model.n ** 2} crops){similarity}; "
             f"device {model.device.type}  \n{score}")

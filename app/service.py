@@ -298,7 +298,7 @@ class ModelService:
                                             classes=list(split_class_list(spec.custom)), device=self.device, n=spec.n)
             else:
                 bb = self.backbone(spec.backbone or None)
-                shipped = shipped_checkpoint(bb.name, spec.preset)  # the trained, calibrated head, if one ships
+                shipped = shipped_checkpoint(bb.name, spec.preset)  # the calibrated head, if one ships
                 model = hvl_core.load_model(bb, preset=spec.preset, checkpoint=shipped, device=self.device, n=spec.n)
             self._models[key] = model
             while len(self._models) > self.max_models:

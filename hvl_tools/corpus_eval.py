@@ -60,17 +60,17 @@ def checkpoint_name(preset: str) -> str:
 
 
 @dataclass
-class Encoded:
+class EncodedCorpus:
     rows: list[Row]
     feats: FeatureSet
 
 
-def encode_corpus(model, rows: list[Row], root: Path, cache: FeatureCache, progress: bool = True) -> Encoded:
+def encode_corpus(model, rows: list[Row], root: Path, cache: FeatureCache, progress: bool = True) -> EncodedCorpus:
     """Features of every row (n = model.n), from the cache when there; rows that fail to read are dropped."""
     paths = [str(root / r.file) for r in rows]
     fs = extract_features(model, paths, cache=cache, progress=progress, batch_size=8, desc="encoding corpus")
     keep = set(fs.paths)
-    return Encoded([r for r, p in zip(rows, paths) if p in keep], fs)
+    return EncodedCorpus([r for r, p in zip(rows, paths) if p in keep], fs)
 
 
 def id_labels(rows: list[Row], preset: str, class_names) -> np.ndarray:
@@ -197,7 +197,7 @@ def per_kind(rows: list[Row], scores: np.ndarray, mask: np.ndarray, threshold: f
     return [{"kind": k, "n": len(v), "accepted": sum(v)} for k, v in sorted(table.items())]
 
 
-def run_preset(preset: str, enc: Encoded, model, cfg: TrainConfig, out: Path, weights: Path | None,
+def run_preset(preset: str, enc: EncodedCorpus, model, cfg: TrainConfig, out: Path, weights: Path | None,
                n_boot: int, alpha: float = ALPHA, log=print) -> dict:
     from hvl_core.checkpoint import save_checkpoint
 
@@ -317,7 +317,7 @@ def zoo_scores(model, fit: FeatureSet, test: FeatureSet, cfg: TrainConfig) -> di
     return out
 
 
-def run_zoo(preset: str, enc: Encoded, model, cfg: TrainConfig, n_boot: int, log=print) -> dict:
+def run_zoo(preset: str, enc: EncodedCorpus, model, cfg: TrainConfig, n_boot: int, log=print) -> dict:
     """Leave one ID source out; the metrics pool the held-out sources' scores per method only
     through their per-fold AUROC/FPR95 (means over folds, CIs from the bootstrap of each fold)."""
     rows, fs = enc.rows, enc.feats

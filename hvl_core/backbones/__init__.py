@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "clip-vit-b16"
 OFFLINE_BACKBONE = "medmnist-densenet121"
-#: the backbone whose verdicts were measured on real images of held-out sources (trained,
-#: calibrated checkpoints ship for it in weights/): the default of the app and the command line.
+#: the backbone whose verdicts were measured on real images of held-out sources (calibrated
+#: checkpoints ship for it in weights/): the default of the app and the command line.
 #: The others are opt-in and labelled unmeasured.
 MEASURED_BACKBONE = OFFLINE_BACKBONE
 

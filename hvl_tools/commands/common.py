@@ -12,7 +12,7 @@ def add_model_args(p: argparse.ArgumentParser, default_preset: str | None = "der
     g = p.add_argument_group("model")
     g.add_argument("--backbone", default=None,
                    help=f"default: a checkpoint's own, else {default_backbone}; {MEASURED_BACKBONE} (measured on real "
-                        "images, a trained checkpoint per preset), auto (CLIP ViT-B/16, else the offline one), "
+                        "images, a calibrated checkpoint per preset), auto (CLIP ViT-B/16, else the offline one), "
                         "clip-vit-b16, biomedclip, "
                         "quiltnet-b32, dermlip-b16 (non-commercial), medmnist-densenet121, NAME-random (the same "
                         "architecture, random weights), NAME:/path/to/weights, MODEL:PRETRAINED or hf-hub:ID")
@@ -21,7 +21,7 @@ def add_model_args(p: argparse.ArgumentParser, default_preset: str | None = "der
     cls.add_argument("--classes", nargs="+", metavar="NAME",
                      help='custom known classes; "name: prompt description" allowed')
     g.add_argument("--checkpoint", help="trained head: a folder, a file of it, or a hub repo id org/name (default: "
-                                        "the trained checkpoint shipped for the backbone and preset, if any)")
+                                        "the calibrated checkpoint shipped for the backbone and preset, if any)")
     g.add_argument("--untrained", action="store_true",
                    help="the untrained head (zero-shot, or a classifier's own scores) instead of the shipped checkpoint")
     g.add_argument("--n", type=int, help="partitions per side at mid scale (default 2)")
@@ -41,7 +41,7 @@ def backbone_from_args(args) -> str:
 
 
 def checkpoint_from_args(args, preset: str | None):
-    """``--checkpoint``, else the trained checkpoint shipped for the backbone and preset (unless
+    """``--checkpoint``, else the calibrated checkpoint shipped for the backbone and preset (unless
     ``--untrained``), else None."""
     if args.checkpoint is not None or not preset or getattr(args, "untrained", False):
         return args.checkpoint
