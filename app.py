@@ -7,6 +7,7 @@ Environment:
   GRADIO_SERVER_NAME  address to listen on (default 127.0.0.1; a Space sets 0.0.0.0)
   GRADIO_SERVER_PORT  port (default 7860)
 """
+
 import os
 
 # privacy: no analytics, no version check, no hub telemetry; set before gradio is imported

@@ -7,6 +7,7 @@ Zip members are read into memory and never extracted, so no member name can reac
 system; only the member's base name is shown. The CSV is written only when asked for, into
 gradio's temporary folder (swept like the uploads).
 """
+
 from __future__ import annotations
 
 import csv
@@ -65,7 +66,7 @@ def read_uploads(paths) -> list[tuple[str, bytes | str]]:
             raise UserError(f"a batch holds at most {MAX_BATCH_IMAGES} images; split it")
         total += size
         if total > MAX_BATCH_BYTES:
-            raise UserError(f"a batch holds at most {MAX_BATCH_BYTES // 2 ** 20} MB of images; split it")
+            raise UserError(f"a batch holds at most {MAX_BATCH_BYTES // 2**20} MB of images; split it")
         items.append((name, source))
 
     for p in [p for p in (paths or []) if p]:
@@ -82,7 +83,7 @@ def read_uploads(paths) -> list[tuple[str, bytes | str]]:
                         with zf.open(info) as f:
                             data = f.read(room + 1)  # never more than the room left, whatever the header says
                         if len(data) > room:
-                            raise UserError(f"a batch holds at most {MAX_BATCH_BYTES // 2 ** 20} MB of images; split it")
+                            raise UserError(f"a batch holds at most {MAX_BATCH_BYTES // 2**20} MB of images; split it")
                         add(_short(info.filename), data, len(data))
             except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, OSError) as e:
                 raise UserError(f"{_short(p)} is not a readable zip file ({type(e).__name__})") from None
@@ -104,7 +105,7 @@ def encode(model, items: list[tuple[str, bytes | str]]) -> Batch:
         except ImageError as e:
             batch.errors[i] = str(e)
     for start in range(0, len(loaded), ENCODE_CHUNK):
-        chunk = loaded[start:start + ENCODE_CHUNK]
+        chunk = loaded[start : start + ENCODE_CHUNK]
         for (i, _), enc in zip(chunk, model.encode_batch([li for _, li in chunk])):
             batch.encoded[i] = enc
     return batch
@@ -138,8 +139,16 @@ def rows(batch: Batch) -> list[list]:
             out.append([name, f"not read: {batch.errors[i]}", None, "", None, ""])
             continue
         p, flag = next(preds)
-        out.append([name, p.label, round(float(p.score), 4), "yes" if p.known else "no",
-                    None if p.p_value is None else round(p.p_value, 4), "" if flag is None else "yes" if flag else "no"])
+        out.append(
+            [
+                name,
+                p.label,
+                round(float(p.score), 4),
+                "yes" if p.known else "no",
+                None if p.p_value is None else round(p.p_value, 4),
+                "" if flag is None else "yes" if flag else "no",
+            ]
+        )
     return out
 
 
@@ -160,12 +169,16 @@ def flips_sentence(batch: Batch, threshold: float) -> str:
     s = f"At threshold {fmt_score(threshold)}: {known} of {n} known, {n - known} unknown."
     if batch.analysed_threshold is not None and threshold != batch.analysed_threshold:
         down, up = flips(batch, threshold)
-        s += (f" Against the model's threshold {fmt_score(batch.analysed_threshold)}: {down + up} flip "
-              f"({down} known → unknown, {up} unknown → known).")
+        s += (
+            f" Against the model's threshold {fmt_score(batch.analysed_threshold)}: {down + up} flip "
+            f"({down} known → unknown, {up} unknown → known)."
+        )
     flags = [f for f in bh_flags(batch) if f is not None]
     if flags:
-        s += (f" Benjamini–Hochberg over the conformal p-values flags {sum(flags)} of {len(flags)} as unknown "
-              f"(among those flagged, at most {BATCH_FDR:.0%} known images expected).")
+        s += (
+            f" Benjamini–Hochberg over the conformal p-values flags {sum(flags)} of {len(flags)} as unknown "
+            f"(among those flagged, at most {BATCH_FDR:.0%} known images expected)."
+        )
     if batch.errors:
         s += f" {len(batch.errors)} file(s) could not be read."
     return s

@@ -14,6 +14,7 @@ components as keys) — what is measured is the Python side of an event, not the
 The keys of the first backbone are merged into ``DIR/bench.json`` (created if missing) with a
 per-backbone breakdown under ``"app"``, printed, and summarised in ``DIR/app.md``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,8 +84,11 @@ def measure_batch(service, ui, redecides: int, size: int = BATCH_SIZE) -> dict:
         out = vh.on_batch_threshold(ui, v, batch, t)
         times.append(time.perf_counter() - t0)
         batch = out[v.batch_state]
-    return {"batch_size": size, "batch_redecide_ms": round(1000 * statistics.median(times), 2),
-            "batch_redecide_ms_max": round(1000 * max(times), 2)}
+    return {
+        "batch_size": size,
+        "batch_redecide_ms": round(1000 * statistics.median(times), 2),
+        "batch_redecide_ms_max": round(1000 * max(times), 2),
+    }
 
 
 def measure(backbone: str, image: Path, repeats: int, redecides: int) -> dict:
@@ -101,8 +105,9 @@ def measure(backbone: str, image: Path, repeats: int, redecides: int) -> dict:
     crops = hierarchical_crops(load_image(str(image)).image, model.n, model.backbone.image_size, model.detail)
 
     def upload():
-        out = handlers.on_upload(ui, inputs(ui, fresh(), {}, upload=str(image), threshold=model.threshold),
-                                 progress=None)
+        out = handlers.on_upload(
+            ui, inputs(ui, fresh(), {}, upload=str(image), threshold=model.threshold), progress=None
+        )
         if "hvl-error" in str(out.get(ui.decision, "")):
             raise RuntimeError(f"the app could not analyse {image}: {out[ui.decision]}")
         return out
@@ -129,7 +134,7 @@ def measure(backbone: str, image: Path, repeats: int, redecides: int) -> dict:
         handlers.present(ui, sess, {}, sess.prediction, model, Settings(threshold=model.threshold))
         draw_s.append(time.perf_counter() - t0)
     redecide_s, head_s, sent = [], [], []
-    g = 4 * model.n ** 2
+    g = 4 * model.n**2
     for i in range(redecides):
         k = 2 + (i % 2) * (g // 2 - 2) if g > 4 else 1 + i % 2
         t0 = time.perf_counter()
@@ -143,8 +148,12 @@ def measure(backbone: str, image: Path, repeats: int, redecides: int) -> dict:
     batch = measure_batch(service, ui, redecides)
     return {
         **batch,
-        "backbone": model.backbone.name, "n": model.n, "crops": int(crops.shape[0]), "image": image.name,
-        "repeats": repeats, "redecides": redecides,
+        "backbone": model.backbone.name,
+        "n": model.n,
+        "crops": int(crops.shape[0]),
+        "image": image.name,
+        "repeats": repeats,
+        "redecides": redecides,
         "upload_handler_ms": round(1000 * statistics.median(handler_s), 1),
         "bare_encoder_ms": round(1000 * statistics.median(encoder_s), 1),
         "upload_to_decision_over_encoder": round(statistics.median(ratios), 3),
@@ -158,35 +167,49 @@ def measure(backbone: str, image: Path, repeats: int, redecides: int) -> dict:
 
 
 def environment() -> dict:
-    return {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-            "cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
-            "load_average": round(os.getloadavg()[0], 2), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "cores": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "load_average": round(os.getloadavg()[0], 2),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def summary(results: list[dict], env: dict) -> str:
-    rows = "\n".join(f"| {r['backbone']} | {r['n']} | {r['crops']} | {r['app_redecide_ms']:.1f} (max {r['app_redecide_ms_max']:.1f}) | "
-                     f"{r['redecide_head_ms']:.1f} | {r['upload_handler_ms']:,.0f} | {r['upload_draw_ms']:.0f} | {r['bare_encoder_ms']:,.0f} | {r['upload_to_decision_over_encoder']:.3f} "
-                     f"({r['upload_to_decision_over_encoder_range'][0]:.2f}–{r['upload_to_decision_over_encoder_range'][1]:.2f}) | "
-                     f"{', '.join(r['redecide_redraws']) or 'none'} | {r['batch_redecide_ms']:.1f} (max {r['batch_redecide_ms_max']:.1f}) |"
-                     for r in results)
-    return (f"# Demo latency (`python -m app.bench`)\n\nCPU {env['cpu']}, {env['threads']} torch threads on {env['cores']} "
-            f"cores, load average {env['load_average']} at start; torch {env['torch']}, Python {env['python']}; "
-            f"{env['date']}. Image: `assets/{results[0]['image']}`; {results[0]['repeats']} upload rounds (interleaved "
-            f"with the bare encoder), {results[0]['redecides']} K changes.\n\n"
-            f"| backbone | n | crops | K change → all outputs, ms (goal ≤ {GOALS['app_redecide_ms']:.0f}) | of which the "
-            f"head (`service.decide`), ms | upload → all outputs, ms | of which drawing every output, ms | bare encoder, ms | "
-            f"upload / encoder (goal ≤ {GOALS['upload_to_decision_over_encoder']}) | redrawn on a K change | "
-            f"batch of {BATCH_SIZE}: threshold move → table, histogram, flips, ms (goal ≤ {GOALS['batch_redecide_ms']:.0f}) |\n"
-            f"|---|---|---|---|---|---|---|---|---|---|---|\n{rows}\n\n"
-            "Handler time on the server (Python), from the event's inputs to all its outputs; the browser's part "
-            "(transfer, decoding the pictures) is not included.\n")
+    rows = "\n".join(
+        f"| {r['backbone']} | {r['n']} | {r['crops']} | {r['app_redecide_ms']:.1f} (max {r['app_redecide_ms_max']:.1f}) | "
+        f"{r['redecide_head_ms']:.1f} | {r['upload_handler_ms']:,.0f} | {r['upload_draw_ms']:.0f} | {r['bare_encoder_ms']:,.0f} | {r['upload_to_decision_over_encoder']:.3f} "
+        f"({r['upload_to_decision_over_encoder_range'][0]:.2f}–{r['upload_to_decision_over_encoder_range'][1]:.2f}) | "
+        f"{', '.join(r['redecide_redraws']) or 'none'} | {r['batch_redecide_ms']:.1f} (max {r['batch_redecide_ms_max']:.1f}) |"
+        for r in results
+    )
+    return (
+        f"# Demo latency (`python -m app.bench`)\n\nCPU {env['cpu']}, {env['threads']} torch threads on {env['cores']} "
+        f"cores, load average {env['load_average']} at start; torch {env['torch']}, Python {env['python']}; "
+        f"{env['date']}. Image: `assets/{results[0]['image']}`; {results[0]['repeats']} upload rounds (interleaved "
+        f"with the bare encoder), {results[0]['redecides']} K changes.\n\n"
+        f"| backbone | n | crops | K change → all outputs, ms (goal ≤ {GOALS['app_redecide_ms']:.0f}) | of which the "
+        f"head (`service.decide`), ms | upload → all outputs, ms | of which drawing every output, ms | bare encoder, ms | "
+        f"upload / encoder (goal ≤ {GOALS['upload_to_decision_over_encoder']}) | redrawn on a K change | "
+        f"batch of {BATCH_SIZE}: threshold move → table, histogram, flips, ms (goal ≤ {GOALS['batch_redecide_ms']:.0f}) |\n"
+        f"|---|---|---|---|---|---|---|---|---|---|---|\n{rows}\n\n"
+        "Handler time on the server (Python), from the event's inputs to all its outputs; the browser's part "
+        "(transfer, decoding the pictures) is not included.\n"
+    )
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, type=Path, help="folder: bench.json gets the keys, app.md the summary")
-    ap.add_argument("--backbone", nargs="+", default=["medmnist-densenet121"],
-                    help="backbones to measure (the first gives the headline keys)")
+    ap.add_argument(
+        "--backbone",
+        nargs="+",
+        default=["medmnist-densenet121"],
+        help="backbones to measure (the first gives the headline keys)",
+    )
     ap.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     ap.add_argument("--repeats", type=int, default=7, help="upload rounds")
     ap.add_argument("--redecides", type=int, default=30, help="K changes")

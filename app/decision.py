@@ -5,6 +5,7 @@ Pure functions of a ``Prediction``: ``pred.known`` is hvl_core's verdict (score 
 HVL_SPEC §9) and the threshold is in its units. ``score_window`` is the stretch of the score
 that the threshold slider and the verdict bar cover.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -112,8 +113,10 @@ def decision_text(pred) -> str:
 def comparison_text(pred) -> str:
     """``"MSP 0.612 ≥ threshold 0.500"`` (or ``<``), in the decision score's units."""
     op = "≥" if pred.known else "<"
-    return (f"{score_label(pred)} {fmt_score(pred.score, pred.threshold)} {op} threshold "
-            f"{fmt_score(pred.threshold, pred.score)}")
+    return (
+        f"{score_label(pred)} {fmt_score(pred.score, pred.threshold)} {op} threshold "
+        f"{fmt_score(pred.threshold, pred.score)}"
+    )
 
 
 def bar_position(value: float, window: tuple[float, float] = (0.0, 1.0)) -> float:
@@ -132,13 +135,25 @@ def decision_html(pred, threshold_note: str = "", window: tuple[float, float] | 
     pos, thr = bar_position(pred.score, window), bar_position(pred.threshold, window)
     sub = html.escape(comparison_text(pred))
     closest = f"{html.escape(pred.label)} (p_ID {fmt_score(pred.msp)})"
-    best = "" if known else (f"<div style='font-size:0.95em;margin-top:2px'>Closest known class: {closest}; the "
-                             f"{html.escape(score_label(pred))} is under the threshold.</div>")
-    note = f"<div style='font-size:0.85em;color:#555;margin-top:4px'>{html.escape(threshold_note)}</div>" if threshold_note else ""
+    best = (
+        ""
+        if known
+        else (
+            f"<div style='font-size:0.95em;margin-top:2px'>Closest known class: {closest}; the "
+            f"{html.escape(score_label(pred))} is under the threshold.</div>"
+        )
+    )
+    note = (
+        f"<div style='font-size:0.85em;color:#555;margin-top:4px'>{html.escape(threshold_note)}</div>"
+        if threshold_note
+        else ""
+    )
     pv = pvalue_text(pred)
     if pv:  # short on the first screen; the whole sentence as its title
-        sub += (f" <span class='hvl-pvalue' title='{html.escape(pv, quote=True)}' style='font-size:0.88em'>&nbsp;·&nbsp; "
-                f"p {pred.p_value:.2f} vs {pred.n_calibration} known</span>")
+        sub += (
+            f" <span class='hvl-pvalue' title='{html.escape(pv, quote=True)}' style='font-size:0.88em'>&nbsp;·&nbsp; "
+            f"p {pred.p_value:.2f} vs {pred.n_calibration} known</span>"
+        )
     lo, hi = (fmt_num(v, 0 if float(v).is_integer() else 2) for v in window)
     return f"""
 <div class="hvl-decision" data-known="{int(known)}" data-score="{pred.score:.6f}" data-msp="{pred.msp:.6f}"
@@ -171,13 +186,16 @@ def threshold_note(pred, measured_elsewhere: bool = True, where: bool = False) -
             return f"{t}: calibrated on {pred.n_calibration} known images of held-out sources (≤ 5% of such referred)."
         return f"{t}: calibrated on the checkpoint's validation images so that 95% of its known images pass."
     if source == "measured":
-        return (f"{t}: this backbone's default for these classes, measured on real images"
-                + (" (bench/results/decision_defaults.md)." if where else "."))
+        return f"{t}: this backbone's default for these classes, measured on real images" + (
+            " (bench/results/decision_defaults.md)." if where else "."
+        )
     if source == "default":
         return f"{t}: a neutral default, not measured for this backbone and class set."
     if not measured_elsewhere:
-        return (f"{t}: no {score_label(pred)} threshold was measured or calibrated for this backbone and class set, "
-                "so it started just under the image's own score; set it yourself.")
+        return (
+            f"{t}: no {score_label(pred)} threshold was measured or calibrated for this backbone and class set, "
+            "so it started just under the image's own score; set it yourself."
+        )
     return f"{t}: set by you."
 
 
@@ -186,19 +204,25 @@ def pvalue_text(pred) -> str:
     if getattr(pred, "p_value", None) is None:
         return ""
     share = 100 * pred.p_value
-    return (f"conformal p = {pred.p_value:.3f}: {share:.0f}% of {pred.n_calibration} known calibration images "
-            "(and this one) score this low or lower")
+    return (
+        f"conformal p = {pred.p_value:.3f}: {share:.0f}% of {pred.n_calibration} known calibration images "
+        "(and this one) score this low or lower"
+    )
 
 
 def error_html(message: str) -> str:
-    return (f"<div class='hvl-error' style='border:2px solid #b42318;background:#fef3f2;border-radius:10px;"
-            f"padding:12px 16px;color:#111'><div style='font-weight:700;color:#b42318;font-size:1.2em'>"
-            f"Could not analyse</div><div class='hvl-error-message'>{html.escape(message)}</div></div>")
+    return (
+        f"<div class='hvl-error' style='border:2px solid #b42318;background:#fef3f2;border-radius:10px;"
+        f"padding:12px 16px;color:#111'><div style='font-weight:700;color:#b42318;font-size:1.2em'>"
+        f"Could not analyse</div><div class='hvl-error-message'>{html.escape(message)}</div></div>"
+    )
 
 
 def empty_html() -> str:
-    return ("<div class='hvl-empty' style='border:2px dashed #999;border-radius:10px;padding:12px 16px;color:#444'>"
-            "Upload an image or click an example to get a decision.</div>")
+    return (
+        "<div class='hvl-empty' style='border:2px dashed #999;border-radius:10px;padding:12px 16px;color:#444'>"
+        "Upload an image or click an example to get a decision.</div>"
+    )
 
 
 def top_classes(pred, k: int = 4) -> dict[str, float]:

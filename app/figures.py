@@ -6,6 +6,7 @@ upload): the page re-draws a figure only when its ``*_key`` changes (``app.handl
 lives in HTML, not in pixels, so it is crisp, scales with the page (and lecture mode) and is
 read by screen readers; numbers are formatted by ``app.decision`` (no "−0.00").
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,8 +24,12 @@ from .decision import SCORE_LABELS, fmt_num, fmt_signed, separating_digits
 
 SCALE_NAMES = {1: "Mid", 2: "High"}
 #: bar colours of the per-scale chart (Okabe–Ito): p⁰, p¹, p², and p_ID in black
-SERIES = (("p⁰", "whole image", "#56B4E9"), ("p¹", "mid scale", "#E69F00"), ("p²", "high scale", "#009E73"),
-          ("p_ID", "fused: (p⁰ + p¹ + p²) ÷ 3", "#000000"))
+SERIES = (
+    ("p⁰", "whole image", "#56B4E9"),
+    ("p¹", "mid scale", "#E69F00"),
+    ("p²", "high scale", "#009E73"),
+    ("p_ID", "fused: (p⁰ + p¹ + p²) ÷ 3", "#000000"),
+)
 
 
 def array_key(*parts) -> str:
@@ -43,15 +48,26 @@ def array_key(*parts) -> str:
 def colour_bar(cmap: str, lo: str, hi: str, mid: str = "", label: str = "") -> str:
     """A CSS gradient of ``cmap`` with its end labels (and a middle one)."""
     stops = colormaps[cmap](np.linspace(0, 1, 11))
-    grad = ", ".join(f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)}) {i * 10}%" for i, (r, g, b, _) in enumerate(stops))
+    grad = ", ".join(
+        f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)}) {i * 10}%" for i, (r, g, b, _) in enumerate(stops)
+    )
     middle = f"<span>{html.escape(mid)}</span>" if mid else ""
-    return (f"<div class='hvl-cbar' aria-hidden='true'><div class='hvl-cbar-grad' style='background:linear-gradient(to right, {grad})'>"
-            f"</div><div class='hvl-cbar-ticks'><span>{html.escape(lo)}</span>{middle}<span>{html.escape(hi)}</span></div>"
-            f"<div class='hvl-cbar-label'>{html.escape(label)}</div></div>")
+    return (
+        f"<div class='hvl-cbar' aria-hidden='true'><div class='hvl-cbar-grad' style='background:linear-gradient(to right, {grad})'>"
+        f"</div><div class='hvl-cbar-ticks'><span>{html.escape(lo)}</span>{middle}<span>{html.escape(hi)}</span></div>"
+        f"<div class='hvl-cbar-label'>{html.escape(label)}</div></div>"
+    )
 
 
-def figure(fig_id: str, title: str, images: list[tuple[str, str]], notes: list[str], extra: str = "",
-           captions: list[str] | None = None, img_class: str = "") -> str:
+def figure(
+    fig_id: str,
+    title: str,
+    images: list[tuple[str, str]],
+    notes: list[str],
+    extra: str = "",
+    captions: list[str] | None = None,
+    img_class: str = "",
+) -> str:
     """``<figure>``: a title, pictures (``(data URI, alt text)``, each with an optional caption),
     the rule it shows as text, and extras (colour bar, legend)."""
     captions = captions or [""] * len(images)
@@ -61,8 +77,10 @@ def figure(fig_id: str, title: str, images: list[tuple[str, str]], notes: list[s
         head = f"<div class='hvl-pic-title'>{html.escape(cap)}</div>" if cap else ""
         pics.append(f"<div class='hvl-pic'>{head}<img{cls} src='{uri}' alt='{html.escape(alt, quote=True)}'></div>")
     rules = "".join(f"<p>{n}</p>" for n in notes)
-    return (f"<figure class='hvl-fig' id='{fig_id}-fig'><figcaption class='hvl-fig-title'>{html.escape(title)}</figcaption>"
-            f"<div class='hvl-pics'>{''.join(pics)}</div>{extra}<div class='hvl-fig-notes'>{rules}</div></figure>")
+    return (
+        f"<figure class='hvl-fig' id='{fig_id}-fig'><figcaption class='hvl-fig-title'>{html.escape(title)}</figcaption>"
+        f"<div class='hvl-pics'>{''.join(pics)}</div>{extra}<div class='hvl-fig-notes'>{rules}</div></figure>"
+    )
 
 
 def _cell(rc) -> str:
@@ -79,6 +97,7 @@ def _grid_labels(values: np.ndarray, digits: int, signed: bool = False) -> list[
 
 # --------------------------------------------------------------------------- thumbnail
 
+
 def thumbnail_key(loaded, name: str) -> str:
     slide = getattr(loaded, "slide", None)
     return array_key(id(loaded), loaded.original_size, name, slide.tile_center if slide else None)
@@ -94,12 +113,19 @@ def thumbnail_html(loaded, name: str, view_size: int) -> str:
     s = x1 - x0
     ow, oh = loaded.original_size
     whole = "the whole image is analysed" if w == h else f"the dimmed {'sides' if w > h else 'top and bottom'} are not"
-    alt = (f"Your image {name}, {ow}×{oh} px, with the central {s}×{s} px square the model analysed outlined"
-           + ("." if w == h else "; the parts outside it are dimmed."))
-    notes = [f"{html.escape(name)} — {ow}×{oh} px. The model sees the outlined central square, resized to "
-             f"{view_size}×{view_size} px; {whole}."]
-    return figure("thumbnail", "Your image and the analysed square", [(render.data_uri(render.thumbnail(loaded.image)), alt)],
-                  notes)
+    alt = f"Your image {name}, {ow}×{oh} px, with the central {s}×{s} px square the model analysed outlined" + (
+        "." if w == h else "; the parts outside it are dimmed."
+    )
+    notes = [
+        f"{html.escape(name)} — {ow}×{oh} px. The model sees the outlined central square, resized to "
+        f"{view_size}×{view_size} px; {whole}."
+    ]
+    return figure(
+        "thumbnail",
+        "Your image and the analysed square",
+        [(render.data_uri(render.thumbnail(loaded.image)), alt)],
+        notes,
+    )
 
 
 def slide_html(slide, name: str, view_size: int) -> str:
@@ -111,17 +137,27 @@ def slide_html(slide, name: str, view_size: int) -> str:
     x, y = slide.tile_center
     mpp = f"{slide.mpp:.3g} µm/px at full resolution" if slide.mpp else "resolution not recorded (taken as 0.5 µm/px)"
     how = "picked automatically: the most tissue on the thumbnail" if slide.picked else "where you clicked"
-    alt = (f"Thumbnail of the whole-slide image {name}, {W}×{H} px at full resolution, with the analysed tile "
-           f"ringed at ({x}, {y}); click the thumbnail to analyse the tile under the pointer.")
-    notes = [f"{html.escape(name)} — whole-slide image, {W}×{H} px, {mpp}. The model sees the ringed tile "
-             f"({slide.tile_side}×{slide.tile_side} px at full resolution, about 0.5 µm/px, resized to "
-             f"{view_size}×{view_size}) centred at ({x}, {y}), {how}.",
-             "<b>Click the thumbnail</b> to analyse the tile under the pointer."]
-    return figure("thumbnail", "Your slide and the analysed tile",
-                  [(render.data_uri(render.slide_thumbnail(thumb, box)), alt)], notes, img_class="hvl-slide")
+    alt = (
+        f"Thumbnail of the whole-slide image {name}, {W}×{H} px at full resolution, with the analysed tile "
+        f"ringed at ({x}, {y}); click the thumbnail to analyse the tile under the pointer."
+    )
+    notes = [
+        f"{html.escape(name)} — whole-slide image, {W}×{H} px, {mpp}. The model sees the ringed tile "
+        f"({slide.tile_side}×{slide.tile_side} px at full resolution, about 0.5 µm/px, resized to "
+        f"{view_size}×{view_size}) centred at ({x}, {y}), {how}.",
+        "<b>Click the thumbnail</b> to analyse the tile under the pointer.",
+    ]
+    return figure(
+        "thumbnail",
+        "Your slide and the analysed tile",
+        [(render.data_uri(render.slide_thumbnail(thumb, box)), alt)],
+        notes,
+        img_class="hvl-slide",
+    )
 
 
 # --------------------------------------------------------------------------- entropy maps
+
 
 def entropy_ceiling(pred) -> float:
     """The largest entropy a patch can have: ln of the classes its softmax runs over (the known
@@ -164,23 +200,34 @@ def entropy_html(pred, scale: int, entropy_filter: bool = True) -> str:
         rule = "Entropy filter off: every patch counts."
         alt_rule = "the entropy filter is off, so no patch is dropped"
     elif dropped:
-        rule = (f"<b>Hatched</b> = dropped by the entropy filter: H above this scale's mean "
-                f"H̄ = {fmt_num(mean, d)} ({dropped} of {g * g}); they do not count towards p{sym}.")
+        rule = (
+            f"<b>Hatched</b> = dropped by the entropy filter: H above this scale's mean "
+            f"H̄ = {fmt_num(mean, d)} ({dropped} of {g * g}); they do not count towards p{sym}."
+        )
         alt_rule = f"{dropped} hatched patches have entropy above the mean {fmt_num(mean, d)} and were dropped"
     else:
         rule = f"No patch is above the mean H̄ = {fmt_num(mean, d)}, so none is dropped."
         alt_rule = "no patch was dropped"
-    alt = (f"{name}-scale entropy map: the analysed square cut into {g}×{g} patches, each coloured by its entropy "
-           f"from 0 (certain, dark purple) to {fmt_num(vmax)} (no idea, yellow); {alt_rule}; the most certain "
-           f"patch is {_cell((r, c))} (H = {fmt_num(h[r, c], d)}).")
+    alt = (
+        f"{name}-scale entropy map: the analysed square cut into {g}×{g} patches, each coloured by its entropy "
+        f"from 0 (certain, dark purple) to {fmt_num(vmax)} (no idea, yellow); {alt_rule}; the most certain "
+        f"patch is {_cell((r, c))} (H = {fmt_num(h[r, c], d)})."
+    )
     # the ends stay short (they share one line); what the top means is written under the bar
-    bar = colour_bar(render.ENTROPY_CMAP, "0 certain", f"{fmt_num(vmax)} no idea",
-                     label=f"entropy H (nats); {even_split_text(pred)}")
-    return figure(f"entropy-{name.lower()}", f"{name} scale ({g}×{g} patches): how unsure each patch is",
-                  [(render.data_uri(img), alt)], [rule], extra=bar)
+    bar = colour_bar(
+        render.ENTROPY_CMAP, "0 certain", f"{fmt_num(vmax)} no idea", label=f"entropy H (nats); {even_split_text(pred)}"
+    )
+    return figure(
+        f"entropy-{name.lower()}",
+        f"{name} scale ({g}×{g} patches): how unsure each patch is",
+        [(render.data_uri(img), alt)],
+        [rule],
+        extra=bar,
+    )
 
 
 # --------------------------------------------------------------------------- entropy gain
+
 
 def candidates(pred) -> list[tuple[int, int]]:
     """The pseudo-OOD cells worth outlining: the top-K by the selection rule *and* ΔH > 0 (zooming
@@ -225,17 +272,27 @@ def gain_html(pred) -> str:
     img = render.outline_cells(_gain_layer(pred, lim, d), cells, g)
     k = len(pred.pseudo_ood)
     left_out = k - len(cells)
-    rule = (f"<b>Outlined</b> (vermillion): pseudo-OOD candidates — the top-K = {k} cells by ΔH that also have "
-            f"ΔH &gt; 0, i.e. zooming in made the model less sure (often a lesion's boundary): {len(cells)} here.")
+    rule = (
+        f"<b>Outlined</b> (vermillion): pseudo-OOD candidates — the top-K = {k} cells by ΔH that also have "
+        f"ΔH &gt; 0, i.e. zooming in made the model less sure (often a lesion's boundary): {len(cells)} here."
+    )
     if left_out:
         rule += f" {left_out} of the top {k} have ΔH ≤ 0 and are not outlined."
     listed = "; ".join(f"{_cell(rc)} (ΔH {fmt_signed(gain[rc[0], rc[1]], d)})" for rc in cells) or "none"
-    alt = (f"Entropy gain map over {g}×{g} high-scale patches, from blue (the patch is surer than its mid-scale "
-           f"parent) through grey (no change) to yellow (less sure); outlined pseudo-OOD candidates: {listed}.")
-    bar = colour_bar(render.GAIN_CMAP, f"−{fmt_num(lim)} surer", f"+{fmt_num(lim)} less sure", mid="0",
-                     label="ΔH (nats) = H(high patch) − H(its mid parent)")
-    return figure("entropy-gain", "Entropy gain ΔH: where zooming in adds doubt", [(render.data_uri(img), alt)],
-                  [rule], extra=bar)
+    alt = (
+        f"Entropy gain map over {g}×{g} high-scale patches, from blue (the patch is surer than its mid-scale "
+        f"parent) through grey (no change) to yellow (less sure); outlined pseudo-OOD candidates: {listed}."
+    )
+    bar = colour_bar(
+        render.GAIN_CMAP,
+        f"−{fmt_num(lim)} surer",
+        f"+{fmt_num(lim)} less sure",
+        mid="0",
+        label="ΔH (nats) = H(high patch) − H(its mid parent)",
+    )
+    return figure(
+        "entropy-gain", "Entropy gain ΔH: where zooming in adds doubt", [(render.data_uri(img), alt)], [rule], extra=bar
+    )
 
 
 # --------------------------------------------------------------------------- per-patch classes
@@ -254,8 +311,13 @@ def patch_classes(pred, patches: np.ndarray) -> np.ndarray:
 
 
 def classes_key(pred) -> str:
-    return array_key(patch_classes(pred, pred.p1_patches), patch_classes(pred, pred.p2_patches), tuple(pred.classes),
-                     bool(pred.negatives), id(pred.image))
+    return array_key(
+        patch_classes(pred, pred.p1_patches),
+        patch_classes(pred, pred.p2_patches),
+        tuple(pred.classes),
+        bool(pred.negatives),
+        id(pred.image),
+    )
 
 
 def _class_counts(cls: np.ndarray, names: list[str]) -> str:
@@ -276,24 +338,42 @@ def classes_html(pred) -> str:
         cls = patch_classes(pred, patches)
         g = cls.shape[0]
         img = render.class_overlay(pred.image, cls, palette, size=render.DISPLAY_SIZE * 3 // 4)
-        alt = (f"Predicted class of each of the {g}×{g} {SCALE_NAMES[scale].lower()}-scale patches, as numbered "
-               f"chips: {_class_counts(cls, names)}.")
+        alt = (
+            f"Predicted class of each of the {g}×{g} {SCALE_NAMES[scale].lower()}-scale patches, as numbered "
+            f"chips: {_class_counts(cls, names)}."
+        )
         pics.append((render.data_uri(img), alt))
         caps.append(f"{SCALE_NAMES[scale]} scale ({g}×{g})")
     legend = "".join(
         f"<li><span class='hvl-swatch' style='background:rgb{tuple(int(v) for v in palette[i])};"
         f"color:rgb{render.text_colour(palette[i])}'>{i + 1}</span>{html.escape(name)}</li>"
-        for i, name in enumerate(names))
-    return figure("patch-classes", "Predicted class of each patch (before the entropy filter)", pics,
-                  [], extra=f"<ul class='hvl-legend'>{legend}</ul>", captions=caps)
+        for i, name in enumerate(names)
+    )
+    return figure(
+        "patch-classes",
+        "Predicted class of each patch (before the entropy filter)",
+        pics,
+        [],
+        extra=f"<ul class='hvl-legend'>{legend}</ul>",
+        captions=caps,
+    )
 
 
 # --------------------------------------------------------------------------- per-scale chart
 
+
 def scales_key(pred) -> str:
-    return array_key(pred.p0, pred.p1, pred.p2, pred.p_id, tuple(sorted(pred.p_other.items())),
-                     tuple(sorted(pred.p_dropped.items())), round(float(pred.threshold), 6), pred.score_name,
-                     tuple(pred.classes))
+    return array_key(
+        pred.p0,
+        pred.p1,
+        pred.p2,
+        pred.p_id,
+        tuple(sorted(pred.p_other.items())),
+        tuple(sorted(pred.p_dropped.items())),
+        round(float(pred.threshold), 6),
+        pred.score_name,
+        tuple(pred.classes),
+    )
 
 
 def scale_rows(pred, max_classes: int = 6) -> list[tuple[str, list[float], bool]]:
@@ -320,30 +400,48 @@ def scales_html(pred, max_classes: int = 6) -> str:
     rows_data = scale_rows(pred, max_classes)
     msp = pred.score_name == "msp"
     thr = min(max(float(pred.threshold), 0.0), 1.0) * 100
-    legend = "".join(f"<li><span class='hvl-swatch' style='background:{col}'></span>{sym} {html.escape(what)}</li>"
-                     for sym, what, col in SERIES)
+    legend = "".join(
+        f"<li><span class='hvl-swatch' style='background:{col}'></span>{sym} {html.escape(what)}</li>"
+        for sym, what, col in SERIES
+    )
     rows = []
     for label, values, known in rows_data:
         bars = []
         for (sym, _, col), v in zip(SERIES, values):
-            line = (f"<span class='hvl-thr' style='left:{thr:.2f}%' title='threshold'></span>"
-                    if msp and known and sym == "p_ID" else "")
-            bars.append(f"<div class='hvl-barrow'><span class='hvl-sym'>{sym}</span><div class='hvl-track'>"
-                        f"<div class='hvl-fill' style='width:{min(max(v, 0), 1) * 100:.2f}%;background:{col}'></div>{line}</div>"
-                        f"<span class='hvl-val'>{fmt_num(v, 3)}</span></div>")
+            line = (
+                f"<span class='hvl-thr' style='left:{thr:.2f}%' title='threshold'></span>"
+                if msp and known and sym == "p_ID"
+                else ""
+            )
+            bars.append(
+                f"<div class='hvl-barrow'><span class='hvl-sym'>{sym}</span><div class='hvl-track'>"
+                f"<div class='hvl-fill' style='width:{min(max(v, 0), 1) * 100:.2f}%;background:{col}'></div>{line}</div>"
+                f"<span class='hvl-val'>{fmt_num(v, 3)}</span></div>"
+            )
         cls = "hvl-class" if known else "hvl-class hvl-rest"
         rows.append(f"<div class='{cls}'><div class='hvl-class-name'>{html.escape(label)}</div>{''.join(bars)}</div>")
-    notes = ["Each colour sums to 1 over the rows: the known classes, "
-             + ("“other (not a known class)” — the negative classes, in every softmax but never the answer — "
-                if pred.negatives else "")
-             + "and the share of patches the entropy filter dropped (p¹ and p² divide by all patches)."]
+    notes = [
+        "Each colour sums to 1 over the rows: the known classes, "
+        + (
+            "“other (not a known class)” — the negative classes, in every softmax but never the answer — "
+            if pred.negatives
+            else ""
+        )
+        + "and the share of patches the entropy filter dropped (p¹ and p² divide by all patches)."
+    ]
     if msp:
-        notes.append(f"The vermillion line across the p_ID bars is the threshold {fmt_num(pred.threshold, 3)}: the "
-                     "image is known only if the top p_ID reaches it.")
+        notes.append(
+            f"The vermillion line across the p_ID bars is the threshold {fmt_num(pred.threshold, 3)}: the "
+            "image is known only if the top p_ID reaches it."
+        )
     else:
-        notes.append(f"The decision uses the {SCORE_LABELS.get(pred.score_name, pred.score_name)} score, not these "
-                     "probabilities: its threshold is on the verdict's bar.")
-    return (f"<figure class='hvl-fig' id='scales-fig' aria-label='Where the probability of each scale goes'>"
-            f"<figcaption class='hvl-fig-title'>What each scale says, and the fused prediction</figcaption>"
-            f"<ul class='hvl-legend'>{legend}</ul><div class='hvl-chart'>{''.join(rows)}</div>"
-            f"<div class='hvl-fig-notes'>{''.join(f'<p>{n}</p>' for n in notes)}</div></figure>")
+        notes.append(
+            f"The decision uses the {SCORE_LABELS.get(pred.score_name, pred.score_name)} score, not these "
+            "probabilities: its threshold is on the verdict's bar."
+        )
+    return (
+        f"<figure class='hvl-fig' id='scales-fig' aria-label='Where the probability of each scale goes'>"
+        f"<figcaption class='hvl-fig-title'>What each scale says, and the fused prediction</figcaption>"
+        f"<ul class='hvl-legend'>{legend}</ul><div class='hvl-chart'>{''.join(rows)}</div>"
+        f"<div class='hvl-fig-notes'>{''.join(f'<p>{n}</p>' for n in notes)}</div></figure>"
+    )

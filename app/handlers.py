@@ -17,6 +17,7 @@ text), the keys shown are kept per session in ``UI.shown``, and an output whose 
 change is left out of the reply. No handler lets an exception reach Gradio: a failure becomes
 one short sentence in the decision panel, and the server keeps serving.
 """
+
 from __future__ import annotations
 
 import functools
@@ -82,9 +83,22 @@ class UI:
 
     def outputs(self) -> list:
         c = self.controls
-        return [self.session, self.shown, self.decision, self.top, self.status, self.model_info, *self.figures(),
-                self.teaching, c.threshold, c.k, c.custom, self.upload, c.preset,
-                *(x for x in (c.score, self.header) if x is not None)]
+        return [
+            self.session,
+            self.shown,
+            self.decision,
+            self.top,
+            self.status,
+            self.model_info,
+            *self.figures(),
+            self.teaching,
+            c.threshold,
+            c.k,
+            c.custom,
+            self.upload,
+            c.preset,
+            *(x for x in (c.score, self.header) if x is not None),
+        ]
 
     def bind(self, handler):
         """``handler(ui, values, ...)`` as the event function (gradio still sees its
@@ -94,15 +108,24 @@ class UI:
 
 # --------------------------------------------------------------------------- presenting
 
+
 def context(sess: Session, model, s: Settings, pred=None) -> Context:
     pred = pred if pred is not None else sess.prediction
-    return Context(original_size=sess.loaded.original_size if sess.loaded else None,
-                   image_notes=list(sess.loaded.notes) if sess.loaded else [],
-                   backbone=model.backbone.describe(), image_size=model.backbone.image_size,
-                   entropy_filter=s.entropy_filter, renormalize=s.renormalize, calibrated=model.calibrated,
-                   checkpoint=model.checkpoint, detail=model.detail, similarity=model.head.config.similarity,
-                   class_bias=model.logit_bias is not None, kind=getattr(model.backbone, "kind", "vision-language"),
-                   threshold_measured=pred is None or has_threshold(model, pred.score_name))
+    return Context(
+        original_size=sess.loaded.original_size if sess.loaded else None,
+        image_notes=list(sess.loaded.notes) if sess.loaded else [],
+        backbone=model.backbone.describe(),
+        image_size=model.backbone.image_size,
+        entropy_filter=s.entropy_filter,
+        renormalize=s.renormalize,
+        calibrated=model.calibrated,
+        checkpoint=model.checkpoint,
+        detail=model.detail,
+        similarity=model.head.config.similarity,
+        class_bias=model.logit_bias is not None,
+        kind=getattr(model.backbone, "kind", "vision-language"),
+        threshold_measured=pred is None or has_threshold(model, pred.score_name),
+    )
 
 
 def present(ui: UI, sess: Session, shown: dict | None, pred, model, s: Settings, reset: bool = False) -> dict:
@@ -119,8 +142,12 @@ def present(ui: UI, sess: Session, shown: dict | None, pred, model, s: Settings,
     # the threshold slider and the verdict bar cover the same stretch of the score
     current = shown.get("window") if shown.get("threshold_units") == pred.score_name and not reset else None
     window = dec.score_window(pred.score_range, (pred.score, pred.threshold), current)
-    put(ui.decision, "decision", (pred.label, pred.score, pred.score_name, pred.threshold, pred.known, note, window),
-        lambda: dec.decision_html(pred, note, window))
+    put(
+        ui.decision,
+        "decision",
+        (pred.label, pred.score, pred.score_name, pred.threshold, pred.known, note, window),
+        lambda: dec.decision_html(pred, note, window),
+    )
     top = dec.top_classes(pred)
     put(ui.top, "top", tuple(top.items()), lambda: top)
     status = status_markdown(sess, pred)
@@ -129,22 +156,36 @@ def present(ui: UI, sess: Session, shown: dict | None, pred, model, s: Settings,
     put(ui.model_info, "model", info, lambda: info)
     hint = class_placeholder(model.backbone)  # a label-only backbone takes only its labels
     put(ui.controls.custom, "placeholder", hint, lambda: gr.update(placeholder=hint))
-    put(ui.thumbnail, "thumbnail", figures.thumbnail_key(sess.loaded, sess.name),
-        lambda: figures.thumbnail_html(sess.loaded, sess.name, model.backbone.image_size))
-    put(ui.main_map, "main", figures.entropy_key(pred, 2, s.entropy_filter),
-        lambda: figures.entropy_html(pred, 2, s.entropy_filter))
-    put(ui.mid_map, "mid", figures.entropy_key(pred, 1, s.entropy_filter),
-        lambda: figures.entropy_html(pred, 1, s.entropy_filter))
+    put(
+        ui.thumbnail,
+        "thumbnail",
+        figures.thumbnail_key(sess.loaded, sess.name),
+        lambda: figures.thumbnail_html(sess.loaded, sess.name, model.backbone.image_size),
+    )
+    put(
+        ui.main_map,
+        "main",
+        figures.entropy_key(pred, 2, s.entropy_filter),
+        lambda: figures.entropy_html(pred, 2, s.entropy_filter),
+    )
+    put(
+        ui.mid_map,
+        "mid",
+        figures.entropy_key(pred, 1, s.entropy_filter),
+        lambda: figures.entropy_html(pred, 1, s.entropy_filter),
+    )
     put(ui.gain_map, "gain", figures.gain_key(pred), lambda: figures.gain_html(pred))
     put(ui.class_map, "classes", figures.classes_key(pred), lambda: figures.classes_html(pred))
     put(ui.scales, "scales", figures.scales_key(pred), lambda: figures.scales_html(pred))
     teaching = teaching_markdown(pred, context(sess, model, s, pred))
     put(ui.teaching, "teaching", teaching, lambda: teaching)
-    g = 4 * model.n ** 2
+    g = 4 * model.n**2
     put(ui.controls.k, "k", (g, pred.k), lambda: gr.update(maximum=g, value=pred.k))
     if reset or shown.get("window") != window or shown.get("threshold_units") != pred.score_name:
         extra = {"value": pred.threshold} if reset or shown.get("threshold_units") != pred.score_name else {}
-        out[ui.controls.threshold] = gr.update(**threshold_slider(pred.score_name, pred.score_range, (), window, **extra))
+        out[ui.controls.threshold] = gr.update(
+            **threshold_slider(pred.score_name, pred.score_range, (), window, **extra)
+        )
         shown["window"], shown["threshold_units"] = window, pred.score_name
     if ui.controls.score is not None and (reset or s.score != pred.score_name):
         out[ui.controls.score] = gr.update(value=pred.score_name)
@@ -170,8 +211,15 @@ def failed(ui: UI, sess: Session, e: BaseException, clear: bool = True) -> dict:
     msg = friendly_error(e)
     out = {ui.decision: dec.error_html(msg), ui.status: ""}
     if clear:
-        out.update({ui.session: replace(sess, prediction=None), ui.top: None, ui.teaching: "", ui.shown: {},
-                    **{f: "" for f in ui.figures()}})
+        out.update(
+            {
+                ui.session: replace(sess, prediction=None),
+                ui.top: None,
+                ui.teaching: "",
+                ui.shown: {},
+                **{f: "" for f in ui.figures()},
+            }
+        )
     else:  # the panel now shows the error, not the decision: redraw it next time
         out[ui.shown] = {}
     return out
@@ -189,12 +237,14 @@ def run(ui: UI, sess: Session, shown: dict | None, s: Settings, progress=None) -
     say = (lambda f, d: progress(f, desc=d)) if progress is not None else None
     if "threshold_units" in (shown or {}) and shown["threshold_units"] != s.score:
         s = replace(s, threshold=None)  # the slider's value is in another score's units
-    sess, pred, model, reset = ui.service.analyse(sess, spec, ck, s.threshold, s.k, s.entropy_filter,
-                                                  s.renormalize, progress=say, score=s.score)
+    sess, pred, model, reset = ui.service.analyse(
+        sess, spec, ck, s.threshold, s.k, s.entropy_filter, s.renormalize, progress=say, score=s.score
+    )
     return present(ui, sess, shown, pred, model, s, reset)
 
 
 # --------------------------------------------------------------------------- handlers
+
 
 def on_upload(ui: UI, values: dict, progress=gr.Progress()) -> dict:
     """A new upload: analyse it. The drop zone is emptied again at once: the image lives on in
@@ -258,13 +308,21 @@ def on_settings(ui: UI, values: dict, progress=gr.Progress()) -> dict:
         spec, ck = ui.service.spec(s.preset, s.custom, s.checkpoint, s.n, s.backbone)
         model = ui.service.model(spec, ck)
         reset = sess.model_identity != spec.identity()
-        out = {ui.session: Session(model_identity=spec.identity()), ui.model_info: model_markdown(model),
-               **({ui.header: header_markdown(model.backbone)} if ui.header is not None else {}),
-               ui.status: "", ui.controls.k: gr.update(maximum=4 * model.n ** 2),
-               ui.controls.custom: gr.update(placeholder=class_placeholder(model.backbone)), ui.shown: shown}
+        out = {
+            ui.session: Session(model_identity=spec.identity()),
+            ui.model_info: model_markdown(model),
+            **({ui.header: header_markdown(model.backbone)} if ui.header is not None else {}),
+            ui.status: "",
+            ui.controls.k: gr.update(maximum=4 * model.n**2),
+            ui.controls.custom: gr.update(placeholder=class_placeholder(model.backbone)),
+            ui.shown: shown,
+        }
         if reset:
-            out[ui.controls.threshold] = gr.update(**threshold_slider(model.score_name, model_score_range(model),
-                                                                      (model.threshold,), value=model.threshold))
+            out[ui.controls.threshold] = gr.update(
+                **threshold_slider(
+                    model.score_name, model_score_range(model), (model.threshold,), value=model.threshold
+                )
+            )
             out[ui.shown] = {"threshold_units": model.score_name}
             if ui.controls.score is not None:
                 out[ui.controls.score] = gr.update(value=model.score_name)
@@ -300,12 +358,17 @@ def on_score(ui: UI, values: dict) -> dict:
             spec, ck = ui.service.spec(s.preset, s.custom, s.checkpoint, s.n, s.backbone)
             model = ui.service.model(spec, ck)
             if not has_threshold(model, s.score):  # the first image's score will be the threshold
-                return {ui.controls.threshold: gr.update(label=threshold_slider(s.score, (None, None), ())["label"]),
-                        ui.shown: {**(shown or {}), "threshold_units": None}}
+                return {
+                    ui.controls.threshold: gr.update(label=threshold_slider(s.score, (None, None), ())["label"]),
+                    ui.shown: {**(shown or {}), "threshold_units": None},
+                }
             thr, _ = model.resolve_threshold(None, s.score)
-            return {ui.controls.threshold: gr.update(**threshold_slider(s.score, model_score_range(model, s.score),
-                                                                        (thr,), value=thr)),
-                    ui.shown: {**(shown or {}), "threshold_units": s.score}}
+            return {
+                ui.controls.threshold: gr.update(
+                    **threshold_slider(s.score, model_score_range(model, s.score), (thr,), value=thr)
+                ),
+                ui.shown: {**(shown or {}), "threshold_units": s.score},
+            }
         except Exception as e:  # noqa: BLE001
             return failed(ui, sess, e, clear=False)
     try:
@@ -349,6 +412,10 @@ def api_predict(service: ModelService, path, preset_v, classes_v, thr_v, n_v, k_
             log.exception("API prediction failed")
         raise gr.Error(friendly_error(e), print_exception=False) from None
     out = pred.to_dict()
-    out.update(decision=dec.decision_text(pred), top=[[c, p] for c, p in pred.top(5)],
-               backbone_description=model.backbone.describe(), calibrated=model.calibrated)
+    out.update(
+        decision=dec.decision_text(pred),
+        top=[[c, p] for c, p in pred.top(5)],
+        backbone_description=model.backbone.describe(),
+        calibrated=model.calibrated,
+    )
     return out

@@ -4,6 +4,7 @@
 needs (gradio 6 takes theme and CSS at launch). At 1366×768 the verdict, the analysed image with
 its square and the main map share the first screen; on a phone the page scrolls to the verdict.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,11 +24,14 @@ from .views_handlers import Views
 DELETE_CACHE = (60, 600)
 MAX_FILE_SIZE = "100mb"
 
-FOOTER = ("Privacy: images are processed in memory; the uploaded file sits in a temporary cache that is emptied "
-          "every few minutes, pictures are sent inside the page, and nothing is logged or sent anywhere. "
-          "Analytics are off.")
+FOOTER = (
+    "Privacy: images are processed in memory; the uploaded file sits in a temporary cache that is emptied "
+    "every few minutes, pictures are sent inside the page, and nothing is logged or sent anywhere. "
+    "Analytics are off."
+)
 
-CSS = """
+CSS = (
+    """
 :root, .dark { --body-text-color-subdued: #3d3d3d; }
 .hvl-header h1 { margin: 0 0 0.15em 0; font-size: 1.45rem; }
 .hvl-header p { margin: 0; }
@@ -87,7 +91,10 @@ body.hvl-lecture .hvl-track { height: 1.1em; }
 body.hvl-lecture #upload { height: auto !important; min-height: 150px; }
 body.hvl-lecture label, body.hvl-lecture [data-testid="block-label"], body.hvl-lecture [data-testid="block-info"] { font-size: 18px !important; color: #000; }
 body.hvl-lecture #examples .caption-label { font-size: 13px !important; }
-""" + views.CSS + teaching.CSS
+"""
+    + views.CSS
+    + teaching.CSS
+)
 
 
 def build_demo(service: ModelService | None = None) -> gr.Blocks:
@@ -121,23 +128,63 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
             with gr.Tab("Compare two images", elem_id="tab-compare"):
                 cmp_a, cmp_a_file, cmp_b, cmp_b_file, cmp_btn, cmp_out = compare.render(examples)
             with gr.Tab("Batch", elem_id="tab-batch"):
-                (b_files, b_run, b_state, b_thr, b_table, b_hist, b_summary, b_csv,
-                 b_csv_btn) = batch.render()
+                (b_files, b_run, b_state, b_thr, b_table, b_hist, b_summary, b_csv, b_csv_btn) = batch.render()
         gr.Markdown(FOOTER, elem_id="footer")
         api.render_and_listen(service, model.head.config.k)
         batch.render_api(service)
 
-        ui = UI(service=service, examples=examples, session=session, shown=shown,
-                controls=Controls(preset, custom, ckpt_text, ckpt_files, n, threshold, k, entropy_filter,
-                                           renormalize, score=score, backbone=backbone),
-                upload=up.upload, gallery=up.gallery, decision=verdict.decision, top=top,
-                status=verdict.status, model_info=model_info, thumbnail=thumbnail, main_map=main_map,
-                mid_map=mid_map, gain_map=gain_map, class_map=class_map, scales=scales, teaching=teach,
-                header=head.text)
-        v = Views(reference=reference, distribution=distribution, single=single, step=step, step_text=step_text,
-                  compare_a=cmp_a, compare_a_file=cmp_a_file, compare_b=cmp_b, compare_b_file=cmp_b_file,
-                  compare_out=cmp_out, batch_files=b_files, batch_state=b_state, batch_threshold=b_thr,
-                  batch_table=b_table, batch_hist=b_hist, batch_summary=b_summary, batch_csv=b_csv)
+        ui = UI(
+            service=service,
+            examples=examples,
+            session=session,
+            shown=shown,
+            controls=Controls(
+                preset,
+                custom,
+                ckpt_text,
+                ckpt_files,
+                n,
+                threshold,
+                k,
+                entropy_filter,
+                renormalize,
+                score=score,
+                backbone=backbone,
+            ),
+            upload=up.upload,
+            gallery=up.gallery,
+            decision=verdict.decision,
+            top=top,
+            status=verdict.status,
+            model_info=model_info,
+            thumbnail=thumbnail,
+            main_map=main_map,
+            mid_map=mid_map,
+            gain_map=gain_map,
+            class_map=class_map,
+            scales=scales,
+            teaching=teach,
+            header=head.text,
+        )
+        v = Views(
+            reference=reference,
+            distribution=distribution,
+            single=single,
+            step=step,
+            step_text=step_text,
+            compare_a=cmp_a,
+            compare_a_file=cmp_a_file,
+            compare_b=cmp_b,
+            compare_b_file=cmp_b_file,
+            compare_out=cmp_out,
+            batch_files=b_files,
+            batch_state=b_state,
+            batch_threshold=b_thr,
+            batch_table=b_table,
+            batch_hist=b_hist,
+            batch_summary=b_summary,
+            batch_csv=b_csv,
+        )
         header.listen(head.lecture)
         insight.listen(ui, v)
         teaching.listen(ui, v)
@@ -145,19 +192,28 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
         batch.listen(ui, v, b_run, b_csv_btn)
         upload.listen(ui)
         controls.listen(ui)
-        analyse_btn.click(ui.bind(on_rerun), ui.inputs(), ui.outputs(), concurrency_id="model",
-                          api_visibility="private")
+        analyse_btn.click(
+            ui.bind(on_rerun), ui.inputs(), ui.outputs(), concurrency_id="model", api_visibility="private"
+        )
     return configure_queue(demo)
 
 
 def launch_kwargs(server_name: str | None = None, server_port: int | None = None) -> dict:
     """Options for ``demo.launch``: theme/CSS (gradio 6 takes them at launch), the assets folder
     the gallery serves, no run history kept in the browser, an upload size limit."""
-    return dict(server_name=server_name or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                server_port=int(server_port or os.environ.get("GRADIO_SERVER_PORT", 7860)),
-                css=CSS, theme=gr.themes.Soft(), allowed_paths=[str(upload.ASSETS_DIR)], run_history=False,
-                max_file_size=MAX_FILE_SIZE, show_error=False, footer_links=["api"], ssr_mode=False,
-                mcp_server=mcp_enabled())
+    return dict(
+        server_name=server_name or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=int(server_port or os.environ.get("GRADIO_SERVER_PORT", 7860)),
+        css=CSS,
+        theme=gr.themes.Soft(),
+        allowed_paths=[str(upload.ASSETS_DIR)],
+        run_history=False,
+        max_file_size=MAX_FILE_SIZE,
+        show_error=False,
+        footer_links=["api"],
+        ssr_mode=False,
+        mcp_server=mcp_enabled(),
+    )
 
 
 def mcp_enabled() -> bool:

@@ -1,5 +1,6 @@
 """The demo's words outside the figures: the model line, the status line, the class-box
 placeholder and the one short sentence a failure becomes."""
+
 from __future__ import annotations
 
 import functools
@@ -24,8 +25,11 @@ SKIN_EXAMPLE = ("melanoma", "melanocytic nevus", "dermatofibroma")
 def backbone_facts(bb) -> dict:
     """What the page says about a backbone: kind, training data, what it has never seen. The
     backbone's own attributes first, then the backbone catalog (when the core has one)."""
-    facts = {"kind": getattr(bb, "kind", "") or "vision-language", "trained_on": getattr(bb, "trained_on", ""),
-             "never_seen": getattr(bb, "never_seen", "")}
+    facts = {
+        "kind": getattr(bb, "kind", "") or "vision-language",
+        "trained_on": getattr(bb, "trained_on", ""),
+        "never_seen": getattr(bb, "never_seen", ""),
+    }
     if not facts["trained_on"]:
         try:
             from hvl_core.backbones.catalog import backbone_info
@@ -50,16 +54,21 @@ def backbone_label(name: str, server_default: bool = False) -> str:
         return f"{name}{mark}"
     trained = any(shipped_checkpoint(name, p) is not None for p in list_presets())
     own = "its own labels only" if info.kind == LABEL_ONLY else "zero-shot"
-    head = (f"{own}; a calibrated head per class set — measured on held-out sources" if trained
-            else "untrained head: its own labels only — unmeasured" if info.kind == LABEL_ONLY
-            else "zero-shot (untrained head; a checkpoint brings a trained one) — unmeasured")
+    head = (
+        f"{own}; a calibrated head per class set — measured on held-out sources"
+        if trained
+        else "untrained head: its own labels only — unmeasured"
+        if info.kind == LABEL_ONLY
+        else "zero-shot (untrained head; a checkpoint brings a trained one) — unmeasured"
+    )
     return f"{info.label} — {info.kind}; trained on {info.trained_on}; {head}{mark}"
 
 
 def backbone_choices(server_backbone: str, names) -> list[tuple[str, str]]:
     """(label, value) pairs: the server's own backbone (value "") first, then the others."""
-    return [(backbone_label(server_backbone, True), "")] + [(backbone_label(n), n) for n in names
-                                                             if n != server_backbone]
+    return [(backbone_label(server_backbone, True), "")] + [
+        (backbone_label(n), n) for n in names if n != server_backbone
+    ]
 
 
 @functools.lru_cache(maxsize=8)
@@ -77,11 +86,15 @@ def measured_sentence(name: str) -> str:
             continue
         far = m.get("accepted_far", [float("nan")])[0]
         near = m.get("accepted_near", [float("nan")])[0]
-        parts.append(f"{preset.split('-')[0]} refers {100 * m['false_rejection'][0]:.0f}% of known, accepts "
-                     f"{100 * far:.0f}% far- / {100 * near:.0f}% near-OOD")
+        parts.append(
+            f"{preset.split('-')[0]} refers {100 * m['false_rejection'][0]:.0f}% of known, accepts "
+            f"{100 * far:.0f}% far- / {100 * near:.0f}% near-OOD"
+        )
     if not parts:
-        return ("Unmeasured: this backbone's verdicts were never measured on real images here; "
-                "treat its known/unknown answers as a demonstration only.")
+        return (
+            "Unmeasured: this backbone's verdicts were never measured on real images here; "
+            "treat its known/unknown answers as a demonstration only."
+        )
     return "Measured at the default threshold on held-out sources: " + "; ".join(parts) + "."
 
 
@@ -96,39 +109,60 @@ def header_markdown(bb) -> str:
     """The header: what the demo does, with the backbone in use — its kind, its training data
     and what it has never seen — in one line."""
     f = backbone_facts(bb)
-    how = ("label-only (a classifier: classes are its labels, no text)" if f["kind"] == "label-only"
-           else "vision-language (classes are text prompts)")
+    how = (
+        "label-only (a classifier: classes are its labels, no text)"
+        if f["kind"] == "label-only"
+        else "vision-language (classes are text prompts)"
+    )
     data = f"trained on {f['trained_on']}" if f["trained_on"] else "its training data is not recorded here"
     never = f"; it has never seen {f['never_seen']}" if f["never_seen"] else ""
-    return ("<div class=\"hvl-header\">\n\n# HVL — known disease, or refer to a specialist?\n\n"
-            "Three scales of your image, fused coarse to fine; unsure patches ignored; **unknown** when the decision "
-            "score is under a threshold (Lai et al., MICCAI 2025). **Research and teaching demo — not a medical "
-            f"device.**\n\n<p class=\"hvl-backbone\">Backbone <code>{html.escape(bb.name)}</code>: "
-            f"{html.escape(f'{how}, {data}{never}.')} <span class=\"hvl-measured\">"
-            f"{html.escape(measured_pointer(bb.name))}</span></p>\n</div>")
+    return (
+        '<div class="hvl-header">\n\n# HVL — known disease, or refer to a specialist?\n\n'
+        "Three scales of your image, fused coarse to fine; unsure patches ignored; **unknown** when the decision "
+        "score is under a threshold (Lai et al., MICCAI 2025). **Research and teaching demo — not a medical "
+        f'device.**\n\n<p class="hvl-backbone">Backbone <code>{html.escape(bb.name)}</code>: '
+        f'{html.escape(f"{how}, {data}{never}.")} <span class="hvl-measured">'
+        f"{html.escape(measured_pointer(bb.name))}</span></p>\n</div>"
+    )
 
 
 def model_markdown(model) -> str:
     bb = model.backbone
     note = f" — *{bb.note}*" if bb.note else ""
     kind = "label-only" if backbone_facts(bb)["kind"] == "label-only" else "vision-language"
-    head = (f"checkpoint {Path(str(model.checkpoint)).name}" if model.checkpoint  # a name, never a server path
-            else "untrained (W, b⁰, b² are zero: the classifier's own scores)" if kind == "label-only"
-            else "untrained (zero-shot: W, b⁰, b² are zero)")
+    head = (
+        f"checkpoint {Path(str(model.checkpoint)).name}"
+        if model.checkpoint  # a name, never a server path
+        else "untrained (W, b⁰, b² are zero: the classifier's own scores)"
+        if kind == "label-only"
+        else "untrained (zero-shot: W, b⁰, b² are zero)"
+    )
     classes = ", ".join(model.classes.names)
     neg = model.classes.negatives
-    negatives = (f"**Negative classes ({len(neg)}):** {', '.join(neg)} — in the softmax, never the answer; their "
-                 "share is shown as “other (not a known class)”  \n" if neg else "")
+    negatives = (
+        f"**Negative classes ({len(neg)}):** {', '.join(neg)} — in the softmax, never the answer; their "
+        "share is shown as “other (not a known class)”  \n"
+        if neg
+        else ""
+    )
     cfg = model.head.config
     similarity = "" if cfg.similarity == "cosine" else f"; {cfg.similarity} similarity, τ = {cfg.tau:g}"
-    source = {"calibrated": "calibrated", "measured": "measured default", "default": "unmeasured default",
-              "given": "given"}.get(model.threshold_source, model.threshold_source)
-    score = (f"**Decision:** {SCORE_LABELS.get(model.score_name, model.score_name)} ≥ {model.threshold:g} "
-             f"({source}) by default")
-    return (f"**Backbone:** `{bb.name}` ({kind}){note} — {measured_sentence(bb.name)}  \n"
-            f"**Known classes ({len(model.classes.names)}):** {classes}  \n{negatives}"
-            f"**Head:** {head}; n = {model.n} ({1 + model.n ** 2 + 4 * model.n ** 2} crops){similarity}; "
-            f"device {model.device.type}  \n{score}")
+    source = {
+        "calibrated": "calibrated",
+        "measured": "measured default",
+        "default": "unmeasured default",
+        "given": "given",
+    }.get(model.threshold_source, model.threshold_source)
+    score = (
+        f"**Decision:** {SCORE_LABELS.get(model.score_name, model.score_name)} ≥ {model.threshold:g} "
+        f"({source}) by default"
+    )
+    return (
+        f"**Backbone:** `{bb.name}` ({kind}){note} — {measured_sentence(bb.name)}  \n"
+        f"**Known classes ({len(model.classes.names)}):** {classes}  \n{negatives}"
+        f"**Head:** {head}; n = {model.n} ({1 + model.n**2 + 4 * model.n**2} crops){similarity}; "
+        f"device {model.device.type}  \n{score}"
+    )
 
 
 def status_markdown(session: Session, pred) -> str:
@@ -148,7 +182,9 @@ def class_placeholder(backbone) -> str:
     labels = list(getattr(backbone, "labels", None) or [])
     if labels:
         skin = [c for c in SKIN_EXAMPLE if c in labels]
-        return "e.g. " + ", ".join(skin if len(skin) == len(SKIN_EXAMPLE) else labels[:3]) + " — only its own labels work"
+        return (
+            "e.g. " + ", ".join(skin if len(skin) == len(SKIN_EXAMPLE) else labels[:3]) + " — only its own labels work"
+        )
     return TEXT_EXAMPLE
 
 
@@ -175,5 +211,7 @@ def friendly_error(e: BaseException) -> str:
         return "Each class may appear only once."
     if isinstance(e, ValueError):  # e.g. a custom class list the class set refuses
         return str(e).split("\n")[0]
-    return (f"Something went wrong while analysing ({type(e).__name__}). The server is still running: "
-            "try again, or another image.")
+    return (
+        f"Something went wrong while analysing ({type(e).__name__}). The server is still running: "
+        "try again, or another image."
+    )

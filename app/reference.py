@@ -8,6 +8,7 @@ Which kind is ID follows the class set: skin images for the dermatology preset, 
 the histology one; everything else is OOD. A custom class set or a checkpoint without a preset
 has no known ID kind: the images are then shown by kind.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,10 +39,15 @@ class ReferenceScores:
         if self.id_kind:
             ids = [s for s, k in zip(self.scores, self.kinds) if k == self.id_kind]
             ood = [s for s, k in zip(self.scores, self.kinds) if k != self.id_kind]
-            return [(f"known (ID): {KIND_NAMES.get(self.id_kind, self.id_kind)}", ids), ("unknown (OOD): the rest", ood)]
+            return [
+                (f"known (ID): {KIND_NAMES.get(self.id_kind, self.id_kind)}", ids),
+                ("unknown (OOD): the rest", ood),
+            ]
         out = []
         for kind in dict.fromkeys(self.kinds):
-            out.append((KIND_NAMES.get(kind, kind or "other"), [s for s, k in zip(self.scores, self.kinds) if k == kind]))
+            out.append(
+                (KIND_NAMES.get(kind, kind or "other"), [s for s, k in zip(self.scores, self.kinds) if k == kind])
+            )
         return out
 
 
@@ -88,6 +94,7 @@ class ReferenceSet:
 
     def warm(self, model) -> threading.Thread:
         """Encode the reference set for ``model`` in the background (the page does not wait)."""
+
         def run():
             try:
                 self.encodings(model)
@@ -102,10 +109,15 @@ class ReferenceSet:
     def scores(self, model, pred, id_kind: str | None, **options) -> ReferenceScores:
         """The reference images decided like ``pred`` (its score, threshold and head options)."""
         encoded = self.encodings(model)
-        preds = model.decide_batch(encoded, threshold=pred.threshold, score=pred.score_name, **options) if encoded else []
-        return ReferenceScores(names=tuple(e["path"].rsplit("/", 1)[-1] for e in self.examples),
-                               kinds=tuple(e["kind"] for e in self.examples),
-                               scores=tuple(float(p.score) for p in preds), id_kind=id_kind)
+        preds = (
+            model.decide_batch(encoded, threshold=pred.threshold, score=pred.score_name, **options) if encoded else []
+        )
+        return ReferenceScores(
+            names=tuple(e["path"].rsplit("/", 1)[-1] for e in self.examples),
+            kinds=tuple(e["kind"] for e in self.examples),
+            scores=tuple(float(p.score) for p in preds),
+            id_kind=id_kind,
+        )
 
 
 def id_kind_for(spec, model) -> str | None:

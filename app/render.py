@@ -11,6 +11,7 @@ Grid geometry: a ``g×g`` grid on a ``size``-pixel side has cell edges ``round(i
 ``i = 0..g`` (so the last edge is the image border); cell ``(row, col)`` spans
 ``[edge[row], edge[row+1])`` vertically and ``[edge[col], edge[col+1])`` horizontally.
 """
+
 from __future__ import annotations
 
 import base64
@@ -50,6 +51,7 @@ FONT_FILE = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans
 
 
 # --------------------------------------------------------------------------- pixel layer
+
 
 def cell_edges(size: int, g: int) -> np.ndarray:
     """The ``g + 1`` cell boundaries of a ``g``-cell grid over ``size`` pixels (first 0, last ``size``)."""
@@ -120,8 +122,14 @@ def paint_cells(img: np.ndarray, colors: np.ndarray, alpha: float = HEAT_ALPHA) 
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-def hatch_cells(img: np.ndarray, mask: np.ndarray, color=HATCH_COLOR, spacing: int = HATCH_SPACING,
-                width: int = HATCH_WIDTH, grey: float = 0.75) -> np.ndarray:
+def hatch_cells(
+    img: np.ndarray,
+    mask: np.ndarray,
+    color=HATCH_COLOR,
+    spacing: int = HATCH_SPACING,
+    width: int = HATCH_WIDTH,
+    grey: float = 0.75,
+) -> np.ndarray:
     """Mark the cells where ``mask`` is True: desaturate them by ``grey`` and draw diagonal
     hatching (pixels with ``(x + y) mod spacing < width``)."""
     _check_image(img)
@@ -147,8 +155,9 @@ def _stripes(size: int, spacing: int, width: int) -> np.ndarray:
     return ((xx + yy) % spacing) < width
 
 
-def outline_cells(img: np.ndarray, cells: Iterable[tuple[int, int]], g: int, color=OUTLINE_COLOR,
-                  thickness: int = OUTLINE_THICKNESS) -> np.ndarray:
+def outline_cells(
+    img: np.ndarray, cells: Iterable[tuple[int, int]], g: int, color=OUTLINE_COLOR, thickness: int = OUTLINE_THICKNESS
+) -> np.ndarray:
     """Draw a rectangle of ``thickness`` px just inside the border of each listed cell."""
     _check_image(img)
     out = img.copy()
@@ -158,16 +167,16 @@ def outline_cells(img: np.ndarray, cells: Iterable[tuple[int, int]], g: int, col
             raise ValueError(f"cell {(r, c)} is outside a {g}×{g} grid")
         y0, y1, x0, x1 = cell_box(int(r), int(c), size, g)
         t = min(thickness, (y1 - y0) // 2, (x1 - x0) // 2)
-        out[y0:y0 + t, x0:x1] = color
-        out[y1 - t:y1, x0:x1] = color
-        out[y0:y1, x0:x0 + t] = color
-        out[y0:y1, x1 - t:x1] = color
+        out[y0 : y0 + t, x0:x1] = color
+        out[y1 - t : y1, x0:x1] = color
+        out[y0:y1, x0 : x0 + t] = color
+        out[y0:y1, x1 - t : x1] = color
     return out
 
 
 def hex_rgb(colour: str) -> tuple[int, int, int]:
     colour = colour.lstrip("#")
-    return tuple(int(colour[i:i + 2], 16) for i in (0, 2, 4))
+    return tuple(int(colour[i : i + 2], 16) for i in (0, 2, 4))
 
 
 def class_palette(num_classes: int) -> np.ndarray:
@@ -204,8 +213,15 @@ def label_cells(img: np.ndarray, labels: Sequence[Sequence[str]], px: int | None
     draw = ImageDraw.Draw(canvas)
     for r in range(g):
         for c in range(g):
-            draw.text(((e[c] + e[c + 1]) / 2, (e[r] + e[r + 1]) / 2), labels[r][c], font=font(px),
-                      fill=(255, 255, 255), stroke_width=max(2, px // 8), stroke_fill=(0, 0, 0), anchor="mm")
+            draw.text(
+                ((e[c] + e[c + 1]) / 2, (e[r] + e[r + 1]) / 2),
+                labels[r][c],
+                font=font(px),
+                fill=(255, 255, 255),
+                stroke_width=max(2, px // 8),
+                stroke_fill=(0, 0, 0),
+                anchor="mm",
+            )
     return np.asarray(canvas)
 
 
@@ -226,8 +242,9 @@ def class_chips(img: np.ndarray, class_map: np.ndarray, palette: np.ndarray) -> 
             cy, cx = (e[r] + e[r + 1]) // 2, (e[c] + e[c + 1]) // 2
             fill = tuple(int(v) for v in palette[cls[r, c]])
             box = (cx - side // 2, cy - side // 2, cx + side // 2, cy + side // 2)
-            draw.rectangle(box, fill=fill, outline=(0, 0, 0) if text_colour(fill) == (255, 255, 255)
-                           else (255, 255, 255), width=2)
+            draw.rectangle(
+                box, fill=fill, outline=(0, 0, 0) if text_colour(fill) == (255, 255, 255) else (255, 255, 255), width=2
+            )
             draw.text((cx, cy), str(cls[r, c] + 1), font=font(px), fill=text_colour(fill), anchor="mm")
     return np.asarray(canvas)
 
@@ -253,10 +270,10 @@ def ring_box(out: np.ndarray, box: tuple[int, int, int, int], min_side: int = 0)
     for i, colour in enumerate(SQUARE_COLORS):
         a = i * t
         ya, yb, xa, xb = y0 + a, max(y0 + a + 1, y1 - a), x0 + a, max(x0 + a + 1, x1 - a)
-        out[ya:ya + t, xa:xb] = colour
-        out[yb - t:yb, xa:xb] = colour
-        out[ya:yb, xa:xa + t] = colour
-        out[ya:yb, xb - t:xb] = colour
+        out[ya : ya + t, xa:xb] = colour
+        out[yb - t : yb, xa:xb] = colour
+        out[ya:yb, xa : xa + t] = colour
+        out[ya:yb, xb - t : xb] = colour
     return out
 
 
@@ -274,14 +291,19 @@ def thumbnail(image: Image.Image, max_side: int = 360, dim: float = 0.55) -> np.
     return ring_box(out, (x0, y0, x1, y1))
 
 
-def tile_box(size: tuple[int, int], thumb_size: tuple[int, int], center: tuple[int, int],
-             side: int) -> tuple[int, int, int, int]:
+def tile_box(
+    size: tuple[int, int], thumb_size: tuple[int, int], center: tuple[int, int], side: int
+) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) on a slide's thumbnail (``thumb_size`` = (w, h)) of the tile of ``side``
     level-0 pixels centred on level-0 ``center``, the slide being ``size`` = (W, H) at level 0."""
     sx, sy = thumb_size[0] / size[0], thumb_size[1] / size[1]
     cx, cy = center
-    return (round((cx - side / 2) * sx), round((cy - side / 2) * sy), round((cx + side / 2) * sx),
-            round((cy + side / 2) * sy))
+    return (
+        round((cx - side / 2) * sx),
+        round((cy - side / 2) * sy),
+        round((cx + side / 2) * sx),
+        round((cy + side / 2) * sy),
+    )
 
 
 #: the tile ring on a slide's thumbnail is never smaller than this (a 0.5 µm/px tile of a large
@@ -311,8 +333,10 @@ def data_uri(img: np.ndarray, quality: int = JPEG_QUALITY) -> str:
 
 # --------------------------------------------------------------------------- overlays
 
-def entropy_overlay(image: np.ndarray, entropy: np.ndarray, keep: np.ndarray, vmax: float,
-                    size: int = DISPLAY_SIZE) -> np.ndarray:
+
+def entropy_overlay(
+    image: np.ndarray, entropy: np.ndarray, keep: np.ndarray, vmax: float, size: int = DISPLAY_SIZE
+) -> np.ndarray:
     """Per-patch entropy over the view: colour = H on ``[0, vmax]``, dropped patches greyed and
     hatched, grid lines on every cell."""
     g = entropy.shape[0]
@@ -321,8 +345,9 @@ def entropy_overlay(image: np.ndarray, entropy: np.ndarray, keep: np.ndarray, vm
     return draw_grid(out, g)
 
 
-def gain_overlay(image: np.ndarray, gain: np.ndarray, cells: Sequence[tuple[int, int]], limit: float,
-                 size: int = DISPLAY_SIZE) -> np.ndarray:
+def gain_overlay(
+    image: np.ndarray, gain: np.ndarray, cells: Sequence[tuple[int, int]], limit: float, size: int = DISPLAY_SIZE
+) -> np.ndarray:
     """Entropy gain ΔH over the view on the scale ``[-limit, limit]`` (0 in the middle), the
     listed cells outlined."""
     g = gain.shape[0]
@@ -331,8 +356,9 @@ def gain_overlay(image: np.ndarray, gain: np.ndarray, cells: Sequence[tuple[int,
     return outline_cells(out, cells, g)
 
 
-def class_overlay(image: np.ndarray, class_map: np.ndarray, palette: np.ndarray,
-                  size: int = DISPLAY_SIZE) -> np.ndarray:
+def class_overlay(
+    image: np.ndarray, class_map: np.ndarray, palette: np.ndarray, size: int = DISPLAY_SIZE
+) -> np.ndarray:
     """Each cell tinted with the colour of its predicted class (``class_map``: (g, g) indices),
     with an opaque numbered chip of that colour in its centre."""
     g = class_map.shape[0]

@@ -18,6 +18,7 @@ id, and a checkpoint may only name a registered backbone (no ``MODEL:/path``, no
 model); error texts never depend on whether a server path exists. ``sweep_uploads`` empties
 gradio's upload folder at start-up and, with ``start_sweeper``, of files older than ten minutes.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,9 +51,11 @@ from hvl_core.presets import split_class_list
 
 ENV_BACKBONE = "HVL_BACKBONE"
 ENV_DEVICE = "HVL_DEVICE"
-PRESETS = {"dermatology-isic4": "Dermatology — ISIC-4 (4 lesion types)",
-           "histology-nct-crc": "Histology — NCT-CRC (9 tissue types)",
-           "custom": "Custom class list"}
+PRESETS = {
+    "dermatology-isic4": "Dermatology — ISIC-4 (4 lesion types)",
+    "histology-nct-crc": "Histology — NCT-CRC (9 tissue types)",
+    "custom": "Custom class list",
+}
 DEFAULT_PRESET = "dermatology-isic4"
 DEFAULT_N = 2
 MAX_N = 4
@@ -119,8 +122,6 @@ class Session:
         return self.loaded is not None
 
 
-
-
 @gpu_task
 def encode_on_gpu(model: HVLModel, loaded: LoadedImage) -> Encoded:
     """The encoder run, the one step that wants a GPU: on a ZeroGPU Space one is attached for
@@ -157,8 +158,14 @@ def checkpoint_ref(text: str | None, files) -> tuple | None:
 class ModelService:
     """Backbones and models, built once and shared by all sessions (bounded LRU caches)."""
 
-    def __init__(self, backbone: str | None = None, device: str | None = None, max_models: int = MAX_MODELS,
-                 allow_local_checkpoints: bool = True, max_backbones: int = MAX_BACKBONES):
+    def __init__(
+        self,
+        backbone: str | None = None,
+        device: str | None = None,
+        max_models: int = MAX_MODELS,
+        allow_local_checkpoints: bool = True,
+        max_backbones: int = MAX_BACKBONES,
+    ):
         self.backbone_name = backbone or os.environ.get(ENV_BACKBONE) or MEASURED_BACKBONE
         self.device = device or os.environ.get(ENV_DEVICE) or "auto"
         self.max_models = max_models
@@ -187,8 +194,10 @@ class ModelService:
             return name
         own = {self.backbone_name, *(bb.name for bb in self._backbones.values())}
         if name not in own and name not in list_backbones():
-            raise UserError(f"this server runs only its listed backbones ({', '.join(sorted(own | set(list_backbones())))}); "
-                            "the checkpoint names another one")
+            raise UserError(
+                f"this server runs only its listed backbones ({', '.join(sorted(own | set(list_backbones())))}); "
+                "the checkpoint names another one"
+            )
         return name
 
     def backbone(self, name: str | None = None) -> Backbone:
@@ -233,8 +242,10 @@ class ModelService:
         if not self.allow_local_checkpoints:
             # decided from the text alone: whether such a path exists on the server never matters
             if not is_hub_id(text):
-                raise UserError("checkpoint folders on the server are disabled here; upload the checkpoint's "
-                                f"{WEIGHTS_NAME} and {CONFIG_NAME}, or give a Hugging Face id (org/name)")
+                raise UserError(
+                    "checkpoint folders on the server are disabled here; upload the checkpoint's "
+                    f"{WEIGHTS_NAME} and {CONFIG_NAME}, or give a Hugging Face id (org/name)"
+                )
             ck = self._hub_checkpoint(text)
         else:
             ck = load_checkpoint(os.path.expanduser(text))
@@ -258,8 +269,9 @@ class ModelService:
         ck = _load_pair(weights[0], configs[0], f"uploaded {Path(configs[0]).name} + {Path(weights[0]).name}")
         return ck, ck.fingerprint()
 
-    def spec(self, preset: str, custom: str, checkpoint: tuple | None, n: int,
-             backbone: str = "") -> tuple[Spec, Checkpoint | None]:
+    def spec(
+        self, preset: str, custom: str, checkpoint: tuple | None, n: int, backbone: str = ""
+    ) -> tuple[Spec, Checkpoint | None]:
         if backbone and backbone not in CHOOSABLE_BACKBONES and backbone != self.backbone_name:
             raise UserError(f"unknown backbone {backbone!r}; choose one of {', '.join(CHOOSABLE_BACKBONES)}")
         if preset not in PRESETS:
@@ -269,10 +281,13 @@ class ModelService:
             raise UserError(f"n must be between 1 and {MAX_N}, got {n}")
         key, ck = self.resolve_checkpoint(checkpoint)
         if key is None and preset == "custom" and not split_class_list(custom):
-            raise UserError("type the custom classes first, comma-separated "
-                            "(\"name: description\" gives the prompt a longer description)")
-        return Spec(preset=preset, custom=custom if preset == "custom" else "", checkpoint=key, n=n,
-                    backbone=backbone or ""), ck
+            raise UserError(
+                "type the custom classes first, comma-separated "
+                '("name: description" gives the prompt a longer description)'
+            )
+        return Spec(
+            preset=preset, custom=custom if preset == "custom" else "", checkpoint=key, n=n, backbone=backbone or ""
+        ), ck
 
     def model(self, spec: Spec, ck: Checkpoint | None = None) -> HVLModel:
         key = (spec.backbone or self.backbone_name, spec.identity(), spec.n)
@@ -294,8 +309,12 @@ class ModelService:
                 if fresh:
                     self._remember_backbone(name, bb)
             elif spec.preset == "custom":
-                model = hvl_core.load_model(self.backbone(spec.backbone or None),
-                                            classes=list(split_class_list(spec.custom)), device=self.device, n=spec.n)
+                model = hvl_core.load_model(
+                    self.backbone(spec.backbone or None),
+                    classes=list(split_class_list(spec.custom)),
+                    device=self.device,
+                    n=spec.n,
+                )
             else:
                 bb = self.backbone(spec.backbone or None)
                 shipped = shipped_checkpoint(bb.name, spec.preset)  # the calibrated head, if one ships
@@ -310,21 +329,27 @@ class ModelService:
         return self.model(spec or Spec())
 
     # ----------------------------------------------------------------- running
-    def load(self, source, previous: Session | None = None, name: str = "",
-             tile: tuple[int, int] | None = None) -> Session:
+    def load(
+        self, source, previous: Session | None = None, name: str = "", tile: tuple[int, int] | None = None
+    ) -> Session:
         """A session holding this image (``ImageError`` for a bad file). The model choice of the
         ``previous`` session is kept, so a new image does not reset a threshold the user set.
         A whole-slide image gives the tile at level-0 ``tile`` = (x, y), or a tissue tile; its
         thumbnail is ``session.loaded.slide.thumbnail``."""
         if source is None:
-            raise UserError("upload an image first (PNG, JPEG, TIFF, BMP, WebP, DICOM or a whole-slide image), "
-                            "or click an example")
+            raise UserError(
+                "upload an image first (PNG, JPEG, TIFF, BMP, WebP, DICOM or a whole-slide image), or click an example"
+            )
         loaded = load_image(source, tile=tile)
         if not name:
             name = os.path.basename(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "image"
         slide_path = os.fspath(source) if loaded.slide is not None and isinstance(source, (str, os.PathLike)) else None
-        return Session(loaded=loaded, name=name, model_identity=previous.model_identity if previous else None,
-                       slide_path=slide_path)
+        return Session(
+            loaded=loaded,
+            name=name,
+            model_identity=previous.model_identity if previous else None,
+            slide_path=slide_path,
+        )
 
     def pick_tile(self, session: Session, u: float, v: float) -> Session:
         """A click at (u, v) on the slide's thumbnail (its pixels): the same slide, the tile
@@ -333,16 +358,25 @@ class ModelService:
         if info is None or not session.slide_path:
             raise UserError("this image is not a whole-slide image; there is no tile to pick")
         if not os.path.isfile(session.slide_path):
-            raise UserError("the slide is no longer on the server (uploads are deleted after ten minutes); "
-                            "upload it again")
+            raise UserError(
+                "the slide is no longer on the server (uploads are deleted after ten minutes); upload it again"
+            )
         x, y = info.thumbnail_to_level0(u, v)
         new = self.load(session.slide_path, previous=session, name=session.name, tile=(x, y))
         return new
 
-    def analyse(self, session: Session, spec: Spec, ck: Checkpoint | None, threshold: float | None, k: int,
-                entropy_filter: bool, renormalize: bool,
-                progress: Callable[[float, str], None] | None = None,
-                score: str | None = None) -> tuple[Session, Prediction, HVLModel, bool]:
+    def analyse(
+        self,
+        session: Session,
+        spec: Spec,
+        ck: Checkpoint | None,
+        threshold: float | None,
+        k: int,
+        entropy_filter: bool,
+        renormalize: bool,
+        progress: Callable[[float, str], None] | None = None,
+        score: str | None = None,
+    ) -> tuple[Session, Prediction, HVLModel, bool]:
         """Model + (cached) encoding + decision. Returns the updated session, the prediction, the
         model and whether the threshold (and the score) went back to the model's own (a different
         model). ``threshold`` is in the units of ``score`` (default: the model's score)."""
@@ -354,7 +388,7 @@ class ModelService:
         enc_for = (model.backbone.name, model.n, model.detail)
         encoded = session.encoded
         if encoded is None or session.encoded_for != enc_for:
-            m = 1 + model.n ** 2 + 4 * model.n ** 2
+            m = 1 + model.n**2 + 4 * model.n**2
             say(0.2, f"Encoding {m} crops with {model.backbone.name}")
             with self._lock:
                 encoded = encode_on_gpu(model, session.loaded)
@@ -367,8 +401,15 @@ class ModelService:
         session.prediction = pred
         return session, pred, model, reset
 
-    def decide(self, session: Session, threshold: float | None, k: int, entropy_filter: bool,
-               renormalize: bool, score: str | None = None) -> tuple[Session, Prediction, HVLModel]:
+    def decide(
+        self,
+        session: Session,
+        threshold: float | None,
+        k: int,
+        entropy_filter: bool,
+        renormalize: bool,
+        score: str | None = None,
+    ) -> tuple[Session, Prediction, HVLModel]:
         """Re-decide from the cached encoding: the head only. ``threshold`` None: the model's own
         for ``score``."""
         if session.encoded is None or session.spec is None:
@@ -379,13 +420,24 @@ class ModelService:
         return session, pred, model
 
     @staticmethod
-    def _decide(model: HVLModel, session: Session, threshold: float | None, k: int, entropy_filter: bool,
-                renormalize: bool, score: str | None = None) -> Prediction:
+    def _decide(
+        model: HVLModel,
+        session: Session,
+        threshold: float | None,
+        k: int,
+        entropy_filter: bool,
+        renormalize: bool,
+        score: str | None = None,
+    ) -> Prediction:
         """The head on the cached encoding. A threshold outside the score's range raises
         ``ScoreError``; with no threshold where the model has none for ``score`` (nothing
         measured or calibrated), the image's own score is the starting threshold ("given")."""
-        opts = dict(k=max(1, min(int(k), 4 * model.n ** 2)), entropy_filter=bool(entropy_filter),
-                    renormalize=bool(renormalize), score=score or model.score_name)
+        opts = dict(
+            k=max(1, min(int(k), 4 * model.n**2)),
+            entropy_filter=bool(entropy_filter),
+            renormalize=bool(renormalize),
+            score=score or model.score_name,
+        )
         if threshold is not None and threshold == own_threshold(model, opts["score"]):
             threshold = None  # the slider still at the model's own: keep its source (calibrated, measured)
         try:
@@ -415,13 +467,15 @@ def has_threshold(model: HVLModel, score: str) -> bool:
 
 # --------------------------------------------------------------------------- server upkeep
 
+
 def upload_dir() -> Path:
     """Where gradio keeps uploads and rendered files (``GRADIO_TEMP_DIR``, else its default)."""
     return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
 
 
-def sweep_uploads(folder: str | os.PathLike | None = None, older_than_s: float = 0.0,
-                  empty_older_than_s: float | None = None) -> int:
+def sweep_uploads(
+    folder: str | os.PathLike | None = None, older_than_s: float = 0.0, empty_older_than_s: float | None = None
+) -> int:
     """Delete the files under ``folder`` (default ``upload_dir()``) not modified for
     ``older_than_s`` seconds — 0 at start-up: a fresh server has no session to keep them for
     (uploads under patients' names must not survive a stop or crash) — and 0-byte files not
@@ -451,8 +505,9 @@ def sweep_uploads(folder: str | os.PathLike | None = None, older_than_s: float =
     return removed
 
 
-def start_sweeper(folder: str | os.PathLike | None = None, every_s: float = SWEEP_EVERY_S,
-                  age_s: float = SWEEP_AGE_S) -> threading.Thread:
+def start_sweeper(
+    folder: str | os.PathLike | None = None, every_s: float = SWEEP_EVERY_S, age_s: float = SWEEP_AGE_S
+) -> threading.Thread:
     """Sweep ``folder`` now, entirely, and then every ``every_s`` of files older than ``age_s``
     (gradio's own ``delete_cache`` misses the files of a previous run and 0-byte leftovers)."""
     n = sweep_uploads(folder, 0)

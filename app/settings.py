@@ -1,5 +1,6 @@
 """The settings of an analysis: ``Settings`` is the controls' values, the one value every handler
 takes; ``Controls`` the components behind them (built by ``components/controls.py``)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -51,12 +52,20 @@ class Controls:
 
     def read(self, values: dict) -> Settings:
         """The ``Settings`` in a handler's input dict (gradio passes ``{component: value}``)."""
-        v = {f.name: values.get(getattr(self, f.name)) if getattr(self, f.name) is not None else None
-             for f in fields(self)}
-        return Settings(preset=v["preset"] or DEFAULT_PRESET, custom=v["custom"] or "",
-                        checkpoint_text=v["checkpoint_text"] or "",
-                        checkpoint_files=tuple(str(f) for f in (v["checkpoint_files"] or []) if f),
-                        n=int(v["n"] or DEFAULT_N), threshold=None if v["threshold"] is None else float(v["threshold"]),
-                        k=int(v["k"] or 1), entropy_filter=bool(v["entropy_filter"]), renormalize=bool(v["renormalize"]),
-                        score=v["score"] or None, backbone=v["backbone"] or "")
-
+        v = {
+            f.name: values.get(getattr(self, f.name)) if getattr(self, f.name) is not None else None
+            for f in fields(self)
+        }
+        return Settings(
+            preset=v["preset"] or DEFAULT_PRESET,
+            custom=v["custom"] or "",
+            checkpoint_text=v["checkpoint_text"] or "",
+            checkpoint_files=tuple(str(f) for f in (v["checkpoint_files"] or []) if f),
+            n=int(v["n"] or DEFAULT_N),
+            threshold=None if v["threshold"] is None else float(v["threshold"]),
+            k=int(v["k"] or 1),
+            entropy_filter=bool(v["entropy_filter"]),
+            renormalize=bool(v["renormalize"]),
+            score=v["score"] or None,
+            backbone=v["backbone"] or "",
+        )

@@ -2,6 +2,7 @@
 images, scale 0 alone beside the fused verdict, two images side by side, and a batch's score
 histogram. Pure functions of predictions and scores; numbers in the page's text, not in pixels.
 """
+
 from __future__ import annotations
 
 import html
@@ -46,7 +47,7 @@ def score_axis(values, pred_or_range, threshold: float) -> tuple[float, float]:
     """The axis the scores are drawn on: the score's range when bounded (MSP: 0–1), else the
     values and the threshold with 5% room either side."""
     rng = getattr(pred_or_range, "score_range", pred_or_range)
-    lo, hi = (rng or (None, None))
+    lo, hi = rng or (None, None)
     if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
         return float(lo), float(hi)
     v = [float(x) for x in values if x is not None and math.isfinite(float(x))] + [float(threshold)]
@@ -66,6 +67,7 @@ def _ticks(lo: float, hi: float) -> str:
 
 # --------------------------------------------------------------------------- score distribution
 
+
 def distribution_summary(ref, pred) -> list[str]:
     """Sentences: how many reference images of each group this image's score beats, and what the
     threshold does to each group."""
@@ -75,8 +77,10 @@ def distribution_summary(ref, pred) -> list[str]:
             continue
         below = sum(s < pred.score for s in scores)
         passed = sum(s >= pred.threshold for s in scores)
-        out.append(f"{html.escape(name)}: this image scores above {below} of {len(scores)}; the threshold accepts "
-                   f"{passed} of {len(scores)}.")
+        out.append(
+            f"{html.escape(name)}: this image scores above {below} of {len(scores)}; the threshold accepts "
+            f"{passed} of {len(scores)}."
+        )
     return out
 
 
@@ -92,25 +96,37 @@ def distribution_html(ref, pred) -> str:
         if scores is None:
             marks = f"<span class='hvl-mark' style='left:{position(pred.score, lo, hi)}%' title='this image {fmt_score(pred.score)}'></span>"
         else:
-            colour = (ID_COLOUR if i == 1 else OOD_COLOUR) if ref.id_kind else OTHER_COLOURS[(i - 1) % len(OTHER_COLOURS)]
-            marks = "".join(f"<span class='hvl-dot' style='left:{position(s, lo, hi)}%;background:{colour}' "
-                            f"title='{fmt_score(s)}'></span>" for s in scores)
+            colour = (
+                (ID_COLOUR if i == 1 else OOD_COLOUR) if ref.id_kind else OTHER_COLOURS[(i - 1) % len(OTHER_COLOURS)]
+            )
+            marks = "".join(
+                f"<span class='hvl-dot' style='left:{position(s, lo, hi)}%;background:{colour}' "
+                f"title='{fmt_score(s)}'></span>"
+                for s in scores
+            )
         label = html.escape(group) + ("" if scores is None else f" ({len(scores)})")
-        html_rows.append(f"<div class='hvl-axis-row'><span>{label}</span><div class='hvl-axis-track'>{marks}"
-                         f"<span class='hvl-axis-thr' style='left:{thr}%'></span></div></div>")
+        html_rows.append(
+            f"<div class='hvl-axis-row'><span>{label}</span><div class='hvl-axis-track'>{marks}"
+            f"<span class='hvl-axis-thr' style='left:{thr}%'></span></div></div>"
+        )
     ticks = f"<div class='hvl-axis-row'><span></span><div class='hvl-axis-ticks'>{_ticks(lo, hi)}</div></div>"
     n = len(ref.scores)
-    notes = [f"{name} of {n} reference images (the examples shipped with the demo), decided with this model and "
-             f"these options; the vermillion line is the threshold {fmt_score(pred.threshold, pred.score)}, the black bar "
-             f"this image ({fmt_score(pred.score, pred.threshold)}).", *distribution_summary(ref, pred)]
+    notes = [
+        f"{name} of {n} reference images (the examples shipped with the demo), decided with this model and "
+        f"these options; the vermillion line is the threshold {fmt_score(pred.threshold, pred.score)}, the black bar "
+        f"this image ({fmt_score(pred.score, pred.threshold)}).",
+        *distribution_summary(ref, pred),
+    ]
     if not ref.id_kind:
         notes.append("This class set has no matching example kind, so the images are grouped by kind, not ID/OOD.")
     notes.append("A handful of images: a sketch of where known and unknown images fall, not a calibration.")
     alt = " ".join(notes)
-    return (f"<figure class='hvl-fig' id='distribution-fig' role='img' aria-label='{html.escape(alt, quote=True)}'>"
-            f"<figcaption class='hvl-fig-title'>Where this image's {html.escape(name)} sits among known and unknown "
-            f"images</figcaption>{''.join(html_rows)}{ticks}"
-            f"<div class='hvl-fig-notes'>{''.join(f'<p>{t}</p>' for t in notes)}</div></figure>")
+    return (
+        f"<figure class='hvl-fig' id='distribution-fig' role='img' aria-label='{html.escape(alt, quote=True)}'>"
+        f"<figcaption class='hvl-fig-title'>Where this image's {html.escape(name)} sits among known and unknown "
+        f"images</figcaption>{''.join(html_rows)}{ticks}"
+        f"<div class='hvl-fig-notes'>{''.join(f'<p>{t}</p>' for t in notes)}</div></figure>"
+    )
 
 
 def waiting_html(what: str) -> str:
@@ -119,14 +135,17 @@ def waiting_html(what: str) -> str:
 
 # --------------------------------------------------------------------------- one scale vs three
 
+
 def _card(title: str, known: bool, label: str, score: float, threshold: float, name: str) -> str:
     colour = "#1a7f37" if known else "#b35900"
     verdict = f"Known: {label}" if known else dec.UNKNOWN_TEXT
     op = "≥" if known else "<"
-    return (f"<div class='hvl-card' data-known='{int(known)}' style='border-color:{colour}'>"
-            f"<div class='hvl-card-title'>{html.escape(title)}</div>"
-            f"<div class='hvl-card-verdict' style='color:{colour}'>{html.escape(verdict)}</div>"
-            f"<div>{html.escape(name)} {fmt_score(score, threshold)} {op} threshold {fmt_score(threshold, score)}</div></div>")
+    return (
+        f"<div class='hvl-card' data-known='{int(known)}' style='border-color:{colour}'>"
+        f"<div class='hvl-card-title'>{html.escape(title)}</div>"
+        f"<div class='hvl-card-verdict' style='color:{colour}'>{html.escape(verdict)}</div>"
+        f"<div>{html.escape(name)} {fmt_score(score, threshold)} {op} threshold {fmt_score(threshold, score)}</div></div>"
+    )
 
 
 def single_scale_html(pred) -> str:
@@ -134,35 +153,45 @@ def single_scale_html(pred) -> str:
     axis with the threshold, and which scale changed the answer."""
     ss = single_scale(pred)
     name = score_label(pred)
-    cards = (_card("Whole image alone (scale 0, MCM-style)", ss.known0, ss.label0, ss.score0, pred.threshold, name)
-             + _card("HVL: three scales fused", pred.known, pred.label, pred.score, pred.threshold, name))
+    cards = _card(
+        "Whole image alone (scale 0, MCM-style)", ss.known0, ss.label0, ss.score0, pred.threshold, name
+    ) + _card("HVL: three scales fused", pred.known, pred.label, pred.score, pred.threshold, name)
     lo, hi = score_axis(list(ss.terms) + [pred.score, ss.score0], pred, pred.threshold)
     thr = position(pred.threshold, lo, hi)
     term = "p(c*)" if pred.score_name == "msp" else "term"
     rows = []
     for s, (word, v) in enumerate(zip((*SCALE_WORDS, "fused (mean)"), (*ss.terms, pred.score))):
         bold = " style='font-weight:700'" if s == 3 or s in ss.movers else ""
-        rows.append(f"<div class='hvl-axis-row'><span{bold}>{html.escape(word)} {term if s < 3 else ''} "
-                    f"{fmt_score(v, pred.threshold)}</span><div class='hvl-axis-track'>"
-                    f"<span class='hvl-mark' style='left:{position(v, lo, hi)}%'></span>"
-                    f"<span class='hvl-axis-thr' style='left:{thr}%'></span></div></div>")
+        rows.append(
+            f"<div class='hvl-axis-row'><span{bold}>{html.escape(word)} {term if s < 3 else ''} "
+            f"{fmt_score(v, pred.threshold)}</span><div class='hvl-axis-track'>"
+            f"<span class='hvl-mark' style='left:{position(v, lo, hi)}%'></span>"
+            f"<span class='hvl-axis-thr' style='left:{thr}%'></span></div></div>"
+        )
     ticks = f"<div class='hvl-axis-row'><span></span><div class='hvl-axis-ticks'>{_ticks(lo, hi)}</div></div>"
     sentence = single_scale_sentence(pred, ss)
-    return (f"<figure class='hvl-fig' id='single-scale-fig' data-changed='{int(ss.changed)}'>"
-            f"<figcaption class='hvl-fig-title'>HVL against a single scale, same image and backbone</figcaption>"
-            f"<div class='hvl-cards'>{cards}</div>{''.join(rows)}{ticks}"
-            f"<div class='hvl-fig-notes'><p>{html.escape(sentence)}</p></div></figure>")
+    return (
+        f"<figure class='hvl-fig' id='single-scale-fig' data-changed='{int(ss.changed)}'>"
+        f"<figcaption class='hvl-fig-title'>HVL against a single scale, same image and backbone</figcaption>"
+        f"<div class='hvl-cards'>{cards}</div>{''.join(rows)}{ticks}"
+        f"<div class='hvl-fig-notes'><p>{html.escape(sentence)}</p></div></figure>"
+    )
 
 
 # --------------------------------------------------------------------------- compare two images
 
+
 def compare_side_html(title: str, pred, thumbnail: str, main_map: str) -> str:
     ss = single_scale(pred)
-    facts = (f"<p>{html.escape(score_label(pred))} {fmt_score(pred.score, pred.threshold)} · top class "
-             f"{html.escape(pred.label)} · whole image alone: "
-             f"{html.escape('known' if ss.known0 else 'unknown')} ({fmt_score(ss.score0, pred.threshold)})</p>")
-    return (f"<div class='hvl-compare-side'><h4>{html.escape(title)}</h4>{dec.decision_html(pred)}"
-            f"<div class='hvl-fig-notes'>{facts}</div>{thumbnail}{main_map}</div>")
+    facts = (
+        f"<p>{html.escape(score_label(pred))} {fmt_score(pred.score, pred.threshold)} · top class "
+        f"{html.escape(pred.label)} · whole image alone: "
+        f"{html.escape('known' if ss.known0 else 'unknown')} ({fmt_score(ss.score0, pred.threshold)})</p>"
+    )
+    return (
+        f"<div class='hvl-compare-side'><h4>{html.escape(title)}</h4>{dec.decision_html(pred)}"
+        f"<div class='hvl-fig-notes'>{facts}</div>{thumbnail}{main_map}</div>"
+    )
 
 
 def compare_html(sides: list[str]) -> str:
@@ -171,7 +200,10 @@ def compare_html(sides: list[str]) -> str:
 
 # --------------------------------------------------------------------------- batch histogram
 
-def histogram_counts(scores, threshold: float, lo: float, hi: float, bins: int = HIST_BINS) -> tuple[np.ndarray, np.ndarray]:
+
+def histogram_counts(
+    scores, threshold: float, lo: float, hi: float, bins: int = HIST_BINS
+) -> tuple[np.ndarray, np.ndarray]:
     """Counts of ``scores`` in ``bins`` equal bins over ``[lo, hi]`` and the bin edges."""
     return np.histogram(np.clip(np.asarray(scores, float), lo, hi), bins=bins, range=(lo, hi))
 
@@ -186,10 +218,13 @@ def histogram_html(scores, threshold: float, score_range, name: str, sentence: s
     bars = "".join(
         f"<div class='hvl-hist-bar' title='{fmt_score(a)}–{fmt_score(b)}: {c}' "
         f"style='height:{100 * c / top:.1f}%;background:{ID_COLOUR if a >= threshold else OOD_COLOUR}'></div>"
-        for a, b, c in zip(edges[:-1], edges[1:], counts))
+        for a, b, c in zip(edges[:-1], edges[1:], counts)
+    )
     thr = position(threshold, lo, hi)
     alt = f"Histogram of {len(scores)} {name} values from {fmt_score(lo)} to {fmt_score(hi)}; threshold {fmt_score(threshold)}. {sentence}"
-    return (f"<figure class='hvl-fig' id='batch-hist-fig' role='img' aria-label='{html.escape(alt, quote=True)}'>"
-            f"<figcaption class='hvl-fig-title'>{html.escape(name)} of the batch, and the threshold</figcaption>"
-            f"<div class='hvl-hist'>{bars}<span class='hvl-hist-thr' style='left:{thr}%'></span></div>"
-            f"<div class='hvl-axis-ticks'>{_ticks(lo, hi)}</div></figure>")
+    return (
+        f"<figure class='hvl-fig' id='batch-hist-fig' role='img' aria-label='{html.escape(alt, quote=True)}'>"
+        f"<figcaption class='hvl-fig-title'>{html.escape(name)} of the batch, and the threshold</figcaption>"
+        f"<div class='hvl-hist'>{bars}<span class='hvl-hist-thr' style='left:{thr}%'></span></div>"
+        f"<div class='hvl-axis-ticks'>{_ticks(lo, hi)}</div></figure>"
+    )

@@ -11,6 +11,7 @@ components — and the main ``UI``, returning ``{component: value}``):
 
 As in ``app.handlers``, no exception reaches Gradio: a failure is one sentence in the view.
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,6 +64,7 @@ def _say(e: BaseException, what: str) -> str:
 
 # --------------------------------------------------------------------------- this image
 
+
 def on_insight(ui: UI, v: Views, values: dict) -> dict:
     """The distribution and single-scale views of the session's prediction."""
     sess: Session = values[ui.session]
@@ -73,8 +75,14 @@ def on_insight(ui: UI, v: Views, values: dict) -> dict:
     try:
         s = ui.controls.read(values)
         model = ui.service.model(sess.spec)
-        ref = v.reference.scores(model, pred, id_kind_for(sess.spec, model), k=pred.k,
-                                 entropy_filter=s.entropy_filter, renormalize=s.renormalize)
+        ref = v.reference.scores(
+            model,
+            pred,
+            id_kind_for(sess.spec, model),
+            k=pred.k,
+            entropy_filter=s.entropy_filter,
+            renormalize=s.renormalize,
+        )
         out[v.distribution] = views.distribution_html(ref, pred)
     except Exception as e:  # noqa: BLE001
         out[v.distribution] = views.waiting_html(f"No score distribution: {_say(e, 'the reference set')}")
@@ -98,6 +106,7 @@ def on_step(ui: UI, v: Views, values: dict) -> dict:
 
 # --------------------------------------------------------------------------- compare
 
+
 def _source(example: str | None, upload: str | None, examples: list[dict]) -> tuple[str, str] | None:
     if upload:
         return upload, Path(upload).name
@@ -114,33 +123,44 @@ def on_compare(ui: UI, v: Views, values: dict) -> dict:
     try:
         check_settings(s)
         spec, ck = ui.service.spec(s.preset, s.custom, s.checkpoint, s.n, s.backbone)
-        for title, ex, up in (("Image A", values[v.compare_a], values[v.compare_a_file]),
-                              ("Image B", values[v.compare_b], values[v.compare_b_file])):
+        for title, ex, up in (
+            ("Image A", values[v.compare_a], values[v.compare_a_file]),
+            ("Image B", values[v.compare_b], values[v.compare_b_file]),
+        ):
             src = _source(ex, up, ui.examples)
             if src is None:
                 raise UserError("pick an example or upload an image for both sides")
             sess = ui.service.load(src[0], previous=Session(model_identity=spec.identity()), name=src[1])
             thr = s.threshold
-            sess, pred, model, _ = ui.service.analyse(sess, spec, ck, thr, s.k, s.entropy_filter, s.renormalize,
-                                                      score=s.score)
+            sess, pred, model, _ = ui.service.analyse(
+                sess, spec, ck, thr, s.k, s.entropy_filter, s.renormalize, score=s.score
+            )
             thumb = figures.thumbnail_html(sess.loaded, sess.name, model.backbone.image_size)
-            sides.append(views.compare_side_html(f"{title}: {src[1]}", pred, thumb,
-                                                 figures.entropy_html(pred, 2, s.entropy_filter)))
+            sides.append(
+                views.compare_side_html(
+                    f"{title}: {src[1]}", pred, thumb, figures.entropy_html(pred, 2, s.entropy_filter)
+                )
+            )
     except Exception as e:  # noqa: BLE001
         from .decision import error_html
+
         return {v.compare_out: error_html(_say(e, "comparison"))}
     return {v.compare_out: views.compare_html(sides)}
 
 
 # --------------------------------------------------------------------------- batch
 
+
 def _batch_outputs(v: Views, model, batch: bt.Batch, threshold: float) -> dict:
     name = views.score_label(batch.predictions[0]) if batch.predictions else "score"
     sentence = bt.flips_sentence(batch, threshold)
     rng = batch.predictions[0].score_range if batch.predictions else (0.0, 1.0)
-    return {v.batch_state: batch, v.batch_table: bt.rows(batch),
-            v.batch_hist: views.histogram_html([p.score for p in batch.predictions], threshold, rng, name, sentence),
-            v.batch_summary: sentence}
+    return {
+        v.batch_state: batch,
+        v.batch_table: bt.rows(batch),
+        v.batch_hist: views.histogram_html([p.score for p in batch.predictions], threshold, rng, name, sentence),
+        v.batch_summary: sentence,
+    }
 
 
 def analyse_batch(service, s, files) -> tuple[bt.Batch, object]:
@@ -150,9 +170,14 @@ def analyse_batch(service, s, files) -> tuple[bt.Batch, object]:
     model = service.model(spec, ck)
     items = bt.read_uploads(files)
     batch = bt.encode(model, items)
-    batch = replace(batch, spec=spec, analysed_threshold=model.threshold,
-                    options=dict(k=max(1, min(int(s.k), 4 * model.n ** 2)), entropy_filter=s.entropy_filter,
-                                 renormalize=s.renormalize))
+    batch = replace(
+        batch,
+        spec=spec,
+        analysed_threshold=model.threshold,
+        options=dict(
+            k=max(1, min(int(s.k), 4 * model.n**2)), entropy_filter=s.entropy_filter, renormalize=s.renormalize
+        ),
+    )
     return bt.decide(model, batch, model.threshold), model
 
 
@@ -162,14 +187,23 @@ def on_batch(ui: UI, v: Views, values: dict, progress=gr.Progress()) -> dict:
         batch, model = analyse_batch(ui.service, s, values[v.batch_files])
     except Exception as e:  # noqa: BLE001
         msg = _say(e, "batch")
-        return {v.batch_summary: f"**Could not analyse the batch:** {msg}", v.batch_table: None, v.batch_hist: "",
-                v.batch_state: None, v.batch_csv: None}
+        return {
+            v.batch_summary: f"**Could not analyse the batch:** {msg}",
+            v.batch_table: None,
+            v.batch_hist: "",
+            v.batch_state: None,
+            v.batch_csv: None,
+        }
     t = model.threshold
-    lo, hi = views.score_axis([p.score for p in batch.predictions], batch.predictions[0] if batch.predictions
-                              else (0.0, 1.0), t)
+    lo, hi = views.score_axis(
+        [p.score for p in batch.predictions], batch.predictions[0] if batch.predictions else (0.0, 1.0), t
+    )
     step = 0.01 if hi - lo <= 2 else round((hi - lo) / 200, 4)
-    return {**_batch_outputs(v, model, batch, t), v.batch_csv: None,
-            v.batch_threshold: gr.update(minimum=lo, maximum=hi, value=t, step=step)}
+    return {
+        **_batch_outputs(v, model, batch, t),
+        v.batch_csv: None,
+        v.batch_threshold: gr.update(minimum=lo, maximum=hi, value=t, step=step),
+    }
 
 
 def on_batch_threshold(ui: UI, v: Views, batch: bt.Batch | None, threshold) -> dict:
@@ -209,6 +243,15 @@ def api_batch(service, files, preset_v, classes_v, thr_v) -> list[dict]:
             out.append({"file": name, "error": batch.errors[i]})
             continue
         p = next(preds)
-        out.append({"file": name, "class": p.label, "score": p.score, "score_name": p.score_name,
-                    "known": bool(p.known), "threshold": p.threshold, "msp": p.msp})
+        out.append(
+            {
+                "file": name,
+                "class": p.label,
+                "score": p.score,
+                "score_name": p.score_name,
+                "known": bool(p.known),
+                "threshold": p.threshold,
+                "msp": p.msp,
+            }
+        )
     return out

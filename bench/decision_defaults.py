@@ -23,6 +23,7 @@ preset, chosen on real images and reported on other real images.
 
     .venv/bin/python bench/decision_defaults.py   # writes bench/results/decision_defaults.{md,json}
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,7 @@ DIGITS = 3
 
 def floor_to(x: float, digits: int = DIGITS) -> float:
     """Round down, so every selection image at or above t95 stays accepted."""
-    f = 10 ** digits
+    f = 10**digits
     return math.floor(x * f) / f
 
 
@@ -83,8 +84,12 @@ def fmt(x: float | None) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "hvl_bench_wheels",
-                    help="where the wheels and the per-image embeddings are cached")
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(os.environ.get("TMPDIR", "/tmp")) / "hvl_bench_wheels",
+        help="where the wheels and the per-image embeddings are cached",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "decision_defaults")
     args = ap.parse_args(argv)
 
@@ -97,16 +102,20 @@ def main(argv=None) -> int:
     R = [i for i, it in enumerate(items) if i < len(report) and it.kind != "ambiguous"]
     S = [i for i, it in enumerate(items) if i >= len(report) and it.kind != "ambiguous"]
 
-    results: dict = {"presets": {}, "images": {
-        "selection": [{"name": it.name, "kind": it.kind, "source": it.source} for it in selection],
-        "report": [{"name": it.name, "kind": it.kind, "source": it.source} for it in report]}}
+    results: dict = {
+        "presets": {},
+        "images": {
+            "selection": [{"name": it.name, "kind": it.kind, "source": it.source} for it in selection],
+            "report": [{"name": it.name, "kind": it.kind, "source": it.source} for it in report],
+        },
+    }
     lines = [
         "# medmnist-densenet121: default score and threshold per preset",
         "",
         "Written by `bench/decision_defaults.py` (rule, images and method in its docstring). Zero-shot",
         "head, n = 2, the backbone's head options (linear logits + bias, tau 1, the other labels as",
-        "negative classes). AUROC with ID positive; FPR95 as HVL_SPEC §7 (lower is better). \"whole\" =",
-        "scale 0 alone, \"HVL\" = fused over the three scales (§6 for MSP, §9 for energy / max-logit).",
+        'negative classes). AUROC with ID positive; FPR95 as HVL_SPEC §7 (lower is better). "whole" =',
+        'scale 0 alone, "HVL" = fused over the three scales (§6 for MSP, §9 for energy / max-logit).',
         "Thresholds are chosen on the **selection** images only; the **report** images are `assets/`.",
         "",
         "Regenerate: `.venv/bin/python bench/decision_defaults.py` (fetches the selection images' wheels",
@@ -135,19 +144,25 @@ def main(argv=None) -> int:
         thresholds = {n: floor_to(M.threshold_at_tpr(tab[n][1][S][y_sel])) for n in SCORES}
         chosen = {"score": choose(per["selection"]), "thresholds": thresholds}
         n_id = {k: int(sum(items[i].kind == id_kind for i in idx)) for k, idx in (("selection", S), ("report", R))}
-        lines += [f"## {preset} (ID = {id_kind})", "",
-                  f"Selection: {n_id['selection']} ID, {len(S) - n_id['selection']} OOD; "
-                  f"report: {n_id['report']} ID, {len(R) - n_id['report']} OOD.", "",
-                  "| score | selection AUROC whole | AUROC HVL | FPR95 whole | FPR95 HVL | threshold (t95 HVL) "
-                  "| report AUROC whole | AUROC HVL | FPR95 whole | FPR95 HVL |",
-                  "|" + " --- |" * 10]
+        lines += [
+            f"## {preset} (ID = {id_kind})",
+            "",
+            f"Selection: {n_id['selection']} ID, {len(S) - n_id['selection']} OOD; "
+            f"report: {n_id['report']} ID, {len(R) - n_id['report']} OOD.",
+            "",
+            "| score | selection AUROC whole | AUROC HVL | FPR95 whole | FPR95 HVL | threshold (t95 HVL) "
+            "| report AUROC whole | AUROC HVL | FPR95 whole | FPR95 HVL |",
+            "|" + " --- |" * 10,
+        ]
         for n in SCORES:
             s, r = per["selection"][n], per["report"][n]
             mark = " **(default)**" if n == chosen["score"] else ""
-            lines.append(f"| {n}{mark} | {fmt(s['whole']['auroc'])} | {fmt(s['hvl']['auroc'])} "
-                         f"| {fmt(s['whole']['fpr95'])} | {fmt(s['hvl']['fpr95'])} "
-                         f"| {thresholds[n]:g} | {fmt(r['whole']['auroc'])} | {fmt(r['hvl']['auroc'])} "
-                         f"| {fmt(r['whole']['fpr95'])} | {fmt(r['hvl']['fpr95'])} |")
+            lines.append(
+                f"| {n}{mark} | {fmt(s['whole']['auroc'])} | {fmt(s['hvl']['auroc'])} "
+                f"| {fmt(s['whole']['fpr95'])} | {fmt(s['hvl']['fpr95'])} "
+                f"| {thresholds[n]:g} | {fmt(r['whole']['auroc'])} | {fmt(r['hvl']['auroc'])} "
+                f"| {fmt(r['whole']['fpr95'])} | {fmt(r['hvl']['fpr95'])} |"
+            )
 
         # end to end on the report images with the stored defaults
         model = load_model(bb, preset=preset, device="cpu")
@@ -156,10 +171,21 @@ def main(argv=None) -> int:
         rows, decisions = [], []
         for it, e in zip(report, encoded):
             pred = model.decide(e)
-            decisions.append({"name": it.name, "kind": it.kind, "score": pred.score, "known": pred.known,
-                              "label": pred.label, "msp": pred.msp, "p_other": pred.p_other["p_id"]})
-            rows.append(f"| {it.name} | {it.kind} | {pred.score:.3f} | {'known' if pred.known else 'unknown'} "
-                        f"| {pred.label} | {pred.msp:.3f} | {pred.p_other['p_id']:.3f} |")
+            decisions.append(
+                {
+                    "name": it.name,
+                    "kind": it.kind,
+                    "score": pred.score,
+                    "known": pred.known,
+                    "label": pred.label,
+                    "msp": pred.msp,
+                    "p_other": pred.p_other["p_id"],
+                }
+            )
+            rows.append(
+                f"| {it.name} | {it.kind} | {pred.score:.3f} | {'known' if pred.known else 'unknown'} "
+                f"| {pred.label} | {pred.msp:.3f} | {pred.p_other['p_id']:.3f} |"
+            )
         scored = [d for d in decisions if d["kind"] != "ambiguous"]
         if id_kind == "skin":
             goal = "accept every skin photo and reject every non-skin asset"
@@ -171,17 +197,36 @@ def main(argv=None) -> int:
             met = auc >= 0.99
         same = stored.get(preset) == chosen
         all_ok &= met and same
-        results["presets"][preset] = {"id_kind": id_kind, "chosen": chosen, "stored": stored.get(preset),
-                                      "metrics": per, "report_decisions": decisions, "goal": goal, "goal_met": met}
-        lines += ["", f"Chosen: **{chosen['score']}**, thresholds {json.dumps(thresholds)}. "
-                  + ("Stored in `MedMNISTDenseNet121.decision_defaults`: the same." if same else
-                     f"**Stored defaults differ** ({json.dumps(stored.get(preset))}): update "
-                     "`MedMNISTDenseNet121.decision_defaults`."), "",
-                  f"Report images end to end (`load_model(..., preset=\"{preset}\")`, encode + decide, score "
-                  f"{model.score_name}, threshold {model.threshold:g}, {model.threshold_source}). "
-                  f"Goal: {goal} — **{'met' if met else 'NOT met'}**.", "",
-                  f"| image | kind | {model.score_name} | decision | class shown | MSP | p_ID other |",
-                  "|" + " --- |" * 7] + rows + [""]
+        results["presets"][preset] = {
+            "id_kind": id_kind,
+            "chosen": chosen,
+            "stored": stored.get(preset),
+            "metrics": per,
+            "report_decisions": decisions,
+            "goal": goal,
+            "goal_met": met,
+        }
+        lines += (
+            [
+                "",
+                f"Chosen: **{chosen['score']}**, thresholds {json.dumps(thresholds)}. "
+                + (
+                    "Stored in `MedMNISTDenseNet121.decision_defaults`: the same."
+                    if same
+                    else f"**Stored defaults differ** ({json.dumps(stored.get(preset))}): update "
+                    "`MedMNISTDenseNet121.decision_defaults`."
+                ),
+                "",
+                f'Report images end to end (`load_model(..., preset="{preset}")`, encode + decide, score '
+                f"{model.score_name}, threshold {model.threshold:g}, {model.threshold_source}). "
+                f"Goal: {goal} — **{'met' if met else 'NOT met'}**.",
+                "",
+                f"| image | kind | {model.score_name} | decision | class shown | MSP | p_ID other |",
+                "|" + " --- |" * 7,
+            ]
+            + rows
+            + [""]
+        )
 
     lines += ["## Images", "", "Selection (choose):", ""]
     lines += [f"- {it.name} ({it.kind}): {it.source}" for it in selection]

@@ -16,6 +16,7 @@ This script measures, in one run, what would change that:
 ``--tiny`` uses tiny-clip-random and small sizes (a CPU dry run). Each part is skipped when the
 time budget is spent; every part's result (or error) is written to OUT/probe.json and .md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,7 +65,7 @@ def probe_training(device, d, n, N, C, epochs, use_compile):
     perm = torch.randperm(N, generator=g).to(device)
     batches = []
     for s in range(0, N, 32):
-        idx = perm[s:s + 32]
+        idx = perm[s : s + 32]
         batches.append((*split_scales(vd[idx], n), yd[idx]))
 
     def loss_fn(v0, v1, v2, yy):
@@ -84,8 +85,12 @@ def probe_training(device, d, n, N, C, epochs, use_compile):
     bench._sync(device)
     first = time.perf_counter() - t0
     times = epoch_times(step, batches, device, epochs)
-    return {"epoch_s": round(statistics.median(times), 4), "epochs": epochs, "first_two_steps_s": round(first, 2),
-            "steps_per_epoch": len(batches)}
+    return {
+        "epoch_s": round(statistics.median(times), 4),
+        "epochs": epochs,
+        "first_two_steps_s": round(first, 2),
+        "steps_per_epoch": len(batches),
+    }
 
 
 def probe_encoder(model, device, reps):
@@ -102,6 +107,7 @@ def probe_encoder(model, device, reps):
         def run():
             with torch.no_grad(), model._autocast():
                 return f(x)
+
         return run
 
     eager = runner(visual)
@@ -117,10 +123,15 @@ def probe_encoder(model, device, reps):
                 comp()
             bench._sync(device)
             compile_s = time.perf_counter() - t0
-            out[mode] = {"ms": med_ms([bench.timed(comp, device) for _ in range(reps)]), "compile_s": round(compile_s, 1)}
+            out[mode] = {
+                "ms": med_ms([bench.timed(comp, device) for _ in range(reps)]),
+                "compile_s": round(compile_s, 1),
+            }
             with torch.no_grad():
                 ref, got = eager().float(), comp().float()
-            out[mode]["min_cosine_to_eager"] = round(torch.nn.functional.cosine_similarity(ref, got, -1).min().item(), 5)
+            out[mode]["min_cosine_to_eager"] = round(
+                torch.nn.functional.cosine_similarity(ref, got, -1).min().item(), 5
+            )
         except Exception as e:  # noqa: BLE001 - a compiler failure is a result
             out[mode] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
     return out
@@ -144,21 +155,40 @@ def probe_stages(model, device, reps):
     def upsample_cut():
         parts = [xd.unsqueeze(0)]
         for g in (n, 2 * n):
-            big = torch.nn.functional.interpolate(xd.unsqueeze(0), scale_factor=g, mode="bicubic",
-                                                  align_corners=False)[0].clamp(0, 1)
+            big = torch.nn.functional.interpolate(xd.unsqueeze(0), scale_factor=g, mode="bicubic", align_corners=False)[
+                0
+            ].clamp(0, 1)
             parts.append(grid_cells(big, g))
         return torch.cat(parts)
 
     def to_numpy():
-        return {f: getattr(out_head, f).float().cpu().numpy() for f in ("p0", "p1", "p2", "p_id", "msp", "p1_patches",
-                                                                         "p2_patches", "entropy1", "entropy2",
-                                                                         "entropy_gain")}
+        return {
+            f: getattr(out_head, f).float().cpu().numpy()
+            for f in (
+                "p0",
+                "p1",
+                "p2",
+                "p_id",
+                "msp",
+                "p1_patches",
+                "p2_patches",
+                "entropy1",
+                "entropy2",
+                "entropy_gain",
+            )
+        }
 
-    fns = {"decode (load_image)": lambda: load_image(path), "square_view (PIL resize+crop)": lambda: square_view(li.image, S),
-           "to_tensor01": lambda: to_tensor01(view), "copy view to device": lambda: x.to(device),
-           "upsample + cut on device": upsample_cut, "run_head": lambda: model.run_head([enc]),
-           "head outputs to numpy": to_numpy, "decide (head + Prediction)": lambda: model.decide(enc),
-           "predict (all)": lambda: model.predict(path)}
+    fns = {
+        "decode (load_image)": lambda: load_image(path),
+        "square_view (PIL resize+crop)": lambda: square_view(li.image, S),
+        "to_tensor01": lambda: to_tensor01(view),
+        "copy view to device": lambda: x.to(device),
+        "upsample + cut on device": upsample_cut,
+        "run_head": lambda: model.run_head([enc]),
+        "head outputs to numpy": to_numpy,
+        "decide (head + Prediction)": lambda: model.decide(enc),
+        "predict (all)": lambda: model.predict(path),
+    }
     t = bench.interleaved(fns, reps, 2, device)
     return {k: med_ms(v) for k, v in t.items()}
 

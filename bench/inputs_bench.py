@@ -14,6 +14,7 @@ Part 2, concurrency: ``app.py`` on loopback in a subprocess (``HVL_BACKBONE=tiny
 20 ``gradio_client`` clients × 5 ``/predict`` requests each at once; errors, latency
 percentiles, and the server's RSS after the first 10 and after all 100 requests.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,6 +41,7 @@ EXAMPLE = ROOT / "assets" / "skin_nevus_closeup.jpg"
 
 
 # --------------------------------------------------------------------------- files
+
 
 def _png(a) -> bytes:
     buf = io.BytesIO()
@@ -72,13 +74,30 @@ def big_slide(path: Path, side: int = 12288, mpp: float = 0.5) -> None:
 
     res = 1e4 / mpp
     with tifffile.TiffWriter(path, bigtiff=True) as tw:
-        tw.write(tiles(side), shape=(side, side, 3), dtype=np.uint8, tile=(t, t), photometric="rgb",
-                 compression="jpeg", subifds=2, resolution=(res, res), resolutionunit="CENTIMETER")
+        tw.write(
+            tiles(side),
+            shape=(side, side, 3),
+            dtype=np.uint8,
+            tile=(t, t),
+            photometric="rgb",
+            compression="jpeg",
+            subifds=2,
+            resolution=(res, res),
+            resolutionunit="CENTIMETER",
+        )
         for i in (1, 2):
-            n = side // 2 ** i
-            tw.write(tiles(n), shape=(n, n, 3), dtype=np.uint8, tile=(t, t), photometric="rgb",
-                     compression="jpeg", subfiletype=1, resolution=(res / 2 ** i, res / 2 ** i),
-                     resolutionunit="CENTIMETER")
+            n = side // 2**i
+            tw.write(
+                tiles(n),
+                shape=(n, n, 3),
+                dtype=np.uint8,
+                tile=(t, t),
+                photometric="rgb",
+                compression="jpeg",
+                subfiletype=1,
+                resolution=(res / 2**i, res / 2**i),
+                resolutionunit="CENTIMETER",
+            )
 
 
 def bad_inputs(tmp: Path, tiny_backbone) -> list[tuple[str, str, dict]]:
@@ -128,8 +147,16 @@ def bad_inputs(tmp: Path, tiny_backbone) -> list[tuple[str, str, dict]]:
         ("truncated JPEG", "a third of a JPEG", {"image": f("cut.jpg", EXAMPLE.read_bytes()[:3000])}),
         ("PNG bomb", "20000² PNG header, 0.3 MB", {"image": f("bomb.png", _png(np.zeros((20000, 20000), np.uint8)))}),
         ("tiny image", "1×1 PNG", {"image": f("one.png", _png(np.zeros((1, 1, 3), np.uint8)))}),
-        ("16-bit 9000² TIFF", "uint16 9000×9000", {"image": f("u16.tiff", _tiff(np.zeros((9000, 9000), np.uint16), compression="zlib"))}),
-        ("float 9000² TIFF", "float32 9000×9000", {"image": f("f32.tiff", _tiff(np.zeros((9000, 9000), np.float32), compression="zlib"))}),
+        (
+            "16-bit 9000² TIFF",
+            "uint16 9000×9000",
+            {"image": f("u16.tiff", _tiff(np.zeros((9000, 9000), np.uint16), compression="zlib"))},
+        ),
+        (
+            "float 9000² TIFF",
+            "float32 9000×9000",
+            {"image": f("f32.tiff", _tiff(np.zeros((9000, 9000), np.float32), compression="zlib"))},
+        ),
         ("float TIFF with NaN", "one NaN pixel", {"image": f("nan.tiff", _tiff(nan_f))}),
         ("float TIFF with inf", "one inf pixel", {"image": f("inf.tiff", _tiff(inf_f))}),
         ("all-NaN TIFF", "every pixel NaN", {"image": f("allnan.tiff", _tiff(np.full((64, 64), np.nan, np.float32)))}),
@@ -140,7 +167,16 @@ def bad_inputs(tmp: Path, tiny_backbone) -> list[tuple[str, str, dict]]:
         ("None", "no image", {"image": None}),
         ("DICOM grey", "8-bit MONOCHROME2", {"image": f("grey.dcm", dicom_bytes(rgb[:, :, 0]))}),
         ("DICOM colour", "8-bit RGB", {"image": f("rgb.dcm", dicom_bytes(rgb))}),
-        ("DICOM 12-bit windowed", "uint16, window", {"image": f("w.dcm", dicom_bytes(rng.integers(0, 4096, (64, 64), dtype=np.uint16), bits_stored=12, window=(2048, 1000)))}),
+        (
+            "DICOM 12-bit windowed",
+            "uint16, window",
+            {
+                "image": f(
+                    "w.dcm",
+                    dicom_bytes(rng.integers(0, 4096, (64, 64), dtype=np.uint16), bits_stored=12, window=(2048, 1000)),
+                )
+            },
+        ),
         ("DICOM truncated", "pixel data cut", {"image": f("cut.dcm", dicom_bytes(rgb)[:-5000])}),
         ("DICOM WSI level file", "3072×2048 TILED_FULL, 0.25 µm/px", {"image": str(dwsi[0])}),
         ("DICOM WSI as bytes", "the same file's bytes", {"image": dwsi[0].read_bytes()}),
@@ -151,11 +187,31 @@ def bad_inputs(tmp: Path, tiny_backbone) -> list[tuple[str, str, dict]]:
         ("checkpoint: backbone path", "ViT-B-16:/etc/passwd", {"ckpt": ck("passwd", backbone="ViT-B-16:/etc/passwd")}),
         ("checkpoint: pickle weights", "pickle bytes as .safetensors", {"ckpt": ck("pkl", weights=pickle_like)}),
         ("checkpoint: not JSON", "hvl.json = '{not json'", {"ckpt": ck("nojson", raw="{not json")}),
-        ("checkpoint: deep nest", "hvl.json 100k nested lists", {"ckpt": ck("deep", raw="[" * 100_000 + "]" * 100_000)}),
-        ("checkpoint: string version", "format_version '2'", {"ckpt": ck("ver", edit=lambda m: m.update(format_version="2"))}),
-        ("checkpoint: string classes", "num_classes 'two'", {"ckpt": ck("ncls", edit=lambda m: m.update(num_classes="two"))}),
-        ("checkpoint: n = 10⁶", "config.n = 1000000", {"ckpt": ck("bign", edit=lambda m: m["config"].update(n=1_000_000))}),
-        ("checkpoint: NaN threshold", "threshold NaN", {"ckpt": ck("nanthr", edit=lambda m: m.update(threshold=float("nan")))}),
+        (
+            "checkpoint: deep nest",
+            "hvl.json 100k nested lists",
+            {"ckpt": ck("deep", raw="[" * 100_000 + "]" * 100_000)},
+        ),
+        (
+            "checkpoint: string version",
+            "format_version '2'",
+            {"ckpt": ck("ver", edit=lambda m: m.update(format_version="2"))},
+        ),
+        (
+            "checkpoint: string classes",
+            "num_classes 'two'",
+            {"ckpt": ck("ncls", edit=lambda m: m.update(num_classes="two"))},
+        ),
+        (
+            "checkpoint: n = 10⁶",
+            "config.n = 1000000",
+            {"ckpt": ck("bign", edit=lambda m: m["config"].update(n=1_000_000))},
+        ),
+        (
+            "checkpoint: NaN threshold",
+            "threshold NaN",
+            {"ckpt": ck("nanthr", edit=lambda m: m.update(threshold=float("nan")))},
+        ),
         ("checkpoint: one file", "only hvl.json", {"ckpt": ck("one")[1:]}),
         ("checkpoint field: /etc/passwd", "text", {"text": "/etc/passwd"}),
         ("checkpoint field: ../..", "text", {"text": "../../etc"}),
@@ -202,34 +258,56 @@ def run_bad_inputs() -> dict:
     rows = []
     with tempfile.TemporaryDirectory() as d:
         kinds = bad_inputs(Path(d), tiny)
-        service.analyse(service.load(str(EXAMPLE)), *service.spec("dermatology-isic4", "", None, 2), None, 4, True, False)
+        service.analyse(
+            service.load(str(EXAMPLE)), *service.spec("dermatology-isic4", "", None, 2), None, 4, True, False
+        )
         for kind, what, job in kinds:
             gc.collect()
             base = psutil.Process().memory_info().rss
             message, traceback = "ok", False
             with PeakRSS() as peak:
                 try:
-                    st = {"preset": "dermatology-isic4", "custom": "", "threshold": None, "n": 2, **job.get("settings", {})}
+                    st = {
+                        "preset": "dermatology-isic4",
+                        "custom": "",
+                        "threshold": None,
+                        "n": 2,
+                        **job.get("settings", {}),
+                    }
                     ref = checkpoint_ref(job.get("text", ""), job.get("ckpt"))
                     spec, ck = service.spec(st["preset"], st["custom"], ref, st["n"])
                     source = job.get("image", str(EXAMPLE)) if "image" in job else str(EXAMPLE)
                     sess = service.load(source, previous=Session(model_identity=spec.identity()), tile=job.get("tile"))
                     sess, pred, model, _ = service.analyse(sess, spec, ck, st["threshold"], 4, True, False)
                     message = f"ok: {pred.label or 'unknown'} (MSP {pred.msp:.3f})" + (
-                        f" — {'; '.join(pred.notes)}" if pred.notes else "")
+                        f" — {'; '.join(pred.notes)}" if pred.notes else ""
+                    )
                 except USER_ERRORS + (ValueError,) as e:
                     message = str(e)
                 except Exception as e:  # noqa: BLE001 — what the bench counts: a traceback
                     message, traceback = f"TRACEBACK {type(e).__name__}: {e}", True
-            rows.append({"kind": kind, "input": what, "message": message[:300], "traceback": traceback,
-                         "rss_before_mb": round(base / 2 ** 20), "peak_rss_mb": round(peak.peak / 2 ** 20),
-                         "peak_growth_mb": round((peak.peak - base) / 2 ** 20)})
+            rows.append(
+                {
+                    "kind": kind,
+                    "input": what,
+                    "message": message[:300],
+                    "traceback": traceback,
+                    "rss_before_mb": round(base / 2**20),
+                    "peak_rss_mb": round(peak.peak / 2**20),
+                    "peak_growth_mb": round((peak.peak - base) / 2**20),
+                }
+            )
             print(f"{kind:32s} {rows[-1]['peak_growth_mb']:5d} MB  {message[:110]}", flush=True)
-    return {"rows": rows, "kinds": len(rows), "tracebacks": sum(r["traceback"] for r in rows),
-            "backbones_kept": list(service._backbones)}
+    return {
+        "rows": rows,
+        "kinds": len(rows),
+        "tracebacks": sum(r["traceback"] for r in rows),
+        "backbones_kept": list(service._backbones),
+    }
 
 
 # --------------------------------------------------------------------------- concurrency
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -243,8 +321,15 @@ def run_concurrency(clients: int = 20, per_client: int = 5) -> dict:
     port = _free_port()
     uploads = Path(tempfile.mkdtemp(prefix="hvl-bench-uploads-"))
     tmp_before = {p.name for p in Path(tempfile.gettempdir()).iterdir()}
-    env = {**os.environ, "HVL_BACKBONE": "tiny-clip-random", "HVL_DEVICE": "cpu", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_SERVER_NAME": "127.0.0.1", "PYTHONPATH": str(ROOT), "GRADIO_TEMP_DIR": str(uploads)}
+    env = {
+        **os.environ,
+        "HVL_BACKBONE": "tiny-clip-random",
+        "HVL_DEVICE": "cpu",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "PYTHONPATH": str(ROOT),
+        "GRADIO_TEMP_DIR": str(uploads),
+    }
     log = tempfile.TemporaryFile()
     server = subprocess.Popen([sys.executable, str(ROOT / "app.py")], env=env, stdout=log, stderr=subprocess.STDOUT)
     proc = psutil.Process(server.pid)
@@ -265,8 +350,9 @@ def run_concurrency(clients: int = 20, per_client: int = 5) -> dict:
             for j in range(per_client):
                 t0 = time.perf_counter()
                 try:
-                    out = c.predict(handle_file(str(EXAMPLE)), "dermatology-isic4", "", None, 2, 4, True, False,
-                                    api_name="/predict")
+                    out = c.predict(
+                        handle_file(str(EXAMPLE)), "dermatology-isic4", "", None, 2, 4, True, False, api_name="/predict"
+                    )
                     assert "msp" in out
                     with lock:
                         latencies.append(time.perf_counter() - t0)
@@ -299,15 +385,28 @@ def run_concurrency(clients: int = 20, per_client: int = 5) -> dict:
     server_log = log.read().decode(errors="replace")
     lat = sorted(latencies)
     leftovers = [p for p in Path(tempfile.gettempdir()).iterdir() if p.name not in tmp_before and p.is_file()]
-    return {"backbone": "tiny-clip-random (CPU)", "clients": clients, "requests_per_client": per_client,
-            "requests": clients * per_client, "answers": len(latencies), "errors": len(errors), "error_samples": errors[:5],
-            "wall_s": round(wall, 1), "p50_s": round(statistics.median(lat), 2) if lat else None,
-            "p95_s": round(lat[int(0.95 * (len(lat) - 1))], 2) if lat else None, "max_s": round(lat[-1], 2) if lat else None,
-            "rss_after_10_mb": round(rss_at.get(10, 0) / 2 ** 20), "rss_after_100_mb": round(rss_at.get(clients * per_client, 0) / 2 ** 20),
-            "server_tracebacks": server_log.count("Traceback"),
-            "upload_folder_files_after_run": len(in_uploads), "upload_folder_zero_byte_files": empty_uploads,
-            "upload_folder_files_after_startup_sweep": left_after_sweep, "swept": swept,
-            "new_files_in_system_tmp": len(leftovers), "new_zero_byte_files_in_system_tmp": sum(p.stat().st_size == 0 for p in leftovers)}
+    return {
+        "backbone": "tiny-clip-random (CPU)",
+        "clients": clients,
+        "requests_per_client": per_client,
+        "requests": clients * per_client,
+        "answers": len(latencies),
+        "errors": len(errors),
+        "error_samples": errors[:5],
+        "wall_s": round(wall, 1),
+        "p50_s": round(statistics.median(lat), 2) if lat else None,
+        "p95_s": round(lat[int(0.95 * (len(lat) - 1))], 2) if lat else None,
+        "max_s": round(lat[-1], 2) if lat else None,
+        "rss_after_10_mb": round(rss_at.get(10, 0) / 2**20),
+        "rss_after_100_mb": round(rss_at.get(clients * per_client, 0) / 2**20),
+        "server_tracebacks": server_log.count("Traceback"),
+        "upload_folder_files_after_run": len(in_uploads),
+        "upload_folder_zero_byte_files": empty_uploads,
+        "upload_folder_files_after_startup_sweep": left_after_sweep,
+        "swept": swept,
+        "new_files_in_system_tmp": len(leftovers),
+        "new_zero_byte_files_in_system_tmp": sum(p.stat().st_size == 0 for p in leftovers),
+    }
 
 
 # --------------------------------------------------------------------------- decode memory, before / after
@@ -334,17 +433,28 @@ def run_decode_memory(compare_root: Path) -> dict:
     process, with this tree's hvl_core and with ``compare_root``'s (e.g. the previous commit)."""
     rows = []
     with tempfile.TemporaryDirectory() as d:
-        files = {"uint16 9000² TIFF": np.zeros((9000, 9000), np.uint16),
-                 "float32 9000² TIFF": np.zeros((9000, 9000), np.float32)}
+        files = {
+            "uint16 9000² TIFF": np.zeros((9000, 9000), np.uint16),
+            "float32 9000² TIFF": np.zeros((9000, 9000), np.float32),
+        }
         for kind, a in files.items():
             path = Path(d) / f"{a.dtype}.tiff"
             path.write_bytes(_tiff(a, compression="zlib"))
             row = {"kind": kind}
             for label, root in (("before", compare_root), ("after", ROOT)):
-                out = subprocess.run([sys.executable, "-c", _DECODE_PROBE, str(path)], capture_output=True, text=True,
-                                     env={**os.environ, "PYTHONPATH": str(root)}, cwd=d, timeout=300)
+                out = subprocess.run(
+                    [sys.executable, "-c", _DECODE_PROBE, str(path)],
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, "PYTHONPATH": str(root)},
+                    cwd=d,
+                    timeout=300,
+                )
                 growth, _, msg = out.stdout.strip().partition(" ")
-                row[label] = {"peak_growth_mb": int(growth) if growth.isdigit() else None, "result": msg or out.stderr[-200:]}
+                row[label] = {
+                    "peak_growth_mb": int(growth) if growth.isdigit() else None,
+                    "result": msg or out.stderr[-200:],
+                }
             rows.append(row)
             print(row, flush=True)
     return {"compare_root": str(compare_root), "rows": rows}
@@ -352,25 +462,40 @@ def run_decode_memory(compare_root: Path) -> dict:
 
 # --------------------------------------------------------------------------- report
 
+
 def write_report(out: Path, bad: dict | None, conc: dict | None, decode: dict | None = None) -> None:
     from app.service import EMPTY_AGE_S
 
     out.mkdir(parents=True, exist_ok=True)
     old = json.loads((out / "inputs.json").read_text()) if (out / "inputs.json").exists() else {}
-    data = {**old, **({"bad_inputs": bad} if bad else {}), **({"concurrency": conc} if conc else {}),
-            **({"decode_memory": decode} if decode else {}),
-            "cpu": f"{psutil.cpu_count()} cores", "python": sys.version.split()[0]}
+    data = {
+        **old,
+        **({"bad_inputs": bad} if bad else {}),
+        **({"concurrency": conc} if conc else {}),
+        **({"decode_memory": decode} if decode else {}),
+        "cpu": f"{psutil.cpu_count()} cores",
+        "python": sys.version.split()[0],
+    }
     (out / "inputs.json").write_text(json.dumps(data, indent=1, ensure_ascii=False))
-    L = ["# Bad inputs and concurrent clients", "",
-         "`PYTHONPATH=. .venv/bin/python bench/inputs_bench.py` (bench/inputs_bench.py); backbone `tiny-clip-random`, CPU, "
-         f"{data['cpu']}.", ""]
+    L = [
+        "# Bad inputs and concurrent clients",
+        "",
+        "`PYTHONPATH=. .venv/bin/python bench/inputs_bench.py` (bench/inputs_bench.py); backbone `tiny-clip-random`, CPU, "
+        f"{data['cpu']}.",
+        "",
+    ]
     if "bad_inputs" in data:
         b = data["bad_inputs"]
-        L += [f"## Bad inputs: {b['kinds']} kinds, {b['tracebacks']} tracebacks", "",
-              "Through `ModelService` as the app runs an upload or a field, public-server rules "
-              "(`allow_local_checkpoints=False`). Peak growth: the most resident memory above the value before the "
-              "input, sampled every 2 ms.", "",
-              "| kind | input | message the user sees | peak RSS (MB) | growth (MB) |", "|---|---|---|---:|---:|"]
+        L += [
+            f"## Bad inputs: {b['kinds']} kinds, {b['tracebacks']} tracebacks",
+            "",
+            "Through `ModelService` as the app runs an upload or a field, public-server rules "
+            "(`allow_local_checkpoints=False`). Peak growth: the most resident memory above the value before the "
+            "input, sampled every 2 ms.",
+            "",
+            "| kind | input | message the user sees | peak RSS (MB) | growth (MB) |",
+            "|---|---|---|---:|---:|",
+        ]
         for r in b["rows"]:
             msg = r["message"].replace("|", "\\|").replace("\n", " ")
             L.append(f"| {r['kind']} | {r['input']} | {msg} | {r['peak_rss_mb']} | {r['peak_growth_mb']} |")
@@ -378,23 +503,34 @@ def write_report(out: Path, bad: dict | None, conc: dict | None, decode: dict | 
     if "concurrency" in data:
         c = data["concurrency"]
         ratio = c["rss_after_100_mb"] / c["rss_after_10_mb"] if c["rss_after_10_mb"] else float("nan")
-        L += [f"## {c['clients']} clients × {c['requests_per_client']} requests", "",
-              f"`app.py` on loopback (`HVL_BACKBONE=tiny-clip-random`, CPU), `gradio_client` `/predict` on "
-              f"`assets/{EXAMPLE.name}`, all clients at once.", "",
-              "| answers | errors | wall | p50 | p95 | max | server RSS after 10 | after 100 | ratio | server tracebacks |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-              f"| {c['answers']}/{c['requests']} | {c['errors']} | {c['wall_s']} s | {c['p50_s']} s | {c['p95_s']} s | "
-              f"{c['max_s']} s | {c['rss_after_10_mb']} MB | {c['rss_after_100_mb']} MB | {ratio:.2f} | {c['server_tracebacks']} |",
-              "", f"Upload folder after the run: {c['upload_folder_files_after_run']} files "
-              f"({c['upload_folder_zero_byte_files']} of them gradio's empty temporary files, one per upload; "
-              f"the sweeper removes those after {EMPTY_AGE_S} s and the uploads after ten minutes); after a "
-              f"start-up sweep: {c['upload_folder_files_after_startup_sweep']}. New files in the system temp "
-              f"folder: {c['new_files_in_system_tmp']} ({c['new_zero_byte_files_in_system_tmp']} of 0 bytes).", ""]
+        L += [
+            f"## {c['clients']} clients × {c['requests_per_client']} requests",
+            "",
+            f"`app.py` on loopback (`HVL_BACKBONE=tiny-clip-random`, CPU), `gradio_client` `/predict` on "
+            f"`assets/{EXAMPLE.name}`, all clients at once.",
+            "",
+            "| answers | errors | wall | p50 | p95 | max | server RSS after 10 | after 100 | ratio | server tracebacks |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {c['answers']}/{c['requests']} | {c['errors']} | {c['wall_s']} s | {c['p50_s']} s | {c['p95_s']} s | "
+            f"{c['max_s']} s | {c['rss_after_10_mb']} MB | {c['rss_after_100_mb']} MB | {ratio:.2f} | {c['server_tracebacks']} |",
+            "",
+            f"Upload folder after the run: {c['upload_folder_files_after_run']} files "
+            f"({c['upload_folder_zero_byte_files']} of them gradio's empty temporary files, one per upload; "
+            f"the sweeper removes those after {EMPTY_AGE_S} s and the uploads after ten minutes); after a "
+            f"start-up sweep: {c['upload_folder_files_after_startup_sweep']}. New files in the system temp "
+            f"folder: {c['new_files_in_system_tmp']} ({c['new_zero_byte_files_in_system_tmp']} of 0 bytes).",
+            "",
+        ]
     if "decode_memory" in data:
-        L += ["## Decoding memory, before / after", "",
-              "Peak RSS growth of `load_image` alone, each in a fresh process (`--compare-root`: the tree before "
-              "this change).", "", "| file | before (MB) | before: result | after (MB) | after: result |",
-              "|---|---:|---|---:|---|"]
+        L += [
+            "## Decoding memory, before / after",
+            "",
+            "Peak RSS growth of `load_image` alone, each in a fresh process (`--compare-root`: the tree before "
+            "this change).",
+            "",
+            "| file | before (MB) | before: result | after (MB) | after: result |",
+            "|---|---:|---|---:|---|",
+        ]
         for r in data["decode_memory"]["rows"]:
             b, a = r["before"], r["after"]
             L.append(f"| {r['kind']} | {b['peak_growth_mb']} | {b['result']} | {a['peak_growth_mb']} | {a['result']} |")

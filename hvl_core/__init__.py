@@ -8,6 +8,7 @@
 The public names below are imported on first use, so ``import hvl_core`` (and ``hvl --help``)
 does not load torch.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -16,14 +17,29 @@ __version__ = "0.2.0"
 
 #: public name -> the module that defines it
 _EXPORTS = {
-    "load_model": "model", "HVLModel": "model", "Prediction": "model", "Encoded": "model",
+    "load_model": "model",
+    "HVLModel": "model",
+    "Prediction": "model",
+    "Encoded": "model",
     "DEFAULT_THRESHOLD": "model",
-    "HVLHead": "head", "HVLConfig": "head", "HVLOutput": "head", "SCORES": "head", "ScoreError": "head",
-    "create_backbone": "backbones", "list_backbones": "backbones", "BackboneUnavailable": "backbones",
-    "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "CheckpointError": "checkpoint",
+    "HVLHead": "head",
+    "HVLConfig": "head",
+    "HVLOutput": "head",
+    "SCORES": "head",
+    "ScoreError": "head",
+    "create_backbone": "backbones",
+    "list_backbones": "backbones",
+    "BackboneUnavailable": "backbones",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "CheckpointError": "checkpoint",
     "shipped_checkpoint": "checkpoint",
-    "load_image": "images", "ImageError": "images",
-    "ClassSet": "presets", "load_preset": "presets", "list_presets": "presets", "class_set_from_names": "presets",
+    "load_image": "images",
+    "ImageError": "images",
+    "ClassSet": "presets",
+    "load_preset": "presets",
+    "list_presets": "presets",
+    "class_set_from_names": "presets",
 }
 __all__ = list(_EXPORTS)
 

@@ -13,6 +13,7 @@ Written atomically (temp file + rename; the config, written after the weights, r
 sha256, so a crash between the two is detected on load). Loads from a local folder/file or from
 the hub (``hf_hub_download``).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -105,10 +106,17 @@ class Checkpoint:
         classes and prompts, head options, detail mode, threshold and calibration scores (p-values). Two checkpoints with the
         same weights but another threshold or other class names differ; use it as a cache key."""
         m = self.meta
-        decision = {"weights_sha256": self.weights_sha256, "backbone": m["backbone"], "embed_dim": m["embed_dim"],
-                    "num_classes": m["num_classes"], "classes": m["classes"], "config": m["config"],
-                    "detail": m.get("detail", "upsample"), "threshold": m.get("threshold"),
-                    "calibration_scores": self.calibration_scores}
+        decision = {
+            "weights_sha256": self.weights_sha256,
+            "backbone": m["backbone"],
+            "embed_dim": m["embed_dim"],
+            "num_classes": m["num_classes"],
+            "classes": m["classes"],
+            "config": m["config"],
+            "detail": m.get("detail", "upsample"),
+            "threshold": m.get("threshold"),
+            "calibration_scores": self.calibration_scores,
+        }
         return hashlib.sha256(json.dumps(decision, sort_keys=True, allow_nan=False).encode()).hexdigest()
 
 
@@ -118,8 +126,12 @@ def _versions() -> dict:
 
     from . import __version__
 
-    v = {"hvl_core": __version__, "torch": torch.__version__, "safetensors": safetensors.__version__,
-         "numpy": numpy.__version__}
+    v = {
+        "hvl_core": __version__,
+        "torch": torch.__version__,
+        "safetensors": safetensors.__version__,
+        "numpy": numpy.__version__,
+    }
     try:  # the installed version, without importing open_clip (and transformers with it)
         v["open_clip"] = importlib.metadata.version("open_clip_torch")
     except importlib.metadata.PackageNotFoundError:
@@ -134,19 +146,39 @@ def model_card(meta: dict) -> str:
     info = backbone_info(meta["backbone"])
     base = info.hub_files[0][0] if info is not None and info.hub_files and info.twin_of is None else None
     thr = meta.get("threshold")
-    lines = ["---", "library_name: hvl", "tags:", "- hvl", "- medical-imaging", "- out-of-distribution-detection",
-             "pipeline_tag: image-classification", *([f"base_model: {base}"] if base else []), "---", "",
-             "# HVL head", "",
-             f"An HVL head (Lai et al., MICCAI 2025) for the frozen backbone `{meta['backbone']}`: it names one of "
-             f"{meta['num_classes']} known classes or answers \"unknown\".", "",
-             "Known classes: " + ", ".join(meta["classes"]["names"]) + ".", "",
-             f"Calibrated {meta['config'].get('score', 'msp')} threshold: {thr:.4f}." if thr is not None
-             else "Not calibrated (threshold 0.5).", "",
-             *_provenance(meta),
-             "```python", "import hvl_core", "model = hvl_core.load_model(checkpoint=\"ORG/NAME\")  # or a local folder",
-             "pred = model.predict(\"image.png\")", "```", "",
-             f"Files: `{WEIGHTS_NAME}` (W, b0, b2), `{CONFIG_NAME}` (backbone, classes, options, threshold, "
-             "the weights' sha256).", ""]
+    lines = [
+        "---",
+        "library_name: hvl",
+        "tags:",
+        "- hvl",
+        "- medical-imaging",
+        "- out-of-distribution-detection",
+        "pipeline_tag: image-classification",
+        *([f"base_model: {base}"] if base else []),
+        "---",
+        "",
+        "# HVL head",
+        "",
+        f"An HVL head (Lai et al., MICCAI 2025) for the frozen backbone `{meta['backbone']}`: it names one of "
+        f'{meta["num_classes"]} known classes or answers "unknown".',
+        "",
+        "Known classes: " + ", ".join(meta["classes"]["names"]) + ".",
+        "",
+        f"Calibrated {meta['config'].get('score', 'msp')} threshold: {thr:.4f}."
+        if thr is not None
+        else "Not calibrated (threshold 0.5).",
+        "",
+        *_provenance(meta),
+        "```python",
+        "import hvl_core",
+        'model = hvl_core.load_model(checkpoint="ORG/NAME")  # or a local folder',
+        'pred = model.predict("image.png")',
+        "```",
+        "",
+        f"Files: `{WEIGHTS_NAME}` (W, b0, b2), `{CONFIG_NAME}` (backbone, classes, options, threshold, "
+        "the weights' sha256).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -160,33 +192,52 @@ def _provenance(meta: dict) -> list[str]:
     lines = []
     train = meta.get("training") or {}
     if train.get("sources"):
-        what = (f"{train.get('n_train', '?')} known images of these sources (the paper's loss, "
-                f"{(train.get('train_config') or {}).get('epochs', '?')} epochs): " + ", ".join(train["sources"]))
+        what = (
+            f"{train.get('n_train', '?')} known images of these sources (the paper's loss, "
+            f"{(train.get('train_config') or {}).get('epochs', '?')} epochs): " + ", ".join(train["sources"])
+        )
         if train.get("head") == "untrained":
-            lines += ["**Trained on** nothing: this head is untrained (W, b⁰, b² zero; the backbone's own scores). "
-                      f"A head trained on {what} separated known from unknown images worse on the calibration "
-                      "sources, so it is not the one shipped.", ""]
+            lines += [
+                "**Trained on** nothing: this head is untrained (W, b⁰, b² zero; the backbone's own scores). "
+                f"A head trained on {what} separated known from unknown images worse on the calibration "
+                "sources, so it is not the one shipped.",
+                "",
+            ]
         else:
             lines += [f"**Trained on** {what}.", ""]
     cal = meta.get("calibration") or {}
     if cal.get("rule") == "conformal":
-        lines += [f"**Calibrated** on {cal['n']} known images of other sources ({', '.join(cal.get('sources', []))}): "
-                  f"the threshold is their conformal quantile for {100 * cal['alpha']:.0f}% false rejection, valid "
-                  "for new images exchangeable with them (taken the same way); their scores ship in config.json "
-                  "for conformal p-values.", ""]
+        lines += [
+            f"**Calibrated** on {cal['n']} known images of other sources ({', '.join(cal.get('sources', []))}): "
+            f"the threshold is their conformal quantile for {100 * cal['alpha']:.0f}% false rejection, valid "
+            "for new images exchangeable with them (taken the same way); their scores ship in config.json "
+            "for conformal p-values.",
+            "",
+        ]
     m = meta.get("measured") or {}
     if m.get("false_rejection"):
-        lines += [f"**Measured** on {m['n']['id']} known images of sources never trained or calibrated on "
-                  f"({', '.join(m.get('sources', []))}): {_pct(m['false_rejection'])} referred; accepted as known: "
-                  f"far-OOD {_pct(m['accepted_far'])}, the other class set {_pct(m['accepted_other'])}, "
-                  f"near-OOD {_pct(m['accepted_near'])}. Details: results/corpus/README.md.", "",
-                  "**Never seen**: any image unlike those sources — other cameras, scanners, stains, "
-                  "populations (corpus/README.md lists what they hold); its verdicts there are unmeasured.", ""]
+        lines += [
+            f"**Measured** on {m['n']['id']} known images of sources never trained or calibrated on "
+            f"({', '.join(m.get('sources', []))}): {_pct(m['false_rejection'])} referred; accepted as known: "
+            f"far-OOD {_pct(m['accepted_far'])}, the other class set {_pct(m['accepted_other'])}, "
+            f"near-OOD {_pct(m['accepted_near'])}. Details: results/corpus/README.md.",
+            "",
+            "**Never seen**: any image unlike those sources — other cameras, scanners, stains, "
+            "populations (corpus/README.md lists what they hold); its verdicts there are unmeasured.",
+            "",
+        ]
     return lines
 
 
-def save_checkpoint(directory: str | os.PathLike, head: HVLHead, backbone: str, classes: ClassSet,
-                    threshold: float | None = None, detail: str = "upsample", extra: dict | None = None) -> Path:
+def save_checkpoint(
+    directory: str | os.PathLike,
+    head: HVLHead,
+    backbone: str,
+    classes: ClassSet,
+    threshold: float | None = None,
+    detail: str = "upsample",
+    extra: dict | None = None,
+) -> Path:
     """Write ``model.safetensors``, ``config.json`` and a model card ``README.md`` into
     ``directory``; returns the folder."""
     if threshold is not None:  # finite and within the score's range: never NaN in the JSON
@@ -196,11 +247,19 @@ def save_checkpoint(directory: str | os.PathLike, head: HVLHead, backbone: str, 
     state = {k: v.detach().float().cpu().contiguous() for k, v in head.state_dict().items()}
     blob = st_save(state, metadata={"format": FORMAT})
     meta = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "backbone": backbone, "embed_dim": head.dim,
-        "num_classes": head.num_classes, "classes": classes.to_dict(), "config": head.config.to_dict(),
-        "detail": detail, "threshold": None if threshold is None else float(threshold),
-        "weights_sha256": hashlib.sha256(blob).hexdigest(), "versions": _versions(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **(extra or {}),
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "backbone": backbone,
+        "embed_dim": head.dim,
+        "num_classes": head.num_classes,
+        "classes": classes.to_dict(),
+        "config": head.config.to_dict(),
+        "detail": detail,
+        "threshold": None if threshold is None else float(threshold),
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+        "versions": _versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
     }
     text = json.dumps(meta, indent=2, allow_nan=False)  # never write NaN: it is not JSON
     atomic_write(d / WEIGHTS_NAME, blob)
@@ -243,8 +302,10 @@ def hub_files(repo: str) -> tuple[Path, Path]:
                     continue
                 return Path(hf_hub_download(repo, weights_name)), Path(cfg)
     except Exception as e:  # the hub client raises many kinds; all mean "cannot have it"
-        raise CheckpointError(f"checkpoint {repo}: could not download it from the Hugging Face hub "
-                              f"({type(e).__name__}); pass a local checkpoint folder instead") from e
+        raise CheckpointError(
+            f"checkpoint {repo}: could not download it from the Hugging Face hub "
+            f"({type(e).__name__}); pass a local checkpoint folder instead"
+        ) from e
     raise CheckpointError(f"checkpoint {repo}: the hub repo has neither {CONFIG_NAME} nor {LEGACY_CONFIG_NAME}")
 
 
@@ -252,7 +313,7 @@ def _resolve(source: str) -> tuple[Path, Path]:
     pair = _local_pair(Path(source))
     if pair is not None:
         return pair
-    repo = source[len("hf://"):] if source.startswith("hf://") else source
+    repo = source[len("hf://") :] if source.startswith("hf://") else source
     if not is_hub_id(repo):
         raise CheckpointError(f"checkpoint {source}: no such file or folder (a hub checkpoint is written org/name)")
     return hub_files(repo)
@@ -304,8 +365,9 @@ def validate_meta(meta: dict) -> None:
     if not _is_int(version) or version < 1:
         raise ValueError(f"format_version must be a whole number, got {version!r}"[:200])
     if version > FORMAT_VERSION:
-        raise ValueError(f"format version {version} is newer than this hvl_core reads ({FORMAT_VERSION}); "
-                         "upgrade hvl_core")
+        raise ValueError(
+            f"format version {version} is newer than this hvl_core reads ({FORMAT_VERSION}); upgrade hvl_core"
+        )
     b = meta.get("backbone")
     if not isinstance(b, str) or not 0 < len(b) <= MAX_BACKBONE_NAME or not b.isprintable():
         raise ValueError("backbone must be a backbone name")
@@ -317,10 +379,16 @@ def validate_meta(meta: dict) -> None:
     types = {f.name: f.type for f in fields(HVLConfig)}
     for k, v in cfg.items():
         want = types.get(k)
-        ok = {"int": _is_int, "float": _is_number, "bool": lambda x: isinstance(x, bool),
-              "str": lambda x: isinstance(x, str)}.get(want, lambda x: False)(v)
+        ok = {
+            "int": _is_int,
+            "float": _is_number,
+            "bool": lambda x: isinstance(x, bool),
+            "str": lambda x: isinstance(x, str),
+        }.get(want, lambda x: False)(v)
         if not ok:
-            raise ValueError(f"config.{k} must be of type {want}, got {v!r}"[:200] if want else f"unknown option config.{k}")
+            raise ValueError(
+                f"config.{k} must be of type {want}, got {v!r}"[:200] if want else f"unknown option config.{k}"
+            )
     n = _int_in(cfg, "n", 1, MAX_N) if "n" in cfg else 2
     if "k" in cfg:
         _int_in(cfg, "k", 1, 4 * n * n)
@@ -349,8 +417,11 @@ def validate_meta(meta: dict) -> None:
 
 
 def _check_scores(scores, where: str) -> None:
-    if not isinstance(scores, list) or not 0 < len(scores) <= MAX_CALIBRATION_SCORES \
-            or not all(_is_number(x) for x in scores):
+    if (
+        not isinstance(scores, list)
+        or not 0 < len(scores) <= MAX_CALIBRATION_SCORES
+        or not all(_is_number(x) for x in scores)
+    ):
         raise ValueError(f"{where} must be a list of 1 to {MAX_CALIBRATION_SCORES} finite numbers")
 
 
@@ -404,8 +475,10 @@ def load_checkpoint(source: str | os.PathLike) -> Checkpoint:
     blob = weights.read_bytes()
     sha = hashlib.sha256(blob).hexdigest()
     if meta.get("weights_sha256") and sha != meta["weights_sha256"]:
-        raise CheckpointError(f"checkpoint {source}: {weights.name} does not match the sha256 recorded in "
-                              f"{cfg.name} (truncated, corrupt or from another checkpoint)")
+        raise CheckpointError(
+            f"checkpoint {source}: {weights.name} does not match the sha256 recorded in "
+            f"{cfg.name} (truncated, corrupt or from another checkpoint)"
+        )
     try:
         state = st_load(blob)
     except (SafetensorError, ValueError, RuntimeError, OSError) as e:

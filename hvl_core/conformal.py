@@ -11,6 +11,7 @@ Ten lines of numpy are clearer here than a conformal library: those (nonconform,
 mapie) wrap a fitted estimator, and here the "estimator" is the fixed score of spec §6/§9.
 Benjamini–Hochberg is scipy's ``false_discovery_control``.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,10 @@ def conformal_threshold(calib_scores, alpha: float = ALPHA) -> float:
     cal = np.sort(np.asarray(calib_scores, dtype=np.float64).ravel())
     k = math.floor(alpha * (cal.size + 1))
     if k < 1:
-        raise ValueError(f"{cal.size} calibration scores cannot reject at level {alpha}: "
-                         f"at least {math.ceil(1 / alpha) - 1} are needed")
+        raise ValueError(
+            f"{cal.size} calibration scores cannot reject at level {alpha}: "
+            f"at least {math.ceil(1 / alpha) - 1} are needed"
+        )
     return float(cal[k - 1])
 
 

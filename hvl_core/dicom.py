@@ -2,6 +2,7 @@
 would hold (whole-slide DICOM goes to ``slides``, through wsidicom). Only the pixel description is read from the header (size, samples, bits, photometric
 interpretation, window); no patient or study attribute is ever returned, shown or written.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,11 +22,11 @@ def _window(ds, a: np.ndarray) -> tuple[np.ndarray, float | None, str]:
     if "WindowCenter" in ds and "WindowWidth" in ds or "VOILUTSequence" in ds:
         out = apply_voi_lut(apply_modality_lut(a, ds), ds, index=0)
         # the windowed output spans [0, 2^bits − 1] (pydicom's convention for unsigned output)
-        return out, float(2 ** bits - 1), "the file's display window applied"
+        return out, float(2**bits - 1), "the file's display window applied"
     if "RescaleSlope" in ds or "RescaleIntercept" in ds:
         return apply_modality_lut(a, ds), None, "rescale slope/intercept applied"
     if np.issubdtype(a.dtype, np.unsignedinteger) and a.dtype != np.uint8:
-        return a, float(2 ** bits - 1), ""
+        return a, float(2**bits - 1), ""
     return a, None, ""
 
 
@@ -74,8 +75,10 @@ def read_dicom(fp, name: str, notes: list[str]) -> np.ndarray:
     except Exception as e:  # noqa: BLE001 — pydicom raises many kinds for undecodable pixel data
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         how = f" compressed as {ts.name}" if ts is not None and getattr(ts, "is_compressed", False) else ""
-        raise ImageError(f"{name}: the DICOM pixel data{how} could not be decoded here ({type(e).__name__}); "
-                         "export the image as uncompressed DICOM or PNG") from None
+        raise ImageError(
+            f"{name}: the DICOM pixel data{how} could not be decoded here ({type(e).__name__}); "
+            "export the image as uncompressed DICOM or PNG"
+        ) from None
     if frames > 1:
         notes.append(f"DICOM with {frames} frames: the first used")
     if samples == 1:
@@ -88,7 +91,6 @@ def read_dicom(fp, name: str, notes: list[str]) -> np.ndarray:
         u8 = array_to_uint8(a[:, :, :3], [])
         what = "" if photometric == "RGB" else f"{photometric} converted to RGB"
     else:
-        raise ImageError(f"{name}: DICOM images with {samples} samples per pixel are not supported "
-                         "(grey or RGB only)")
+        raise ImageError(f"{name}: DICOM images with {samples} samples per pixel are not supported (grey or RGB only)")
     notes.append("read from DICOM" + (f" ({what})" if what else "") + "; no patient data kept")
     return u8

@@ -3,6 +3,7 @@
 Shapes are batch-first: ``u0 (B,d)``, ``u1 (B,n²,d)``, ``u2 (B,4n²,d)``, text ``(C,d)``.
 Patch order is row-major; see :func:`parent_index` for the mid-scale parent of a high-scale cell.
 """
+
 from __future__ import annotations
 
 import torch
@@ -49,7 +50,9 @@ def scale_texts(t: torch.Tensor, b0: torch.Tensor, b2: torch.Tensor) -> tuple[to
     return t + b0, t + (b0 + b2) / 2, t + b2
 
 
-def fuse_scales(u0: torch.Tensor, u1: torch.Tensor, u2: torch.Tensor, parent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def fuse_scales(
+    u0: torch.Tensor, u1: torch.Tensor, u2: torch.Tensor, parent: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 1, coarse to fine: û¹_i = u¹_i + cos(u¹_i, u⁰)·u⁰ and
     û²_j = u²_j + cos(u²_j, û¹_{j*})·û¹_{j*} (the *fused* parent). Returns (û¹, û²)."""
     u0e = u0.unsqueeze(1)
@@ -59,8 +62,9 @@ def fuse_scales(u0: torch.Tensor, u1: torch.Tensor, u2: torch.Tensor, parent: to
     return u1_hat, u2_hat
 
 
-def class_logits(u: torch.Tensor, t: torch.Tensor, tau: float, logit_bias: torch.Tensor | None = None,
-                 similarity: str = "cosine") -> torch.Tensor:
+def class_logits(
+    u: torch.Tensor, t: torch.Tensor, tau: float, logit_bias: torch.Tensor | None = None, similarity: str = "cosine"
+) -> torch.Tensor:
     """The logits of Eq. 2 and §9: s_c = sim(û, t_c) / tau. ``u (..., d)``, ``t (C, d)`` → ``(..., C)``.
 
     ``sim`` is the cosine (paper), or with ``similarity="linear"`` (an option, not the paper's)
@@ -77,8 +81,9 @@ def class_logits(u: torch.Tensor, t: torch.Tensor, tau: float, logit_bias: torch
     return logits / tau
 
 
-def class_probs(u: torch.Tensor, t: torch.Tensor, tau: float, logit_bias: torch.Tensor | None = None,
-                similarity: str = "cosine") -> torch.Tensor:
+def class_probs(
+    u: torch.Tensor, t: torch.Tensor, tau: float, logit_bias: torch.Tensor | None = None, similarity: str = "cosine"
+) -> torch.Tensor:
     """Eq. 2: p(y=c | û) = softmax_c(cos(û, t_c) / tau), the softmax of :func:`class_logits`."""
     return torch.softmax(class_logits(u, t, tau, logit_bias, similarity), dim=-1)
 

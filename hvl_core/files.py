@@ -1,6 +1,7 @@
 """File helpers used across the project: atomic writes, content hashes, and output folders checked
 before any work (a folder that cannot be written is one sentence at the start, not an OSError
 traceback after minutes of encoding)."""
+
 from __future__ import annotations
 
 import hashlib

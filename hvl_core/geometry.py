@@ -5,6 +5,7 @@ Mid / high scales upsample ``x`` n× / 2n× (bicubic) and cut an n×n / 2n×2n g
 row-major. ``detail="native"`` cuts the same grid from the upload's own pixels instead, when
 the upload is large enough (≥ 2n·S on its short side).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,8 +47,9 @@ def to_tensor01(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
 
 
-def hierarchical_crops(image: Image.Image, n: int, size: int = 224, detail: str = "upsample",
-                       device: torch.device | str | None = None) -> torch.Tensor:
+def hierarchical_crops(
+    image: Image.Image, n: int, size: int = 224, detail: str = "upsample", device: torch.device | str | None = None
+) -> torch.Tensor:
     """All crops of one image in [0, 1] pixels: (1 + n² + 4n², 3, size, size).
 
     Order: scale 0, then the n×n mid-scale cells, then the 2n×2n high-scale cells, row-major.
@@ -74,4 +76,4 @@ def hierarchical_crops(image: Image.Image, n: int, size: int = 224, detail: str 
 
 def split_scales(v: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-image crop embeddings (B, 1 + n² + 4n², d) → v0 (B,d), v1 (B,n²,d), v2 (B,4n²,d)."""
-    return v[:, 0], v[:, 1:1 + n * n], v[:, 1 + n * n:]
+    return v[:, 0], v[:, 1 : 1 + n * n], v[:, 1 + n * n :]

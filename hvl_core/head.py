@@ -5,6 +5,7 @@ and the decision scores (MSP, the paper's; energy and max-logit, §9).
 ``W`` (d×d), ``b0`` and ``b2`` (C×d) start at zero, so an untrained head is zero-shot
 multi-scale CLIP.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -116,7 +117,9 @@ class HVLOutput:
     keep2: torch.Tensor  # (B, 4n²) bool
     entropy_gain: torch.Tensor  # (B, 4n²)
     pseudo_ood: torch.Tensor  # (B, K) indices into the high scale
-    pseudo_ood_probs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = field(repr=False, default=None)  # p_k^0,1,2 (B,K,C+neg)
+    pseudo_ood_probs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = field(
+        repr=False, default=None
+    )  # p_k^0,1,2 (B,K,C+neg)
 
 
 class HVLHead(nn.Module):
@@ -141,17 +144,25 @@ class HVLHead(nn.Module):
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_classes={self.num_classes}, {self.config}"
 
-    def forward(self, v0: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor, text: torch.Tensor,
-                logit_bias: torch.Tensor | None = None, **overrides) -> HVLOutput:
+    def forward(
+        self,
+        v0: torch.Tensor,
+        v1: torch.Tensor,
+        v2: torch.Tensor,
+        text: torch.Tensor,
+        logit_bias: torch.Tensor | None = None,
+        **overrides,
+    ) -> HVLOutput:
         """Run the head. ``overrides`` replace config fields for this call only (inference-time
         options such as ``k``, ``tau``, ``renormalize``, ``entropy_filter``; ``n`` cannot change)."""
         cfg = dataclasses.replace(self.config, **overrides) if overrides else self.config
         if cfg.n != self.config.n:
             raise ValueError("n is fixed by the encoded crops; re-encode to change it")
-        n2 = cfg.n ** 2
+        n2 = cfg.n**2
         if v1.shape[1] != n2 or v2.shape[1] != 4 * n2:
-            raise ValueError(f"expected {n2} mid and {4 * n2} high-scale patches for n={cfg.n}, "
-                             f"got {v1.shape[1]} and {v2.shape[1]}")
+            raise ValueError(
+                f"expected {n2} mid and {4 * n2} high-scale patches for n={cfg.n}, got {v1.shape[1]} and {v2.shape[1]}"
+            )
         rows = self.num_classes + cfg.num_negatives
         if text.shape != (rows, self.dim):
             raise ValueError(f"text embeddings must be ({rows}, {self.dim}), got {tuple(text.shape)}")
@@ -185,8 +196,11 @@ class HVLHead(nn.Module):
         p1 = eq.aggregate_patches(p1_all[..., :C], keep1, cfg.renormalize)
         p2 = eq.aggregate_patches(p2_all[..., :C], keep2, cfg.renormalize)
         p_id = eq.fused_prediction(p0, p1, p2)
-        neg = (p0_all[..., C:], eq.aggregate_patches(p1_all[..., C:], keep1, cfg.renormalize),
-               eq.aggregate_patches(p2_all[..., C:], keep2, cfg.renormalize))
+        neg = (
+            p0_all[..., C:],
+            eq.aggregate_patches(p1_all[..., C:], keep1, cfg.renormalize),
+            eq.aggregate_patches(p2_all[..., C:], keep2, cfg.renormalize),
+        )
         # negative classes never enter a score (§9): logits over the C known classes only
         z0, z1, z2 = z0[..., :C], z1[..., :C], z2[..., :C]
         whole, fused = decision_scores(cfg.score, z0, z1, z2, keep1, keep2, p0, p_id, cfg.energy_t)
@@ -201,11 +215,30 @@ class HVLHead(nn.Module):
             q1 = q0 = q2
         pk = (probs(q0, t0), probs(q1, t1), probs(q2, t2))
 
-        return HVLOutput(p0=p0, p1=p1, p2=p2, p_id=p_id, msp=eq.msp(p_id), score=fused, score0=whole,
-                         logits0=z0, logits1=z1, logits2=z2, neg0=neg[0], neg1=neg[1], neg2=neg[2],
-                         p1_patches=p1_all[..., :C], p2_patches=p2_all[..., :C],
-                         entropy1=h1, entropy2=h2, keep1=keep1, keep2=keep2,
-                         entropy_gain=gain, pseudo_ood=idx, pseudo_ood_probs=pk)
+        return HVLOutput(
+            p0=p0,
+            p1=p1,
+            p2=p2,
+            p_id=p_id,
+            msp=eq.msp(p_id),
+            score=fused,
+            score0=whole,
+            logits0=z0,
+            logits1=z1,
+            logits2=z2,
+            neg0=neg[0],
+            neg1=neg[1],
+            neg2=neg[2],
+            p1_patches=p1_all[..., :C],
+            p2_patches=p2_all[..., :C],
+            entropy1=h1,
+            entropy2=h2,
+            keep1=keep1,
+            keep2=keep2,
+            entropy_gain=gain,
+            pseudo_ood=idx,
+            pseudo_ood_probs=pk,
+        )
 
     def loss(self, out: HVLOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """L_ID (Eq. 3), L_OOD (Eq. 5) and total = L_ID + lambda_ood · L_OOD."""
@@ -217,9 +250,17 @@ class HVLHead(nn.Module):
         return {"id": l_id, "ood": l_ood, "total": l_id + self.config.lambda_ood * l_ood}
 
 
-def decision_scores(name: str, z0: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, keep1: torch.Tensor,
-                    keep2: torch.Tensor, p0: torch.Tensor, p_id: torch.Tensor,
-                    energy_t: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def decision_scores(
+    name: str,
+    z0: torch.Tensor,
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    keep1: torch.Tensor,
+    keep2: torch.Tensor,
+    p0: torch.Tensor,
+    p_id: torch.Tensor,
+    energy_t: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(whole-image score S⁰, fused score S), each ``(B,)``, for score ``name`` (§6, §9).
 
     ``z0 (B,C)``, ``z1 (B,n²,C)``, ``z2 (B,4n²,C)``: logits over the known classes;
@@ -232,10 +273,18 @@ def decision_scores(name: str, z0: torch.Tensor, z1: torch.Tensor, z2: torch.Ten
     return s0, eq.fused_score(s0, s1, s2)
 
 
-def scale_scores(name: str, z0: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, keep1: torch.Tensor,
-                 keep2: torch.Tensor, energy_t: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def scale_scores(
+    name: str,
+    z0: torch.Tensor,
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    keep1: torch.Tensor,
+    keep2: torch.Tensor,
+    energy_t: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-scale logit scores (S⁰, S¹, S²), each ``(B,)``, of §9: S¹, S² are means over kept patches."""
     if name == "energy":
+
         def f(z):
             return eq.energy(z, energy_t)
     elif name == "maxlogit":
@@ -269,6 +318,8 @@ def check_threshold(threshold: float, cfg: HVLConfig, num_classes: int) -> float
         raise ScoreError(f"the threshold must be a finite number, got {t}")
     lo, hi = score_range(cfg, num_classes)
     if not lo <= t <= hi:
-        raise ScoreError(f"threshold {t:g} is outside the range of the {cfg.score} score, "
-                         f"[{lo:g}, {hi:g}] here, so it would decide every image the same way")
+        raise ScoreError(
+            f"threshold {t:g} is outside the range of the {cfg.score} score, "
+            f"[{lo:g}, {hi:g}] here, so it would decide every image the same way"
+        )
     return t

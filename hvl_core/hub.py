@@ -1,5 +1,6 @@
 """Hugging Face hub access that fails fast and clearly when the hub cannot be reached, and the
 ZeroGPU hook for Spaces."""
+
 from __future__ import annotations
 
 import contextlib
@@ -85,6 +86,7 @@ def gpu_task(fn: F | None = None, *, duration: int | None = None):
         @gpu_task                     # or @gpu_task(duration=120)
         def analyse(image): ...
     """
+
     def wrap(f: F) -> F:
         if not on_zero_gpu():
             return f

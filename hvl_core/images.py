@@ -5,6 +5,7 @@ size are checked against ``MAX_PIXELS`` and ``MAX_RASTER_BYTES`` first. DICOM fi
 ``hvl_core.dicom``; whole-slide images (pyramidal or very large TIFFs, SVS, NDPI) through
 ``hvl_core.slides``, which reads one tile and never the whole slide.
 """
+
 from __future__ import annotations
 
 import io
@@ -87,6 +88,7 @@ def _sniff(head: bytes) -> str:
 
 # --------------------------------------------------------------------------- the front door
 
+
 def load_image(source, max_side: int = MAX_SIDE, tile: tuple[int, int] | None = None) -> LoadedImage:
     """Open a path, bytes, file object, numpy array or PIL image as an 8-bit RGB image.
 
@@ -118,8 +120,9 @@ def load_image(source, max_side: int = MAX_SIDE, tile: tuple[int, int] | None = 
             fp = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
             return _load_file(fp, name, max_side, tile, notes)
         else:
-            raise ImageError(f"a {type(source).__name__} is not an image: pass a file path, bytes, a PIL image "
-                             "or a numpy array")
+            raise ImageError(
+                f"a {type(source).__name__} is not an image: pass a file path, bytes, a PIL image or a numpy array"
+            )
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -4,6 +4,7 @@ A prediction is split in two steps so a UI can re-decide without re-running the 
 ``encode(image)`` (the expensive part, all crops in one encoder call) and
 ``decide(encoded, threshold=..., k=..., ...)`` (the head only, milliseconds).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -169,8 +170,10 @@ def default_threshold(backbone: Backbone, score: str, preset: str | None = None)
     if score in d["thresholds"]:
         return float(d["thresholds"][score]), "measured" if d["measured"] else "default"
     what = f"the {preset} classes" if preset else "a custom class set"
-    raise ScoreError(f"the {score} score has no measured default threshold for backbone {backbone.name} with "
-                     f"{what}: give a threshold in {score} units, or calibrate a checkpoint with this score")
+    raise ScoreError(
+        f"the {score} score has no measured default threshold for backbone {backbone.name} with "
+        f"{what}: give a threshold in {score} units, or calibrate a checkpoint with this score"
+    )
 
 
 def class_embeddings(backbone: Backbone, classes: ClassSet) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -191,10 +194,19 @@ def class_embeddings(backbone: Backbone, classes: ClassSet) -> tuple[torch.Tenso
 class HVLModel:
     """A frozen backbone, an HVL head and a class set."""
 
-    def __init__(self, backbone: Backbone, head: HVLHead, classes: ClassSet, detail: str = "upsample",
-                 threshold: float | None = None, device: str | torch.device = "auto", checkpoint: str | None = None,
-                 calibrated: bool | None = None, calibration: dict[str, list[float]] | None = None,
-                 calibrated_thresholds: dict[str, float] | None = None):
+    def __init__(
+        self,
+        backbone: Backbone,
+        head: HVLHead,
+        classes: ClassSet,
+        detail: str = "upsample",
+        threshold: float | None = None,
+        device: str | torch.device = "auto",
+        checkpoint: str | None = None,
+        calibrated: bool | None = None,
+        calibration: dict[str, list[float]] | None = None,
+        calibrated_thresholds: dict[str, float] | None = None,
+    ):
         """``threshold`` is in the units of the head's score (``head.config.score``); ``None``: the
         backbone's default for that score. ``calibrated`` (default: a threshold was given) says
         whether it is a calibrated threshold rather than the caller's choice. ``calibration``:
@@ -203,8 +215,10 @@ class HVLModel:
         if head.num_classes != len(classes.names):
             raise ValueError(f"the head has {head.num_classes} classes, the class set {len(classes.names)}")
         if head.config.num_negatives != len(classes.negatives):
-            raise ValueError(f"the head expects {head.config.num_negatives} negative classes, the class set has "
-                             f"{len(classes.negatives)}")
+            raise ValueError(
+                f"the head expects {head.config.num_negatives} negative classes, the class set has "
+                f"{len(classes.negatives)}"
+            )
         if head.dim != backbone.embed_dim:
             raise ValueError(f"the head expects {head.dim}-d embeddings, {backbone.name} gives {backbone.embed_dim}")
         self.device = resolve_device(device)
@@ -223,7 +237,9 @@ class HVLModel:
         self.calibrated_thresholds = dict(calibrated_thresholds or {})
         #: upsample and cut the crops where the encoder runs (GPU: only the S² view crosses the bus)
         self.crops_on_device = self.device.type == "cuda"
-        self.text, self.logit_bias = (x if x is None else x.to(self.device) for x in class_embeddings(backbone, classes))
+        self.text, self.logit_bias = (
+            x if x is None else x.to(self.device) for x in class_embeddings(backbone, classes)
+        )
 
     @property
     def n(self) -> int:
@@ -248,9 +264,11 @@ class HVLModel:
             return check_threshold(self.calibrated_thresholds[cfg.score], cfg, C), "calibrated"
         if self.calibrated:
             where = f"checkpoint {self.checkpoint}" if self.checkpoint else "this model"
-            raise ScoreError(f"the threshold of {where} ({self.threshold:g}) was calibrated for the {self.score_name} "
-                             f"score, not {cfg.score}: give a threshold in {cfg.score} units, or recalibrate with "
-                             f"score={cfg.score}")
+            raise ScoreError(
+                f"the threshold of {where} ({self.threshold:g}) was calibrated for the {self.score_name} "
+                f"score, not {cfg.score}: give a threshold in {cfg.score} units, or recalibrate with "
+                f"score={cfg.score}"
+            )
         thr, source = default_threshold(self.backbone, cfg.score, self.classes.preset)
         return check_threshold(thr, cfg, C), source
 
@@ -280,13 +298,17 @@ class HVLModel:
         loaded = [self._load(im) for im in images]
         S, n = self.backbone.image_size, self.n
         where = self.device if self.crops_on_device else None
-        crops = torch.stack([hierarchical_crops(li.image, n, S, self.detail, device=where) for li in loaded])  # (B, M, 3, S, S)
+        crops = torch.stack(
+            [hierarchical_crops(li.image, n, S, self.detail, device=where) for li in loaded]
+        )  # (B, M, 3, S, S)
         B, M = crops.shape[:2]
         v = self.encode_crops(crops.flatten(0, 1)).view(B, M, -1).cpu()
         v0, v1, v2 = split_scales(v, n)
         views = (crops[:, 0].permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy()
-        return [Encoded(v0=v0[i], v1=v1[i], v2=v2[i], n=n, view=views[i],
-                        notes=list(li.notes)) for i, li in enumerate(loaded)]
+        return [
+            Encoded(v0=v0[i], v1=v1[i], v2=v2[i], n=n, view=views[i], notes=list(li.notes))
+            for i, li in enumerate(loaded)
+        ]
 
     def encode(self, image) -> Encoded:
         return self.encode_batch([image])[0]
@@ -314,11 +336,40 @@ class HVLModel:
         rng = (lo if math.isfinite(lo) else None, hi if math.isfinite(hi) else None)
         logit_terms = None
         if cfg.score != "msp":
-            logit_terms = torch.stack(scale_scores(cfg.score, out.logits0, out.logits1, out.logits2, out.keep1,
-                                                   out.keep2, cfg.energy_t), -1).float().cpu().numpy()
-        o = {f: getattr(out, f).float().cpu().numpy() if getattr(out, f).is_floating_point() else getattr(out, f).cpu().numpy()
-             for f in ("p0", "p1", "p2", "p_id", "msp", "score", "score0", "p1_patches", "p2_patches", "entropy1", "entropy2",
-                       "keep1", "keep2", "entropy_gain", "pseudo_ood", "neg0", "neg1", "neg2")}
+            logit_terms = (
+                torch.stack(
+                    scale_scores(cfg.score, out.logits0, out.logits1, out.logits2, out.keep1, out.keep2, cfg.energy_t),
+                    -1,
+                )
+                .float()
+                .cpu()
+                .numpy()
+            )
+        o = {
+            f: getattr(out, f).float().cpu().numpy()
+            if getattr(out, f).is_floating_point()
+            else getattr(out, f).cpu().numpy()
+            for f in (
+                "p0",
+                "p1",
+                "p2",
+                "p_id",
+                "msp",
+                "score",
+                "score0",
+                "p1_patches",
+                "p2_patches",
+                "entropy1",
+                "entropy2",
+                "keep1",
+                "keep2",
+                "entropy_gain",
+                "pseudo_ood",
+                "neg0",
+                "neg1",
+                "neg2",
+            )
+        }
         rows = C + len(negatives)
         p_values = [None] * len(encoded)
         cal = self.calibration.get(cfg.score)
@@ -332,26 +383,53 @@ class HVLModel:
             other["p_id"] = (other["p0"] + other["p1"] + other["p2"]) / 3
             # what neither a known nor a negative class holds: the share of the patches the filter
             # dropped, since §4 divides the kept patches' sum by all patches
-            dropped = {"p0": 0.0} | {s: 0.0 if cfg.renormalize else 1.0 - float(o[f"keep{j}"][i].mean())
-                                     for j, s in ((1, "p1"), (2, "p2"))}
+            dropped = {"p0": 0.0} | {
+                s: 0.0 if cfg.renormalize else 1.0 - float(o[f"keep{j}"][i].mean()) for j, s in ((1, "p1"), (2, "p2"))
+            }
             dropped["p_id"] = (dropped["p1"] + dropped["p2"]) / 3
-            preds.append(Prediction(
-                label=self.classes.names[idx], class_index=idx, msp=float(o["msp"][i]), known=score >= thr,
-                threshold=thr, classes=list(self.classes.names), p_id=o["p_id"][i], p0=o["p0"][i], p1=o["p1"][i],
-                p2=o["p2"][i], p1_patches=o["p1_patches"][i].reshape(n, n, C),
-                p2_patches=o["p2_patches"][i].reshape(g, g, C),
-                entropy1=o["entropy1"][i].reshape(n, n), entropy2=o["entropy2"][i].reshape(g, g),
-                keep1=o["keep1"][i].reshape(n, n), keep2=o["keep2"][i].reshape(g, g),
-                entropy_gain=o["entropy_gain"][i].reshape(g, g),
-                pseudo_ood=[(int(j) // g, int(j) % g) for j in o["pseudo_ood"][i]],
-                n=n, k=int(cfg.k), tau=float(cfg.tau), backbone=self.backbone.name,
-                backbone_note=self.backbone.note, score=score, score0=float(o["score0"][i]), score_name=cfg.score,
-                score_range=rng,
-                scale_scores=None if logit_terms is None else tuple(float(x) for x in logit_terms[i]),
-                threshold_source=source, negatives=negatives, p_value=p_values[i],
-                n_calibration=0 if cal is None else len(cal),
-                p_negatives=(o["neg0"][i] + o["neg1"][i] + o["neg2"][i]) / 3, p_other=other, p_dropped=dropped,
-                entropy_classes=rows, entropy_max=math.log(rows), image=e.view, notes=list(e.notes)))
+            preds.append(
+                Prediction(
+                    label=self.classes.names[idx],
+                    class_index=idx,
+                    msp=float(o["msp"][i]),
+                    known=score >= thr,
+                    threshold=thr,
+                    classes=list(self.classes.names),
+                    p_id=o["p_id"][i],
+                    p0=o["p0"][i],
+                    p1=o["p1"][i],
+                    p2=o["p2"][i],
+                    p1_patches=o["p1_patches"][i].reshape(n, n, C),
+                    p2_patches=o["p2_patches"][i].reshape(g, g, C),
+                    entropy1=o["entropy1"][i].reshape(n, n),
+                    entropy2=o["entropy2"][i].reshape(g, g),
+                    keep1=o["keep1"][i].reshape(n, n),
+                    keep2=o["keep2"][i].reshape(g, g),
+                    entropy_gain=o["entropy_gain"][i].reshape(g, g),
+                    pseudo_ood=[(int(j) // g, int(j) % g) for j in o["pseudo_ood"][i]],
+                    n=n,
+                    k=int(cfg.k),
+                    tau=float(cfg.tau),
+                    backbone=self.backbone.name,
+                    backbone_note=self.backbone.note,
+                    score=score,
+                    score0=float(o["score0"][i]),
+                    score_name=cfg.score,
+                    score_range=rng,
+                    scale_scores=None if logit_terms is None else tuple(float(x) for x in logit_terms[i]),
+                    threshold_source=source,
+                    negatives=negatives,
+                    p_value=p_values[i],
+                    n_calibration=0 if cal is None else len(cal),
+                    p_negatives=(o["neg0"][i] + o["neg1"][i] + o["neg2"][i]) / 3,
+                    p_other=other,
+                    p_dropped=dropped,
+                    entropy_classes=rows,
+                    entropy_max=math.log(rows),
+                    image=e.view,
+                    notes=list(e.notes),
+                )
+            )
         return preds
 
     def decide(self, encoded: Encoded, threshold: float | None = None, **overrides) -> Prediction:
@@ -361,12 +439,13 @@ class HVLModel:
         """Predict one image (path, bytes, PIL image, numpy array). Raises ``ImageError`` for bad input."""
         return self.decide(self.encode(image), threshold, **overrides)
 
-    def predict_batch(self, images: Iterable, batch_size: int = 8, threshold: float | None = None,
-                      **overrides) -> list[Prediction]:
+    def predict_batch(
+        self, images: Iterable, batch_size: int = 8, threshold: float | None = None, **overrides
+    ) -> list[Prediction]:
         images = list(images)
         preds: list[Prediction] = []
         for s in range(0, len(images), batch_size):
-            preds += self.decide_batch(self.encode_batch(images[s:s + batch_size]), threshold, **overrides)
+            preds += self.decide_batch(self.encode_batch(images[s : s + batch_size]), threshold, **overrides)
         return preds
 
 
@@ -382,10 +461,17 @@ def resolve_classes(classes=None, preset: str | None = None, template: str | Non
     raise ValueError("give a preset (e.g. dermatology-isic4) or a list of class names")
 
 
-def load_model(backbone: str | Backbone = "auto", classes=None, preset: str | None = None,
-               checkpoint: str | Checkpoint | None = None, device: str | torch.device = "auto",
-               template: str | None = None, detail: str = "upsample", threshold: float | None = None,
-               **head_options) -> HVLModel:
+def load_model(
+    backbone: str | Backbone = "auto",
+    classes=None,
+    preset: str | None = None,
+    checkpoint: str | Checkpoint | None = None,
+    device: str | torch.device = "auto",
+    template: str | None = None,
+    detail: str = "upsample",
+    threshold: float | None = None,
+    **head_options,
+) -> HVLModel:
     """Build an HVL model.
 
     - ``backbone``: a registry name (see ``hvl_core.backbones``) or a ``Backbone`` instance.
@@ -406,8 +492,10 @@ def load_model(backbone: str | Backbone = "auto", classes=None, preset: str | No
             raise CheckpointError(f"checkpoint {ck.source} was trained on backbone {want}, not {name}")
         bb = backbone if isinstance(backbone, Backbone) else create_backbone(want if name == "auto" else name)
         if ck.meta["embed_dim"] != bb.embed_dim:
-            raise CheckpointError(f"checkpoint {ck.source} has {ck.meta['embed_dim']}-d weights; {bb.name} gives "
-                                  f"{bb.embed_dim}-d embeddings")
+            raise CheckpointError(
+                f"checkpoint {ck.source} has {ck.meta['embed_dim']}-d weights; {bb.name} gives "
+                f"{bb.embed_dim}-d embeddings"
+            )
         if classes is not None or preset is not None:
             asked = resolve_classes(classes, preset, template)
             if asked.names != ck.classes.names:
@@ -415,19 +503,30 @@ def load_model(backbone: str | Backbone = "auto", classes=None, preset: str | No
         head = head_from_checkpoint(ck, **head_options)
         own = ck.calibrated_threshold(head.config.score)
         if threshold is None and ck.threshold is not None and own is None:
-            raise ScoreError(f"checkpoint {ck.source}'s threshold ({ck.threshold:g}) was calibrated for the "
-                             f"{ck.config.score} score, not {head.config.score}: give a threshold in "
-                             f"{head.config.score} units, or recalibrate with score={head.config.score}")
+            raise ScoreError(
+                f"checkpoint {ck.source}'s threshold ({ck.threshold:g}) was calibrated for the "
+                f"{ck.config.score} score, not {head.config.score}: give a threshold in "
+                f"{head.config.score} units, or recalibrate with score={head.config.score}"
+            )
         calibrated = threshold is None and own is not None
         thresholds = {s: t for s in SCORES if (t := ck.calibrated_threshold(s)) is not None}
-        return HVLModel(bb, head, ck.classes, ck.meta.get("detail", detail),
-                        own if threshold is None else threshold, device, checkpoint=ck.source,
-                        calibrated=calibrated, calibration=ck.calibration_scores, calibrated_thresholds=thresholds)
+        return HVLModel(
+            bb,
+            head,
+            ck.classes,
+            ck.meta.get("detail", detail),
+            own if threshold is None else threshold,
+            device,
+            checkpoint=ck.source,
+            calibrated=calibrated,
+            calibration=ck.calibration_scores,
+            calibrated_thresholds=thresholds,
+        )
     bb = backbone if isinstance(backbone, Backbone) else create_backbone(backbone)
     cs = resolve_classes(classes, preset, template)
     options = {**bb.head_defaults, "score": decision_default(bb, cs.preset)["score"], **head_options}
     if "num_negatives" in head_options:  # explicit: 0 turns negatives off, N keeps the first N
-        cs = dataclasses.replace(cs, negatives=tuple(bb.negative_classes(cs.names))[:head_options["num_negatives"]])
+        cs = dataclasses.replace(cs, negatives=tuple(bb.negative_classes(cs.names))[: head_options["num_negatives"]])
     elif bb.negatives_by_default:  # all the backbone's other labels (a preset's negatives among them)
         cs = dataclasses.replace(cs, negatives=tuple(bb.negative_classes(cs.names)))
     options["num_negatives"] = len(cs.negatives)

@@ -1,4 +1,5 @@
 """Class sets: the known (ID) classes a model recognises, from a preset file or a list of names."""
+
 from __future__ import annotations
 
 import json
@@ -49,18 +50,31 @@ class ClassSet:
         return (self.names, tuple(self.texts), self.negatives)
 
     def to_dict(self) -> dict:
-        return {"names": list(self.names), "prompts": list(self.prompts), "template": self.template,
-                "descriptions": list(self.descriptions), "preset": self.preset, "negatives": list(self.negatives)}
+        return {
+            "names": list(self.names),
+            "prompts": list(self.prompts),
+            "template": self.template,
+            "descriptions": list(self.descriptions),
+            "preset": self.preset,
+            "negatives": list(self.negatives),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> ClassSet:
-        return cls(names=tuple(d["names"]), prompts=tuple(d["prompts"]), template=d.get("template", DEFAULT_TEMPLATE),
-                   descriptions=tuple(d.get("descriptions", ())), preset=d.get("preset"),
-                   negatives=tuple(d.get("negatives", ())))
+        return cls(
+            names=tuple(d["names"]),
+            prompts=tuple(d["prompts"]),
+            template=d.get("template", DEFAULT_TEMPLATE),
+            descriptions=tuple(d.get("descriptions", ())),
+            preset=d.get("preset"),
+            negatives=tuple(d.get("negatives", ())),
+        )
 
 
 def list_presets() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("hvl_core.resources.presets").iterdir() if p.name.endswith(".json"))
+    return sorted(
+        p.name[:-5] for p in resources.files("hvl_core.resources.presets").iterdir() if p.name.endswith(".json")
+    )
 
 
 def preset_info(name: str) -> dict:
@@ -76,12 +90,17 @@ def load_preset(name: str, template: str | None = None) -> ClassSet:
     info = preset_info(name)
     known = [c for c in info["classes"] if c["id"]]
     negatives = tuple(c.get("prompt", c["name"]) for c in info["classes"] if c.get("negative"))
-    return ClassSet(names=tuple(c["name"] for c in known), prompts=tuple(c.get("prompt", c["name"]) for c in known),
-                    template=template or info.get("template", DEFAULT_TEMPLATE),
-                    descriptions=tuple(c.get("description", "") for c in known), preset=name,
-                    title=info.get("title", name), domain=info.get("domain", ""),
-                    unknown_names=tuple(c["name"] for c in info["classes"] if not c["id"] and not c.get("negative")),
-                    negatives=negatives)
+    return ClassSet(
+        names=tuple(c["name"] for c in known),
+        prompts=tuple(c.get("prompt", c["name"]) for c in known),
+        template=template or info.get("template", DEFAULT_TEMPLATE),
+        descriptions=tuple(c.get("description", "") for c in known),
+        preset=name,
+        title=info.get("title", name),
+        domain=info.get("domain", ""),
+        unknown_names=tuple(c["name"] for c in info["classes"] if not c["id"] and not c.get("negative")),
+        negatives=negatives,
+    )
 
 
 def split_class_list(text: str) -> tuple[str, ...]:
@@ -108,5 +127,9 @@ def class_set_from_names(names, template: str | None = None) -> ClassSet:
         parsed.append((name.strip(), desc.strip() or name.strip()))
     if not parsed:
         raise ValueError("no class names given")
-    return ClassSet(names=tuple(n for n, _ in parsed), prompts=tuple(d for _, d in parsed),
-                    template=template or DEFAULT_TEMPLATE, descriptions=tuple(d for _, d in parsed))
+    return ClassSet(
+        names=tuple(n for n, _ in parsed),
+        prompts=tuple(d for _, d in parsed),
+        template=template or DEFAULT_TEMPLATE,
+        descriptions=tuple(d for _, d in parsed),
+    )

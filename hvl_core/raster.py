@@ -3,6 +3,7 @@
 PIL mode to 8-bit RGB (a chunk of rows at a time, so a 16-bit or float image needs no full-size
 float copy). Shared by ``images`` (the front door), ``dicom`` and ``slides``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from PIL import Image
 #: uploads with more pixels than this are refused before decoding (decompression bombs)
 MAX_PIXELS = 100_000_000
 #: the decoded raster (width × height × channels × bytes per sample) may not exceed this
-MAX_RASTER_BYTES = 512 * 2 ** 20
+MAX_RASTER_BYTES = 512 * 2**20
 #: larger images are downscaled to this longest side after decoding
 MAX_SIDE = 4096
 #: smaller images carry too little to analyse
@@ -40,18 +41,21 @@ def check_raster(name: str, w: int, h: int, channels: int = 1, sample_bytes: int
         raise ImageError(f"{name} is {w}×{h} pixels, more than the {MAX_PIXELS:,} this app accepts; downscale it first")
     need = w * h * max(channels, 1) * max(sample_bytes, 1)
     if need > MAX_RASTER_BYTES:
-        raise ImageError(f"{name} is {w}×{h} pixels of {channels}×{8 * sample_bytes}-bit samples: decoded it would "
-                         f"need {need / 2 ** 20:,.0f} MB, more than the {MAX_RASTER_BYTES / 2 ** 20:,.0f} MB this app "
-                         "allows per image; downscale it or save it with 8-bit samples")
+        raise ImageError(
+            f"{name} is {w}×{h} pixels of {channels}×{8 * sample_bytes}-bit samples: decoded it would "
+            f"need {need / 2**20:,.0f} MB, more than the {MAX_RASTER_BYTES / 2**20:,.0f} MB this app "
+            "allows per image; downscale it or save it with 8-bit samples"
+        )
 
 
 # --------------------------------------------------------------------------- arrays
+
 
 def _finite_range(a: np.ndarray) -> tuple[float, float, int]:
     """(min, max) of the finite values and how many are not finite, row chunk by row chunk."""
     lo, hi, bad = np.inf, -np.inf, 0
     for s in range(0, a.shape[0], _CHUNK_ROWS):
-        c = a[s:s + _CHUNK_ROWS]
+        c = a[s : s + _CHUNK_ROWS]
         ok = np.isfinite(c)
         if not ok.all():
             bad += int(ok.size - ok.sum())
@@ -66,12 +70,12 @@ def _scale_to_uint8(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
     out = np.empty(a.shape, np.uint8)
     gain = 255.0 / (hi - lo) if hi > lo else 0.0
     for s in range(0, a.shape[0], _CHUNK_ROWS):
-        c = a[s:s + _CHUNK_ROWS].astype(np.float32)
+        c = a[s : s + _CHUNK_ROWS].astype(np.float32)
         c -= lo
         c *= gain
         np.nan_to_num(c, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         np.clip(c, 0, 255, out=c)
-        out[s:s + _CHUNK_ROWS] = np.rint(c)
+        out[s : s + _CHUNK_ROWS] = np.rint(c)
     return out
 
 
@@ -109,8 +113,10 @@ def array_to_image(a, notes: list[str], white: float | None = None) -> Image.Ima
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
-        raise ImageError(f"an array of shape {tuple(a.shape)} is not an image: expected height × width "
-                         "(grey), height × width × 3 (RGB) or height × width × 4 (RGBA)")
+        raise ImageError(
+            f"an array of shape {tuple(a.shape)} is not an image: expected height × width "
+            "(grey), height × width × 3 (RGB) or height × width × 4 (RGBA)"
+        )
     h, w = a.shape[:2]
     check_raster("the array", w, h)
     img = Image.fromarray(np.ascontiguousarray(array_to_uint8(a, notes, white)))

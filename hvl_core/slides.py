@@ -3,6 +3,7 @@ a thumbnail, and one tile at about 0.5 µm/px — the scale of the NCT-CRC-HE tr
 asked, or on the tissue-richest spot of the thumbnail. Only the chunks a region covers are
 decoded; level 0 is never read whole.
 """
+
 from __future__ import annotations
 
 import math
@@ -174,7 +175,7 @@ def pick_tissue_tile(info_size: tuple[int, int], thumb: Image.Image, side0: floa
     scale = thumb.width / W  # thumbnail px per level-0 px
     cell = max(1, int(round(side0 * scale)))
     gh, gw = max(1, mask.shape[0] // cell), max(1, mask.shape[1] // cell)
-    cropped = mask[:gh * cell, :gw * cell]
+    cropped = mask[: gh * cell, : gw * cell]
     if cropped.shape[0] < cell or cropped.shape[1] < cell:  # slide smaller than one tile
         frac = np.array([[float(mask.mean())]])
         cell_y, cell_x = mask.shape
@@ -210,8 +211,14 @@ def read_tile(slide, x: int, y: int, mpp: float = TARGET_MPP, size: int = TILE_S
     return region, side0
 
 
-def load_slide(fp, name: str = "the slide", tile: tuple[int, int] | None = None, mpp: float = TARGET_MPP,
-               size: int = TILE_SIDE, dicom: bool = False) -> LoadedImage:
+def load_slide(
+    fp,
+    name: str = "the slide",
+    tile: tuple[int, int] | None = None,
+    mpp: float = TARGET_MPP,
+    size: int = TILE_SIDE,
+    dicom: bool = False,
+) -> LoadedImage:
     """One tile of a whole-slide image as a ``LoadedImage`` (its ``slide`` field: the thumbnail and
     where the tile is). ``tile``: level-0 (x, y) of the tile's centre; None: the tissue picker's.
     ``dicom``: ``fp`` is the path of a DICOM WSI file (one level, or all of a slide's in a folder)."""
@@ -220,7 +227,9 @@ def load_slide(fp, name: str = "the slide", tile: tuple[int, int] | None = None,
     except ImageError:
         raise
     except Exception as e:  # noqa: BLE001 — tiffslide/tifffile raise many kinds for broken files
-        raise ImageError(f"{name} looks like a whole-slide image but could not be opened ({type(e).__name__})") from None
+        raise ImageError(
+            f"{name} looks like a whole-slide image but could not be opened ({type(e).__name__})"
+        ) from None
     try:
         W, H = slide.dimensions
         slide_res = slide_mpp(slide)
@@ -239,13 +248,26 @@ def load_slide(fp, name: str = "the slide", tile: tuple[int, int] | None = None,
     finally:
         slide.close()
     res = f"{slide_res:g} µm/px" if slide_res else "no recorded resolution (taken as 0.5 µm/px)"
-    how = ("given" if not picked else
-           f"picked automatically: the most tissue ({tissue:.0%})" if tissue >= MIN_TISSUE_FRACTION else
-           "no tissue found, so the slide's centre")
-    notes = [f"whole-slide image {W}×{H} px at {res}: tile of {image.width}×{image.height} px at {mpp:g} µm/px "
-             f"centred on ({tile[0]}, {tile[1]}), {how}"]
-    info = SlideInfo(size=(W, H), mpp=slide_res, thumbnail=thumb, tile_center=(int(tile[0]), int(tile[1])),
-                     tile_side=side0, picked=picked, tissue=tissue)
+    how = (
+        "given"
+        if not picked
+        else f"picked automatically: the most tissue ({tissue:.0%})"
+        if tissue >= MIN_TISSUE_FRACTION
+        else "no tissue found, so the slide's centre"
+    )
+    notes = [
+        f"whole-slide image {W}×{H} px at {res}: tile of {image.width}×{image.height} px at {mpp:g} µm/px "
+        f"centred on ({tile[0]}, {tile[1]}), {how}"
+    ]
+    info = SlideInfo(
+        size=(W, H),
+        mpp=slide_res,
+        thumbnail=thumb,
+        tile_center=(int(tile[0]), int(tile[1])),
+        tile_side=side0,
+        picked=picked,
+        tissue=tissue,
+    )
     if min(image.size) < 16:
         raise ImageError(f"{name}: the tile at ({tile[0]}, {tile[1]}) is only {image.width}×{image.height} px")
     return LoadedImage(image=image, original_size=(W, H), notes=notes, slide=info)

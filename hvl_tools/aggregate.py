@@ -1,4 +1,5 @@
 """Aggregation of repeated runs (seeds, folds): mean ± sample std of each metric."""
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,10 @@ def aggregate_table(groups: dict[str, list[dict]], titles: dict[str, str] | None
     for name, results in groups.items():
         agg = aggregate(results)
         summary[name] = {**agg, "runs": len(results)}
-        rows.append({"name": (titles or {}).get(name, name) + (f" (n={len(results)})" if len(results) > 1 else ""),
-                     **{k: (v["mean"], v["std"] if v["n"] > 1 else None) for k, v in agg.items()}})
+        rows.append(
+            {
+                "name": (titles or {}).get(name, name) + (f" (n={len(results)})" if len(results) > 1 else ""),
+                **{k: (v["mean"], v["std"] if v["n"] > 1 else None) for k, v in agg.items()},
+            }
+        )
     return markdown_table(rows), summary
-

@@ -7,6 +7,7 @@ It is stored in the checkpoint (``threshold`` of its ``config.json``; the score 
 ``load_model`` then uses it, and the demo's slider starts there. Known = ``score ≥ threshold``,
 so about 95% of ID images like the validation set are accepted as known.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,12 +22,25 @@ from .features import FeatureSet
 from .scoring import head_scores
 
 #: keys save_checkpoint writes itself; everything else in the config is carried over on re-saving
-CORE_KEYS = {"format", "format_version", "backbone", "embed_dim", "num_classes", "classes", "config", "detail",
-             "threshold", "weights_sha256", "versions", "created"}
+CORE_KEYS = {
+    "format",
+    "format_version",
+    "backbone",
+    "embed_dim",
+    "num_classes",
+    "classes",
+    "config",
+    "detail",
+    "threshold",
+    "weights_sha256",
+    "versions",
+    "created",
+}
 
 
-def calibrate_threshold(head, text, logit_bias, val_feats: FeatureSet, tpr: float = M.TPR_TARGET,
-                        device="cpu", **overrides) -> dict:
+def calibrate_threshold(
+    head, text, logit_bias, val_feats: FeatureSet, tpr: float = M.TPR_TARGET, device="cpu", **overrides
+) -> dict:
     """The threshold accepting ``tpr`` of ``val_feats`` (ID images), with a summary of the scores."""
     if len(val_feats) == 0:
         raise ValueError("no validation images to calibrate on")
@@ -34,8 +48,14 @@ def calibrate_threshold(head, text, logit_bias, val_feats: FeatureSet, tpr: floa
     s = score.numpy().astype(np.float64)
     thr = M.threshold_at_tpr(s, tpr)
     name = overrides.get("score", head.config.score)
-    out = {"threshold": thr, "score": name, "tpr_target": tpr, "n_val": int(len(s)),
-           "val_tpr": float((s >= thr).mean()), f"val_{name}_median": float(np.median(s))}
+    out = {
+        "threshold": thr,
+        "score": name,
+        "tpr_target": tpr,
+        "n_val": int(len(s)),
+        "val_tpr": float((s >= thr).mean()),
+        f"val_{name}_median": float(np.median(s)),
+    }
     labels = val_feats.labels.numpy()
     if (labels >= 0).all():
         out["val_accuracy"] = M.accuracy(p.argmax(-1).numpy(), labels)
@@ -47,8 +67,15 @@ def carried_meta(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if k not in CORE_KEYS}
 
 
-def recalibrate_checkpoint(source: str | os.PathLike, model, val_feats: FeatureSet, out: str | os.PathLike | None = None,
-                           tpr: float = M.TPR_TARGET, note: str = "", score: str | None = None) -> tuple[Path, dict]:
+def recalibrate_checkpoint(
+    source: str | os.PathLike,
+    model,
+    val_feats: FeatureSet,
+    out: str | os.PathLike | None = None,
+    tpr: float = M.TPR_TARGET,
+    note: str = "",
+    score: str | None = None,
+) -> tuple[Path, dict]:
     """Calibrate the checkpoint at ``source`` (a local folder) on ``val_feats`` encoded by ``model``
     (loaded from that checkpoint) and write it back (or to ``out``) with the new threshold.
     ``score``: calibrate for this score instead of the checkpoint's; it is saved with the threshold."""
@@ -62,6 +89,13 @@ def recalibrate_checkpoint(source: str | os.PathLike, model, val_feats: FeatureS
     target = Path(out) if out is not None else Path(source)
     if target.is_file():
         target = target.parent
-    save_checkpoint(target, head, ck.backbone, ck.classes, threshold=cal["threshold"],
-                    detail=ck.meta.get("detail", "upsample"), extra=extra)
+    save_checkpoint(
+        target,
+        head,
+        ck.backbone,
+        ck.classes,
+        threshold=cal["threshold"],
+        detail=ck.meta.get("detail", "upsample"),
+        extra=extra,
+    )
     return target, cal

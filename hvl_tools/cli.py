@@ -1,5 +1,6 @@
 """The ``hvl`` command line. Each sub-command lives in ``hvl_tools/commands/<name>.py`` and
 exposes ``register(subparsers)``, which adds its parser with ``func=run``."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,17 +9,39 @@ import logging
 import sys
 
 #: the folders each sub-command writes (argparse dests), checked before any work
-OUTPUT_FOLDERS = {"train": ("out",), "evaluate": ("out",), "compare": ("out",), "calibrate": ("out",),
-                  "bench": ("out",), "synth": ("outdir",), "score": ("out",), "corpus": ("out",)}
+OUTPUT_FOLDERS = {
+    "train": ("out",),
+    "evaluate": ("out",),
+    "compare": ("out",),
+    "calibrate": ("out",),
+    "bench": ("out",),
+    "synth": ("outdir",),
+    "score": ("out",),
+    "corpus": ("out",),
+}
 
-COMMANDS = ["predict", "score", "bench", "synth", "train", "evaluate", "calibrate", "compare", "aggregate", "push", "corpus"]
+COMMANDS = [
+    "predict",
+    "score",
+    "bench",
+    "synth",
+    "train",
+    "evaluate",
+    "calibrate",
+    "compare",
+    "aggregate",
+    "push",
+    "corpus",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
     from hvl_core import __version__
 
-    parser = argparse.ArgumentParser(prog="hvl", description="HVL: hierarchical vision-language OOD detection "
-                                     "for medical images (Lai et al., MICCAI 2025).")
+    parser = argparse.ArgumentParser(
+        prog="hvl",
+        description="HVL: hierarchical vision-language OOD detection for medical images (Lai et al., MICCAI 2025).",
+    )
     parser.add_argument("--version", action="version", version=f"hvl {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library log messages")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -1,5 +1,6 @@
 """The paper's training settings (HVL_SPEC §8) and the named comparison variants, in one place. No torch here: the command line reads
 its defaults from ``TrainConfig`` without loading it."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -13,6 +13,7 @@ networked machine downloads them (raw.githubusercontent.com at the pinned commit
 distribution from PyPI), a machine with local copies reads them from folders (``--from``,
 matched by sha256). Nothing is trusted that does not match its sha256.
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,9 +31,31 @@ from pathlib import Path
 
 from hvl_core.files import atomic_write, sha256_bytes
 
-FIELDS = ("id", "file", "source", "origin", "repo", "package", "version", "dist_file", "commit", "path", "crop",
-          "licence", "licence_evidence", "sha256", "file_sha256", "label", "label_source", "category", "kind",
-          "modality", "dataset", "dataset_id", "split")
+FIELDS = (
+    "id",
+    "file",
+    "source",
+    "origin",
+    "repo",
+    "package",
+    "version",
+    "dist_file",
+    "commit",
+    "path",
+    "crop",
+    "licence",
+    "licence_evidence",
+    "sha256",
+    "file_sha256",
+    "label",
+    "label_source",
+    "category",
+    "kind",
+    "modality",
+    "dataset",
+    "dataset_id",
+    "split",
+)
 ORIGINS = ("github", "pypi")
 #: what an image is for: ID of a preset, near-OOD of a preset, or far from both
 CATEGORIES = ("derm-id", "histo-id", "near-ood-skin", "near-ood-histo", "far-ood")
@@ -43,15 +66,29 @@ ID_CATEGORY = {"dermatology-isic4": "derm-id", "histology-nct-crc": "histo-id"}
 NEAR_CATEGORY = {"dermatology-isic4": "near-ood-skin", "histology-nct-crc": "near-ood-histo"}
 #: ID kind codes → the preset's class names (hvl_core/resources presets)
 ID_CLASSES = {
-    "dermatology-isic4": {"NV": "melanocytic nevus", "MEL": "melanoma", "DF": "dermatofibroma",
-                          "VASC": "vascular lesion"},
-    "histology-nct-crc": {"ADI": "adipose", "DEB": "debris", "LYM": "lymphocytes",
-                          "MUC": "mucus", "MUS": "smooth muscle", "NORM": "normal colon mucosa",
-                          "STR": "cancer-associated stroma", "TUM": "colorectal adenocarcinoma epithelium"},
+    "dermatology-isic4": {
+        "NV": "melanocytic nevus",
+        "MEL": "melanoma",
+        "DF": "dermatofibroma",
+        "VASC": "vascular lesion",
+    },
+    "histology-nct-crc": {
+        "ADI": "adipose",
+        "DEB": "debris",
+        "LYM": "lymphocytes",
+        "MUC": "mucus",
+        "MUS": "smooth muscle",
+        "NORM": "normal colon mucosa",
+        "STR": "cancer-associated stroma",
+        "TUM": "colorectal adenocarcinoma epithelium",
+    },
 }
 #: kinds an ID-category row may have: the classes, and NCT-CRC's slide background, which the
 #: histology preset keeps as a negative class (never the answer): for it, blank glass is near-OOD
-ID_KINDS = {"derm-id": set(ID_CLASSES["dermatology-isic4"]), "histo-id": set(ID_CLASSES["histology-nct-crc"]) | {"BACK"}}
+ID_KINDS = {
+    "derm-id": set(ID_CLASSES["dermatology-isic4"]),
+    "histo-id": set(ID_CLASSES["histology-nct-crc"]) | {"BACK"},
+}
 MANIFEST = "manifest.csv"
 IMAGES = "images"
 _SHA = re.compile(r"[0-9a-f]{64}")
@@ -85,7 +122,7 @@ class Row:
         return None if not self.fields["crop"] else tuple(int(x) for x in self.fields["crop"].split(","))
 
     def role(self, preset: str) -> str:
-        """"id", "near" (this preset's near-OOD), "other" (the other preset's ID) or "far"."""
+        """ "id", "near" (this preset's near-OOD), "other" (the other preset's ID) or "far"."""
         c = self.fields["category"]
         if c == ID_CATEGORY[preset]:
             return "id" if self.fields["kind"] in ID_CLASSES[preset] else "near"
@@ -96,6 +133,7 @@ class Row:
 
 def validate_row(r: dict, line: int) -> None:
     """Raise ``CorpusError`` naming the line and field of the first problem."""
+
     def bad(field, why):
         raise CorpusError(f"{MANIFEST} line {line}: {field} {why}")
 
@@ -143,8 +181,10 @@ def read_manifest(root: str | os.PathLike | None = None) -> list[Row]:
                 raise CorpusError(f"{MANIFEST} line {line}: id {r['id']} appears twice")
             ids.add(r["id"])
             if split_of.setdefault(r["source"], r["split"]) != r["split"]:
-                raise CorpusError(f"{MANIFEST} line {line}: source {r['source']} is in two splits "
-                                  f"({split_of[r['source']]}, {r['split']}); splits are by source")
+                raise CorpusError(
+                    f"{MANIFEST} line {line}: source {r['source']} is in two splits "
+                    f"({split_of[r['source']]}, {r['split']}); splits are by source"
+                )
             rows.append(Row(dict(r)))
     return rows
 
@@ -251,8 +291,13 @@ class FetchReport:
         self.failed = [] if self.failed is None else self.failed
 
 
-def fetch(root: str | os.PathLike | None = None, local_folders: Sequence = (), online: bool = True,
-          dist_cache: str | os.PathLike | None = None, rows: list[Row] | None = None) -> FetchReport:
+def fetch(
+    root: str | os.PathLike | None = None,
+    local_folders: Sequence = (),
+    online: bool = True,
+    dist_cache: str | os.PathLike | None = None,
+    rows: list[Row] | None = None,
+) -> FetchReport:
     """Make every manifest row's file exist under ``root/images`` with its ``file_sha256``."""
     root = Path(root) if root is not None else default_root()
     rows = read_manifest(root) if rows is None else rows
@@ -293,7 +338,10 @@ def verify(root: str | os.PathLike | None = None) -> tuple[list[Row], list[str],
 
 def summary(rows: Sequence[Row]) -> dict:
     """Counts by split × category, by source, and the licences."""
-    return {"images": len(rows), "sources": len({r.source for r in rows}),
-            "by_split_category": dict(Counter(f"{r.split}/{r.category}" for r in rows)),
-            "by_source": dict(Counter(r.source for r in rows)),
-            "licences": dict(Counter(r.licence for r in rows))}
+    return {
+        "images": len(rows),
+        "sources": len({r.source for r in rows}),
+        "by_split_category": dict(Counter(f"{r.split}/{r.category}" for r in rows)),
+        "by_source": dict(Counter(r.source for r in rows)),
+        "licences": dict(Counter(r.licence for r in rows)),
+    }

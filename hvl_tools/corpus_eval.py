@@ -20,6 +20,7 @@ weights here):
    pytorch-ood's Mahalanobis, KNN and ViM on the same pooled features (scale 0). MCM needs a
    text encoder; this backbone has none.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,6 +53,8 @@ KNN_K = 10
 VIM_DIM = 64
 #: a zoo fold needs this many ID images in its held-out source (smaller ones give no usable AUROC)
 ZOO_MIN_ID = 20
+
+
 def checkpoint_name(preset: str) -> str:
     """The folder the trained checkpoint goes to, where ``shipped_checkpoint`` finds it."""
     from hvl_core.checkpoint import SHIPPED_PREFIX
@@ -119,10 +122,12 @@ def auroc_fast(pos: np.ndarray, neg: np.ndarray) -> float:
     if len(pos) == 0 or len(neg) == 0:
         return math.nan
     r = rankdata(np.concatenate([pos, neg]))
-    return float((r[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    return float((r[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def bootstrap_ci(stat, groups: list[np.ndarray], n_boot: int, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+def bootstrap_ci(
+    stat, groups: list[np.ndarray], n_boot: int, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
     """(value, lower, upper): ``stat(*groups)`` and its percentile bootstrap interval, each group
     resampled with replacement on its own."""
     value = stat(*groups)
@@ -152,16 +157,27 @@ def rate_at(threshold: float):
 
 def role_masks(rows: list[Row], preset: str) -> dict[str, np.ndarray]:
     roles = np.array([r.role(preset) for r in rows])
-    return {"id": roles == "id", "far": roles == "far", "other": roles == "other",
-            "near": np.isin(roles, ["near", "near-other"])}
+    return {
+        "id": roles == "id",
+        "far": roles == "far",
+        "other": roles == "other",
+        "near": np.isin(roles, ["near", "near-other"]),
+    }
 
 
 def split_mask(rows: list[Row], split: str) -> np.ndarray:
     return np.array([r.split == split for r in rows])
 
 
-def evaluate_at(scores: np.ndarray, pred: np.ndarray, labels: np.ndarray, masks: dict, test: np.ndarray,
-                threshold: float, n_boot: int) -> dict:
+def evaluate_at(
+    scores: np.ndarray,
+    pred: np.ndarray,
+    labels: np.ndarray,
+    masks: dict,
+    test: np.ndarray,
+    threshold: float,
+    n_boot: int,
+) -> dict:
     """Test-split acceptance, AUROC, FPR95, ID accuracy with CIs."""
     idm = masks["id"] & test
     pos = scores[idm]
@@ -172,8 +188,10 @@ def evaluate_at(scores: np.ndarray, pred: np.ndarray, labels: np.ndarray, masks:
     out["accepted"] = {"id": bootstrap_ci(rate, [pos], n_boot)}
     for g, v in ood.items():
         out["accepted"][g] = bootstrap_ci(rate, [v], n_boot)
-    out["auroc"] = {"all": bootstrap_ci(auroc_fast, [pos, every], n_boot),
-                    **{g: bootstrap_ci(auroc_fast, [pos, v], n_boot) for g, v in ood.items()}}
+    out["auroc"] = {
+        "all": bootstrap_ci(auroc_fast, [pos, every], n_boot),
+        **{g: bootstrap_ci(auroc_fast, [pos, v], n_boot) for g, v in ood.items()},
+    }
     out["fpr95"] = {"all": bootstrap_ci(fpr95_of, [pos, every], n_boot // 4)}
     correct = (pred[idm] == labels[idm]).astype(np.float64)
     out["id_accuracy"] = bootstrap_ci(lambda c: float(c.mean()) if len(c) else math.nan, [correct], n_boot)
@@ -197,8 +215,17 @@ def per_kind(rows: list[Row], scores: np.ndarray, mask: np.ndarray, threshold: f
     return [{"kind": k, "n": len(v), "accepted": sum(v)} for k, v in sorted(table.items())]
 
 
-def run_preset(preset: str, enc: EncodedCorpus, model, cfg: TrainConfig, out: Path, weights: Path | None,
-               n_boot: int, alpha: float = ALPHA, log=print) -> dict:
+def run_preset(
+    preset: str,
+    enc: EncodedCorpus,
+    model,
+    cfg: TrainConfig,
+    out: Path,
+    weights: Path | None,
+    n_boot: int,
+    alpha: float = ALPHA,
+    log=print,
+) -> dict:
     from hvl_core.checkpoint import save_checkpoint
 
     rows, fs = enc.rows, enc.feats
@@ -206,13 +233,22 @@ def run_preset(preset: str, enc: EncodedCorpus, model, cfg: TrainConfig, out: Pa
     masks = role_masks(rows, preset)
     train, calib, test = (split_mask(rows, s) for s in ("train", "calib", "test"))
     fit_set = subset(fs, masks["id"] & train, labels)
-    log(f"{preset}: training on {len(fit_set)} ID images of {len({r.source for r, m in zip(rows, masks['id'] & train) if m})} sources")
+    log(
+        f"{preset}: training on {len(fit_set)} ID images of {len({r.source for r, m in zip(rows, masks['id'] & train) if m})} sources"
+    )
     head = train_hvl(model, fit_set, cfg)
     heads = {"trained": head, "untrained": model.head}
-    result: dict = {"preset": preset, "backbone": BACKBONE, "train_config": cfg.to_dict(), "alpha": alpha,
-                    "n_train": len(fit_set),
-                    "sources": {s: sorted({r.source for r, m in zip(rows, sm & masks["id"]) if m})
-                                for s, sm in (("train", train), ("calib", calib), ("test", test))}}
+    result: dict = {
+        "preset": preset,
+        "backbone": BACKBONE,
+        "train_config": cfg.to_dict(),
+        "alpha": alpha,
+        "n_train": len(fit_set),
+        "sources": {
+            s: sorted({r.source for r, m in zip(rows, sm & masks["id"]) if m})
+            for s, sm in (("train", train), ("calib", calib), ("test", test))
+        },
+    }
     ood_calib = calib & ~masks["id"]
     for which, h in heads.items():
         scores, pred = all_scores(h, model, fs)
@@ -222,43 +258,80 @@ def run_preset(preset: str, enc: EncodedCorpus, model, cfg: TrainConfig, out: Pa
         for s in SCORES:
             cal = scores[s][masks["id"] & calib]
             thr = conformal_threshold(cal, alpha)
-            entry[s] = {"threshold": thr, "n_calibration": int(len(cal)),
-                        "test": evaluate_at(scores[s], pred, labels, masks, test, thr, n_boot),
-                        "per_source": per_source(rows, scores[s], test, thr, preset),
-                        "per_kind_test": per_kind(rows, scores[s], test & ~masks["id"], thr),
-                        "per_kind_all_ood": per_kind(rows, scores[s], ~masks["id"], thr)}
+            entry[s] = {
+                "threshold": thr,
+                "n_calibration": int(len(cal)),
+                "test": evaluate_at(scores[s], pred, labels, masks, test, thr, n_boot),
+                "per_source": per_source(rows, scores[s], test, thr, preset),
+                "per_kind_test": per_kind(rows, scores[s], test & ~masks["id"], thr),
+                "per_kind_all_ood": per_kind(rows, scores[s], ~masks["id"], thr),
+            }
         result[which] = entry
-        log(f"  {which}: score {best} (calib AUROC {selection[best]:.3f}); test "
-            + _short(entry[best]["test"]))
+        log(f"  {which}: score {best} (calib AUROC {selection[best]:.3f}); test " + _short(entry[best]["test"]))
     # the default: the head and score with the best AUROC on the calibration sources — the
     # paper's trained head, or the untrained one where training made the separation worse
-    which, best = max(((w, s) for w in heads for s in SCORES),
-                      key=lambda ws: result[ws[0]]["selection_auroc_calib"][ws[1]])
+    which, best = max(
+        ((w, s) for w in heads for s in SCORES), key=lambda ws: result[ws[0]]["selection_auroc_calib"][ws[1]]
+    )
     head = heads[which]
     result["default"] = {"head": which, "score": best}
     cal_id = subset(fs, masks["id"] & calib)
-    cal_scores = {s: _rounded(np.sort(head_scores(head, model.text, model.logit_bias, cal_id, device=model.device,
-                                                  score=s)[0].numpy().astype(np.float64))) for s in SCORES}
+    cal_scores = {
+        s: _rounded(
+            np.sort(
+                head_scores(head, model.text, model.logit_bias, cal_id, device=model.device, score=s)[0]
+                .numpy()
+                .astype(np.float64)
+            )
+        )
+        for s in SCORES
+    }
     thr = conformal_threshold(cal_scores[best], alpha)
     if weights is not None:
         head.config = dataclasses.replace(head.config, score=best)
-        calibration = {"rule": "conformal", "score": best, "alpha": alpha, "threshold": thr,
-                       "n": len(cal_scores[best]), "scores": cal_scores[best],
-                       "sources": result["sources"]["calib"],
-                       "by_score": {s: {"threshold": conformal_threshold(cal_scores[s], alpha),
-                                        "scores": cal_scores[s]} for s in SCORES if s != best}}
+        calibration = {
+            "rule": "conformal",
+            "score": best,
+            "alpha": alpha,
+            "threshold": thr,
+            "n": len(cal_scores[best]),
+            "scores": cal_scores[best],
+            "sources": result["sources"]["calib"],
+            "by_score": {
+                s: {"threshold": conformal_threshold(cal_scores[s], alpha), "scores": cal_scores[s]}
+                for s in SCORES
+                if s != best
+            },
+        }
         test_default = result[which][best]["test"]
         acc_id = test_default["accepted"]["id"]
-        measured = {"false_rejection": (1 - acc_id[0], 1 - acc_id[2], 1 - acc_id[1]),
-                    **{f"accepted_{g}": test_default["accepted"][g] for g in GROUPS},
-                    "auroc": test_default["auroc"], "id_accuracy": test_default["id_accuracy"],
-                    "n": test_default["n"], "sources": result["sources"]["test"]}
-        save_checkpoint(weights / checkpoint_name(preset), head, BACKBONE, model.classes, threshold=thr,
-                        detail=model.detail, extra={"calibration": calibration, "measured": measured,
-                                                    "training": {"train_config": cfg.to_dict(), "n_train": len(fit_set),
-                                                                 "sources": result["sources"]["train"], "head": which,
-                                                                 "selection_auroc_calib": {
-                                                                     w: result[w]["selection_auroc_calib"] for w in heads}}})
+        measured = {
+            "false_rejection": (1 - acc_id[0], 1 - acc_id[2], 1 - acc_id[1]),
+            **{f"accepted_{g}": test_default["accepted"][g] for g in GROUPS},
+            "auroc": test_default["auroc"],
+            "id_accuracy": test_default["id_accuracy"],
+            "n": test_default["n"],
+            "sources": result["sources"]["test"],
+        }
+        save_checkpoint(
+            weights / checkpoint_name(preset),
+            head,
+            BACKBONE,
+            model.classes,
+            threshold=thr,
+            detail=model.detail,
+            extra={
+                "calibration": calibration,
+                "measured": measured,
+                "training": {
+                    "train_config": cfg.to_dict(),
+                    "n_train": len(fit_set),
+                    "sources": result["sources"]["train"],
+                    "head": which,
+                    "selection_auroc_calib": {w: result[w]["selection_auroc_calib"] for w in heads},
+                },
+            },
+        )
     result["default"]["threshold"] = thr
     return result
 
@@ -271,8 +344,10 @@ def _rounded(scores: np.ndarray) -> list[float]:
 
 def _short(t: dict) -> str:
     a = t["accepted"]
-    return (f"ID {a['id'][0]:.2f}, far {a['far'][0]:.2f}, other {a['other'][0]:.2f}, near {a['near'][0]:.2f}; "
-            f"AUROC {t['auroc']['all'][0]:.3f}, near {t['auroc']['near'][0]:.3f}")
+    return (
+        f"ID {a['id'][0]:.2f}, far {a['far'][0]:.2f}, other {a['other'][0]:.2f}, near {a['near'][0]:.2f}; "
+        f"AUROC {t['auroc']['all'][0]:.3f}, near {t['auroc']['near'][0]:.3f}"
+    )
 
 
 # --------------------------------------------------------------------------- the zoo
@@ -310,8 +385,12 @@ def zoo_scores(model, fit: FeatureSet, test: FeatureSet, cfg: TrainConfig) -> di
     knn = KNN(None, k=min(KNN_K, len(fit))).fit_features(z_fit, y)
     out[f"KNN k={min(KNN_K, len(fit))} (pytorch-ood)"] = -knn.predict_features(z_test).double().numpy()
     C = model.head.num_classes
-    vim = ViM(None, d=VIM_DIM, w=model.text[:C].float(),
-              b=(model.logit_bias[:C] if model.logit_bias is not None else torch.zeros(C)).float())
+    vim = ViM(
+        None,
+        d=VIM_DIM,
+        w=model.text[:C].float(),
+        b=(model.logit_bias[:C] if model.logit_bias is not None else torch.zeros(C)).float(),
+    )
     vim.fit_features(z_fit, y)
     out[f"ViM d={VIM_DIM} (pytorch-ood)"] = -vim.predict_features(z_test).double().numpy()
     return out
@@ -340,14 +419,19 @@ def run_zoo(preset: str, enc: EncodedCorpus, model, cfg: TrainConfig, n_boot: in
         fold = {"held_out": s, "n_id": int(is_id.sum()), "methods": {}}
         for name, v in sc.items():
             if not np.isfinite(v).all():
-                log(f"  zoo fold {s}: {name} gave non-finite scores on {int((~np.isfinite(v)).sum())} images; "
-                    "they count as the least ID")
+                log(
+                    f"  zoo fold {s}: {name} gave non-finite scores on {int((~np.isfinite(v)).sum())} images; "
+                    "they count as the least ID"
+                )
                 v = np.nan_to_num(v, nan=-np.inf)
                 v = np.where(np.isfinite(v), v, np.nanmin(v[np.isfinite(v)]) - 1 if np.isfinite(v).any() else 0.0)
             pos = v[is_id]
             fold["methods"][name] = {
-                "auroc_all": auroc_fast(pos, v[~is_id]), "auroc_far": auroc_fast(pos, v[group["far"] | group["other"]]),
-                "auroc_near": auroc_fast(pos, v[group["near"]]), "fpr95_all": fpr95_of(pos, v[~is_id])}
+                "auroc_all": auroc_fast(pos, v[~is_id]),
+                "auroc_far": auroc_fast(pos, v[group["far"] | group["other"]]),
+                "auroc_near": auroc_fast(pos, v[group["near"]]),
+                "fpr95_all": fpr95_of(pos, v[~is_id]),
+            }
         folds.append(fold)
         log(f"  zoo fold {s}: {fold['n_id']} ID images")
     methods = list(folds[0]["methods"]) if folds else []
@@ -358,16 +442,28 @@ def run_zoo(preset: str, enc: EncodedCorpus, model, cfg: TrainConfig, n_boot: in
             vals = np.array([f["methods"][m][key] for f in folds])
             vals = vals[~np.isnan(vals)]
             summary[m][key] = bootstrap_ci(lambda x: float(x.mean()) if len(x) else math.nan, [vals], n_boot)
-    return {"preset": preset, "folds": folds, "summary": summary,
-            "note": "mean over held-out ID sources; CI: bootstrap over those sources"}
+    return {
+        "preset": preset,
+        "folds": folds,
+        "summary": summary,
+        "note": "mean over held-out ID sources; CI: bootstrap over those sources",
+    }
 
 
 # --------------------------------------------------------------------------- the whole run
 
 
-def run(out: str | os.PathLike, root: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
-        epochs: int | None = None, n_boot: int = 1000, cache_dir=None, device: str = "cpu", zoo: bool = True,
-        log=print) -> dict:
+def run(
+    out: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
+    epochs: int | None = None,
+    n_boot: int = 1000,
+    cache_dir=None,
+    device: str = "cpu",
+    zoo: bool = True,
+    log=print,
+) -> dict:
     from hvl_core import load_model
 
     from .config import default_cache_dir
@@ -383,8 +479,9 @@ def run(out: str | os.PathLike, root: str | os.PathLike | None = None, weights: 
     for preset in PRESETS:
         model = load_model(BACKBONE, preset=preset, device=device)
         enc = encode_corpus(model, rows, root, cache)
-        results["presets"][preset] = run_preset(preset, enc, model, cfg, out, Path(weights) if weights else None,
-                                                n_boot, log=log)
+        results["presets"][preset] = run_preset(
+            preset, enc, model, cfg, out, Path(weights) if weights else None, n_boot, log=log
+        )
         if zoo:
             results["zoo"][preset] = run_zoo(preset, enc, model, cfg, n_boot, log=log)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -26,6 +26,7 @@ Problems are never silent. A missing class folder or a known class without image
 skipped, counted and listed (``DataReport``), because one corrupt file in thousands should not
 stop a training run; ``strict=True`` (``--strict``) stops on it instead.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -89,11 +90,17 @@ class DataReport:
         return s
 
     def to_dict(self) -> dict:
-        return {"counts": dict(self.counts), "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-                "n_skipped": len(self.skipped), "notes": list(self.notes)}
+        return {
+            "counts": dict(self.counts),
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "n_skipped": len(self.skipped),
+            "notes": list(self.notes),
+        }
 
 
-def match_folders(root: Path, class_names, folders: list[str] | None = None, allow_extra: bool = True) -> dict[int, Path]:
+def match_folders(
+    root: Path, class_names, folders: list[str] | None = None, allow_extra: bool = True
+) -> dict[int, Path]:
     """Map class index → folder under ``root``. ``folders[i]`` names class i's folder explicitly
     (else the class name). Matching is case-insensitive. Raises ``DatasetError`` listing every
     class without a folder (and the folders that were there)."""
@@ -115,9 +122,11 @@ def match_folders(root: Path, class_names, folders: list[str] | None = None, all
         else:
             out[i] = hits[0]
     if missing:
-        raise DatasetError(f"{root}: no folder for class(es) {', '.join(missing)}; found folders: "
-                           f"{', '.join(p.name for p in present) or 'none'} (names match case-insensitively, "
-                           f"'_' = '-' = space)")
+        raise DatasetError(
+            f"{root}: no folder for class(es) {', '.join(missing)}; found folders: "
+            f"{', '.join(p.name for p in present) or 'none'} (names match case-insensitively, "
+            f"'_' = '-' = space)"
+        )
     if not allow_extra:
         used = {p for p in out.values()}
         extra = [p.name for p in present if p not in used]
@@ -126,8 +135,9 @@ def match_folders(root: Path, class_names, folders: list[str] | None = None, all
     return out
 
 
-def labelled_items(root, class_names, folders: list[str] | None = None, report: DataReport | None = None,
-                   name: str = "images") -> list[Item]:
+def labelled_items(
+    root, class_names, folders: list[str] | None = None, report: DataReport | None = None, name: str = "images"
+) -> list[Item]:
     """Every image under ``root/<class folder>/`` for the given classes, labelled by class index.
     Folders of other classes are ignored (and noted). An empty class raises ``DatasetError``."""
     root = Path(root)
@@ -150,7 +160,9 @@ def labelled_items(root, class_names, folders: list[str] | None = None, report: 
     return items
 
 
-def folder_items(root, class_names=None, report: DataReport | None = None, name: str = "images") -> tuple[list[Item], bool]:
+def folder_items(
+    root, class_names=None, report: DataReport | None = None, name: str = "images"
+) -> tuple[list[Item], bool]:
     """An evaluation folder: labelled by class sub-folders when it has any (they must all match
     ``class_names``), else a flat set of unlabelled images. Returns (items, labelled)."""
     root = Path(root)
@@ -161,9 +173,11 @@ def folder_items(root, class_names=None, report: DataReport | None = None, name:
         keys = {norm_name(c): i for i, c in enumerate(class_names)}
         unknown = [p.name for p in subs if norm_name(p.name) not in keys]
         if unknown:
-            raise DatasetError(f"{root}: sub-folders {unknown} are not classes of the model "
-                               f"({', '.join(class_names)}); names match case-insensitively, '_' = '-' = space. "
-                               "Rename them, or pass a flat folder for scores without accuracy")
+            raise DatasetError(
+                f"{root}: sub-folders {unknown} are not classes of the model "
+                f"({', '.join(class_names)}); names match case-insensitively, '_' = '-' = space. "
+                "Rename them, or pass a flat folder for scores without accuracy"
+            )
         items = []
         for p in subs:
             files = list_images(p, recursive=True)
@@ -216,12 +230,15 @@ def class_set_for(names, preset: str | None = None):
             known = [c["name"] for c in info["classes"] if c.get("id", True)]
             if all(norm_name(n) in entries for n in names):
                 picked = [entries[norm_name(n)] for n in names]
-                return ClassSet(names=tuple(c["name"] for c in picked),
-                                prompts=tuple(c.get("prompt", c["name"]) for c in picked),
-                                template=info.get("template", DEFAULT_TEMPLATE),
-                                descriptions=tuple(c.get("description", "") for c in picked),
-                                preset=preset if [c["name"] for c in picked] == known else None,
-                                title=info.get("title", preset), domain=info.get("domain", ""))
+                return ClassSet(
+                    names=tuple(c["name"] for c in picked),
+                    prompts=tuple(c.get("prompt", c["name"]) for c in picked),
+                    template=info.get("template", DEFAULT_TEMPLATE),
+                    descriptions=tuple(c.get("description", "") for c in picked),
+                    preset=preset if [c["name"] for c in picked] == known else None,
+                    title=info.get("title", preset),
+                    domain=info.get("domain", ""),
+                )
     return class_set_from_names(list(names))
 
 
@@ -244,8 +261,9 @@ def align_labels(items: list[Item], names, model_names) -> None:
     case/separators (``norm_name``); else ``DatasetError``."""
     order = {norm_name(n): i for i, n in enumerate(model_names)}
     if sorted(order) != sorted(norm_name(n) for n in names):
-        raise DatasetError(f"the split's known classes ({', '.join(names)}) differ from the model's "
-                           f"({', '.join(model_names)})")
+        raise DatasetError(
+            f"the split's known classes ({', '.join(names)}) differ from the model's ({', '.join(model_names)})"
+        )
     remap = {i: order[norm_name(n)] for i, n in enumerate(names)}
     for it in items:
         it.label = remap[it.label]
@@ -316,7 +334,7 @@ def load_split(source: str | Path) -> dict:
     except json.JSONDecodeError as e:
         raise DatasetError(f"{where}: not valid JSON ({e})") from None
     if not isinstance(spec, dict) or spec.get("format") != SPLIT_FORMAT:
-        raise DatasetError(f"{where}: not an HVL split file (needs \"format\": \"{SPLIT_FORMAT}\")")
+        raise DatasetError(f'{where}: not an HVL split file (needs "format": "{SPLIT_FORMAT}")')
     if "partition" not in spec or "rule" not in spec["partition"]:
         raise DatasetError(f"{where}: the split has no partition rule")
     rule = spec["partition"]["rule"]
@@ -347,8 +365,9 @@ def _count_images(folder: Path) -> int:
     return len(list_images(folder, recursive=True))
 
 
-def plan_split(spec: dict | str | Path, data_root, fold: int | None = None, task: str | None = None,
-               strict_ood: bool = True) -> SplitPlan:
+def plan_split(
+    spec: dict | str | Path, data_root, fold: int | None = None, task: str | None = None, strict_ood: bool = True
+) -> SplitPlan:
     """Resolve a split file against ``data_root`` into the train / test / OOD images of one run."""
     if not isinstance(spec, dict):
         spec = load_split(spec)
@@ -384,7 +403,9 @@ def plan_split(spec: dict | str | Path, data_root, fold: int | None = None, task
         largest = int(body["id_rule"]["largest"])
         counted = sorted(((_count_images(p), p.name) for p in class_folders(scan_root)), key=lambda x: (-x[0], x[1]))
         if len(counted) < largest:
-            raise DatasetError(f"{scan_root}: {len(counted)} class folders, the split needs at least {largest} known classes")
+            raise DatasetError(
+                f"{scan_root}: {len(counted)} class folders, the split needs at least {largest} known classes"
+            )
         folders = sorted(n for _, n in counted[:largest])
         names = [class_name_from_folder(f) for f in folders]
         report.notes.append(f"known classes: the {largest} largest folders of {scan_root}")
@@ -440,6 +461,17 @@ def plan_split(spec: dict | str | Path, data_root, fold: int | None = None, task
                     files = [p for p in files if in_test(p)]
                 ood += [Item(p, None, found[norm_name(f)].name) for p in files]
         report.counts["ood"] = len(ood)
-    return SplitPlan(name=spec["name"], class_names=names, class_folders=folders, ood_class_names=ood_names,
-                     train=train, test=test, ood=ood, fold=fold, task=task, report=report,
-                     preset=body.get("preset"), provenance=spec.get("provenance", ""))
+    return SplitPlan(
+        name=spec["name"],
+        class_names=names,
+        class_folders=folders,
+        ood_class_names=ood_names,
+        train=train,
+        test=test,
+        ood=ood,
+        fold=fold,
+        task=task,
+        report=report,
+        preset=body.get("preset"),
+        provenance=spec.get("provenance", ""),
+    )

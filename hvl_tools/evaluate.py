@@ -15,6 +15,7 @@ Methods (all through the same code): ``hvl`` (the head's p_ID), ``mcm`` (zero-sh
 CLIP MCM: softmax of cos(v⁰, t)/tau, evaluated with an untrained head's p⁰). Zero-shot HVL is
 ``hvl`` with an untrained head; the Table 2 rows are heads trained with switches off (``config.VARIANTS``).
 """
+
 from __future__ import annotations
 
 import os
@@ -26,23 +27,47 @@ from .scoring import score_sets
 # --------------------------------------------------------------------------- models on cached features
 
 
-def evaluate_features(model, id_feats: FeatureSet, ood_feats: FeatureSet | None, out: str | os.PathLike,
-                      method: str = "hvl", threshold: float | None = None, overrides: dict | None = None,
-                      info: dict | None = None, title: str | None = None, plots: bool = True, head=None,
-                      convention: str = "exact") -> dict:
+def evaluate_features(
+    model,
+    id_feats: FeatureSet,
+    ood_feats: FeatureSet | None,
+    out: str | os.PathLike,
+    method: str = "hvl",
+    threshold: float | None = None,
+    overrides: dict | None = None,
+    info: dict | None = None,
+    title: str | None = None,
+    plots: bool = True,
+    head=None,
+    convention: str = "exact",
+) -> dict:
     """Score ID and OOD embeddings with ``model``'s head (or ``head``) and write the report to ``out``."""
     overrides = dict(overrides or {})
     head = head if head is not None else model.head
     thr = model.threshold if threshold is None else float(threshold)
-    scored = score_sets(head, model.text, model.logit_bias, id_feats, ood_feats, device=model.device, method=method,
-                        **overrides)
+    scored = score_sets(
+        head, model.text, model.logit_bias, id_feats, ood_feats, device=model.device, method=method, **overrides
+    )
     skipped = list(id_feats.skipped) + (list(ood_feats.skipped) if ood_feats is not None else [])
-    meta = {"method": method, "score_name": scored.score_name,
-            "method_name": (info or {}).get("method_name") or ("MCM" if method == "mcm" else "HVL"),
-            "backbone": model.backbone.describe(), "checkpoint": model.checkpoint, "calibrated": model.calibrated,
-            "head_config": {**head.config.to_dict(), **overrides}, "n_skipped": len(skipped),
-            "skipped": [{"path": p, "reason": r} for p, r in skipped[:200]]}
+    meta = {
+        "method": method,
+        "score_name": scored.score_name,
+        "method_name": (info or {}).get("method_name") or ("MCM" if method == "mcm" else "HVL"),
+        "backbone": model.backbone.describe(),
+        "checkpoint": model.checkpoint,
+        "calibrated": model.calibrated,
+        "head_config": {**head.config.to_dict(), **overrides},
+        "n_skipped": len(skipped),
+        "skipped": [{"path": p, "reason": r} for p, r in skipped[:200]],
+    }
     meta.update(info or {})
-    return write_report(out, scored, list(model.classes.names), thr, meta,
-                        title=title or f"{meta['method_name']} on {model.backbone.name}", plots=plots,
-                        convention=convention)
+    return write_report(
+        out,
+        scored,
+        list(model.classes.names),
+        thr,
+        meta,
+        title=title or f"{meta['method_name']} on {model.backbone.name}",
+        plots=plots,
+        convention=convention,
+    )

@@ -12,6 +12,7 @@ crop-geometry version. A second run, or another hyper-parameter setting of the h
 every file. The cache lives in ``$HVL_CACHE_DIR`` or ``.hvl_cache/`` in the current directory.
 Entries are written atomically; an unreadable or mismatched entry is re-encoded.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,8 +34,6 @@ from hvl_tools.config import default_cache_dir
 #: bump when the crop geometry or the stored layout changes
 GEOMETRY_VERSION = "crops-v1"
 VIEWS = ("orig", "hflip", "vflip")
-
-
 
 
 def backbone_fingerprint(backbone) -> str:
@@ -93,9 +92,14 @@ class FeatureSet:
 
     @staticmethod
     def concat(sets: Sequence[FeatureSet]) -> FeatureSet:
-        return FeatureSet(torch.cat([s.v for s in sets]), [p for s in sets for p in s.paths],
-                          torch.cat([s.labels for s in sets]), [g for s in sets for g in s.groups],
-                          [x for s in sets for x in s.skipped], sum(s.hits for s in sets))
+        return FeatureSet(
+            torch.cat([s.v for s in sets]),
+            [p for s in sets for p in s.paths],
+            torch.cat([s.labels for s in sets]),
+            [g for s in sets for g in s.groups],
+            [x for s in sets for x in s.skipped],
+            sum(s.hits for s in sets),
+        )
 
 
 class FeatureCache:
@@ -106,8 +110,14 @@ class FeatureCache:
         self.enabled = enabled
 
     def folder(self, model, view: str = "orig") -> Path:
-        key = {"detail": model.detail, "image_size": model.backbone.image_size, "n": model.n, "view": view,
-               "precision": precision_of(model.device), "geometry": GEOMETRY_VERSION}
+        key = {
+            "detail": model.detail,
+            "image_size": model.backbone.image_size,
+            "n": model.n,
+            "view": view,
+            "precision": precision_of(model.device),
+            "geometry": GEOMETRY_VERSION,
+        }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
         bb = f"{_slug(model.backbone.name)}-{backbone_fingerprint(model.backbone)}"
         return self.root / bb / f"n{model.n}-{model.detail}-{view}-{digest}"
@@ -142,7 +152,9 @@ class FeatureCache:
 class _CropDataset(torch.utils.data.Dataset):
     """Reads a file, hashes it, and (when not cached) cuts its crops; runs in DataLoader workers."""
 
-    def __init__(self, paths, n, size, detail, view, cache: FeatureCache, folder: Path, shape, images_only: bool = False):
+    def __init__(
+        self, paths, n, size, detail, view, cache: FeatureCache, folder: Path, shape, images_only: bool = False
+    ):
         self.paths, self.n, self.size, self.detail, self.view = paths, n, size, detail, view
         self.cache, self.folder, self.shape = cache, folder, shape
         self.images_only = images_only  # return the (viewed) PIL image; crops are cut on the GPU
@@ -174,10 +186,19 @@ def _collate(batch):
     return batch
 
 
-def extract_features(model, paths: Sequence, labels: Sequence[int | None] | None = None,
-                     groups: Sequence[str] | None = None, cache: FeatureCache | None = None, view: str = "orig",
-                     batch_size: int = 16, workers: int | None = None, progress: bool = True,
-                     desc: str = "encoding", strict: bool = False) -> FeatureSet:
+def extract_features(
+    model,
+    paths: Sequence,
+    labels: Sequence[int | None] | None = None,
+    groups: Sequence[str] | None = None,
+    cache: FeatureCache | None = None,
+    view: str = "orig",
+    batch_size: int = 16,
+    workers: int | None = None,
+    progress: bool = True,
+    desc: str = "encoding",
+    strict: bool = False,
+) -> FeatureSet:
     """Crop embeddings of every readable image in ``paths`` (from the cache when there).
 
     Unreadable images are skipped and listed in ``FeatureSet.skipped`` (``strict=True`` raises
@@ -193,10 +214,12 @@ def extract_features(model, paths: Sequence, labels: Sequence[int | None] | None
     if workers is None:
         workers = min(8, max(0, (os.cpu_count() or 1) - 1)) if model.device.type == "cuda" else 0
     on_device = bool(getattr(model, "crops_on_device", False))
-    ds = _CropDataset(paths, n, size, model.detail, view, cache, folder, (M, model.backbone.embed_dim),
-                      images_only=on_device)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                         collate_fn=_collate)
+    ds = _CropDataset(
+        paths, n, size, model.detail, view, cache, folder, (M, model.backbone.embed_dim), images_only=on_device
+    )
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate
+    )
     out: dict[int, torch.Tensor] = {}
     shas: dict[int, str] = {}
     skipped: list[tuple[str, str]] = []
@@ -220,8 +243,10 @@ def extract_features(model, paths: Sequence, labels: Sequence[int | None] | None
                 todo.append((i, sha, crops))
         if todo:
             if on_device:  # upsample and cut where the encoder runs
-                todo = [(i, sha, hierarchical_crops(img, n, size, model.detail, device=model.device))
-                        for i, sha, img in todo]
+                todo = [
+                    (i, sha, hierarchical_crops(img, n, size, model.detail, device=model.device))
+                    for i, sha, img in todo
+                ]
             v = model.encode_crops(torch.cat([c for _, _, c in todo])).float().cpu()
             v = v.view(len(todo), M, -1)
             for (i, sha, _), vi in zip(todo, v):
@@ -237,22 +262,29 @@ def extract_features(model, paths: Sequence, labels: Sequence[int | None] | None
     d = out[keep[0]].shape[-1] if keep else model.backbone.embed_dim
     v = torch.stack([out[i] for i in keep]) if keep else torch.zeros(0, M, d)
     lab = torch.tensor([-1 if labels[i] is None else int(labels[i]) for i in keep], dtype=torch.long)
-    return FeatureSet(v=v, paths=[paths[i] for i in keep], labels=lab, groups=[groups[i] for i in keep],
-                      skipped=skipped, hits=hits)
+    return FeatureSet(
+        v=v, paths=[paths[i] for i in keep], labels=lab, groups=[groups[i] for i in keep], skipped=skipped, hits=hits
+    )
 
 
-def features_of_items(model, items, cache: FeatureCache | None = None, views: Sequence[str] = ("orig",),
-                      **kw) -> FeatureSet:
+def features_of_items(
+    model, items, cache: FeatureCache | None = None, views: Sequence[str] = ("orig",), **kw
+) -> FeatureSet:
     """``extract_features`` for ``hvl_tools.data.Item`` lists; extra views are appended as extra samples."""
     sets = []
     desc = kw.pop("desc", "encoding")
     for view in views:
-        fs = extract_features(model, [it.path for it in items], [it.label for it in items],
-                              [it.group for it in items], cache=cache, view=view,
-                              desc=desc if view == "orig" else f"{desc} ({view})", **kw)
+        fs = extract_features(
+            model,
+            [it.path for it in items],
+            [it.label for it in items],
+            [it.group for it in items],
+            cache=cache,
+            view=view,
+            desc=desc if view == "orig" else f"{desc} ({view})",
+            **kw,
+        )
         if view != "orig":
             fs.skipped = []  # already reported with the original view
         sets.append(fs)
     return FeatureSet.concat(sets) if len(sets) > 1 else sets[0]
-
-

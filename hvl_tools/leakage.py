@@ -11,6 +11,7 @@ Two ways a backbone can already know a split's "unknown" classes:
 Benchmarks refuse such a run unless asked explicitly (``allow=True``, ``--allow-overlap``), and
 then every table says so. ``--negatives none|auto|LIST`` picks the negative classes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,8 +20,11 @@ from collections.abc import Sequence
 
 from .data import DatasetError, norm_name
 
-NEGATIVES_HELP = ("negative classes (join every softmax, never the answer): 'auto' (the backbone's default, "
-                  "e.g. medmnist-densenet121's other labels), 'none', or a comma-separated list of class names")
+NEGATIVES_HELP = (
+    "negative classes (join every softmax, never the answer): 'auto' (the backbone's default, "
+    "e.g. medmnist-densenet121's other labels), 'none', or a comma-separated list of class names"
+)
+
 
 def training_classes(backbone) -> tuple[str, ...]:
     """The classes the backbone's own classifier was trained on (a CLIP model has none: ``()``)."""
@@ -57,8 +61,10 @@ def find_overlap(backbone, ood_classes: Sequence[str], negatives: Sequence[str])
     neg = {_key(backbone, n) for n in negatives}
     trained = {_key(backbone, n) for n in training_classes(backbone)}
     keys = {c: _key(backbone, c) for c in ood_classes}
-    return {"negatives": [c for c, k in keys.items() if k in neg],
-            "training": [c for c, k in keys.items() if k in trained]}
+    return {
+        "negatives": [c for c, k in keys.items() if k in neg],
+        "training": [c for c, k in keys.items() if k in trained],
+    }
 
 
 def overlap_message(backbone_name: str, overlap: dict[str, list[str]]) -> str:
@@ -70,8 +76,9 @@ def overlap_message(backbone_name: str, overlap: dict[str, list[str]]) -> str:
     return "; ".join(parts)
 
 
-def check_overlap(backbone, ood_classes: Sequence[str], negatives: Sequence[str], allow: bool = False,
-                  log=None) -> dict | None:
+def check_overlap(
+    backbone, ood_classes: Sequence[str], negatives: Sequence[str], allow: bool = False, log=None
+) -> dict | None:
     """Refuse (``DatasetError``) when the backbone already knows an OOD class of the split; with
     ``allow=True`` warn loudly instead. Returns the overlap record for the output (None: clean)."""
     ov = find_overlap(backbone, ood_classes, negatives)
@@ -80,9 +87,12 @@ def check_overlap(backbone, ood_classes: Sequence[str], negatives: Sequence[str]
     msg = overlap_message(backbone.name, ov)
     if not allow:
         hint = " Use --negatives none" if ov["negatives"] else ""
-        raise DatasetError(f"refusing to benchmark: {msg}, so its OOD scores are not a fair test.{hint}"
-                           + (" or" if hint else " Use") + " another backbone, or pass --allow-overlap to run "
-                           "anyway (every table is then marked).")
+        raise DatasetError(
+            f"refusing to benchmark: {msg}, so its OOD scores are not a fair test.{hint}"
+            + (" or" if hint else " Use")
+            + " another backbone, or pass --allow-overlap to run "
+            "anyway (every table is then marked)."
+        )
     (log or (lambda m: print(m, file=sys.stderr, flush=True)))(f"WARNING — NOT A FAIR BENCHMARK: {msg}.")
     return {**ov, "message": f"NOT A FAIR BENCHMARK: {msg}"}
 
@@ -102,8 +112,15 @@ def with_negatives(classes, backbone, negatives: str | list[str]):
     return dataclasses.replace(classes, negatives=tuple(negatives)), {"num_negatives": len(negatives)}
 
 
-def build_model(backbone, classes, negatives: str | list[str] = "auto", device="auto", detail: str = "upsample",
-                threshold: float | None = None, **head_options):
+def build_model(
+    backbone,
+    classes,
+    negatives: str | list[str] = "auto",
+    device="auto",
+    detail: str = "upsample",
+    threshold: float | None = None,
+    **head_options,
+):
     """``load_model`` with ``--negatives`` applied (an explicit list needs the class set as given,
     which ``load_model`` would replace by the backbone's own negatives)."""
     from hvl_core.head import HVLHead
@@ -111,8 +128,9 @@ def build_model(backbone, classes, negatives: str | list[str] = "auto", device="
 
     cs, extra = with_negatives(classes, backbone, negatives)
     if negatives in ("auto", "none"):
-        return load_model(backbone, classes=cs, device=device, detail=detail, threshold=threshold,
-                          **{**head_options, **extra})
+        return load_model(
+            backbone, classes=cs, device=device, detail=detail, threshold=threshold, **{**head_options, **extra}
+        )
     options = {**backbone.head_defaults, **head_options, **extra}
     head = HVLHead(backbone.embed_dim, len(cs.names), **options)
     return HVLModel(backbone, head, cs, detail, threshold, device)
@@ -122,6 +140,9 @@ def add_overlap_args(p) -> None:
     """``--negatives`` and ``--allow-overlap`` for the benchmark commands."""
     g = p.add_argument_group("negative classes and leaks")
     g.add_argument("--negatives", default="auto", help=NEGATIVES_HELP)
-    g.add_argument("--allow-overlap", action="store_true",
-                   help="run even when the backbone knows an OOD class of the split (as a negative or a training "
-                        "class); the output is then marked NOT A FAIR BENCHMARK (default: refuse)")
+    g.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        help="run even when the backbone knows an OOD class of the split (as a negative or a training "
+        "class); the output is then marked NOT A FAIR BENCHMARK (default: refuse)",
+    )

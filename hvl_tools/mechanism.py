@@ -18,6 +18,7 @@ Two parts, both written to ``results/mechanism/`` by ``python -m hvl_tools.mecha
    mechanism works where its premise holds; it says nothing about whether the premise holds in
    real images.
 """
+
 from __future__ import annotations
 
 import json
@@ -116,11 +117,16 @@ def _summarise(is_id, labels_id, scores: dict, preds: dict, n_boot: int, convent
     for name, runs in scores.items():
         per = [M.ood_metrics(is_id, s, convention=convention) for s in runs]
         acc = [float((p[is_id] == labels_id).mean()) for p in preds[name]]
-        rows[name] = {"runs": len(runs), **{k: dict(zip(("mean", "std", "n"), M.mean_std(r[k] for r in per)))
-                                            for k in ("auroc", "fpr95", "aupr")},
-                      "accuracy": dict(zip(("mean", "std", "n"), M.mean_std(acc)))}
-    boot = M.paired_bootstrap(is_id, {k: np.stack(v) for k, v in scores.items()}, REFERENCE, n_boot=n_boot) \
-        if REFERENCE in scores else {}
+        rows[name] = {
+            "runs": len(runs),
+            **{k: dict(zip(("mean", "std", "n"), M.mean_std(r[k] for r in per))) for k in ("auroc", "fpr95", "aupr")},
+            "accuracy": dict(zip(("mean", "std", "n"), M.mean_std(acc))),
+        }
+    boot = (
+        M.paired_bootstrap(is_id, {k: np.stack(v) for k, v in scores.items()}, REFERENCE, n_boot=n_boot)
+        if REFERENCE in scores
+        else {}
+    )
     return {"variants": rows, "bootstrap_vs_hvl": boot}
 
 
@@ -141,18 +147,32 @@ def _table(summary: dict, titles: dict, precision: dict | None = None) -> str:
         def ms(k):
             return M.fmt_pct(r[k]["mean"], r[k]["std"] if r[k]["n"] > 1 else None)
 
-        lines.append(f"| {titles[name]} | {' | '.join(ticks)} | {r['runs']} | {ms('accuracy')} | {ms('auroc')} | "
-                     f"{ms('fpr95')} | {ci('auroc')} | {ci('fpr95')} |")
+        lines.append(
+            f"| {titles[name]} | {' | '.join(ticks)} | {r['runs']} | {ms('accuracy')} | {ms('auroc')} | "
+            f"{ms('fpr95')} | {ci('auroc')} | {ci('fpr95')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- 1. images
 
 
-def run_images(data_root, out, backbone: str = "tiny-clip-random", variants=tuple(VARIANTS), seeds=(0, 1, 2, 3, 4),
-               data_seeds=(0, 1, 2), train_per_class: int = 60, val_fraction: float = 0.1, epochs: int = 20,
-               n_boot: int = 1000, cache_dir=None, mcm_tau: float = MCM_TAU, convention: str = "exact",
-               log=None) -> dict:
+def run_images(
+    data_root,
+    out,
+    backbone: str = "tiny-clip-random",
+    variants=tuple(VARIANTS),
+    seeds=(0, 1, 2, 3, 4),
+    data_seeds=(0, 1, 2),
+    train_per_class: int = 60,
+    val_fraction: float = 0.1,
+    epochs: int = 20,
+    n_boot: int = 1000,
+    cache_dir=None,
+    mcm_tau: float = MCM_TAU,
+    convention: str = "exact",
+    log=None,
+) -> dict:
     """The image benchmark (module docstring, part 1). ``data_root``: a ``hvl synth --recipe 2``
     folder. Writes ``out/images.json`` and returns it."""
     from PIL import Image
@@ -174,8 +194,9 @@ def run_images(data_root, out, backbone: str = "tiny-clip-random", variants=tupl
     cache = FeatureCache(cache_dir)
     kw = dict(cache=cache, progress=False, batch_size=32)
     pool = features_of_items(base, plan.train, desc="train pool", **kw)
-    test = FeatureSet.concat([features_of_items(base, plan.test, desc="test", **kw),
-                              features_of_items(base, plan.ood, desc="ood", **kw)])
+    test = FeatureSet.concat(
+        [features_of_items(base, plan.test, desc="test", **kw), features_of_items(base, plan.ood, desc="ood", **kw)]
+    )
     is_id = (test.labels >= 0).numpy()
     labels_id = test.labels.numpy()[is_id]
     n_id, n_ood = int(is_id.sum()), int((~is_id).sum())
@@ -192,7 +213,7 @@ def run_images(data_root, out, backbone: str = "tiny-clip-random", variants=tupl
         for v in variants:
             trained, method, opts = VARIANTS[v]
             opts = {**opts, "tau": mcm_tau} if method == "mcm" else opts
-            for s in (seeds if trained else [None]):
+            for s in seeds if trained else [None]:
                 model = build_model(bb, classes, "auto", device="cpu", **opts)
                 cfg = TrainConfig(epochs=epochs, seed=s if s is not None else 0)
                 msp, pred = _train_and_score(model, train_fs if trained else None, test, cfg, method)
@@ -207,15 +228,34 @@ def run_images(data_root, out, backbone: str = "tiny-clip-random", variants=tupl
     summary = _summarise(is_id, labels_id, scores, preds, n_boot, convention)
     k = base.head.config.k
     doc = {
-        "data": {"root": data_root.name, "recipe": 2, "n_pool": len(pool), "n_train_per_class": train_per_class,
-                 "val_fraction": val_fraction, "n_id_test": n_id, "n_ood_test": n_ood},
-        "backbone": bb.describe(), "variants": list(variants), "titles": titles, "seeds": list(seeds),
-        "data_seeds": list(data_seeds), "train_config": TrainConfig(epochs=epochs).to_dict(), "mcm_tau": mcm_tau,
-        "convention": convention, "n_boot": n_boot, "k": k, "grid": grid,
-        "border_base_rate": float(border.mean()), "border_definition": f"lesion and skin each ≥ {BORDER_MIN:.0%} of the cell",
-        "selection_precision": {v: {r: dict(zip(("mean", "std", "n"), M.mean_std(x))) for r, x in rec.items()}
-                                for v, rec in precision.items()},
-        **summary, "seconds": round(time.time() - t0, 1),
+        "data": {
+            "root": data_root.name,
+            "recipe": 2,
+            "n_pool": len(pool),
+            "n_train_per_class": train_per_class,
+            "val_fraction": val_fraction,
+            "n_id_test": n_id,
+            "n_ood_test": n_ood,
+        },
+        "backbone": bb.describe(),
+        "variants": list(variants),
+        "titles": titles,
+        "seeds": list(seeds),
+        "data_seeds": list(data_seeds),
+        "train_config": TrainConfig(epochs=epochs).to_dict(),
+        "mcm_tau": mcm_tau,
+        "convention": convention,
+        "n_boot": n_boot,
+        "k": k,
+        "grid": grid,
+        "border_base_rate": float(border.mean()),
+        "border_definition": f"lesion and skin each ≥ {BORDER_MIN:.0%} of the cell",
+        "selection_precision": {
+            v: {r: dict(zip(("mean", "std", "n"), M.mean_std(x))) for r, x in rec.items()}
+            for v, rec in precision.items()
+        },
+        **summary,
+        "seconds": round(time.time() - t0, 1),
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -226,25 +266,37 @@ def run_images(data_root, out, backbone: str = "tiny-clip-random", variants=tupl
 
 def images_markdown(doc: dict) -> str:
     d = doc["data"]
-    lines = [f"# Mechanism benchmark, images (synthetic recipe 2, {doc['backbone']})", "",
-             f"{d['n_id_test']} ID and {d['n_ood_test']} OOD test images (fixed); each of data seeds {doc['data_seeds']} "
-             f"draws {d['n_train_per_class']} training images per class from a pool of {d['n_pool']} "
-             f"({d['val_fraction']:.0%} of them held out as validation, unused here); trained rows: seeds "
-             f"{doc['seeds']} per data seed ({len(doc['seeds']) * len(doc['data_seeds'])} runs), "
-             f"{doc['train_config']['epochs']} epochs, otherwise the paper's settings. Metrics: `{doc['convention']}` "
-             f"convention ({M.CONVENTION_NOTES[doc['convention']]}); MCM at T = {doc['mcm_tau']:g}. Δ = variant − full "
-             f"HVL (mean over runs), 95% paired bootstrap interval over the test images ({doc['n_boot']} resamples).",
-             "", _table(doc, doc["titles"]), "", _precision_table(doc, doc["border_definition"])]
+    lines = [
+        f"# Mechanism benchmark, images (synthetic recipe 2, {doc['backbone']})",
+        "",
+        f"{d['n_id_test']} ID and {d['n_ood_test']} OOD test images (fixed); each of data seeds {doc['data_seeds']} "
+        f"draws {d['n_train_per_class']} training images per class from a pool of {d['n_pool']} "
+        f"({d['val_fraction']:.0%} of them held out as validation, unused here); trained rows: seeds "
+        f"{doc['seeds']} per data seed ({len(doc['seeds']) * len(doc['data_seeds'])} runs), "
+        f"{doc['train_config']['epochs']} epochs, otherwise the paper's settings. Metrics: `{doc['convention']}` "
+        f"convention ({M.CONVENTION_NOTES[doc['convention']]}); MCM at T = {doc['mcm_tau']:g}. Δ = variant − full "
+        f"HVL (mean over runs), 95% paired bootstrap interval over the test images ({doc['n_boot']} resamples).",
+        "",
+        _table(doc, doc["titles"]),
+        "",
+        _precision_table(doc, doc["border_definition"]),
+    ]
     return "\n".join(lines) + "\n"
 
 
 def _precision_table(doc: dict, border: str) -> str:
-    lines = [f"Boundary-selection precision: the fraction of the K = {doc['k']} high-scale cells each rule picks on "
-             f"the training images that are border cells ({border}); base rate {100 * doc['border_base_rate']:.1f}%. "
-             "Mean ± std over runs.", "",
-             "| Head | top ΔH (HVL's rule) | top entropy (background rule) |", "|---|--:|--:|"]
+    lines = [
+        f"Boundary-selection precision: the fraction of the K = {doc['k']} high-scale cells each rule picks on "
+        f"the training images that are border cells ({border}); base rate {100 * doc['border_base_rate']:.1f}%. "
+        "Mean ± std over runs.",
+        "",
+        "| Head | top ΔH (HVL's rule) | top entropy (background rule) |",
+        "|---|--:|--:|",
+    ]
     for v, rec in doc["selection_precision"].items():
-        cell = [M.fmt_pct(rec[r]["mean"], rec[r]["std"] if rec[r]["n"] > 1 else None) for r in ("entropy_gain", "entropy")]
+        cell = [
+            M.fmt_pct(rec[r]["mean"], rec[r]["std"] if rec[r]["n"] > 1 else None) for r in ("entropy_gain", "entropy")
+        ]
         lines.append(f"| {doc['titles'][v]} | {cell[0]} | {cell[1]} |")
     return "\n".join(lines) + "\n"
 
@@ -252,8 +304,16 @@ def _precision_table(doc: dict, border: str) -> str:
 # --------------------------------------------------------------------------- 2. embeddings
 
 
-def simulated_embeddings(n_per_class: int, num_classes: int = 4, dim: int = 64, n: int = 2, ood: bool = False,
-                         seed: int = 0, noise: float = 0.5, return_border: bool = False):
+def simulated_embeddings(
+    n_per_class: int,
+    num_classes: int = 4,
+    dim: int = 64,
+    n: int = 2,
+    ood: bool = False,
+    seed: int = 0,
+    noise: float = 0.5,
+    return_border: bool = False,
+):
     """Synthetic crop embeddings (N, 1 + n² + 4n², dim) with a known structure.
 
     Fixed directions (seeded by 0, shared by ID and OOD): a background ``b``, a border ``h`` and
@@ -275,12 +335,13 @@ def simulated_embeddings(n_per_class: int, num_classes: int = 4, dim: int = 64, 
         for _ in range(n_per_class):
             r0, c0 = (int(x) for x in torch.randint(0, G - 1, (2,), generator=rng))
             core = torch.zeros(G, G, dtype=torch.bool)
-            core[r0:r0 + 2, c0:c0 + 2] = True
+            core[r0 : r0 + 2, c0 : c0 + 2] = True
             ring = torch.nn.functional.max_pool2d(core[None, None].float(), 3, 1, 1)[0, 0].bool() & ~core
             lc = 0.5 * lesion[c] + h if ood else lesion[c]
             cells = torch.where(core.reshape(-1, 1), lc, torch.where(ring.reshape(-1, 1), (lesion[c] + b) / 2 + h, b))
-            cells = torch.nn.functional.normalize(cells + noise * torch.randn(G * G, dim, generator=rng) / dim ** 0.5,
-                                                  dim=-1)
+            cells = torch.nn.functional.normalize(
+                cells + noise * torch.randn(G * G, dim, generator=rng) / dim**0.5, dim=-1
+            )
             grid = cells.reshape(G, G, dim)
             mid = torch.nn.functional.normalize(grid.reshape(n, 2, n, 2, dim).mean((1, 3)).reshape(n * n, dim), dim=-1)
             glob = torch.nn.functional.normalize(cells.mean(0, keepdim=True), dim=-1)
@@ -290,9 +351,19 @@ def simulated_embeddings(n_per_class: int, num_classes: int = 4, dim: int = 64, 
     return (v, torch.stack(borders).numpy()) if return_border else v
 
 
-def run_simulation(out, variants=tuple(VARIANTS), seeds=(0, 1, 2, 3, 4), data_seeds=(0, 1, 2), n_train: int = 50,
-                   n_test: int = 250, epochs: int = 20, n_boot: int = 1000, mcm_tau: float = MCM_TAU,
-                   convention: str = "exact", log=None) -> dict:
+def run_simulation(
+    out,
+    variants=tuple(VARIANTS),
+    seeds=(0, 1, 2, 3, 4),
+    data_seeds=(0, 1, 2),
+    n_train: int = 50,
+    n_test: int = 250,
+    epochs: int = 20,
+    n_boot: int = 1000,
+    mcm_tau: float = MCM_TAU,
+    convention: str = "exact",
+    log=None,
+) -> dict:
     """The embedding simulation (module docstring, part 2); writes ``out/simulation.json|md``."""
     from hvl_core.head import HVLHead
 
@@ -307,8 +378,12 @@ def run_simulation(out, variants=tuple(VARIANTS), seeds=(0, 1, 2, 3, 4), data_se
         labels = torch.arange(C).repeat_interleave(per)
         return FeatureSet(v, [f"sim{i}" for i in range(len(v))], labels, [""] * len(v))
 
-    test = FeatureSet.concat([fs(simulated_embeddings(n_test, C, dim, seed=10_000), n_test),
-                              fs(simulated_embeddings(n_test, C, dim, ood=True, seed=10_000), n_test)])
+    test = FeatureSet.concat(
+        [
+            fs(simulated_embeddings(n_test, C, dim, seed=10_000), n_test),
+            fs(simulated_embeddings(n_test, C, dim, ood=True, seed=10_000), n_test),
+        ]
+    )
     is_id = np.r_[np.ones(C * n_test, bool), np.zeros(C * n_test, bool)]
     labels_id = test.labels.numpy()[is_id]
 
@@ -328,10 +403,11 @@ def run_simulation(out, variants=tuple(VARIANTS), seeds=(0, 1, 2, 3, 4), data_se
         for v in variants:
             trained, method, opts = VARIANTS[v]
             opts = {**opts, "tau": mcm_tau} if method == "mcm" else opts
-            for s in (seeds if trained else [None]):
+            for s in seeds if trained else [None]:
                 model = _Model(**opts)
-                msp, pred = _train_and_score(model, train if trained else None, test,
-                                             TrainConfig(epochs=epochs, seed=s or 0), method)
+                msp, pred = _train_and_score(
+                    model, train if trained else None, test, TrainConfig(epochs=epochs, seed=s or 0), method
+                )
                 scores[v].append(msp)
                 preds[v].append(pred)
                 if method == "hvl":
@@ -340,12 +416,27 @@ def run_simulation(out, variants=tuple(VARIANTS), seeds=(0, 1, 2, 3, 4), data_se
                     for rule, idx in sel.items():
                         rec[rule].append(selection_precision(idx, border))
     summary = _summarise(is_id, labels_id, scores, preds, n_boot, convention)
-    doc = {"n_train_per_class": n_train, "n_test_per_class": n_test, "dim": dim, "classes": C, "seeds": list(seeds),
-           "data_seeds": list(data_seeds), "epochs": epochs, "mcm_tau": mcm_tau, "convention": convention,
-           "n_boot": n_boot, "titles": titles, "k": HVLHead(dim, C).config.k, "border_base_rate": float(np.mean(base_rate)),
-           "selection_precision": {v: {r: dict(zip(("mean", "std", "n"), M.mean_std(x))) for r, x in rec.items()}
-                                   for v, rec in precision.items()},
-           **summary, "seconds": round(time.time() - t0, 1)}
+    doc = {
+        "n_train_per_class": n_train,
+        "n_test_per_class": n_test,
+        "dim": dim,
+        "classes": C,
+        "seeds": list(seeds),
+        "data_seeds": list(data_seeds),
+        "epochs": epochs,
+        "mcm_tau": mcm_tau,
+        "convention": convention,
+        "n_boot": n_boot,
+        "titles": titles,
+        "k": HVLHead(dim, C).config.k,
+        "border_base_rate": float(np.mean(base_rate)),
+        "selection_precision": {
+            v: {r: dict(zip(("mean", "std", "n"), M.mean_std(x))) for r, x in rec.items()}
+            for v, rec in precision.items()
+        },
+        **summary,
+        "seconds": round(time.time() - t0, 1),
+    }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "simulation.json").write_text(json.dumps(doc, indent=1) + "\n")
@@ -355,8 +446,11 @@ def run_simulation(out, variants=tuple(VARIANTS), seeds=(0, 1, 2, 3, 4), data_se
         f"{C * n_test} ID + {C * n_test} OOD test; trained rows: seeds {doc['seeds']} per data seed, {epochs} epochs. "
         f"OOD lesions are built to resemble the border cells of known lesions (the paper's premise holds by "
         f"construction). Metrics: `{convention}` convention; MCM at T = {mcm_tau:g}; Δ = variant − full HVL with a "
-        f"95% paired bootstrap interval ({n_boot} resamples).\n\n" + _table(doc, titles) + "\n"
-        + _precision_table(doc, "the ring of border cells around each lesion block"))
+        f"95% paired bootstrap interval ({n_boot} resamples).\n\n"
+        + _table(doc, titles)
+        + "\n"
+        + _precision_table(doc, "the ring of border cells around each lesion block")
+    )
     log(f"[mechanism] simulation done ({time.time() - t0:.0f} s)")
     return doc
 
@@ -365,7 +459,9 @@ def main(argv=None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m hvl_tools.mechanism", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", help="a `hvl synth --recipe 2` folder (the image part); omit to run only the simulation")
+    p.add_argument(
+        "--data-root", help="a `hvl synth --recipe 2` folder (the image part); omit to run only the simulation"
+    )
     p.add_argument("--out", default="results/mechanism")
     p.add_argument("--backbone", default="tiny-clip-random")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -378,13 +474,20 @@ def main(argv=None) -> int:
     p.add_argument("--metric-convention", choices=M.CONVENTIONS, default=M.DEFAULT_CONVENTION)
     p.add_argument("--skip-simulation", action="store_true")
     a = p.parse_args(argv)
-    common = dict(seeds=a.seeds, data_seeds=a.data_seeds, epochs=a.epochs, n_boot=a.n_boot, mcm_tau=a.mcm_tau,
-                  convention=a.metric_convention)
+    common = dict(
+        seeds=a.seeds,
+        data_seeds=a.data_seeds,
+        epochs=a.epochs,
+        n_boot=a.n_boot,
+        mcm_tau=a.mcm_tau,
+        convention=a.metric_convention,
+    )
     if not a.skip_simulation:
         run_simulation(a.out, **common)
     if a.data_root:
-        run_images(a.data_root, a.out, backbone=a.backbone, train_per_class=a.train_per_class,
-                   cache_dir=a.cache_dir, **common)
+        run_images(
+            a.data_root, a.out, backbone=a.backbone, train_per_class=a.train_per_class, cache_dir=a.cache_dir, **common
+        )
     return 0
 
 

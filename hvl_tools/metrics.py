@@ -25,6 +25,7 @@ Three named conventions (``CONVENTIONS``); a table says which one it uses and ne
 - ``threshold_at_tpr``: the calibration threshold, the MSP value at the ``exact`` ROC point
   (computable from ID scores alone).
 """
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,7 @@ from .config import CONVENTIONS, DEFAULT_CONVENTION
 TPR_TARGET = 0.95
 CONVENTION_NOTES = {
     "exact": "ID positive; FPR95 = fraction of OOD accepted at the threshold accepting 95% of ID (HVL_SPEC §7, exact "
-             "ROC point)",
+    "ROC point)",
     "mcm": "ID positive; FPR95 as MCM's code (fpr_and_fdr_at_recall: the ROC point with recall nearest 0.95)",
     "openood": "OpenOOD v1.5: OOD positive; FPR@95 = fraction of ID rejected at 95% OOD recall; AUPR by trapezoid",
 }
@@ -179,8 +180,11 @@ def rates_at_threshold(is_id, scores, threshold: float) -> dict:
     """ID acceptance (TPR) and OOD acceptance (FPR) when 'known' means score ≥ threshold."""
     y, s = _arrays(is_id, scores)
     acc = s >= threshold
-    return {"threshold": float(threshold), "tpr": float(acc[y].mean()) if y.any() else None,
-            "fpr": float(acc[~y].mean()) if (~y).any() else None}
+    return {
+        "threshold": float(threshold),
+        "tpr": float(acc[y].mean()) if y.any() else None,
+        "fpr": float(acc[~y].mean()) if (~y).any() else None,
+    }
 
 
 def ood_metrics(is_id, scores, pred=None, label=None, convention: str = DEFAULT_CONVENTION) -> dict:
@@ -192,8 +196,14 @@ def ood_metrics(is_id, scores, pred=None, label=None, convention: str = DEFAULT_
         pr = {"aupr": _pr_trapezoid(y, s) if both else None, "aupr_out": _pr_trapezoid(~y, -s) if both else None}
     else:
         pr = {"aupr": aupr(y, s), "aupr_out": aupr_out(y, s)}
-    out = {"auroc": auroc(y, s), "fpr95": fpr95(y, s, convention), **pr, "convention": convention,
-           "n_id": int(y.sum()), "n_ood": int((~y).sum())}
+    out = {
+        "auroc": auroc(y, s),
+        "fpr95": fpr95(y, s, convention),
+        **pr,
+        "convention": convention,
+        "n_id": int(y.sum()),
+        "n_ood": int((~y).sum()),
+    }
     if y.any():
         out["t95"] = threshold_at_tpr(s[y])
     if pred is not None and label is not None:
@@ -219,8 +229,9 @@ def fmt_pct(mean: float | None, std: float | None = None, digits: int = 2) -> st
     return s + (f" ± {100 * std:.{digits}f}" if std is not None else "")
 
 
-def compute_metrics(scored, class_names: Sequence[str], threshold: float | None = None,
-                    convention: str = DEFAULT_CONVENTION) -> dict:
+def compute_metrics(
+    scored, class_names: Sequence[str], threshold: float | None = None, convention: str = DEFAULT_CONVENTION
+) -> dict:
     y = scored.is_id
     out = ood_metrics(y, scored.score, convention=convention)
     labelled = y & (scored.label >= 0)
@@ -228,8 +239,13 @@ def compute_metrics(scored, class_names: Sequence[str], threshold: float | None 
         out["accuracy"] = accuracy(scored.pred[labelled], scored.label[labelled])
         out["n_labelled"] = int(labelled.sum())
         out["per_class_accuracy"] = {
-            c: (accuracy(scored.pred[labelled & (scored.label == i)], scored.label[labelled & (scored.label == i)])
-                if (labelled & (scored.label == i)).any() else None) for i, c in enumerate(class_names)}
+            c: (
+                accuracy(scored.pred[labelled & (scored.label == i)], scored.label[labelled & (scored.label == i)])
+                if (labelled & (scored.label == i)).any()
+                else None
+            )
+            for i, c in enumerate(class_names)
+        }
     else:
         out["accuracy"] = None
         out["n_labelled"] = 0
@@ -239,7 +255,6 @@ def compute_metrics(scored, class_names: Sequence[str], threshold: float | None 
         out["id_accepted_at_threshold"] = r["tpr"]
         out["ood_accepted_at_threshold"] = r["fpr"]
     return out
-
 
 
 # --------------------------------------------------------------------------- paired bootstrap
@@ -282,8 +297,9 @@ def bootstrap_counts(is_id, n_boot: int, seed: int = 0) -> np.ndarray:
     return w
 
 
-def paired_bootstrap(is_id, scores: dict, reference: str, n_boot: int = 2000, seed: int = 0,
-                     level: float = 0.95) -> dict:
+def paired_bootstrap(
+    is_id, scores: dict, reference: str, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict:
     """Paired bootstrap of each method minus ``reference`` for AUROC and exact FPR95.
 
     ``scores``: ``{name: (R, N) or (N,)}`` — R runs (seeds) of each method scored on the same N
@@ -313,6 +329,12 @@ def paired_bootstrap(is_id, scores: dict, reference: str, n_boot: int = 2000, se
         for k, metric in enumerate(("auroc", "fpr95")):
             d = boot[name][k] - boot[reference][k]
             lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
-            out[name][metric] = {"delta": full[name][k] - full[reference][k], "lo": float(lo), "hi": float(hi),
-                                 "p_not_above_0": float((d <= 0).mean()), "n_boot": n_boot, "runs": full[name][2]}
+            out[name][metric] = {
+                "delta": full[name][k] - full[reference][k],
+                "lo": float(lo),
+                "hi": float(hi),
+                "p_not_above_0": float((d <= 0).mean()),
+                "n_boot": n_boot,
+                "runs": full[name][2],
+            }
     return out

@@ -7,6 +7,7 @@ evaluation's metrics and plots under ``eval/`` (never per-image scores or local 
 training state (optimiser moments) is never uploaded. ``hvl_core.load_checkpoint("org/name")`` /
 ``load_model(checkpoint="org/name")`` load it back (``hf_hub_download``).
 """
+
 from __future__ import annotations
 
 import json
@@ -59,64 +60,109 @@ def model_card(ck: Checkpoint, repo_id: str, metrics: dict | None = None) -> str
     if metrics:
         ds_name = metrics.get("split") or (Path(metrics["id_dir"]).name if metrics.get("id_dir") else "evaluation set")
         eval_results = []
-        for key, mtype, mname in (("accuracy", "accuracy", "ID accuracy"), ("auroc", "roc_auc", "AUROC (ID positive)"),
-                                  ("fpr95", "fpr95", "FPR at 95% TPR"), ("aupr", "aupr", "AUPR-In")):
+        for key, mtype, mname in (
+            ("accuracy", "accuracy", "ID accuracy"),
+            ("auroc", "roc_auc", "AUROC (ID positive)"),
+            ("fpr95", "fpr95", "FPR at 95% TPR"),
+            ("aupr", "aupr", "AUPR-In"),
+        ):
             if metrics.get(key) is not None:
-                eval_results.append(EvalResult(task_type="image-classification", dataset_type="custom",
-                                               dataset_name=str(ds_name), metric_type=mtype,
-                                               metric_value=round(float(metrics[key]), 6), metric_name=mname))
+                eval_results.append(
+                    EvalResult(
+                        task_type="image-classification",
+                        dataset_type="custom",
+                        dataset_name=str(ds_name),
+                        metric_type=mtype,
+                        metric_value=round(float(metrics[key]), 6),
+                        metric_name=mname,
+                    )
+                )
         eval_results = eval_results or None
     data = ModelCardData(
-        license="apache-2.0", library_name="hvl-demo", pipeline_tag="image-classification",
+        license="apache-2.0",
+        library_name="hvl-demo",
+        pipeline_tag="image-classification",
         tags=["hvl", "out-of-distribution-detection", "medical-imaging", "vision-language", backbone],
-        base_model=BASE_MODELS.get(backbone), model_name=repo_id.split("/")[-1],
-        eval_results=eval_results)
+        base_model=BASE_MODELS.get(backbone),
+        model_name=repo_id.split("/")[-1],
+        eval_results=eval_results,
+    )
     training = meta.get("training") or {}
     cfg = training.get("train_config") or {}
     thr = meta.get("threshold")
     lines = [
-        f"# {repo_id.split('/')[-1]} — HVL head for out-of-distribution detection", "",
+        f"# {repo_id.split('/')[-1]} — HVL head for out-of-distribution detection",
+        "",
         "An HVL head (Lai et al., *Hierarchical Vision-Language Learning for Medical Out-of-Distribution "
         "Detection*, MICCAI 2025) trained with the open-source HVL demo: it recognises the known classes below "
-        "and says **unknown** when the fused max-softmax probability (MSP) is under its threshold.", "",
-        "**Research and teaching use only; not a medical device.** It has not been validated clinically.", "",
-        "## Model", "",
+        "and says **unknown** when the fused max-softmax probability (MSP) is under its threshold.",
+        "",
+        "**Research and teaching use only; not a medical device.** It has not been validated clinically.",
+        "",
+        "## Model",
+        "",
         f"- Backbone (frozen encoder): `{backbone}`",
         f"- Known classes ({len(names)}): " + ", ".join(names),
         f"- Head options: `{json.dumps(meta.get('config', {}))}`",
-        f"- Threshold: {thr:.4f} (calibrated: MSP accepting 95% of held-out ID images)" if thr is not None else
-        "- Threshold: not calibrated (the demo then uses its default)",
+        f"- Threshold: {thr:.4f} (calibrated: MSP accepting 95% of held-out ID images)"
+        if thr is not None
+        else "- Threshold: not calibrated (the demo then uses its default)",
     ]
     if training:
-        lines += ["", "## Training", "",
-                  f"- {training.get('n_train')} training images, {training.get('n_val')} validation images",
-                  f"- Adam, lr {cfg.get('lr')}, batch {cfg.get('batch_size')}, {cfg.get('epochs')} epochs, "
-                  f"{cfg.get('scheduler')} schedule, seed {cfg.get('seed')}"]
+        lines += [
+            "",
+            "## Training",
+            "",
+            f"- {training.get('n_train')} training images, {training.get('n_val')} validation images",
+            f"- Adam, lr {cfg.get('lr')}, batch {cfg.get('batch_size')}, {cfg.get('epochs')} epochs, "
+            f"{cfg.get('scheduler')} schedule, seed {cfg.get('seed')}",
+        ]
         data_info = training.get("data") or {}
         if data_info.get("split") or data_info.get("train_dir"):
-            lines.append(f"- Data: {Path(data_info.get('split') or data_info.get('train_dir')).name}"
-                         + (f", fold {data_info['fold']}" if data_info.get("fold") is not None else "")
-                         + (f", task {data_info['task']}" if data_info.get("task") else ""))
+            lines.append(
+                f"- Data: {Path(data_info.get('split') or data_info.get('train_dir')).name}"
+                + (f", fold {data_info['fold']}" if data_info.get("fold") is not None else "")
+                + (f", task {data_info['task']}" if data_info.get("task") else "")
+            )
     if metrics:
-        lines += ["", "## Evaluation", "",
-                  f"{metrics.get('n_id')} ID and {metrics.get('n_ood')} OOD images"
-                  + (f" ({metrics['split']})" if metrics.get("split") else "") + ".", "",
-                  "| ID acc. | AUROC | FPR95 | AUPR-In |", "|---:|---:|---:|---:|",
-                  f"| {_pct(metrics.get('accuracy'))} | {_pct(metrics.get('auroc'))} | {_pct(metrics.get('fpr95'))} | "
-                  f"{_pct(metrics.get('aupr'))} |", "",
-                  "Percent. ID is the positive class, the score is MSP; FPR95 is the fraction of OOD images accepted at "
-                  "the threshold that accepts 95% of ID images (exact ROC point). Full report in `eval/`."]
-    lines += ["", "## Use", "", "```python", "import hvl_core", "",
-              f'model = hvl_core.load_model(checkpoint="{repo_id}")',
-              'pred = model.predict("image.png")', "print(pred.label, pred.score, pred.score_name, pred.known)", "```", "",
-              f"Files: `{WEIGHTS_NAME}` (W, b0, b2; safetensors), `{CONFIG_NAME}` (classes, options, threshold, "
-              "sha256 of the weights)."]
+        lines += [
+            "",
+            "## Evaluation",
+            "",
+            f"{metrics.get('n_id')} ID and {metrics.get('n_ood')} OOD images"
+            + (f" ({metrics['split']})" if metrics.get("split") else "")
+            + ".",
+            "",
+            "| ID acc. | AUROC | FPR95 | AUPR-In |",
+            "|---:|---:|---:|---:|",
+            f"| {_pct(metrics.get('accuracy'))} | {_pct(metrics.get('auroc'))} | {_pct(metrics.get('fpr95'))} | "
+            f"{_pct(metrics.get('aupr'))} |",
+            "",
+            "Percent. ID is the positive class, the score is MSP; FPR95 is the fraction of OOD images accepted at "
+            "the threshold that accepts 95% of ID images (exact ROC point). Full report in `eval/`.",
+        ]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "import hvl_core",
+        "",
+        f'model = hvl_core.load_model(checkpoint="{repo_id}")',
+        'pred = model.predict("image.png")',
+        "print(pred.label, pred.score, pred.score_name, pred.known)",
+        "```",
+        "",
+        f"Files: `{WEIGHTS_NAME}` (W, b0, b2; safetensors), `{CONFIG_NAME}` (classes, options, threshold, "
+        "sha256 of the weights).",
+    ]
     content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"
     return str(ModelCard(content))
 
 
-def stage(ck_dir: str | os.PathLike, staging: str | os.PathLike, repo_id: str,
-          eval_dir: str | os.PathLike | None = None) -> Path:
+def stage(
+    ck_dir: str | os.PathLike, staging: str | os.PathLike, repo_id: str, eval_dir: str | os.PathLike | None = None
+) -> Path:
     """Copy what gets pushed into ``staging`` (validated checkpoint, card, training and eval files)."""
     src = Path(ck_dir)
     if not src.is_dir():
@@ -146,9 +192,15 @@ def stage(ck_dir: str | os.PathLike, staging: str | os.PathLike, repo_id: str,
     return dst
 
 
-def push_checkpoint(ck_dir: str | os.PathLike, repo_id: str, eval_dir: str | os.PathLike | None = None,
-                    private: bool | None = None, token: str | None = None, commit_message: str | None = None,
-                    api=None):
+def push_checkpoint(
+    ck_dir: str | os.PathLike,
+    repo_id: str,
+    eval_dir: str | os.PathLike | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str | None = None,
+    api=None,
+):
     """Create (if needed) the model repo ``repo_id`` and upload the staged checkpoint folder.
     Returns the hub's commit info."""
     if not is_hub_id(repo_id):
@@ -159,5 +211,9 @@ def push_checkpoint(ck_dir: str | os.PathLike, repo_id: str, eval_dir: str | os.
     with tempfile.TemporaryDirectory(prefix="hvl-push-") as tmp:
         folder = stage(ck_dir, tmp, repo_id, eval_dir)
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        return api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model",
-                                 commit_message=commit_message or f"Upload HVL head ({Path(ck_dir).name})")
+        return api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            repo_type="model",
+            commit_message=commit_message or f"Upload HVL head ({Path(ck_dir).name})",
+        )

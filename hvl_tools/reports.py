@@ -1,5 +1,6 @@
 """Evaluation outputs: ``metrics.json``, ``scores.csv``, ROC and histogram plots, ``report.md``,
 markdown tables and the training-loss plot. No pyplot: safe in servers."""
+
 from __future__ import annotations
 
 import csv
@@ -25,8 +26,17 @@ def write_scores_csv(path: Path, scored: ScoredSet, class_names: Sequence[str], 
         for i, p in enumerate(scored.paths):
             lab = class_names[scored.label[i]] if scored.label[i] >= 0 else ""
             known = "" if threshold is None else int(scored.score[i] >= threshold)
-            w.writerow([p, f"{scored.score[i]:.8g}", int(scored.is_id[i]), lab, class_names[int(scored.pred[i])],
-                        known, scored.groups[i]])
+            w.writerow(
+                [
+                    p,
+                    f"{scored.score[i]:.8g}",
+                    int(scored.is_id[i]),
+                    lab,
+                    class_names[int(scored.pred[i])],
+                    known,
+                    scored.groups[i],
+                ]
+            )
 
 
 def _figure(w=4.6, h=3.6):
@@ -49,7 +59,7 @@ def plot_roc(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], title
             continue
         fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
         a = M.auroc(y, s)
-        line, = ax.plot(fpr, tpr, lw=1.6, label=f"{name} (AUROC {100 * a:.1f})")
+        (line,) = ax.plot(fpr, tpr, lw=1.6, label=f"{name} (AUROC {100 * a:.1f})")
         f95, t95, _ = M.roc_point(y, s)
         ax.plot([f95], [t95], "o", color=line.get_color(), ms=4)
     ax.plot([0, 1], [0, 1], ":", color="grey", lw=0.8)
@@ -75,14 +85,20 @@ def plot_histogram(path: Path, scored: ScoredSet, threshold: float | None, t95: 
     bins = np.linspace(lo - pad, hi + pad, 31)
     ax.hist(scored.score[scored.is_id], bins=bins, alpha=0.6, label=f"ID ({int(scored.is_id.sum())})", color="tab:blue")
     if (~scored.is_id).any():
-        ax.hist(scored.score[~scored.is_id], bins=bins, alpha=0.6, label=f"OOD ({int((~scored.is_id).sum())})",
-                color="tab:red")
+        ax.hist(
+            scored.score[~scored.is_id],
+            bins=bins,
+            alpha=0.6,
+            label=f"OOD ({int((~scored.is_id).sum())})",
+            color="tab:red",
+        )
     if t95 is not None:
         ax.axvline(t95, color="black", ls="--", lw=1, label=f"95% ID TPR here ({t95:.3f})")
     if threshold is not None:
         ax.axvline(threshold, color="tab:green", lw=1.2, label=f"model threshold ({threshold:.3f})")
-    name = {"msp": "MSP (max p_ID)", "energy": "energy score", "maxlogit": "max-logit score"}.get(scored.score_name,
-                                                                                            scored.score_name)
+    name = {"msp": "MSP (max p_ID)", "energy": "energy score", "maxlogit": "max-logit score"}.get(
+        scored.score_name, scored.score_name
+    )
     ax.set_xlabel(name)
     ax.set_ylabel("images")
     ax.set_title(title or f"{name}, ID vs OOD", fontsize=10)
@@ -108,9 +124,16 @@ def markdown_table(rows: list[dict], columns=REPORT_METRICS, name_col: str = "Me
     return "\n".join(lines) + "\n"
 
 
-def write_report(out: str | os.PathLike, scored: ScoredSet, class_names: Sequence[str], threshold: float | None,
-                 info: dict | None = None, title: str = "HVL evaluation", plots: bool = True,
-                 convention: str = M.DEFAULT_CONVENTION) -> dict:
+def write_report(
+    out: str | os.PathLike,
+    scored: ScoredSet,
+    class_names: Sequence[str],
+    threshold: float | None,
+    info: dict | None = None,
+    title: str = "HVL evaluation",
+    plots: bool = True,
+    convention: str = M.DEFAULT_CONVENTION,
+) -> dict:
     """Write metrics.json, scores.csv, roc.png, hist.png and report.md under ``out``; returns the
     metrics (in the named metric convention, ``metrics.CONVENTIONS``)."""
     out = Path(out)
@@ -122,8 +145,11 @@ def write_report(out: str | os.PathLike, scored: ScoredSet, class_names: Sequenc
     (out / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
     write_scores_csv(out / "scores.csv", scored, class_names, threshold)
     if plots:
-        plot_roc(out / "roc.png", {info.get("method_name", "HVL") if info else "HVL": (scored.is_id, scored.score)},
-                 title=title)
+        plot_roc(
+            out / "roc.png",
+            {info.get("method_name", "HVL") if info else "HVL": (scored.is_id, scored.score)},
+            title=title,
+        )
         plot_histogram(out / "hist.png", scored, threshold, m.get("t95"), title=title)
     lines = [f"# {title}", ""]
     if info:
@@ -135,18 +161,18 @@ def write_report(out: str | os.PathLike, scored: ScoredSet, class_names: Sequenc
         lines.append(f"- unreadable images skipped: {m['n_skipped']}")
     lines += ["", markdown_table([{"name": info.get("method_name", "HVL") if info else "HVL", **m}]), ""]
     if threshold is not None:
-        lines.append(f"At the model's threshold {threshold:.4f}: {M.fmt_pct(m.get('id_accepted_at_threshold'))}% of ID "
-                     f"and {M.fmt_pct(m.get('ood_accepted_at_threshold'))}% of OOD images are accepted as known.")
+        lines.append(
+            f"At the model's threshold {threshold:.4f}: {M.fmt_pct(m.get('id_accepted_at_threshold'))}% of ID "
+            f"and {M.fmt_pct(m.get('ood_accepted_at_threshold'))}% of OOD images are accepted as known."
+        )
     if m.get("t95") is not None:
         lines.append(f"The MSP accepting 95% of these ID images (t95) is {m['t95']:.4f}.")
     lines.append("")
     if info and info.get("overlap"):
         lines.append(f"**⚠ {info['overlap']['message']}.**")
-    lines.append(f"Metrics (HVL_SPEC §7), `{convention}` convention: {M.CONVENTION_NOTES[convention]}; "
-                 "score = MSP.")
+    lines.append(f"Metrics (HVL_SPEC §7), `{convention}` convention: {M.CONVENTION_NOTES[convention]}; score = MSP.")
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return m
-
 
 
 def plot_losses(path: Path, history: list[dict], title: str = "training loss") -> None:
@@ -164,4 +190,3 @@ def plot_losses(path: Path, history: list[dict], title: str = "training loss") -
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
-

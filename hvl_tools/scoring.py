@@ -1,5 +1,6 @@
 """Scoring cached embeddings with a head: per-image MSP and class probabilities (HVL_SPEC §6),
 for the paper's method (``hvl``: fused p_ID) and the single-scale baseline (``mcm``: p⁰)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,8 +29,16 @@ class ScoredSet:
     score_name: str = "msp"
 
 
-def score_sets(head, text, logit_bias, id_feats: FeatureSet, ood_feats: FeatureSet | None, device="cpu",
-               method: str = "hvl", **overrides) -> ScoredSet:
+def score_sets(
+    head,
+    text,
+    logit_bias,
+    id_feats: FeatureSet,
+    ood_feats: FeatureSet | None,
+    device="cpu",
+    method: str = "hvl",
+    **overrides,
+) -> ScoredSet:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     parts = [(id_feats, True)] + ([(ood_feats, False)] if ood_feats is not None and len(ood_feats) else [])
@@ -42,9 +51,15 @@ def score_sets(head, text, logit_bias, id_feats: FeatureSet, ood_feats: FeatureS
         pred.append(p.argmax(-1).numpy() if len(p) else np.zeros(0, int))
         is_id.append(np.full(len(fs), known))
         label.append(fs.labels.numpy() if known else np.full(len(fs), -1))
-    return ScoredSet(paths, np.concatenate(score).astype(np.float64), np.concatenate(is_id), np.concatenate(label),
-                     np.concatenate(pred), groups, score_name=overrides.get("score", head.config.score))
-
+    return ScoredSet(
+        paths,
+        np.concatenate(score).astype(np.float64),
+        np.concatenate(is_id),
+        np.concatenate(label),
+        np.concatenate(pred),
+        groups,
+        score_name=overrides.get("score", head.config.score),
+    )
 
 
 def cpu_threads_for_head(head: HVLHead, device: torch.device) -> int | None:
@@ -71,9 +86,16 @@ class torch_threads:
 
 
 @torch.no_grad()
-def head_scores(head: HVLHead, text: torch.Tensor, logit_bias: torch.Tensor | None, feats: FeatureSet,
-                device: str | torch.device = "cpu", batch_size: int = 256, method: str = "hvl",
-                **overrides) -> tuple[torch.Tensor, torch.Tensor]:
+def head_scores(
+    head: HVLHead,
+    text: torch.Tensor,
+    logit_bias: torch.Tensor | None,
+    feats: FeatureSet,
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+    method: str = "hvl",
+    **overrides,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(score (N,), p (N, C)) of the head on cached embeddings. The score is the head's decision
     score (``score`` option: MSP by default, or energy / max-logit, HVL_SPEC §9). ``method="mcm"``:
     the single-scale zero-shot baseline MCM — softmax of the scale-0 similarity (p⁰ of the head)
@@ -90,7 +112,7 @@ def _head_scores(head, text, logit_bias, feats, device, batch_size, method, **ov
     bias = logit_bias.to(device) if logit_bias is not None else None
     ps, scores = [], []
     for s in range(0, len(feats), batch_size):
-        v0, v1, v2 = split_scales(feats.v[s:s + batch_size].to(device), head.config.n)
+        v0, v1, v2 = split_scales(feats.v[s : s + batch_size].to(device), head.config.n)
         out = head(v0, v1, v2, text, bias, **overrides)
         ps.append((out.p0 if method == "mcm" else out.p_id).float().cpu())
         scores.append((out.score0 if method == "mcm" else out.score).float().cpu())

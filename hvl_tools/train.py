@@ -10,6 +10,7 @@ rest, and the sha256 of that tensor file), atomically and in that order, so a ru
 moment leaves a consistent state behind. ``resume=True`` continues from it and gives the same
 head as an uninterrupted run with the same seed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,8 +44,6 @@ STATE_VERSION = 1
 
 class TrainStateError(ValueError):
     """A training state that cannot be resumed (corrupt, truncated, or from another run)."""
-
-
 
 
 @dataclass
@@ -100,8 +99,9 @@ def _opt_state_from(tensors: dict, opt_meta: dict) -> dict:
     return {"state": state, "param_groups": groups}
 
 
-def save_train_state(state_dir: Path, head: HVLHead, opt, sched, gen: torch.Generator, epoch: int,
-                     history: list, info: dict) -> Path:
+def save_train_state(
+    state_dir: Path, head: HVLHead, opt, sched, gen: torch.Generator, epoch: int, history: list, info: dict
+) -> Path:
     """Write the state after ``epoch`` epochs (tensors first, then the JSON that names them)."""
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -109,9 +109,17 @@ def save_train_state(state_dir: Path, head: HVLHead, opt, sched, gen: torch.Gene
     blob = st_save(tensors, metadata={"format": STATE_FORMAT})
     name = f"train_state-e{epoch}.safetensors"
     atomic_write(state_dir / name, blob)
-    meta = {"format": STATE_FORMAT, "format_version": STATE_VERSION, "epoch": epoch, "tensors": name,
-            "tensors_sha256": sha256_bytes(blob), "optimizer": opt_meta,
-            "scheduler": sched.state_dict() if sched is not None else None, "history": history, **info}
+    meta = {
+        "format": STATE_FORMAT,
+        "format_version": STATE_VERSION,
+        "epoch": epoch,
+        "tensors": name,
+        "tensors_sha256": sha256_bytes(blob),
+        "optimizer": opt_meta,
+        "scheduler": sched.state_dict() if sched is not None else None,
+        "history": history,
+        **info,
+    }
     atomic_write(state_dir / STATE_JSON, json.dumps(meta, indent=1).encode())
     for old in state_dir.glob("train_state-e*.safetensors"):
         if old.name != name:
@@ -131,18 +139,21 @@ def load_train_state(state_dir: Path) -> tuple[dict, dict]:
     except FileNotFoundError:
         raise TrainStateError(f"{state_dir}: no {STATE_JSON}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TrainStateError(f"{js}: not valid JSON ({e}); the state is corrupt — delete {state_dir} "
-                              "to start over") from None
+        raise TrainStateError(
+            f"{js}: not valid JSON ({e}); the state is corrupt — delete {state_dir} to start over"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
         raise TrainStateError(f"{js}: not an HVL training state")
     tf = state_dir / str(meta.get("tensors", ""))
     if not tf.is_file():
-        raise TrainStateError(f"{state_dir}: {meta.get('tensors')} is missing; the state is incomplete — delete "
-                              f"{state_dir} to start over")
+        raise TrainStateError(
+            f"{state_dir}: {meta.get('tensors')} is missing; the state is incomplete — delete {state_dir} to start over"
+        )
     blob = tf.read_bytes()
     if sha256_bytes(blob) != meta.get("tensors_sha256"):
-        raise TrainStateError(f"{tf}: does not match the sha256 in {STATE_JSON} (truncated or corrupt); "
-                              f"delete {state_dir} to start over")
+        raise TrainStateError(
+            f"{tf}: does not match the sha256 in {STATE_JSON} (truncated or corrupt); delete {state_dir} to start over"
+        )
     try:
         tensors = st_load(blob)
     except (SafetensorError, ValueError, RuntimeError) as e:
@@ -159,22 +170,33 @@ def _make_scheduler(opt, cfg: TrainConfig):
     return None  # constant learning rate
 
 
-
-
-
-
-def train_head(head: HVLHead, text: torch.Tensor, logit_bias: torch.Tensor | None, feats: FeatureSet,
-               cfg: TrainConfig, state_dir: str | os.PathLike | None = None, resume: bool = False,
-               device: str | torch.device = "cpu", progress: bool = True,
-               on_epoch_end: Callable[[int, dict], None] | None = None, log=None,
-               compile_step: bool | str = False) -> TrainResult:
+def train_head(
+    head: HVLHead,
+    text: torch.Tensor,
+    logit_bias: torch.Tensor | None,
+    feats: FeatureSet,
+    cfg: TrainConfig,
+    state_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    log=None,
+    compile_step: bool | str = False,
+) -> TrainResult:
     with torch_threads(cpu_threads_for_head(head, torch.device(device))):
-        return _train_head(head, text, logit_bias, feats, cfg, state_dir, resume, device, progress, on_epoch_end, log,
-                           compile_step)
+        return _train_head(
+            head, text, logit_bias, feats, cfg, state_dir, resume, device, progress, on_epoch_end, log, compile_step
+        )
 
 
-def make_train_step(head: HVLHead, opt: torch.optim.Optimizer, text: torch.Tensor, bias: torch.Tensor | None,
-                    compile_step: bool | str = False) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def make_train_step(
+    head: HVLHead,
+    opt: torch.optim.Optimizer,
+    text: torch.Tensor,
+    bias: torch.Tensor | None,
+    compile_step: bool | str = False,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """One optimisation step on a batch of cached embeddings v (B, 1 + n² + 4n², d) and labels (B,):
     returns the detached (L_ID, L_OOD, total) on the device, without waiting for the device.
     ``compile_step``: the forward and loss (and so their backward) through ``torch.compile``:
@@ -202,8 +224,9 @@ def make_train_step(head: HVLHead, opt: torch.optim.Optimizer, text: torch.Tenso
     return step
 
 
-def _train_head(head, text, logit_bias, feats, cfg, state_dir, resume, device, progress, on_epoch_end, log,
-                compile_step=False) -> TrainResult:
+def _train_head(
+    head, text, logit_bias, feats, cfg, state_dir, resume, device, progress, on_epoch_end, log, compile_step=False
+) -> TrainResult:
     """Train ``head`` in place on cached embeddings ``feats`` (labels ≥ 0).
 
     ``state_dir``: where the per-epoch training state goes (None: not saved, not resumable).
@@ -222,19 +245,29 @@ def _train_head(head, text, logit_bias, feats, cfg, state_dir, resume, device, p
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = _make_scheduler(opt, cfg)
-    info = {"train_config": cfg.to_dict(), "head_config": head.config.to_dict(), "data": data_fingerprint(feats),
-            "num_classes": head.num_classes, "dim": head.dim}
+    info = {
+        "train_config": cfg.to_dict(),
+        "head_config": head.config.to_dict(),
+        "data": data_fingerprint(feats),
+        "num_classes": head.num_classes,
+        "dim": head.dim,
+    }
     history: list[dict] = []
     start = 0
     if state_dir is not None and resume and (Path(state_dir) / STATE_JSON).exists():
         meta, tensors = load_train_state(Path(state_dir))
         for key in ("train_config", "head_config", "data", "num_classes", "dim"):
             if meta.get(key) != info[key]:
-                what = {"data": "other training data", "train_config": "other training settings",
-                        "head_config": "other head options"}.get(key, "another model")
-                raise TrainStateError(f"{state_dir}: the saved state was made with {what} "
-                                      f"({key} differs); resume with the same settings, or delete {state_dir} "
-                                      "to start over")
+                what = {
+                    "data": "other training data",
+                    "train_config": "other training settings",
+                    "head_config": "other head options",
+                }.get(key, "another model")
+                raise TrainStateError(
+                    f"{state_dir}: the saved state was made with {what} "
+                    f"({key} differs); resume with the same settings, or delete {state_dir} "
+                    "to start over"
+                )
         head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
         opt.load_state_dict(_opt_state_from(tensors, meta["optimizer"]))
         if sched is not None and meta.get("scheduler"):
@@ -262,13 +295,19 @@ def _train_head(head, text, logit_bias, feats, cfg, state_dir, resume, device, p
         sums = torch.zeros(3, device=device)
         lr = opt.param_groups[0]["lr"]
         for s in range(0, N, cfg.batch_size):
-            idx = perm[s:s + cfg.batch_size]
+            idx = perm[s : s + cfg.batch_size]
             sums += step(v_all[idx], labels[idx]) * len(idx)
         if sched is not None:
             sched.step()
         loss_id, loss_ood, loss = (x / N for x in sums.tolist())  # the epoch's one host sync
-        rec = {"epoch": epoch + 1, "loss_id": loss_id, "loss_ood": loss_ood,
-               "loss": loss, "lr": lr, "seconds": round(time.time() - t0, 4)}
+        rec = {
+            "epoch": epoch + 1,
+            "loss_id": loss_id,
+            "loss_ood": loss_ood,
+            "loss": loss,
+            "lr": lr,
+            "seconds": round(time.time() - t0, 4),
+        }
         if not all(math.isfinite(rec[k]) for k in ("loss_id", "loss_ood", "loss")):
             raise FloatingPointError(f"epoch {epoch + 1}: the loss is not finite ({rec}); lower the learning rate")
         history.append(rec)
@@ -278,8 +317,7 @@ def _train_head(head, text, logit_bias, feats, cfg, state_dir, resume, device, p
             bar.update(1)
             bar.set_postfix(L_ID=f"{rec['loss_id']:.3f}", L_OOD=f"{rec['loss_ood']:.3f}")
         if progress:
-            msg = (f"epoch {epoch + 1}/{cfg.epochs}  L_ID {rec['loss_id']:.4f}  L_OOD {rec['loss_ood']:.4f}  "
-                   f"lr {lr:.2e}")
+            msg = f"epoch {epoch + 1}/{cfg.epochs}  L_ID {rec['loss_id']:.4f}  L_OOD {rec['loss_ood']:.4f}  lr {lr:.2e}"
             (bar.write(msg, file=sys.stderr) if bar is not None else log(msg))
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, rec)
@@ -289,19 +327,23 @@ def _train_head(head, text, logit_bias, feats, cfg, state_dir, resume, device, p
     return TrainResult(head=head, history=history, resumed_from=start, seconds=time.time() - t_start)
 
 
-
-
-
-
 # --------------------------------------------------------------------------- train + calibrate + save
 
 
-
-
-def fit(model, train_feats: FeatureSet, val_feats: FeatureSet | None, cfg: TrainConfig, out_dir: str | os.PathLike,
-        resume: bool = False, progress: bool = True, extra: dict | None = None,
-        on_epoch_end: Callable[[int, dict], None] | None = None, log=None, save_state: bool = True,
-        compile_step: bool | str = False) -> tuple[Path, dict]:
+def fit(
+    model,
+    train_feats: FeatureSet,
+    val_feats: FeatureSet | None,
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike,
+    resume: bool = False,
+    progress: bool = True,
+    extra: dict | None = None,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    log=None,
+    save_state: bool = True,
+    compile_step: bool | str = False,
+) -> tuple[Path, dict]:
     """Train ``model.head`` on ``train_feats``, calibrate the threshold on ``val_feats`` (95% ID TPR;
     none when there is no validation set), and save the checkpoint to ``out_dir`` (atomically, with
     the training state in ``out_dir/train_state`` unless ``save_state=False``, ``training.json`` and
@@ -312,10 +354,20 @@ def fit(model, train_feats: FeatureSet, val_feats: FeatureSet | None, cfg: Train
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    result = train_head(model.head, model.text, model.logit_bias, train_feats, cfg,
-                        state_dir=out / "train_state" if save_state else None,
-                        resume=resume, device=model.device, progress=progress, on_epoch_end=on_epoch_end, log=log,
-                        compile_step=compile_step)
+    result = train_head(
+        model.head,
+        model.text,
+        model.logit_bias,
+        train_feats,
+        cfg,
+        state_dir=out / "train_state" if save_state else None,
+        resume=resume,
+        device=model.device,
+        progress=progress,
+        on_epoch_end=on_epoch_end,
+        log=log,
+        compile_step=compile_step,
+    )
     cal = None
     if val_feats is not None and len(val_feats):
         cal = calibrate_threshold(model.head, model.text, model.logit_bias, val_feats, device=model.device)
@@ -323,19 +375,33 @@ def fit(model, train_feats: FeatureSet, val_feats: FeatureSet | None, cfg: Train
     if len(train_feats):
         _, p = head_scores(model.head, model.text, model.logit_bias, train_feats, device=model.device)
         train_acc = float((p.argmax(-1) == train_feats.labels).float().mean())
-    summary = {"train_config": cfg.to_dict(), "n_train": len(train_feats),
-               "n_val": 0 if val_feats is None else len(val_feats), "epochs_run": len(result.history) - result.resumed_from,
-               "resumed_from_epoch": result.resumed_from, "seconds": round(result.seconds, 2),
-               "final": result.history[-1] if result.history else None, "train_accuracy": train_acc,
-               **(extra or {})}
+    summary = {
+        "train_config": cfg.to_dict(),
+        "n_train": len(train_feats),
+        "n_val": 0 if val_feats is None else len(val_feats),
+        "epochs_run": len(result.history) - result.resumed_from,
+        "resumed_from_epoch": result.resumed_from,
+        "seconds": round(result.seconds, 2),
+        "final": result.history[-1] if result.history else None,
+        "train_accuracy": train_acc,
+        **(extra or {}),
+    }
     meta_extra = {"training": summary}
     if cal is not None:
         meta_extra["calibration"] = cal
         model.threshold, model.calibrated = cal["threshold"], True
-    save_checkpoint(out, model.head, model.backbone.name, model.classes,
-                    threshold=None if cal is None else cal["threshold"], detail=model.detail, extra=meta_extra)
-    (out / "training.json").write_text(json.dumps({**summary, "calibration": cal, "history": result.history},
-                                                  indent=1) + "\n")
+    save_checkpoint(
+        out,
+        model.head,
+        model.backbone.name,
+        model.classes,
+        threshold=None if cal is None else cal["threshold"],
+        detail=model.detail,
+        extra=meta_extra,
+    )
+    (out / "training.json").write_text(
+        json.dumps({**summary, "calibration": cal, "history": result.history}, indent=1) + "\n"
+    )
     if result.history:
         plot_losses(out / "loss.png", result.history)
     return out, {**summary, "calibration": cal}

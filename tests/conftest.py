@@ -1,4 +1,5 @@
 """Shared fixtures: models are built once per session (building a backbone takes seconds)."""
+
 import numpy as np
 import pytest
 from PIL import Image

@@ -1,4 +1,5 @@
 """Small test files made on the spot: pyramidal TIFF slides (tifffile) and DICOM images (pydicom)."""
+
 from __future__ import annotations
 
 import io
@@ -9,12 +10,19 @@ import numpy as np
 def slide_pixels(w: int, h: int) -> np.ndarray:
     """White glass with one purple 'tissue' block in the upper right quarter."""
     base = np.full((h, w, 3), 242, np.uint8)
-    base[h // 8:h // 2, w // 2:7 * w // 8] = (170, 60, 150)
+    base[h // 8 : h // 2, w // 2 : 7 * w // 8] = (170, 60, 150)
     return base
 
 
-def write_pyramid(path, w: int = 4096, h: int = 3072, mpp: float | None = 0.25, levels: int = 3,
-                  tile: int = 256, pixels: np.ndarray | None = None) -> np.ndarray:
+def write_pyramid(
+    path,
+    w: int = 4096,
+    h: int = 3072,
+    mpp: float | None = 0.25,
+    levels: int = 3,
+    tile: int = 256,
+    pixels: np.ndarray | None = None,
+) -> np.ndarray:
     """A tiled, JPEG-compressed pyramidal TIFF (level i at 2^i downsample in SubIFDs) with its
     resolution tags (pixels per cm) when ``mpp`` is given. Returns level 0."""
     import tifffile
@@ -24,15 +32,22 @@ def write_pyramid(path, w: int = 4096, h: int = 3072, mpp: float | None = 0.25, 
     with tifffile.TiffWriter(path) as tw:
         tw.write(base, subifds=levels - 1, tile=(tile, tile), photometric="rgb", compression="jpeg", **res)
         for i in range(1, levels):
-            r = dict(resolution=(1e4 / mpp / 2 ** i, 1e4 / mpp / 2 ** i), resolutionunit="CENTIMETER") if mpp else {}
-            tw.write(base[::2 ** i, ::2 ** i], subfiletype=1, tile=(tile, tile), photometric="rgb",
-                     compression="jpeg", **r)
+            r = dict(resolution=(1e4 / mpp / 2**i, 1e4 / mpp / 2**i), resolutionunit="CENTIMETER") if mpp else {}
+            tw.write(
+                base[:: 2**i, :: 2**i], subfiletype=1, tile=(tile, tile), photometric="rgb", compression="jpeg", **r
+            )
     return base
 
 
-def dicom_bytes(a: np.ndarray, photometric: str | None = None, bits_stored: int | None = None,
-                window: tuple[float, float] | None = None, patient: str = "Doe^Jane", sop_class: str | None = None,
-                frames: int = 1) -> bytes:
+def dicom_bytes(
+    a: np.ndarray,
+    photometric: str | None = None,
+    bits_stored: int | None = None,
+    window: tuple[float, float] | None = None,
+    patient: str = "Doe^Jane",
+    sop_class: str | None = None,
+    frames: int = 1,
+) -> bytes:
     """An uncompressed DICOM file holding ``a`` (H×W grey or H×W×3 RGB; uint8 or uint16)."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -81,14 +96,14 @@ def write_dicom_wsi(folder, img: np.ndarray, mpp: float = 0.25, levels: int = 3,
     study, series, frame_ref = generate_uid(), generate_uid(), generate_uid()
     paths = []
     for i in range(levels):
-        a = img[::2 ** i, ::2 ** i]
+        a = img[:: 2**i, :: 2**i]
         H, W = a.shape[:2]
         frames = []
         for r in range(-(-H // tile)):
             for c in range(-(-W // tile)):
                 f = np.full((tile, tile, 3), 255, np.uint8)
-                part = a[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile]
-                f[:part.shape[0], :part.shape[1]] = part
+                part = a[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile]
+                f[: part.shape[0], : part.shape[1]] = part
                 frames.append(f)
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = WSI_SOP_CLASS
@@ -106,7 +121,7 @@ def write_dicom_wsi(folder, img: np.ndarray, mpp: float = 0.25, levels: int = 3,
         ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
         ds.BitsAllocated = ds.BitsStored = 8
         ds.HighBit, ds.PixelRepresentation = 7, 0
-        spacing = mpp * 2 ** i / 1000  # mm
+        spacing = mpp * 2**i / 1000  # mm
         pm = Dataset()
         pm.PixelSpacing, pm.SliceThickness = [spacing, spacing], 0.001
         shared = Dataset()

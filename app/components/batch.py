@@ -1,6 +1,7 @@
 """The batch tab: several images (or a zip), a table (file, class, score, known), the scores'
 histogram with the threshold, a threshold slider that re-decides the table without re-encoding
 (and says how many flip), a CSV download. Also the public ``/batch`` endpoint."""
+
 from __future__ import annotations
 
 import functools
@@ -12,30 +13,46 @@ from ..batch import COLUMNS, MAX_BATCH_BYTES, MAX_BATCH_IMAGES
 from ..service import API_GROUP, DEFAULT_PRESET
 from .upload import IMAGE_TYPES
 
-API_DESCRIPTION = ("Decide several images at once: returns one row per image (file, class, score, score_name, "
-                   "known, threshold) or its error. Arguments: image files or zips of images, preset "
-                   "(dermatology-isic4 | histology-nct-crc | custom), custom classes (comma-separated), "
-                   "threshold (empty: the model's).")
+API_DESCRIPTION = (
+    "Decide several images at once: returns one row per image (file, class, score, score_name, "
+    "known, threshold) or its error. Arguments: image files or zips of images, preset "
+    "(dermatology-isic4 | histology-nct-crc | custom), custom classes (comma-separated), "
+    "threshold (empty: the model's)."
+)
 
 
 def render():
-    gr.Markdown(f"Up to {MAX_BATCH_IMAGES} images ({MAX_BATCH_BYTES // 2 ** 20} MB), or zips of them, analysed with "
-                "the class set and options above. The threshold here re-decides the whole table without "
-                "re-encoding.", elem_id="batch-intro")
-    files = gr.File(label="Images or a zip", file_count="multiple", file_types=IMAGE_TYPES + [".zip"],
-                    type="filepath", height=110, elem_id="batch-files")
+    gr.Markdown(
+        f"Up to {MAX_BATCH_IMAGES} images ({MAX_BATCH_BYTES // 2**20} MB), or zips of them, analysed with "
+        "the class set and options above. The threshold here re-decides the whole table without "
+        "re-encoding.",
+        elem_id="batch-intro",
+    )
+    files = gr.File(
+        label="Images or a zip",
+        file_count="multiple",
+        file_types=IMAGE_TYPES + [".zip"],
+        type="filepath",
+        height=110,
+        elem_id="batch-files",
+    )
     run = gr.Button("Analyse batch", variant="secondary", size="sm", elem_id="batch-run")
     state = gr.State(None, time_to_live=1800)
     with gr.Row(elem_classes="hvl-maps-row"):
         with gr.Column(min_width=320):
-            threshold = gr.Slider(0, 1, value=0.5, step=0.01, label="Batch threshold",
-                                  elem_id="batch-threshold")
+            threshold = gr.Slider(0, 1, value=0.5, step=0.01, label="Batch threshold", elem_id="batch-threshold")
             summary = gr.Markdown("", elem_id="batch-summary")
             hist = gr.HTML("", elem_id="batch-hist")
         with gr.Column(min_width=320):
-            table = gr.Dataframe(headers=COLUMNS, column_count=(len(COLUMNS), "fixed"), interactive=False,
-                                 elem_id="batch-table", max_height=360, wrap=True,
-                                 column_widths=["26%", "22%", "12%", "10%", "12%", "18%"])
+            table = gr.Dataframe(
+                headers=COLUMNS,
+                column_count=(len(COLUMNS), "fixed"),
+                interactive=False,
+                elem_id="batch-table",
+                max_height=360,
+                wrap=True,
+                column_widths=["26%", "22%", "12%", "10%", "12%", "18%"],
+            )
             csv_btn = gr.Button("Download the table as CSV", size="sm", elem_id="batch-csv-button")
             csv = gr.File(label="CSV", interactive=False, elem_id="batch-csv", height=70)
     return files, run, state, threshold, table, hist, summary, csv, csv_btn
@@ -43,25 +60,44 @@ def render():
 
 def listen(ui, v, run: gr.Button, csv_btn: gr.Button) -> None:
     outs = [v.batch_state, v.batch_table, v.batch_hist, v.batch_summary, v.batch_csv, v.batch_threshold]
-    run.click(functools.partial(vh.on_batch, ui, v), ui.inputs() | {v.batch_files}, outs, concurrency_id="model",
-              api_visibility="private")
+    run.click(
+        functools.partial(vh.on_batch, ui, v),
+        ui.inputs() | {v.batch_files},
+        outs,
+        concurrency_id="model",
+        api_visibility="private",
+    )
     redecide = functools.partial(vh.on_batch_threshold, ui, v)
     for ev in (v.batch_threshold.release, v.batch_threshold.input):
-        ev(redecide, [v.batch_state, v.batch_threshold], [v.batch_state, v.batch_table, v.batch_hist, v.batch_summary],
-           api_visibility="private", trigger_mode="always_last", show_progress="hidden", concurrency_id="batch")
-    csv_btn.click(functools.partial(vh.on_batch_csv, v), v.batch_state, [v.batch_csv, v.batch_summary],
-                  api_visibility="private")
+        ev(
+            redecide,
+            [v.batch_state, v.batch_threshold],
+            [v.batch_state, v.batch_table, v.batch_hist, v.batch_summary],
+            api_visibility="private",
+            trigger_mode="always_last",
+            show_progress="hidden",
+            concurrency_id="batch",
+        )
+    csv_btn.click(
+        functools.partial(vh.on_batch_csv, v), v.batch_state, [v.batch_csv, v.batch_summary], api_visibility="private"
+    )
 
 
 def render_api(service) -> None:
     """``/batch``: hidden components, its own endpoint in the API's queue group."""
     with gr.Row(visible=False):
-        inputs = [gr.File(file_count="multiple", type="filepath"), gr.Textbox(value=DEFAULT_PRESET),
-                  gr.Textbox(value=""), gr.Number(value=None)]
+        inputs = [
+            gr.File(file_count="multiple", type="filepath"),
+            gr.Textbox(value=DEFAULT_PRESET),
+            gr.Textbox(value=""),
+            gr.Number(value=None),
+        ]
         out = gr.JSON()
+
     def hvl_batch(files, preset_v, classes_v, thr_v):
         # a named function: the MCP tool takes its name
         return vh.api_batch(service, files, preset_v, classes_v, thr_v)
 
-    gr.Button(visible=False).click(hvl_batch, inputs, out, api_name="batch",
-                                   concurrency_id=API_GROUP, api_description=API_DESCRIPTION)
+    gr.Button(visible=False).click(
+        hvl_batch, inputs, out, api_name="batch", concurrency_id=API_GROUP, api_description=API_DESCRIPTION
+    )

@@ -1,5 +1,6 @@
 """Compare two images side by side (e.g. a known tissue and an image of another modality):
 verdicts, scores, the analysed squares and the main maps aligned, with the page's settings."""
+
 from __future__ import annotations
 
 import functools
@@ -17,14 +18,17 @@ def render(examples: list[dict]):
     gr.Markdown("Two images analysed with the class set, threshold and options above, side by side.")
     with gr.Row(elem_classes="hvl-maps-row"):
         with gr.Column(min_width=280):
-            a = gr.Dropdown(choices=choices, value=first.get("histology"), label="Image A: an example…",
-                            elem_id="compare-a")
-            a_file = gr.File(label="…or upload image A", file_types=IMAGE_TYPES, type="filepath", height=90,
-                             elem_id="compare-a-file")
+            a = gr.Dropdown(
+                choices=choices, value=first.get("histology"), label="Image A: an example…", elem_id="compare-a"
+            )
+            a_file = gr.File(
+                label="…or upload image A", file_types=IMAGE_TYPES, type="filepath", height=90, elem_id="compare-a-file"
+            )
         with gr.Column(min_width=280):
             b = gr.Dropdown(choices=choices, value=first.get("ood"), label="Image B: an example…", elem_id="compare-b")
-            b_file = gr.File(label="…or upload image B", file_types=IMAGE_TYPES, type="filepath", height=90,
-                             elem_id="compare-b-file")
+            b_file = gr.File(
+                label="…or upload image B", file_types=IMAGE_TYPES, type="filepath", height=90, elem_id="compare-b-file"
+            )
     button = gr.Button("Compare", variant="secondary", size="sm", elem_id="compare-run")
     out = gr.HTML("", elem_id="compare-out")
     return a, a_file, b, b_file, button, out
@@ -32,5 +36,10 @@ def render(examples: list[dict]):
 
 def listen(ui, v, button: gr.Button) -> None:
     inputs = ui.inputs() | {v.compare_a, v.compare_a_file, v.compare_b, v.compare_b_file}
-    button.click(functools.partial(vh.on_compare, ui, v), inputs, [v.compare_out], concurrency_id="model",
-                 api_visibility="private")
+    button.click(
+        functools.partial(vh.on_compare, ui, v),
+        inputs,
+        [v.compare_out],
+        concurrency_id="model",
+        api_visibility="private",
+    )

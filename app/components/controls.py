@@ -2,6 +2,7 @@
 threshold, K, entropy filter, renormalise). ``Settings`` is their values, ``Controls`` the
 components. The threshold slider is in the units of the score: its range is the score's
 (MSP: 0 to 1) or a window around the threshold and the image's score (``threshold_slider``)."""
+
 from __future__ import annotations
 
 import gradio as gr
@@ -18,16 +19,22 @@ from .score_slider import ScoreSlider
 THRESHOLD_STEP = 0.01
 
 
-
-
-
-
 def render_classes(model) -> tuple[gr.Radio, gr.Textbox]:
-    preset = gr.Radio(choices=[(label, key) for key, label in PRESETS.items()], value=DEFAULT_PRESET,
-                      label="Known classes", elem_id="preset")
-    custom = gr.Textbox(label="Custom classes (comma-separated; press Enter)", lines=1, max_lines=1, visible=False,
-                        elem_id="custom-classes", placeholder=class_placeholder(model.backbone),
-                        info="'name: description' puts a longer description in the prompt")
+    preset = gr.Radio(
+        choices=[(label, key) for key, label in PRESETS.items()],
+        value=DEFAULT_PRESET,
+        label="Known classes",
+        elem_id="preset",
+    )
+    custom = gr.Textbox(
+        label="Custom classes (comma-separated; press Enter)",
+        lines=1,
+        max_lines=1,
+        visible=False,
+        elem_id="custom-classes",
+        placeholder=class_placeholder(model.backbone),
+        info="'name: description' puts a longer description in the prompt",
+    )
     return preset, custom
 
 
@@ -35,38 +42,61 @@ def render_backbone(model) -> gr.Dropdown:
     """The backbone chooser: the server's own first, then the catalog's, each labelled (kind,
     training data, zero-shot or trained head); another one is built on first use (an offline one
     fails with one sentence)."""
-    return gr.Dropdown(choices=backbone_choices(model.backbone.name, CHOOSABLE_BACKBONES), value="",
-                       label="Backbone", elem_id="backbone", interactive=True,
-                       info="A checkpoint brings its own. Another backbone re-encodes the image.")
+    return gr.Dropdown(
+        choices=backbone_choices(model.backbone.name, CHOOSABLE_BACKBONES),
+        value="",
+        label="Backbone",
+        elem_id="backbone",
+        interactive=True,
+        info="A checkpoint brings its own. Another backbone re-encodes the image.",
+    )
 
 
 def render_checkpoint() -> tuple[gr.Textbox, gr.File]:
     with gr.Accordion("Checkpoint (optional: a trained HVL head)", open=False):
-        text = gr.Textbox(label="Checkpoint folder or Hugging Face id", placeholder="org/name",
-                          elem_id="checkpoint-path")
-        files = gr.File(label="…or upload its model.safetensors and config.json (or head.safetensors and hvl.json)",
-                        file_count="multiple",
-                        file_types=[".safetensors", ".json"], type="filepath", height=90, elem_id="checkpoint-files")
+        text = gr.Textbox(
+            label="Checkpoint folder or Hugging Face id", placeholder="org/name", elem_id="checkpoint-path"
+        )
+        files = gr.File(
+            label="…or upload its model.safetensors and config.json (or head.safetensors and hvl.json)",
+            file_count="multiple",
+            file_types=[".safetensors", ".json"],
+            type="filepath",
+            height=90,
+            elem_id="checkpoint-files",
+        )
     return text, files
 
 
 def render_head(model) -> tuple[gr.Radio, gr.Slider, gr.Slider, gr.Slider, gr.Checkbox, gr.Checkbox]:
     cfg = model.head.config
-    score = gr.Radio(choices=[(SCORE_LABELS[s] + (" (the paper's)" if s == "msp" else ""), s) for s in SCORES],
-                     value=model.score_name, label="Decision score", elem_id="score",
-                     info="Default: this backbone's measured choice for the class set. Changing it re-decides only.")
+    score = gr.Radio(
+        choices=[(SCORE_LABELS[s] + (" (the paper's)" if s == "msp" else ""), s) for s in SCORES],
+        value=model.score_name,
+        label="Decision score",
+        elem_id="score",
+        info="Default: this backbone's measured choice for the class set. Changing it re-decides only.",
+    )
     slider = threshold_slider(model.score_name, model_score_range(model), (model.threshold,))
-    threshold = ScoreSlider(slider["minimum"], slider["maximum"], value=model.threshold, step=THRESHOLD_STEP,
-                          label=slider["label"], info="Below it the image is 'unknown'. Moving it does not re-run the model.",
-                          elem_id="threshold")
+    threshold = ScoreSlider(
+        slider["minimum"],
+        slider["maximum"],
+        value=model.threshold,
+        step=THRESHOLD_STEP,
+        label=slider["label"],
+        info="Below it the image is 'unknown'. Moving it does not re-run the model.",
+        elem_id="threshold",
+    )
     with gr.Row():
-        k = gr.Slider(1, 4 * DEFAULT_N ** 2, value=cfg.k, step=1, label="K pseudo-OOD cells", elem_id="k")
+        k = gr.Slider(1, 4 * DEFAULT_N**2, value=cfg.k, step=1, label="K pseudo-OOD cells", elem_id="k")
         n = gr.Slider(1, MAX_N, value=DEFAULT_N, step=1, label="n: mid grid n×n (re-encodes)", elem_id="n")
     with gr.Row():
-        entropy_filter = gr.Checkbox(value=cfg.entropy_filter, label="Entropy filter (drop unsure patches)",
-                                     elem_id="entropy-filter")
-        renormalize = gr.Checkbox(value=cfg.renormalize, label="Renormalize (÷ kept patches, not all)",
-                                  elem_id="renormalize")
+        entropy_filter = gr.Checkbox(
+            value=cfg.entropy_filter, label="Entropy filter (drop unsure patches)", elem_id="entropy-filter"
+        )
+        renormalize = gr.Checkbox(
+            value=cfg.renormalize, label="Renormalize (÷ kept patches, not all)", elem_id="renormalize"
+        )
     return score, threshold, k, n, entropy_filter, renormalize
 
 
@@ -74,8 +104,9 @@ def listen(ui) -> None:
     c = ui.controls
     inputs = ui.inputs()
     model_events = dict(concurrency_id="model", api_visibility="private")
-    c.preset.change(lambda p: gr.update(visible=p == "custom"), c.preset, c.custom, queue=False,
-                    api_visibility="private")
+    c.preset.change(
+        lambda p: gr.update(visible=p == "custom"), c.preset, c.custom, queue=False, api_visibility="private"
+    )
     settings_fn = ui.bind(handlers.on_settings)
     c.preset.input(settings_fn, inputs, ui.outputs(), **model_events)
     c.custom.submit(settings_fn, inputs, ui.outputs(), **model_events)
@@ -94,5 +125,11 @@ def listen(ui) -> None:
     for ev in (c.k.release, c.entropy_filter.input, c.renormalize.input, c.threshold.input):
         ev(options_fn, inputs, ui.outputs(), **head)
     if c.score is not None:
-        c.score.input(ui.bind(handlers.on_score), inputs, ui.outputs(), api_visibility="private",
-                      show_progress="hidden", concurrency_id="head")
+        c.score.input(
+            ui.bind(handlers.on_score),
+            inputs,
+            ui.outputs(),
+            api_visibility="private",
+            show_progress="hidden",
+            concurrency_id="head",
+        )

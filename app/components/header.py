@@ -1,6 +1,7 @@
 """The title, one line on the method, the backbone in use (its kind, training data and what it has
 never seen: ``app.messages.header_markdown``), and the lecture-mode switch (large type, high
 contrast)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,8 +23,9 @@ class Header:
 def render(model) -> Header:
     with gr.Row(equal_height=True, elem_id="header-row"):
         text = gr.Markdown(header_markdown(model.backbone), elem_id="header")
-        lecture = gr.Checkbox(value=False, label="Lecture mode (large type, high contrast)", elem_id="lecture",
-                              scale=0, min_width=220)
+        lecture = gr.Checkbox(
+            value=False, label="Lecture mode (large type, high contrast)", elem_id="lecture", scale=0, min_width=220
+        )
     return Header(text, lecture)
 
 

@@ -1,6 +1,7 @@
 """Where this image stands: its score among the reference images, and scale 0 alone beside the
 fused verdict. Both follow every analysis and re-decision (they listen to the per-scale chart,
 which changes whenever the probabilities or the threshold do)."""
+
 from __future__ import annotations
 
 import functools
@@ -19,6 +20,12 @@ def render() -> tuple[gr.HTML, gr.HTML]:
 
 
 def listen(ui, v) -> None:
-    ui.scales.change(functools.partial(vh.on_insight, ui, v), ui.inputs(), [v.distribution, v.single],
-                     api_visibility="private", concurrency_id="reference", show_progress="hidden",
-                     trigger_mode="always_last")
+    ui.scales.change(
+        functools.partial(vh.on_insight, ui, v),
+        ui.inputs(),
+        [v.distribution, v.single],
+        api_visibility="private",
+        concurrency_id="reference",
+        show_progress="hidden",
+        trigger_mode="always_last",
+    )

@@ -1,5 +1,6 @@
 """What an analysis shows: the verdict (announced to screen readers), the top classes, the
 analysed image with its square, the main map, and the other pictures below."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,8 +47,12 @@ def render_verdict() -> Verdict:
 
 def render_top() -> gr.Label:
     # the likeliest known classes, the rest of them, "other" and the dropped share: they sum to 1
-    return gr.Label(label="Where the fused probability p_ID goes (sums to 1)", num_top_classes=8, show_heading=False,
-                    elem_id="top-classes")
+    return gr.Label(
+        label="Where the fused probability p_ID goes (sums to 1)",
+        num_top_classes=8,
+        show_heading=False,
+        elem_id="top-classes",
+    )
 
 
 def render_first_maps() -> tuple[gr.HTML, gr.HTML]:

@@ -3,6 +3,7 @@ handlers (``ScoreError``), not by gradio against the range it was built with. Gr
 slider's input against its constructor's range, so a page that starts with MSP's [0, 1] would
 refuse every energy or max-logit threshold above 1. (Gradio keeps a ``.pyi`` stub of every
 component subclass beside its module: ``score_slider.pyi`` is that file.)"""
+
 from __future__ import annotations
 
 import gradio as gr

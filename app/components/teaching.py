@@ -3,6 +3,7 @@
 Picking a step shows its text in a panel pinned to the bottom of the window and outlines the
 figures it is about (``app.teaching.STEP_FIGURES``), scrolling the first into view; "Off"
 unpins it. The whole walk-through stays below."""
+
 from __future__ import annotations
 
 import functools
@@ -47,8 +48,12 @@ CSS = """
 def render() -> tuple[gr.Markdown, gr.Radio, gr.Markdown]:
     with gr.Accordion("Teaching mode: how HVL decided, step by step", open=True, elem_id="teaching-panel"):
         with gr.Column(elem_id="teach-steps"):
-            step = gr.Radio(choices=[("Off", 0)] + [(f"{i}. {t}", i) for i, t in STEP_TITLES.items()], value=0,
-                            label="Walk through one step (its figures are outlined)", elem_id="step-picker")
+            step = gr.Radio(
+                choices=[("Off", 0)] + [(f"{i}. {t}", i) for i, t in STEP_TITLES.items()],
+                value=0,
+                label="Walk through one step (its figures are outlined)",
+                elem_id="step-picker",
+            )
             step_text = gr.Markdown("", elem_id="step-text")
         text = gr.Markdown(PLACEHOLDER, elem_id="teaching")
     return text, step, step_text

@@ -1,6 +1,7 @@
 """The image input: an upload box (images, DICOM, whole-slide images), a gallery of the bundled
 examples with the "where OOD detection fails" set and a sentence on each, and the click on a
 slide's thumbnail that picks another tile."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,15 @@ def load_examples(assets_dir: Path = ASSETS_DIR) -> list[dict]:
         for e in entries:
             path = assets_dir / str(e.get("file", ""))
             if path.is_file():
-                items.append({"path": str(path), "kind": e.get("kind", ""), "caption": e.get("caption", path.stem),
-                              "preset": e.get("preset"), "why": e.get("why", "")})
+                items.append(
+                    {
+                        "path": str(path),
+                        "kind": e.get("kind", ""),
+                        "caption": e.get("caption", path.stem),
+                        "preset": e.get("preset"),
+                        "why": e.get("why", ""),
+                    }
+                )
     if not items and assets_dir.is_dir():
         for path in sorted(p for p in assets_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
             kind = next((k for k in KIND_LABELS if path.stem.lower().startswith(k)), "")
@@ -62,26 +70,41 @@ def gallery_caption(item: dict, width: int = CAPTION_WIDTH) -> str:
     subject = " ".join(w.upper() if w.lower() in ACRONYMS else w for w in words) or item["caption"]
     full = f"{kind}: {subject}"
     if len(full) > width:
-        full = full[:width - 1].rsplit(" ", 1)[0] + "…"
+        full = full[: width - 1].rsplit(" ", 1)[0] + "…"
     return full
 
 
 def failures_markdown(examples: list[dict]) -> str:
     """A sentence on each example of the failure set: why OOD detection gets it wrong."""
-    lines = [f"- *{gallery_caption(it).split(': ', 1)[-1]}* — {it['why']}" for it in examples
-             if it["kind"] == "failure" and it.get("why")]
+    lines = [
+        f"- *{gallery_caption(it).split(': ', 1)[-1]}* — {it['why']}"
+        for it in examples
+        if it["kind"] == "failure" and it.get("why")
+    ]
     return "**Where OOD detection fails** (the “Fails” examples):\n" + "\n".join(lines) if lines else ""
 
 
 def render(examples: list[dict]) -> Upload:
-    upload = gr.File(label="Upload an image (PNG, JPEG, TIFF, BMP, WebP, DICOM) or a whole slide (SVS, NDPI, "
-                           "pyramidal TIFF)", file_types=IMAGE_TYPES, type="filepath",
-                     file_count="single", elem_id="upload", height=120)
+    upload = gr.File(
+        label="Upload an image (PNG, JPEG, TIFF, BMP, WebP, DICOM) or a whole slide (SVS, NDPI, pyramidal TIFF)",
+        file_types=IMAGE_TYPES,
+        type="filepath",
+        file_count="single",
+        elem_id="upload",
+        height=120,
+    )
     # served from assets/ as they are: not copied into the upload folder, which the sweeper empties
     gr.set_static_paths(paths=[ASSETS_DIR])
-    gallery = gr.Gallery(value=[(it["path"], gallery_caption(it)) for it in examples],
-                         label="Examples — click one to analyse it", columns=5, allow_preview=False,
-                         interactive=False, object_fit="cover", elem_id="examples", buttons=[])
+    gallery = gr.Gallery(
+        value=[(it["path"], gallery_caption(it)) for it in examples],
+        label="Examples — click one to analyse it",
+        columns=5,
+        allow_preview=False,
+        interactive=False,
+        object_fit="cover",
+        elem_id="examples",
+        buttons=[],
+    )
     fails = failures_markdown(examples)
     if fails:
         gr.Markdown(fails, elem_id="failures")

@@ -8,6 +8,7 @@ offline) and ``NAME:/path/to/weights`` (the same architecture with a local weigh
 ``auto`` (CLIP when its weights can be had, else the offline backbone); or any open_clip
 ``MODEL:PRETRAINED``, ``MODEL:/path/to/weights`` or ``hf-hub:org/name``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,8 +64,16 @@ def names_local_file(name: str) -> bool:
     if name.startswith(("hf-hub:", "openclip:hf-hub:")):
         return False
     tail = name.removeprefix("openclip:").partition(":")[2]
-    return bool(tail) and tail.lower() not in ("none", "random") and (
-        "/" in tail or "\\" in tail or tail.startswith((".", "~")) or tail.endswith((".bin", ".pt", ".pth", ".safetensors")))
+    return (
+        bool(tail)
+        and tail.lower() not in ("none", "random")
+        and (
+            "/" in tail
+            or "\\" in tail
+            or tail.startswith((".", "~"))
+            or tail.endswith((".bin", ".pt", ".pth", ".safetensors"))
+        )
+    )
 
 
 def same_backbone(name: str, want: str) -> bool:
@@ -96,10 +105,25 @@ def create_backbone(name: str = "auto") -> Backbone:
         from .openclip import create_openclip
 
         return create_openclip(name)
-    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(list_backbones())}, "
-                     "or an open_clip MODEL:PRETRAINED / hf-hub:ID")
+    raise ValueError(
+        f"unknown backbone {name!r}; choose one of {', '.join(list_backbones())}, "
+        "or an open_clip MODEL:PRETRAINED / hf-hub:ID"
+    )
 
 
-__all__ = ["Backbone", "BackboneInfo", "BackboneUnavailable", "UnknownClassError", "create_backbone",
-           "list_backbones", "register_backbone", "names_local_file", "same_backbone", "describe_backbones", "recommended_backbones", "backbone_info",
-           "DEFAULT_BACKBONE", "OFFLINE_BACKBONE"]
+__all__ = [
+    "Backbone",
+    "BackboneInfo",
+    "BackboneUnavailable",
+    "UnknownClassError",
+    "create_backbone",
+    "list_backbones",
+    "register_backbone",
+    "names_local_file",
+    "same_backbone",
+    "describe_backbones",
+    "recommended_backbones",
+    "backbone_info",
+    "DEFAULT_BACKBONE",
+    "OFFLINE_BACKBONE",
+]

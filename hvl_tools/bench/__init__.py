@@ -26,6 +26,7 @@ bf16/fp16 autocast on CUDA, fp32 on CPU):
 
 Nothing here is downloaded: the test images are synthetic JPEGs written to a temporary folder.
 """
+
 from __future__ import annotations
 
 from .report import main_progress, render_markdown, write_results
@@ -39,5 +40,16 @@ from .settings import (
     BenchSettings,
 )
 
-__all__ = ["BenchSettings", "DEFAULT_BACKBONES", "DEFAULT_NS", "PAPER_MEMORY_GB", "REQUIRED_KEYS", "SCHEMA",
-           "headline_n", "main_progress", "render_markdown", "run_bench", "write_results"]
+__all__ = [
+    "BenchSettings",
+    "DEFAULT_BACKBONES",
+    "DEFAULT_NS",
+    "PAPER_MEMORY_GB",
+    "REQUIRED_KEYS",
+    "SCHEMA",
+    "headline_n",
+    "main_progress",
+    "render_markdown",
+    "run_bench",
+    "write_results",
+]

@@ -1,4 +1,5 @@
 """The measurements: latency, throughput, training, checks and GPU/CPU variants."""
+
 from __future__ import annotations
 
 import contextlib
@@ -29,7 +30,7 @@ def _encoder_fn(model, x: torch.Tensor, autocast: bool = True) -> Callable[[], t
     """The bare encoder on prepared (normalised, on-device) pixels, as the model runs it."""
 
     def run():
-        with torch.inference_mode(), (model._autocast() if autocast else contextlib.nullcontext()):
+        with torch.inference_mode(), model._autocast() if autocast else contextlib.nullcontext():
             return model.backbone.encode_image(x)
 
     return run
@@ -50,7 +51,7 @@ def single_scale_predict(model, src) -> np.ndarray:
     with torch.inference_mode():
         if cfg.similarity == "cosine":
             v, t = torch.nn.functional.normalize(v, dim=-1), torch.nn.functional.normalize(t, dim=-1)
-        p = eq.class_probs(v, t, cfg.tau, model.logit_bias, cfg.similarity)[0, :model.head.num_classes]
+        p = eq.class_probs(v, t, cfg.tau, model.logit_bias, cfg.similarity)[0, : model.head.num_classes]
     return p.float().cpu().numpy()
 
 
@@ -66,10 +67,12 @@ def bench_latency(model, path: Path, s: BenchSettings, device: torch.device) -> 
     li = load_image(path)
     crops = hierarchical_crops(li.image, n, S, model.detail)
     x = model.backbone.normalize(crops.to(device))
-    fns = {"hvl_pipeline": lambda: model.predict(path),
-           "encoder": _encoder_fn(model, x),
-           "single_scale_forward": _encoder_fn(model, x[:1].contiguous()),
-           "single_scale_pipeline": lambda: single_scale_predict(model, path)}
+    fns = {
+        "hvl_pipeline": lambda: model.predict(path),
+        "encoder": _encoder_fn(model, x),
+        "single_scale_forward": _encoder_fn(model, x[:1].contiguous()),
+        "single_scale_pipeline": lambda: single_scale_predict(model, path),
+    }
     t = interleaved(fns, s.repeats, s.warmup, device)
 
     # cheap stages, many repeats: where the overhead goes
@@ -77,11 +80,16 @@ def bench_latency(model, path: Path, s: BenchSettings, device: torch.device) -> 
     where = device if getattr(model, "crops_on_device", False) else None
     encoded = model.encode(path)
     thresholds = iter(np.linspace(0.05, 0.95, reps + s.warmup + 1))
-    stages = interleaved({
-        "load": lambda: load_image(path),
-        "crops": lambda: hierarchical_crops(li.image, n, S, model.detail, device=where),
-        "threshold_update": lambda: model.decide(encoded, threshold=float(next(thresholds))),
-    }, reps, s.warmup, device)
+    stages = interleaved(
+        {
+            "load": lambda: load_image(path),
+            "crops": lambda: hierarchical_crops(li.image, n, S, model.detail, device=where),
+            "threshold_update": lambda: model.decide(encoded, threshold=float(next(thresholds))),
+        },
+        reps,
+        s.warmup,
+        device,
+    )
     full, enc = _ms(t["hvl_pipeline"]), _ms(t["encoder"])
     other = full - enc - _ms(stages["load"]) - _ms(stages["crops"]) - _ms(stages["threshold_update"])
     return {
@@ -115,14 +123,22 @@ def bench_throughput(model, paths: list[Path], s: BenchSettings, device: torch.d
 
     def features():
         for i in range(0, N, bs):
-            model.encode_batch(paths[i:i + bs])
+            model.encode_batch(paths[i : i + bs])
 
-    t = interleaved({"predict_batch": lambda: model.predict_batch(paths, batch_size=bs),
-                     "encode_batch": features, "encoder": encoder_all}, s.throughput_repeats,
-                    1 if device.type == "cuda" else 0, device)
+    t = interleaved(
+        {
+            "predict_batch": lambda: model.predict_batch(paths, batch_size=bs),
+            "encode_batch": features,
+            "encoder": encoder_all,
+        },
+        s.throughput_repeats,
+        1 if device.type == "cuda" else 0,
+        device,
+    )
     mem_batch = measure_memory(lambda: model.predict_batch(paths[:bs], batch_size=bs), device)
     return {
-        "images": N, "batch_size": bs,
+        "images": N,
+        "batch_size": bs,
         "predict_images_per_s": round(N / median(t["predict_batch"]), 3),
         "features_images_per_s": round(N / median(t["encode_batch"]), 3),
         "encoder_images_per_s": round(N / median(t["encoder"]), 3),
@@ -164,7 +180,7 @@ def _minimal_epochs(head, v, labels, text, epochs: int, device: torch.device, ba
         perm = torch.randperm(N, generator=gen).to(device)
         total = torch.zeros((), device=device)
         for s in range(0, N, batch):
-            idx = perm[s:s + batch]
+            idx = perm[s : s + batch]
             v0, v1, v2 = split_scales(v[idx], n)
             loss = head.loss(head(v0, v1, v2, text), labels[idx])["total"]
             opt.zero_grad(set_to_none=True)
@@ -187,13 +203,22 @@ def _trainer_epochs(head, v, labels, text, epochs: int, device: torch.device) ->
 
     N = len(v)
     feats = FeatureSet(v=v, paths=[f"bench/{i}" for i in range(N)], labels=labels, groups=[""] * N)
-    res = train_head(head, text, None, feats, TrainConfig(epochs=epochs, batch_size=PAPER_BATCH), device=device,
-                     progress=False, log=lambda msg: None)
+    res = train_head(
+        head,
+        text,
+        None,
+        feats,
+        TrainConfig(epochs=epochs, batch_size=PAPER_BATCH),
+        device=device,
+        progress=False,
+        log=lambda msg: None,
+    )
     return [float(r["seconds"]) for r in res.history]
 
 
-def bench_training(model, images: list, s: BenchSettings, device: torch.device, full: bool,
-                   bare_loop: bool = True) -> dict:
+def bench_training(
+    model, images: list, s: BenchSettings, device: torch.device, full: bool, bare_loop: bool = True
+) -> dict:
     """Cached-feature epochs vs an end-to-end epoch, for this backbone and n, in interleaved
     rounds (one cached epoch, one end-to-end batch), so the ratio holds on a loaded machine."""
     from hvl_core.geometry import hierarchical_crops, split_scales
@@ -203,6 +228,7 @@ def bench_training(model, images: list, s: BenchSettings, device: torch.device, 
     N, C = s.train_images, s.train_classes
     v, labels, text = _train_tensors(d, n, N, C, s.seed)
     opts = _head_options(model)
+
     def cached_epoch() -> float:
         """Seconds of one epoch of the project's trainer on a fresh head (its own epoch timer)."""
         return _trainer_epochs(HVLHead(d, C, **opts), v, labels, text, 1, device)[0]
@@ -231,14 +257,19 @@ def bench_training(model, images: list, s: BenchSettings, device: torch.device, 
         e2e_step()
     t_cached, t_e2e = [], []
     for r in range(s.train_epochs):
-        for what in (("cached", "e2e") if r % 2 == 0 else ("e2e", "cached")):
+        for what in ("cached", "e2e") if r % 2 == 0 else ("e2e", "cached"):
             if what == "cached":
                 t_cached.append(cached_epoch())
             else:
                 t_e2e.append(timed(e2e_step, device) / B * N)
     out = {
-        "trainer": "hvl_tools.train.train_head", "train_images": N, "classes": C, "batch_size": PAPER_BATCH, "dim": d,
-        "rounds": s.train_epochs, "e2e_batch": B,
+        "trainer": "hvl_tools.train.train_head",
+        "train_images": N,
+        "classes": C,
+        "batch_size": PAPER_BATCH,
+        "dim": d,
+        "rounds": s.train_epochs,
+        "e2e_batch": B,
         "cached_epoch_s": round(median(t_cached), 4),
         "e2e_epoch_s": round(median(t_e2e), 3),
         "e2e_epoch_note": f"time of one end-to-end batch of {B} image(s) × {N}/{B}, per round",
@@ -248,7 +279,8 @@ def bench_training(model, images: list, s: BenchSettings, device: torch.device, 
     }
     if bare_loop:
         out["cached_epoch_minimal_loop_s"] = round(
-            _minimal_epochs(HVLHead(d, C, **opts), v, labels, text, 2, device)[1], 4)
+            _minimal_epochs(HVLHead(d, C, **opts), v, labels, text, 2, device)[1], 4
+        )
     if full:
         trainer = _trainer_epochs(HVLHead(d, C, **opts), v, labels, text, PAPER_EPOCHS, device)
         out["train_100_epochs_s"] = round(sum(trainer), 3)
@@ -279,12 +311,15 @@ def bench_checks(model, path: Path, paths: list[Path], s: BenchSettings, device:
     params = [p for m in model.backbone.modules() for p in m.parameters()]
     return {
         "encoder_calls_per_image": one["calls"],
-        "encoder_calls_per_batch": batch["calls"], "batch_images": bs,
+        "encoder_calls_per_batch": batch["calls"],
+        "batch_images": bs,
         "encoder_calls_per_batch_expected": math.ceil(bs * num_crops(model.n) / MAX_CROPS_PER_CALL),
-        "text_encoder_calls_on_reuse": text_calls["calls"], "text_lookup_ms": round(t_text * 1000, 4),
+        "text_encoder_calls_on_reuse": text_calls["calls"],
+        "text_lookup_ms": round(t_text * 1000, 4),
         "encoder_output_is_inference_tensor": bool(v.is_inference()),
         "encoder_frozen": not any(p.requires_grad for p in params),
-        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
     }
 
 
@@ -308,11 +343,19 @@ def bench_variants(model, path: Path, s: BenchSettings, device: torch.device) ->
 def _gpu_variants(model, path: Path, x: torch.Tensor, s: BenchSettings, device: torch.device) -> list[dict]:
     out = []
     # autocast (the model's default on CUDA) vs fp32
-    t = interleaved({"fp32": _encoder_fn(model, x, autocast=False), "autocast": _encoder_fn(model, x)},
-                    s.repeats, s.warmup, device)
-    out.append({"what": "encoder precision on CUDA (model default: bf16/fp16 autocast)", "before": "fp32",
-                "after": "autocast", "before_ms": _ms(t["fp32"]), "after_ms": _ms(t["autocast"]),
-                "speedup": round(ratio_median(t["fp32"], t["autocast"]), 3)})
+    t = interleaved(
+        {"fp32": _encoder_fn(model, x, autocast=False), "autocast": _encoder_fn(model, x)}, s.repeats, s.warmup, device
+    )
+    out.append(
+        {
+            "what": "encoder precision on CUDA (model default: bf16/fp16 autocast)",
+            "before": "fp32",
+            "after": "autocast",
+            "before_ms": _ms(t["fp32"]),
+            "after_ms": _ms(t["autocast"]),
+            "speedup": round(ratio_median(t["fp32"], t["autocast"]), 3),
+        }
+    )
     # crops cut on the GPU (model default on CUDA) vs on the CPU and copied over (pinned)
     saved = model.crops_on_device
 
@@ -320,16 +363,23 @@ def _gpu_variants(model, path: Path, x: torch.Tensor, s: BenchSettings, device: 
         def run():
             model.crops_on_device = flag
             return model.predict(path)
+
         return run
 
     try:
         t = interleaved({"host": pipeline(False), "device": pipeline(True)}, max(s.repeats, 5), s.warmup, device)
     finally:
         model.crops_on_device = saved
-    out.append({"what": "full pipeline: crops upsampled/cut on the CPU then copied, vs on the GPU",
-                "before": "crops on CPU (pinned copy)", "after": "crops on GPU",
-                "before_ms": _ms(t["host"]), "after_ms": _ms(t["device"]),
-                "speedup": round(ratio_median(t["host"], t["device"]), 3)})
+    out.append(
+        {
+            "what": "full pipeline: crops upsampled/cut on the CPU then copied, vs on the GPU",
+            "before": "crops on CPU (pinned copy)",
+            "after": "crops on GPU",
+            "before_ms": _ms(t["host"]),
+            "after_ms": _ms(t["device"]),
+            "speedup": round(ratio_median(t["host"], t["device"]), 3),
+        }
+    )
     # the head of one image (the demo's threshold update) on the GPU (model default) vs the CPU
     import copy
 
@@ -339,12 +389,22 @@ def _gpu_variants(model, path: Path, x: torch.Tensor, s: BenchSettings, device: 
     on_cpu.text = model.text.cpu()
     on_cpu.logit_bias = None if model.logit_bias is None else model.logit_bias.cpu()
     encoded = model.encode(path)
-    t = interleaved({"gpu": lambda: model.decide(encoded, threshold=0.3),
-                     "cpu": lambda: on_cpu.decide(encoded, threshold=0.3)}, max(10, s.repeats), s.warmup, device)
-    out.append({"what": "head + Prediction of one image (threshold update): on the GPU vs on the CPU",
-                "before": "head on GPU (default)", "after": "head on CPU",
-                "before_ms": _ms(t["gpu"]), "after_ms": _ms(t["cpu"]),
-                "speedup": round(ratio_median(t["gpu"], t["cpu"]), 3)})
+    t = interleaved(
+        {"gpu": lambda: model.decide(encoded, threshold=0.3), "cpu": lambda: on_cpu.decide(encoded, threshold=0.3)},
+        max(10, s.repeats),
+        s.warmup,
+        device,
+    )
+    out.append(
+        {
+            "what": "head + Prediction of one image (threshold update): on the GPU vs on the CPU",
+            "before": "head on GPU (default)",
+            "after": "head on CPU",
+            "before_ms": _ms(t["gpu"]),
+            "after_ms": _ms(t["cpu"]),
+            "speedup": round(ratio_median(t["gpu"], t["cpu"]), 3),
+        }
+    )
     if s.compile:
         out.append(_compile_probe(model, x, s, device))
     return out
@@ -352,6 +412,7 @@ def _gpu_variants(model, path: Path, x: torch.Tensor, s: BenchSettings, device: 
 
 def _cpu_variants(model, path: Path, x: torch.Tensor, s: BenchSettings, device: torch.device) -> list[dict]:
     out = []
+
     # bf16 autocast on CPU (AMX/AVX512-BF16 where present): not the default, changes numerics
     def bf16():
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -375,15 +436,29 @@ def _cpu_variants(model, path: Path, x: torch.Tensor, s: BenchSettings, device: 
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = model.backbone.encode_image(x).float()
     cos = torch.nn.functional.cosine_similarity(ref, low, dim=-1).min().item()
-    out.append({"what": "encoder precision on CPU (model default: fp32); bf16 autocast is an option, "
-                        f"not the default (min cosine to fp32 embeddings: {cos:.4f})",
-                "before": "fp32", "after": "bf16 autocast", "before_ms": _ms(t["fp32"]), "after_ms": _ms(t["bf16"]),
-                "speedup": round(ratio_median(t["fp32"], t["bf16"]), 3), "min_cosine_to_fp32": round(cos, 5)})
+    out.append(
+        {
+            "what": "encoder precision on CPU (model default: fp32); bf16 autocast is an option, "
+            f"not the default (min cosine to fp32 embeddings: {cos:.4f})",
+            "before": "fp32",
+            "after": "bf16 autocast",
+            "before_ms": _ms(t["fp32"]),
+            "after_ms": _ms(t["bf16"]),
+            "speedup": round(ratio_median(t["fp32"], t["bf16"]), 3),
+            "min_cosine_to_fp32": round(cos, 5),
+        }
+    )
     if "one_thread" in t:
-        out.append({"what": f"CPU threads: 1 vs all {torch.get_num_threads()} (model default: all)",
-                    "before": "1 thread", "after": f"{torch.get_num_threads()} threads",
-                    "before_ms": _ms(t["one_thread"]), "after_ms": _ms(t["fp32"]),
-                    "speedup": round(ratio_median(t["one_thread"], t["fp32"]), 3)})
+        out.append(
+            {
+                "what": f"CPU threads: 1 vs all {torch.get_num_threads()} (model default: all)",
+                "before": "1 thread",
+                "after": f"{torch.get_num_threads()} threads",
+                "before_ms": _ms(t["one_thread"]),
+                "after_ms": _ms(t["fp32"]),
+                "speedup": round(ratio_median(t["one_thread"], t["fp32"]), 3),
+            }
+        )
     return out
 
 
@@ -401,8 +476,12 @@ def _compile_probe(model, x, s: BenchSettings, device: torch.device) -> dict:
     except Exception as e:  # noqa: BLE001 - any compiler failure is a result to report, not a crash
         return {"what": "torch.compile of the encoder", "error": f"{type(e).__name__}: {str(e)[:300]}"}
     t = interleaved({"eager": eager, "compiled": comp}, max(s.repeats, 5), s.warmup, device)
-    return {"what": "torch.compile of the encoder (not the default: first call compiles)", "before": "eager",
-            "after": "compiled", "before_ms": _ms(t["eager"]), "after_ms": _ms(t["compiled"]),
-            "speedup": round(ratio_median(t["eager"], t["compiled"]), 3), "compile_s": round(t_compile, 2)}
-
-
+    return {
+        "what": "torch.compile of the encoder (not the default: first call compiles)",
+        "before": "eager",
+        "after": "compiled",
+        "before_ms": _ms(t["eager"]),
+        "after_ms": _ms(t["compiled"]),
+        "speedup": round(ratio_median(t["eager"], t["compiled"]), 3),
+        "compile_s": round(t_compile, 2),
+    }

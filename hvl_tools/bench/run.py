@@ -1,4 +1,5 @@
 """One benchmark run over backbones and ``n``."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,8 +36,11 @@ def headline_n(ns: Sequence[int]) -> int:
     return 2 if 2 in ns else list(ns)[0]
 
 
-def run_bench(settings: BenchSettings, progress: Callable[[str], None] | None = None,
-              on_partial: Callable[[dict], None] | None = None) -> dict:
+def run_bench(
+    settings: BenchSettings,
+    progress: Callable[[str], None] | None = None,
+    on_partial: Callable[[dict], None] | None = None,
+) -> dict:
     """Run every measurement; returns the JSON-ready result. ``on_partial(result)`` is called
     after each configuration (so a run cut short still leaves its numbers behind)."""
     from hvl_core.backbones import BackboneUnavailable, create_backbone
@@ -50,11 +54,21 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] | None = 
     s = settings.resolved(device)
     info = device_info(device)
     hn = headline_n(s.ns)
-    result = {"schema": SCHEMA, "device": info["label"], "device_info": info,
-              "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(s).items()},
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": [], "errors": [],
-              "targets": {"hvl_over_encoder": TARGET_HVL_OVER_ENCODER, "cached_train_speedup": TARGET_CACHED_SPEEDUP,
-                          "paper_memory_gb": PAPER_MEMORY_GB, "score_over_encoder": TARGET_SCORE_OVER_ENCODER}}
+    result = {
+        "schema": SCHEMA,
+        "device": info["label"],
+        "device_info": info,
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(s).items()},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "runs": [],
+        "errors": [],
+        "targets": {
+            "hvl_over_encoder": TARGET_HVL_OVER_ENCODER,
+            "cached_train_speedup": TARGET_CACHED_SPEEDUP,
+            "paper_memory_gb": PAPER_MEMORY_GB,
+            "score_over_encoder": TARGET_SCORE_OVER_ENCODER,
+        },
+    }
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hvl-bench-") as tmp:
         from PIL import Image
@@ -73,8 +87,13 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] | None = 
             for n in s.ns:
                 t_cfg = time.perf_counter()
                 model = load_model(backbone, preset=s.preset, device=device, detail=s.detail, n=n)
-                run = {"backbone": model.backbone.name, "n": n, "embed_dim": model.backbone.embed_dim,
-                       "image_size": model.backbone.image_size, "classes": len(model.classes.names)}
+                run = {
+                    "backbone": model.backbone.name,
+                    "n": n,
+                    "embed_dim": model.backbone.embed_dim,
+                    "image_size": model.backbone.image_size,
+                    "classes": len(model.classes.names),
+                }
                 if not s.score_only:
                     log(f"[bench] {name} n={n}: latency")
                     run["latency"] = bench_latency(model, files[0], s, device)
@@ -89,14 +108,19 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] | None = 
                         log(f"[bench] {name} n={n}: variants")
                         run["variants"] = bench_variants(model, files[0], s, device)
                     lat, tr = run["latency"], run["training"]
-                    run.update(hvl_over_encoder=lat["hvl_over_encoder"], hvl_over_single_scale=lat["hvl_over_single_scale"],
-                               cached_train_speedup=tr["cached_train_speedup"],
-                               threshold_update_ms=lat["threshold_update_ms"],
-                               peak_memory_mb=run["memory_single"]["peak_mb"],
-                               seconds=round(time.perf_counter() - t_cfg, 1))
-                    log(f"[bench] {name} n={n}: HVL/encoder {lat['hvl_over_encoder']:.3f}, "
+                    run.update(
+                        hvl_over_encoder=lat["hvl_over_encoder"],
+                        hvl_over_single_scale=lat["hvl_over_single_scale"],
+                        cached_train_speedup=tr["cached_train_speedup"],
+                        threshold_update_ms=lat["threshold_update_ms"],
+                        peak_memory_mb=run["memory_single"]["peak_mb"],
+                        seconds=round(time.perf_counter() - t_cfg, 1),
+                    )
+                    log(
+                        f"[bench] {name} n={n}: HVL/encoder {lat['hvl_over_encoder']:.3f}, "
                         f"HVL/single {lat['hvl_over_single_scale']:.2f}, cached speedup {tr['cached_train_speedup']:.0f}× "
-                        f"({run['seconds']:.0f} s)")
+                        f"({run['seconds']:.0f} s)"
+                    )
                 if s.score and n == hn:
                     log(f"[bench] {name} n={n}: hvl score")
                     run.update(measure_score(model, files, s, device, Path(tmp)))
@@ -105,8 +129,10 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] | None = 
                         if tr and "epoch_s" in tc.get(variant, {}):  # against the same end-to-end epoch
                             tc[variant]["cached_train_speedup"] = round(tr["e2e_epoch_s"] / tc[variant]["epoch_s"], 1)
                     run["seconds"] = round(time.perf_counter() - t_cfg, 1)
-                    log(f"[bench] {name} n={n}: hvl score {run['score_images_per_s']:.2f} images/s, "
-                        f"{run['score_over_encoder']:.3f}× the bare encoder's")
+                    log(
+                        f"[bench] {name} n={n}: hvl score {run['score_images_per_s']:.2f} images/s, "
+                        f"{run['score_over_encoder']:.3f}× the bare encoder's"
+                    )
                 if not s.score_only or "score" in run:
                     result["runs"].append(run)
                 _fill_headline(result, hn)
@@ -143,18 +169,25 @@ def _fill_headline(result: dict, hn: int) -> None:
     runs = result["runs"]
     pick = next((r for r in runs if r["n"] == hn), runs[0])
     result["headline"] = {"backbone": pick["backbone"], "n": pick["n"]}
-    for k in ("hvl_over_encoder", "hvl_over_single_scale", "cached_train_speedup", "threshold_update_ms",
-              "peak_memory_mb", "score_over_encoder", "score_images_per_s"):
+    for k in (
+        "hvl_over_encoder",
+        "hvl_over_single_scale",
+        "cached_train_speedup",
+        "threshold_update_ms",
+        "peak_memory_mb",
+        "score_over_encoder",
+        "score_images_per_s",
+    ):
         if k in pick:
             result[k] = pick[k]
     if "training" in pick:
         result["train_100_epochs_s"] = pick["training"]["train_100_epochs_s"]
     met = {}
     if "hvl_over_encoder" in pick:
-        met.update(hvl_over_encoder=pick["hvl_over_encoder"] <= TARGET_HVL_OVER_ENCODER,
-                   cached_train_speedup=pick["cached_train_speedup"] >= TARGET_CACHED_SPEEDUP)
+        met.update(
+            hvl_over_encoder=pick["hvl_over_encoder"] <= TARGET_HVL_OVER_ENCODER,
+            cached_train_speedup=pick["cached_train_speedup"] >= TARGET_CACHED_SPEEDUP,
+        )
     if "score_over_encoder" in pick:
         met["score_over_encoder"] = pick["score_over_encoder"] >= TARGET_SCORE_OVER_ENCODER
     result["targets_met"] = met
-
-

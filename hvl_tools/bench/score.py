@@ -1,6 +1,7 @@
 """Benchmarks of ``hvl score``: images/s from JPEG files to scores.csv against the bare encoder on
 the same crops, where the GPU paths pay (device JPEG decode, bf16 autocast, a compiled training
 step), and Ray against the local engine on the same machine."""
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,13 @@ def archive_of(folder: Path, files: list[Path], count: int) -> list[str]:
 def _spec(model, s: BenchSettings):
     from hvl_tools.score import ModelSpec
 
-    return ModelSpec(backbone=model.backbone.name, preset=s.preset, detail=model.detail, device=str(model.device),
-                     head_options={"n": model.n})
+    return ModelSpec(
+        backbone=model.backbone.name,
+        preset=s.preset,
+        detail=model.detail,
+        device=str(model.device),
+        head_options={"n": model.n},
+    )
 
 
 def _scores(out: Path) -> dict[str, float]:
@@ -58,8 +64,9 @@ def bench_score(model, files: list[Path], s: BenchSettings, device: torch.device
     N, bs = s.score_images, s.batch_size
     paths = archive_of(tmp / "archive", files, N)
     tmp = Path(tempfile.mkdtemp(prefix="score-", dir=tmp))  # this configuration's output folders
-    crops = torch.stack([hierarchical_crops(load_image(p).image, model.n, model.backbone.image_size, model.detail)
-                         for p in paths[:bs]])
+    crops = torch.stack(
+        [hierarchical_crops(load_image(p).image, model.n, model.backbone.image_size, model.detail) for p in paths[:bs]]
+    )
     x = model.backbone.normalize(crops.flatten(0, 1).to(device))
 
     def encoder():  # the bare encoder on N images' crops, batch by batch, in the model's chunking
@@ -72,8 +79,16 @@ def bench_score(model, files: list[Path], s: BenchSettings, device: torch.device
 
     def score(decode: str = "auto") -> tuple[float, Path]:
         out = tmp / f"score-{next(runs)}"
-        summary = score_archive(paths, out, _spec(model, s), batch_size=bs, workers=s.score_workers, decode=decode,
-                                progress=False, model=model)
+        summary = score_archive(
+            paths,
+            out,
+            _spec(model, s),
+            batch_size=bs,
+            workers=s.score_workers,
+            decode=decode,
+            progress=False,
+            model=model,
+        )
         return summary["run"]["seconds"], out
 
     for _ in range(min(s.warmup, 1)):  # decode workers, allocator, kernels
@@ -81,7 +96,7 @@ def bench_score(model, files: list[Path], s: BenchSettings, device: torch.device
         encoder()
     t_score, t_enc, wall = [], [], []
     for r in range(s.score_repeats):
-        for what in (("score", "encoder") if r % 2 == 0 else ("encoder", "score")):
+        for what in ("score", "encoder") if r % 2 == 0 else ("encoder", "score"):
             if what == "score":
                 t0 = time.perf_counter()
                 sec, last = score()
@@ -89,13 +104,18 @@ def bench_score(model, files: list[Path], s: BenchSettings, device: torch.device
                 t_score.append(sec)
             else:
                 t_enc.append(timed(encoder, device))
-    out = {"images": N, "batch_size": bs, "workers": s.score_workers, "rounds": s.score_repeats,
-           "score_images_per_s": round(N / median(t_score), 3),
-           "encoder_images_per_s": round(N / median(t_enc), 3),
-           "score_over_encoder": round(median([e / t for t, e in zip(t_score, t_enc)]), 4),
-           "score_time_over_encoder": round(median([t / e for t, e in zip(t_score, t_enc)]), 4),
-           "score_command_wall_s": round(median(wall), 3),
-           "raw_s": {"score": [round(v, 4) for v in t_score], "encoder": [round(v, 4) for v in t_enc]}}
+    out = {
+        "images": N,
+        "batch_size": bs,
+        "workers": s.score_workers,
+        "rounds": s.score_repeats,
+        "score_images_per_s": round(N / median(t_score), 3),
+        "encoder_images_per_s": round(N / median(t_enc), 3),
+        "score_over_encoder": round(median([e / t for t, e in zip(t_score, t_enc)]), 4),
+        "score_time_over_encoder": round(median([t / e for t, e in zip(t_score, t_enc)]), 4),
+        "score_command_wall_s": round(median(wall), 3),
+        "raw_s": {"score": [round(v, 4) for v in t_score], "encoder": [round(v, 4) for v in t_enc]},
+    }
     if device.type == "cuda":
         out["gpu_paths"] = _gpu_paths(model, x, score, out, s)
     return out
@@ -106,17 +126,21 @@ def _gpu_paths(model, x: torch.Tensor, score, base: dict, s: BenchSettings) -> d
     res = {}
     t_dev, out_dev = score("device")
     t_cpu, out_cpu = score("cpu")
-    res["decode"] = {"device_images_per_s": round(base["images"] / t_dev, 3),
-                     "cpu_images_per_s": round(base["images"] / t_cpu, 3),
-                     "max_score_diff_device_vs_cpu": _max_diff(_scores(out_dev), _scores(out_cpu))}
+    res["decode"] = {
+        "device_images_per_s": round(base["images"] / t_dev, 3),
+        "cpu_images_per_s": round(base["images"] / t_cpu, 3),
+        "max_score_diff_device_vs_cpu": _max_diff(_scores(out_dev), _scores(out_cpu)),
+    }
     with torch.inference_mode():
         ref = model.backbone.encode_image(x).float()
         with model._autocast():
             low = model.backbone.encode_image(x).float()
     cos = torch.nn.functional.cosine_similarity(ref, low, dim=-1)
-    res["autocast"] = {"dtype": str(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16),
-                       "min_cosine_to_fp32": round(float(cos.min()), 6),
-                       "mean_cosine_to_fp32": round(float(cos.mean()), 6)}
+    res["autocast"] = {
+        "dtype": str(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16),
+        "min_cosine_to_fp32": round(float(cos.min()), 6),
+        "mean_cosine_to_fp32": round(float(cos.mean()), 6),
+    }
     return res
 
 
@@ -145,15 +169,27 @@ def bench_train_compiled(model, s: BenchSettings, device: torch.device) -> dict:
         head = HVLHead(d, C, **_head_options(model))
         t0 = time.perf_counter()
         try:
-            res = train_head(head, text, None, feats, TrainConfig(epochs=epochs, batch_size=PAPER_BATCH),
-                             device=device, progress=False, log=lambda m: None, compile_step=flag)
+            res = train_head(
+                head,
+                text,
+                None,
+                feats,
+                TrainConfig(epochs=epochs, batch_size=PAPER_BATCH),
+                device=device,
+                progress=False,
+                log=lambda m: None,
+                compile_step=flag,
+            )
         except Exception as e:  # noqa: BLE001 - a compiler failure is a result to report
             out[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
             continue
         _sync(device)
         secs = [r["seconds"] for r in res.history]
-        row = {"first_epoch_s": round(secs[0], 3), "epoch_s": round(median(secs[1:]), 4),
-               "total_s": round(time.perf_counter() - t0, 2)}
+        row = {
+            "first_epoch_s": round(secs[0], 3),
+            "epoch_s": round(median(secs[1:]), 4),
+            "total_s": round(time.perf_counter() - t0, 2),
+        }
         sd = {k: t.detach().float().cpu() for k, t in head.state_dict().items()}
         if eager is None:
             eager = sd
@@ -192,21 +228,34 @@ def _bench_ray(model, files, s: BenchSettings, device: torch.device, tmp: Path, 
     gpus = 1.0 if device.type == "cuda" else 0.0
     cpus = 1.0 if gpus else float(os.cpu_count() or 1)  # a CPU actor takes the machine, as the local engine does
     for r in range(s.ray_repeats):
-        for engine in (("local", "ray") if r % 2 == 0 else ("ray", "local")):
+        for engine in ("local", "ray") if r % 2 == 0 else ("ray", "local"):
             t0 = time.perf_counter()
-            score_archive(paths, tmp / f"{engine}-{r}", spec, engine=engine, batch_size=bs, workers=s.score_workers,
-                          progress=False, model=model if engine == "local" else None,
-                          ray_options={"actors": 1, "gpus_per_actor": gpus, "cpus_per_actor": cpus}
-                          if engine == "ray" else None)
+            score_archive(
+                paths,
+                tmp / f"{engine}-{r}",
+                spec,
+                engine=engine,
+                batch_size=bs,
+                workers=s.score_workers,
+                progress=False,
+                model=model if engine == "local" else None,
+                ray_options={"actors": 1, "gpus_per_actor": gpus, "cpus_per_actor": cpus} if engine == "ray" else None,
+            )
             times[engine].append(time.perf_counter() - t0)
     a, b = _scores(tmp / "local-0"), _scores(tmp / "ray-0")
-    return {"images": N, "batch_size": bs, "rounds": s.ray_repeats, "ray_start_s": round(start_s, 2),
-            "model_load_s": round(load_s, 2),
-            "local_s": round(median(times["local"]), 2), "ray_s": round(median(times["ray"]), 2),
-            "ray_over_local": round(median([y / x for x, y in zip(times["local"], times["ray"])]), 3),
-            "ray_overhead_s": round(median([y - x for x, y in zip(times["local"], times["ray"])]), 2),
-            "max_score_diff": _max_diff(a, b),
-            "scores_equal": bool(a) and sorted(a) == sorted(b) and all(a[p] == b[p] for p in a),
-            "raw_s": {k: [round(v, 3) for v in vs] for k, vs in times.items()},
-            "note": "wall time of score_archive per engine; Ray's includes building its actor and the "
-                    "actor's model (model_load_s), not the instance start (ray_start_s)"}
+    return {
+        "images": N,
+        "batch_size": bs,
+        "rounds": s.ray_repeats,
+        "ray_start_s": round(start_s, 2),
+        "model_load_s": round(load_s, 2),
+        "local_s": round(median(times["local"]), 2),
+        "ray_s": round(median(times["ray"]), 2),
+        "ray_over_local": round(median([y / x for x, y in zip(times["local"], times["ray"])]), 3),
+        "ray_overhead_s": round(median([y - x for x, y in zip(times["local"], times["ray"])]), 2),
+        "max_score_diff": _max_diff(a, b),
+        "scores_equal": bool(a) and sorted(a) == sorted(b) and all(a[p] == b[p] for p in a),
+        "raw_s": {k: [round(v, 3) for v in vs] for k, vs in times.items()},
+        "note": "wall time of score_archive per engine; Ray's includes building its actor and the "
+        "actor's model (model_load_s), not the instance start (ray_start_s)",
+    }

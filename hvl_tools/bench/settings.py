@@ -1,4 +1,5 @@
 """Benchmark settings and the contract of ``bench.json``."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,9 +22,20 @@ PAPER_BATCH = TrainConfig().batch_size
 DEFAULT_BACKBONES = ("clip-vit-b16-random", "medmnist-densenet121")
 DEFAULT_NS = (1, 2, 3)
 #: the keys every bench.json has at its top level (the contract of ``hvl bench``)
-REQUIRED_KEYS = ("schema", "device", "hvl_over_encoder", "hvl_over_single_scale", "cached_train_speedup",
-                 "threshold_update_ms", "peak_memory_mb", "headline", "runs", "settings", "device_info",
-                 "score_over_encoder")
+REQUIRED_KEYS = (
+    "schema",
+    "device",
+    "hvl_over_encoder",
+    "hvl_over_single_scale",
+    "cached_train_speedup",
+    "threshold_update_ms",
+    "peak_memory_mb",
+    "headline",
+    "runs",
+    "settings",
+    "device_info",
+    "score_over_encoder",
+)
 
 
 @dataclass
@@ -98,9 +110,24 @@ class BenchSettings:
     @classmethod
     def quick_settings(cls, **kw) -> BenchSettings:
         """Seconds on a laptop CPU: for tests and smoke runs (numbers are not meaningful)."""
-        base = dict(backbones=["tiny-clip-random"], ns=[2], repeats=2, warmup=0, images=2, batch_size=2,
-                    throughput_repeats=1, image_size=(96, 80), train_images=64, train_classes=5, train_epochs=1,
-                    full_train=False, e2e_images=2, quick=True, score_images=4, score_repeats=1)
+        base = dict(
+            backbones=["tiny-clip-random"],
+            ns=[2],
+            repeats=2,
+            warmup=0,
+            images=2,
+            batch_size=2,
+            throughput_repeats=1,
+            image_size=(96, 80),
+            train_images=64,
+            train_classes=5,
+            train_epochs=1,
+            full_train=False,
+            e2e_images=2,
+            quick=True,
+            score_images=4,
+            score_repeats=1,
+        )
         base.update({k: v for k, v in kw.items() if v is not None})
         return cls(**base)
 
@@ -114,13 +141,19 @@ class BenchSettings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
-        for name in ("images", "batch_size", "throughput_repeats", "e2e_images", "train_epochs", "score_images",
-                     "score_repeats", "ray_repeats"):
+        for name in (
+            "images",
+            "batch_size",
+            "throughput_repeats",
+            "e2e_images",
+            "train_epochs",
+            "score_images",
+            "score_repeats",
+            "ray_repeats",
+        ):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
         w, h = self.image_size
         if min(w, h) < 16:
             raise ValueError(f"image_size must be at least 16×16, got {w}×{h}")
-
-

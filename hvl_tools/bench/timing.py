@@ -1,5 +1,6 @@
 """Timing, memory and machine description for the benchmark: interleaved runs, ratios of
 medians, peak RSS / CUDA memory, synthetic test images."""
+
 from __future__ import annotations
 
 import contextlib
@@ -32,8 +33,9 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - t
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
-                device: torch.device) -> dict[str, list[float]]:
+def interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device
+) -> dict[str, list[float]]:
     """Time each function ``repeats`` times, in rounds whose order rotates, after ``warmup``
     untimed rounds. Returns seconds per call, per function, round by round (so ratios can be
     taken within a round, where the machine's load is about the same)."""
@@ -44,7 +46,7 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
     _sync(device)
     out: dict[str, list[float]] = {k: [] for k in names}
     for r in range(repeats):
-        for k in names[r % len(names):] + names[:r % len(names)]:
+        for k in names[r % len(names) :] + names[: r % len(names)]:
             out[k].append(timed(fns[k], device))
     return out
 
@@ -107,9 +109,11 @@ def measure_memory(fn: Callable[[], object], device: torch.device) -> dict:
     out = {"rss_before_mb": round(m.before, 1), "rss_peak_mb": round(m.peak, 1)}
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
-        out.update(gpu_max_allocated_mb=round(torch.cuda.max_memory_allocated(device) / 2**20, 1),
-                   gpu_max_reserved_mb=round(torch.cuda.max_memory_reserved(device) / 2**20, 1),
-                   gpu_device_used_mb=round((total - free) / 2**20, 1))
+        out.update(
+            gpu_max_allocated_mb=round(torch.cuda.max_memory_allocated(device) / 2**20, 1),
+            gpu_max_reserved_mb=round(torch.cuda.max_memory_reserved(device) / 2**20, 1),
+            gpu_device_used_mb=round((total - free) / 2**20, 1),
+        )
         out["peak_mb"] = out["gpu_max_allocated_mb"]
     else:
         out["peak_mb"] = out["rss_peak_mb"]
@@ -148,9 +152,15 @@ def cpu_name() -> str:
 
 
 def device_info(device: torch.device) -> dict:
-    info = {"torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_name(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch_interop_threads": torch.get_num_interop_threads(), "platform": platform.platform()}
+    info = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "platform": platform.platform(),
+    }
     try:
         import psutil
 
@@ -160,8 +170,12 @@ def device_info(device: torch.device) -> dict:
         pass
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
-                    cuda=torch.version.cuda, bf16=torch.cuda.is_bf16_supported())
+        info.update(
+            gpu=props.name,
+            gpu_memory_gb=round(props.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+            bf16=torch.cuda.is_bf16_supported(),
+        )
         info["label"] = f"cuda: {props.name}"
     else:
         info["label"] = f"cpu: {info['cpu']} ({torch.get_num_threads()} torch threads, {os.cpu_count()} cores)"
@@ -191,5 +205,3 @@ def synthetic_images(folder: Path, count: int, size: tuple[int, int], seed: int 
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(p, quality=90)
         paths.append(p)
     return paths
-
-

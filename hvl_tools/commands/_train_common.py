@@ -1,4 +1,5 @@
 """Options and helpers shared by train / evaluate / calibrate / benchmark (not a sub-command)."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,18 +10,32 @@ from .common import fail
 #: HVLConfig fields settable from the command line: (flag, dest, argparse kwargs)
 HEAD_FLAGS = [
     ("--tau", "tau", dict(type=float, help="softmax temperature (default 0.01)")),
-    ("--renormalize", "renormalize", dict(action="store_const", const=True,
-                                          help="divide each scale's kept-patch sum by the kept count (option)")),
-    ("--no-entropy-filter", "entropy_filter", dict(action="store_const", const=False,
-                                                   help="keep every patch (no entropy filter)")),
+    (
+        "--renormalize",
+        "renormalize",
+        dict(action="store_const", const=True, help="divide each scale's kept-patch sum by the kept count (option)"),
+    ),
+    (
+        "--no-entropy-filter",
+        "entropy_filter",
+        dict(action="store_const", const=False, help="keep every patch (no entropy filter)"),
+    ),
     ("--no-fusion", "fusion", dict(action="store_const", const=False, help="ablation: no cross-scale fusion")),
     ("--no-ood-loss", "use_ood_loss", dict(action="store_const", const=False, help="ablation: train without L_OOD")),
     ("--lambda-ood", "lambda_ood", dict(type=float, help="weight of L_OOD (default 1)")),
-    ("--pseudo-ood-selection", "pseudo_ood_selection",
-     dict(choices=["entropy_gain", "entropy"], help="pseudo-OOD patches by entropy gain (paper) or by entropy "
-                                                   "(ablation: background selection)")),
-    ("--no-propagate", "propagate", dict(action="store_const", const=False,
-                                         help="ablation: no lower-scale propagation of pseudo-OOD embeddings")),
+    (
+        "--pseudo-ood-selection",
+        "pseudo_ood_selection",
+        dict(
+            choices=["entropy_gain", "entropy"],
+            help="pseudo-OOD patches by entropy gain (paper) or by entropy (ablation: background selection)",
+        ),
+    ),
+    (
+        "--no-propagate",
+        "propagate",
+        dict(action="store_const", const=False, help="ablation: no lower-scale propagation of pseudo-OOD embeddings"),
+    ),
     ("--similarity", "similarity", dict(choices=["cosine", "linear"], help="cosine (paper) or linear logits")),
 ]
 
@@ -36,12 +51,21 @@ def add_train_args(p: argparse.ArgumentParser, full: bool = True) -> None:
     o.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
     if full:
         o.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"default {d.weight_decay}")
-        o.add_argument("--scheduler", choices=["cosine", "constant"], default=d.scheduler,
-                       help=f"default {d.scheduler} (annealed per epoch to 0)")
+        o.add_argument(
+            "--scheduler",
+            choices=["cosine", "constant"],
+            default=d.scheduler,
+            help=f"default {d.scheduler} (annealed per epoch to 0)",
+        )
         o.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
-        o.add_argument("--compile-step", nargs="?", const="default", choices=["default", "reduce-overhead"],
-                       help="run the training step through torch.compile (reduce-overhead: CUDA graphs too); "
-                            "pays off on a GPU, the first steps compile")
+        o.add_argument(
+            "--compile-step",
+            nargs="?",
+            const="default",
+            choices=["default", "reduce-overhead"],
+            help="run the training step through torch.compile (reduce-overhead: CUDA graphs too); "
+            "pays off on a GPU, the first steps compile",
+        )
 
 
 def train_config(args):
@@ -74,10 +98,12 @@ def add_cache_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-dir", help="feature cache folder (default $HVL_CACHE_DIR or .hvl_cache/ here)")
     g.add_argument("--no-cache", action="store_true", help="encode every image, write no cache")
     g.add_argument("--encode-batch-size", type=int, default=16, help="images per encoder call (default 16)")
-    g.add_argument("--workers", type=int, default=None,
-                   help="crop-making worker processes (default 0 on CPU, up to 8 on CUDA)")
-    g.add_argument("--strict", action="store_true",
-                   help="stop at the first unreadable image (default: skip it, count it, list it)")
+    g.add_argument(
+        "--workers", type=int, default=None, help="crop-making worker processes (default 0 on CPU, up to 8 on CUDA)"
+    )
+    g.add_argument(
+        "--strict", action="store_true", help="stop at the first unreadable image (default: skip it, count it, list it)"
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
 
 
@@ -93,8 +119,17 @@ def feats(model, items, args, cache, desc: str, views=("orig",)):
     from hvl_tools.features import features_of_items
 
     try:
-        fs = features_of_items(model, items, cache, views=views, batch_size=args.encode_batch_size,
-                               workers=args.workers, progress=not args.no_progress, desc=desc, strict=args.strict)
+        fs = features_of_items(
+            model,
+            items,
+            cache,
+            views=views,
+            batch_size=args.encode_batch_size,
+            workers=args.workers,
+            progress=not args.no_progress,
+            desc=desc,
+            strict=args.strict,
+        )
     except ImageError as e:
         fail(f"{e} (--strict)")
     if fs.skipped:

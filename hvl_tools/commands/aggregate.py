@@ -1,4 +1,5 @@
 """hvl aggregate — mean ± std of metrics.json files over repeated runs (seeds, folds)."""
+
 from __future__ import annotations
 
 import json
@@ -6,10 +7,13 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    p = sub.add_parser("aggregate", help="mean ± std of metrics.json files (seeds, folds) as a markdown table",
-                       description="Find every metrics.json under the given folders, group them (by their 'variant' "
-                                   "or 'method_name' field, or by top folder with --by folder) and print mean ± sample "
-                                   "std of accuracy, AUROC, FPR95, AUPR.")
+    p = sub.add_parser(
+        "aggregate",
+        help="mean ± std of metrics.json files (seeds, folds) as a markdown table",
+        description="Find every metrics.json under the given folders, group them (by their 'variant' "
+        "or 'method_name' field, or by top folder with --by folder) and print mean ± sample "
+        "std of accuracy, AUROC, FPR95, AUPR.",
+    )
     p.add_argument("dirs", nargs="+", help="folders (searched recursively) or metrics.json files")
     p.add_argument("--by", choices=["variant", "folder", "all"], default="variant")
     p.add_argument("--out", help="also write the table (markdown) here, and a JSON next to it")

@@ -1,4 +1,5 @@
 """hvl calibrate — set a checkpoint's threshold at 95% ID TPR on validation ID images (HVL_SPEC §7)."""
+
 from __future__ import annotations
 
 import sys
@@ -8,16 +9,21 @@ from ._train_common import add_cache_args, cache_from_args, feats, guard
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "calibrate", help="calibrate a checkpoint's MSP threshold on validation ID images",
+        "calibrate",
+        help="calibrate a checkpoint's MSP threshold on validation ID images",
         description="Compute t95, the largest MSP that at least 95% of the validation ID images reach, and store "
-                    "it in the checkpoint (config.json 'threshold'; the demo's slider starts there). The images need "
-                    "no labels (class sub-folders or a flat folder). Rewrites the checkpoint atomically, or writes "
-                    "a calibrated copy to --out.")
+        "it in the checkpoint (config.json 'threshold'; the demo's slider starts there). The images need "
+        "no labels (class sub-folders or a flat folder). Rewrites the checkpoint atomically, or writes "
+        "a calibrated copy to --out.",
+    )
     p.add_argument("--checkpoint", required=True, help="local checkpoint folder")
     p.add_argument("--val-dir", required=True, help="validation ID images (not used for training)")
     p.add_argument("--tpr", type=float, default=0.95, help="target ID acceptance rate (default 0.95)")
-    p.add_argument("--score", choices=["msp", "energy", "maxlogit"],
-                   help="calibrate for this decision score (default: the checkpoint's); it is saved with the threshold")
+    p.add_argument(
+        "--score",
+        choices=["msp", "energy", "maxlogit"],
+        help="calibrate for this decision score (default: the checkpoint's); it is saved with the threshold",
+    )
     p.add_argument("--out", help="write the calibrated checkpoint here instead of in place")
     p.add_argument("--device", default="auto")
     add_cache_args(p)
@@ -46,9 +52,13 @@ def _run(args) -> int:
     fs = feats(model, items, args, cache_from_args(args), "encoding val")
     if len(fs) == 0:
         fail("no readable validation images")
-    target, cal = recalibrate_checkpoint(args.checkpoint, model, fs, out=args.out, tpr=args.tpr, score=args.score,
-                                         note=Path(args.val_dir).name)
-    print(f"threshold {cal['threshold']:.4f}: {cal['val_tpr']:.1%} of {cal['n_val']} validation images have MSP >= it "
-          f"(target {args.tpr:.0%}); saved {target}", file=sys.stderr)
+    target, cal = recalibrate_checkpoint(
+        args.checkpoint, model, fs, out=args.out, tpr=args.tpr, score=args.score, note=Path(args.val_dir).name
+    )
+    print(
+        f"threshold {cal['threshold']:.4f}: {cal['val_tpr']:.1%} of {cal['n_val']} validation images have MSP >= it "
+        f"(target {args.tpr:.0%}); saved {target}",
+        file=sys.stderr,
+    )
     print(f"{cal['threshold']:.6f}")
     return 0

@@ -1,4 +1,5 @@
 """Options and error handling shared by the sub-commands."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,30 +8,50 @@ import sys
 from hvl_core.backbones import MEASURED_BACKBONE
 
 
-def add_model_args(p: argparse.ArgumentParser, default_preset: str | None = "dermatology-isic4",
-                   default_backbone: str = MEASURED_BACKBONE) -> None:
+def add_model_args(
+    p: argparse.ArgumentParser,
+    default_preset: str | None = "dermatology-isic4",
+    default_backbone: str = MEASURED_BACKBONE,
+) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--backbone", default=None,
-                   help=f"default: a checkpoint's own, else {default_backbone}; {MEASURED_BACKBONE} (measured on real "
-                        "images, a calibrated checkpoint per preset), auto (CLIP ViT-B/16, else the offline one), "
-                        "clip-vit-b16, biomedclip, "
-                        "quiltnet-b32, dermlip-b16 (non-commercial), medmnist-densenet121, NAME-random (the same "
-                        "architecture, random weights), NAME:/path/to/weights, MODEL:PRETRAINED or hf-hub:ID")
+    g.add_argument(
+        "--backbone",
+        default=None,
+        help=f"default: a checkpoint's own, else {default_backbone}; {MEASURED_BACKBONE} (measured on real "
+        "images, a calibrated checkpoint per preset), auto (CLIP ViT-B/16, else the offline one), "
+        "clip-vit-b16, biomedclip, "
+        "quiltnet-b32, dermlip-b16 (non-commercial), medmnist-densenet121, NAME-random (the same "
+        "architecture, random weights), NAME:/path/to/weights, MODEL:PRETRAINED or hf-hub:ID",
+    )
     cls = g.add_mutually_exclusive_group()
     cls.add_argument("--preset", default=None, help=f"class preset (default {default_preset})")
-    cls.add_argument("--classes", nargs="+", metavar="NAME",
-                     help='custom known classes; "name: prompt description" allowed')
-    g.add_argument("--checkpoint", help="trained head: a folder, a file of it, or a hub repo id org/name (default: "
-                                        "the calibrated checkpoint shipped for the backbone and preset, if any)")
-    g.add_argument("--untrained", action="store_true",
-                   help="the untrained head (zero-shot, or a classifier's own scores) instead of the shipped checkpoint")
+    cls.add_argument(
+        "--classes", nargs="+", metavar="NAME", help='custom known classes; "name: prompt description" allowed'
+    )
+    g.add_argument(
+        "--checkpoint",
+        help="trained head: a folder, a file of it, or a hub repo id org/name (default: "
+        "the calibrated checkpoint shipped for the backbone and preset, if any)",
+    )
+    g.add_argument(
+        "--untrained",
+        action="store_true",
+        help="the untrained head (zero-shot, or a classifier's own scores) instead of the shipped checkpoint",
+    )
     g.add_argument("--n", type=int, help="partitions per side at mid scale (default 2)")
     g.add_argument("--k", type=int, help="pseudo-OOD patches per image (default 4)")
-    g.add_argument("--score", choices=["msp", "energy", "maxlogit"],
-                   help="decision score (default: the checkpoint's, else the backbone's measured default for the "
-                        "preset, else msp, the paper's); thresholds are in its units")
-    g.add_argument("--detail", choices=["upsample", "native"], default="upsample",
-                   help="upsample the view (paper) or cut patches from the upload's own pixels")
+    g.add_argument(
+        "--score",
+        choices=["msp", "energy", "maxlogit"],
+        help="decision score (default: the checkpoint's, else the backbone's measured default for the "
+        "preset, else msp, the paper's); thresholds are in its units",
+    )
+    g.add_argument(
+        "--detail",
+        choices=["upsample", "native"],
+        default="upsample",
+        help="upsample the view (paper) or cut patches from the upload's own pixels",
+    )
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.set_defaults(default_preset=default_preset, default_backbone=default_backbone)
 
@@ -68,8 +89,16 @@ def model_from_args(args):
         preset = args.default_preset
     checkpoint = checkpoint_from_args(args, preset)
     try:
-        return load_model(backbone=backbone, classes=args.classes, preset=preset, checkpoint=checkpoint,
-                          device=args.device, detail=args.detail, threshold=getattr(args, "threshold", None), **opts)
+        return load_model(
+            backbone=backbone,
+            classes=args.classes,
+            preset=preset,
+            checkpoint=checkpoint,
+            device=args.device,
+            detail=args.detail,
+            threshold=getattr(args, "threshold", None),
+            **opts,
+        )
     except (BackboneUnavailable, CheckpointError, UnknownClassError, ScoreError, ValueError) as e:
         fail(str(e))
 

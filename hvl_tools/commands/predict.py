@@ -1,4 +1,5 @@
 """hvl predict IMAGE... — known class or "unknown" for each image."""
+
 from __future__ import annotations
 
 import json
@@ -8,17 +9,26 @@ from .common import add_model_args, model_from_args
 
 
 def register(sub) -> None:
-    p = sub.add_parser("predict", help="predict images: known class or unknown",
-                       description="Predict each image; a bad file is reported and the others still run. "
-                                   "Exit status 1 when any image failed.")
+    p = sub.add_parser(
+        "predict",
+        help="predict images: known class or unknown",
+        description="Predict each image; a bad file is reported and the others still run. "
+        "Exit status 1 when any image failed.",
+    )
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, TIFF, DICOM, whole-slide .svs/.ndpi/.tiff ...)")
     add_model_args(p)
-    p.add_argument("--threshold", type=float,
-                   help="threshold in the score's units (default: the checkpoint's calibrated one, else the "
-                        "backbone's measured one, else 0.5 for MSP)")
-    p.add_argument("--tile", metavar="X,Y",
-                   help="whole-slide images: analyse the tile centred at level-0 pixel X,Y (default: a tissue tile is "
-                        "picked and the notes say which)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="threshold in the score's units (default: the checkpoint's calibrated one, else the "
+        "backbone's measured one, else 0.5 for MSP)",
+    )
+    p.add_argument(
+        "--tile",
+        metavar="X,Y",
+        help="whole-slide images: analyse the tile centred at level-0 pixel X,Y (default: a tissue tile is "
+        "picked and the notes say which)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     p.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(func=run)
@@ -41,13 +51,16 @@ def run(args) -> int:
     except ScoreError as e:
         fail(str(e))
     if not args.json:
-        print(f"backbone: {model.backbone.describe()}; classes: {', '.join(model.classes.names)}; "
-              f"score {model.score_name}, threshold {threshold:.4g}", file=sys.stderr)
+        print(
+            f"backbone: {model.backbone.describe()}; classes: {', '.join(model.classes.names)}; "
+            f"score {model.score_name}, threshold {threshold:.4g}",
+            file=sys.stderr,
+        )
     failed = 0
     paths = list(args.images)
     for s in range(0, len(paths), args.batch_size):
         loaded, names = [], []
-        for path in paths[s:s + args.batch_size]:
+        for path in paths[s : s + args.batch_size]:
             try:
                 loaded.append(load_image(path, tile=tile))
                 names.append(path)
@@ -57,22 +70,35 @@ def run(args) -> int:
         encoded = model.encode_batch(loaded) if loaded else []  # one encoder call per chunk
         for path, pred in zip(names, model.decide_batch(encoded, args.threshold)):
             if args.json:
-                d = {"path": path, "label": pred.label, "score": round(pred.score, 6), "score_name": pred.score_name,
-                     "msp": round(pred.msp, 6), "known": pred.known, "threshold": pred.threshold,
-                     "threshold_source": pred.threshold_source, "score_range": list(pred.score_range),
-                     "p_value": None if pred.p_value is None else round(pred.p_value, 6),
-                     "n_calibration": pred.n_calibration,
-                     "backbone": pred.backbone, "backbone_note": pred.backbone_note,
-                     "probs": {c: round(float(p), 6) for c, p in zip(pred.classes, pred.p_id)},
-                     "p_other": round(pred.p_other["p_id"], 6), "p_dropped": round(pred.p_dropped["p_id"], 6),
-                     "pseudo_ood": [list(rc) for rc in pred.pseudo_ood], "notes": pred.notes}
+                d = {
+                    "path": path,
+                    "label": pred.label,
+                    "score": round(pred.score, 6),
+                    "score_name": pred.score_name,
+                    "msp": round(pred.msp, 6),
+                    "known": pred.known,
+                    "threshold": pred.threshold,
+                    "threshold_source": pred.threshold_source,
+                    "score_range": list(pred.score_range),
+                    "p_value": None if pred.p_value is None else round(pred.p_value, 6),
+                    "n_calibration": pred.n_calibration,
+                    "backbone": pred.backbone,
+                    "backbone_note": pred.backbone_note,
+                    "probs": {c: round(float(p), 6) for c, p in zip(pred.classes, pred.p_id)},
+                    "p_other": round(pred.p_other["p_id"], 6),
+                    "p_dropped": round(pred.p_dropped["p_id"], 6),
+                    "pseudo_ood": [list(rc) for rc in pred.pseudo_ood],
+                    "notes": pred.notes,
+                }
                 print(json.dumps(d), flush=True)
             else:
                 verdict = f"Known: {pred.label}" if pred.known else "Unknown — refer to a specialist"
                 rel = "≥" if pred.known else "<"
                 pv = "" if pred.p_value is None else f"; conformal p {pred.p_value:.3f} of {pred.n_calibration}"
-                print(f"{path}: {verdict} ({pred.score_name} {pred.score:.4g} {rel} {pred.threshold:.4g}{pv}; "
-                      f"top: {pred.label})")
+                print(
+                    f"{path}: {verdict} ({pred.score_name} {pred.score:.4g} {rel} {pred.threshold:.4g}{pv}; "
+                    f"top: {pred.label})"
+                )
                 for note in pred.notes:
                     print(f"  note: {note}")
     return 1 if failed else 0

@@ -1,4 +1,5 @@
 """hvl train — train the HVL head on a labelled image folder or a split file, calibrate, save."""
+
 from __future__ import annotations
 
 import json
@@ -20,34 +21,50 @@ from .common import add_model_args, backbone_from_args, fail
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "train", help="train the HVL head (frozen encoder, cached features) and calibrate its threshold",
+        "train",
+        help="train the HVL head (frozen encoder, cached features) and calibrate its threshold",
         description="Train the HVL head on cached crop embeddings with the paper's settings (Adam, lr 0.002, "
-                    "batch 32, 100 epochs, cosine annealing, K=4, n=2), hold out --val-fraction of each class "
-                    "to calibrate the threshold at 95% ID TPR, and write an atomic safetensors checkpoint to "
-                    "--out. Resumable with --resume. Class names come from --classes/--preset, else the split "
-                    "file, else the train folder's sub-folders.")
+        "batch 32, 100 epochs, cosine annealing, K=4, n=2), hold out --val-fraction of each class "
+        "to calibrate the threshold at 95% ID TPR, and write an atomic safetensors checkpoint to "
+        "--out. Resumable with --resume. Class names come from --classes/--preset, else the split "
+        "file, else the train folder's sub-folders.",
+    )
     d = p.add_argument_group("data")
     d.add_argument("--train-dir", help="folder with one sub-folder of images per known class")
     d.add_argument("--split", help="split file (JSON) or a shipped split name (isic4, skin40, nct-crc-task1, ...)")
     d.add_argument("--data-root", help="where the split's class folders are")
     d.add_argument("--fold", type=int, help="test fold of a k-fold split (0..k-1)")
     d.add_argument("--task", help="task of a multi-task split (e.g. NCT-CRC task)")
-    d.add_argument("--val-fraction", type=float, default=0.1,
-                   help="fraction of each class held out to calibrate the threshold (default 0.1; 0: none)")
+    d.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="fraction of each class held out to calibrate the threshold (default 0.1; 0: none)",
+    )
     d.add_argument("--val-dir", help="explicit validation (ID) folder for calibration instead of --val-fraction")
-    d.add_argument("--flip", action="store_true", help="add horizontally and vertically flipped copies (cached as "
-                                                       "extra views) to the training set")
+    d.add_argument(
+        "--flip",
+        action="store_true",
+        help="add horizontally and vertically flipped copies (cached as extra views) to the training set",
+    )
     add_model_args(p, default_preset=None, default_backbone="auto")
     from hvl_tools.leakage import add_overlap_args
 
     add_overlap_args(p)
     add_head_args(p)
     add_train_args(p)
-    p.add_argument("--out", required=True, help="checkpoint folder to write (model.safetensors, config.json, README.md, "
-                                                "training.json, loss.png, train_state/)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="checkpoint folder to write (model.safetensors, config.json, README.md, "
+        "training.json, loss.png, train_state/)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state (same data and settings)")
-    p.add_argument("--evaluate", action="store_true",
-                   help="after training, evaluate on the split's test and OOD images into OUT/eval")
+    p.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="after training, evaluate on the split's test and OOD images into OUT/eval",
+    )
     add_cache_args(p)
     p.set_defaults(func=run)
 
@@ -113,11 +130,23 @@ def _run(args) -> int:
     try:
         cfg = train_config(args)
         if args.checkpoint or negatives == "auto":
-            model = load_model(backbone=backbone_from_args(args), classes=classes, checkpoint=args.checkpoint,
-                               device=args.device, detail=args.detail, **opts)
+            model = load_model(
+                backbone=backbone_from_args(args),
+                classes=classes,
+                checkpoint=args.checkpoint,
+                device=args.device,
+                detail=args.detail,
+                **opts,
+            )
         else:
-            model = build_model(create_backbone(backbone_from_args(args)), resolve_classes(classes, None), negatives,
-                                device=args.device, detail=args.detail, **opts)
+            model = build_model(
+                create_backbone(backbone_from_args(args)),
+                resolve_classes(classes, None),
+                negatives,
+                device=args.device,
+                detail=args.detail,
+                **opts,
+            )
     except ValueError as e:
         fail(str(e))
     if model.backbone.note:  # e.g. auto fell back to the offline backbone
@@ -128,8 +157,11 @@ def _run(args) -> int:
     if plan is not None:  # the split's classes must be the model's (any order): re-index labels
         align_labels(plan.train + plan.test, names, model_names)
     elif items is None:  # --train-dir
-        by_folder = folders if names is not None and [norm_name(n) for n in names] == \
-            [norm_name(n) for n in model_names] else None
+        by_folder = (
+            folders
+            if names is not None and [norm_name(n) for n in names] == [norm_name(n) for n in model_names]
+            else None
+        )
         items = labelled_items(args.train_dir, model_names, by_folder, report, "train")
     if not 0 <= args.val_fraction < 1:
         fail(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
@@ -143,8 +175,11 @@ def _run(args) -> int:
     say(f"backbone: {model.backbone.describe()} on {model.device}; classes: {', '.join(model_names)}")
     where = ""
     if plan is not None:
-        where = f"; split {plan.name}" + (f" fold {plan.fold}" if plan.fold is not None else "") + \
-            (f" task {plan.task}" if plan.task else "")
+        where = (
+            f"; split {plan.name}"
+            + (f" fold {plan.fold}" if plan.fold is not None else "")
+            + (f" task {plan.task}" if plan.task else "")
+        )
     say(f"data: {len(train_items)} training, {len(val_items)} validation images{where}")
     for note in report.notes:
         say(f"note: {note}")
@@ -158,23 +193,46 @@ def _run(args) -> int:
         if not (train_fs.labels == i).any():
             fail(f"class {c!r} has no readable training image")
     skipped = train_fs.skipped + (val_fs.skipped if val_fs else [])
+
     def name(p):  # the checkpoint may be published: folder and file names only, no local paths
         return Path(p).name if p else None
 
-    extra = {"data": {"train_dir": name(args.train_dir), "split": plan.name if plan else None, "fold": args.fold,
-                      "task": args.task, "val_fraction": None if args.val_dir else args.val_fraction,
-                      "val_dir": name(args.val_dir), "flip": args.flip, "n_skipped": len(skipped),
-                      "skipped": [{"file": name(p), "reason": r} for p, r in skipped[:100]]}}
+    extra = {
+        "data": {
+            "train_dir": name(args.train_dir),
+            "split": plan.name if plan else None,
+            "fold": args.fold,
+            "task": args.task,
+            "val_fraction": None if args.val_dir else args.val_fraction,
+            "val_dir": name(args.val_dir),
+            "flip": args.flip,
+            "n_skipped": len(skipped),
+            "skipped": [{"file": name(p), "reason": r} for p, r in skipped[:100]],
+        }
+    }
     compile_step = {None: False, "default": True}.get(args.compile_step, args.compile_step)
-    out, summary = fit(model, train_fs, val_fs, cfg, args.out, resume=args.resume, progress=progress, extra=extra,
-                       compile_step=compile_step)
+    out, summary = fit(
+        model,
+        train_fs,
+        val_fs,
+        cfg,
+        args.out,
+        resume=args.resume,
+        progress=progress,
+        extra=extra,
+        compile_step=compile_step,
+    )
     cal = summary.get("calibration")
     final = summary.get("final") or {}
-    print(f"saved {out} (epoch {final.get('epoch')}: L_ID {final.get('loss_id', float('nan')):.4f}, "
-          f"L_OOD {final.get('loss_ood', float('nan')):.4f}; training accuracy {summary['train_accuracy']:.3f})")
+    print(
+        f"saved {out} (epoch {final.get('epoch')}: L_ID {final.get('loss_id', float('nan')):.4f}, "
+        f"L_OOD {final.get('loss_ood', float('nan')):.4f}; training accuracy {summary['train_accuracy']:.3f})"
+    )
     if cal:
-        print(f"threshold {cal['threshold']:.4f}: 95% of {cal['n_val']} validation ID images have MSP >= it "
-              f"(validation accuracy {cal.get('val_accuracy', float('nan')):.3f})")
+        print(
+            f"threshold {cal['threshold']:.4f}: 95% of {cal['n_val']} validation ID images have MSP >= it "
+            f"(validation accuracy {cal.get('val_accuracy', float('nan')):.3f})"
+        )
     else:
         print("no validation images: the checkpoint has no calibrated threshold (hvl calibrate can add one)")
     if args.evaluate:
@@ -184,8 +242,12 @@ def _run(args) -> int:
 
         id_fs = feats(model, plan.test, args, cache, "encoding test")
         ood_fs = feats(model, plan.ood, args, cache, "encoding OOD") if plan.ood else None
-        m = evaluate_features(model, id_fs, ood_fs, Path(args.out) / "eval",
-                              info={"split": plan.name, "fold": plan.fold, "task": plan.task,
-                                    "checkpoint": str(out)})
+        m = evaluate_features(
+            model,
+            id_fs,
+            ood_fs,
+            Path(args.out) / "eval",
+            info={"split": plan.name, "fold": plan.fold, "task": plan.task, "checkpoint": str(out)},
+        )
         print(json.dumps({k: m.get(k) for k in ("accuracy", "auroc", "fpr95", "aupr", "n_id", "n_ood")}))
     return 0

@@ -10,6 +10,7 @@ Resumable: ``run.json`` records what the scores depend on; a rerun with the same
 files already in scores.csv, and every batch is fsync'd, so ``kill -9`` loses at most the
 batches in flight.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,13 +27,23 @@ from .scorer import COLUMNS, ModelSpec, Scorer
 
 ENGINES = ("local", "ray")
 
-__all__ = ["COLUMNS", "ENGINES", "InputError", "ModelSpec", "ResumeError", "Scorer", "collect_inputs",
-           "score_archive"]
+__all__ = ["COLUMNS", "ENGINES", "InputError", "ModelSpec", "ResumeError", "Scorer", "collect_inputs", "score_archive"]
 
 
-def score_archive(inputs: Sequence[str], out_dir: str | os.PathLike, spec: ModelSpec, engine: str = "local",
-                  batch_size: int = 16, workers: int | None = None, decode: str = "auto", progress: bool = True,
-                  model=None, ray_options: dict | None = None, limit_batches: int | None = None, fdr: float = 0.05) -> dict:
+def score_archive(
+    inputs: Sequence[str],
+    out_dir: str | os.PathLike,
+    spec: ModelSpec,
+    engine: str = "local",
+    batch_size: int = 16,
+    workers: int | None = None,
+    decode: str = "auto",
+    progress: bool = True,
+    model=None,
+    ray_options: dict | None = None,
+    limit_batches: int | None = None,
+    fdr: float = 0.05,
+) -> dict:
     """Score every image of ``inputs`` into ``out_dir``; returns the summary.
 
     ``model``: an already built model for ``spec`` (the local engine uses it; Ray actors build
@@ -90,9 +101,15 @@ def score_archive(inputs: Sequence[str], out_dir: str | os.PathLike, spec: Model
             bar.close()
         rows = [sink.done[p] for p in paths if p in sink.done]
     seconds = time.perf_counter() - t0
-    run = {"engine": engine, "inputs": len(paths), "skipped_as_done": skipped, "scored_now": done_now,
-           "seconds": round(seconds, 3), "images_per_s": round(done_now / seconds, 3) if done_now else None,
-           "batch_size": batch_size}
+    run = {
+        "engine": engine,
+        "inputs": len(paths),
+        "skipped_as_done": skipped,
+        "scored_now": done_now,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(done_now / seconds, 3) if done_now else None,
+        "batch_size": batch_size,
+    }
     summary = summarize(rows, identity, scorer.score_name, run, fdr)
     atomic_write(out / SUMMARY, json.dumps(summary, indent=1) + "\n")
     plot_scores(out / HISTOGRAM, rows, scorer.threshold, scorer.score_name)

@@ -1,4 +1,5 @@
 """What to score: folders (searched recursively), globs, single files, or CSV manifests."""
+
 from __future__ import annotations
 
 import csv

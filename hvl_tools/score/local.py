@@ -1,5 +1,6 @@
 """``--engine local``: one process drives the model; decode workers (torch DataLoader) read the
 files and make the views in parallel, batches arrive pinned on CUDA."""
+
 from __future__ import annotations
 
 import functools
@@ -31,17 +32,26 @@ def _collate(items, size: int) -> Batch:
     return collate([p for p, _ in items], [d for _, d in items], size)
 
 
-def local_batches(scorer: Scorer, paths: Sequence[str], batch_size: int, workers: int | None = None) -> Iterator[list[dict]]:
+def local_batches(
+    scorer: Scorer, paths: Sequence[str], batch_size: int, workers: int | None = None
+) -> Iterator[list[dict]]:
     """Rows of each batch, in input order."""
     from .views import decode_item
 
     m = scorer.model
     workers = default_workers(m.device) if workers is None else workers
-    decode = functools.partial(decode_item, size=scorer.size, n=scorer.n, detail=m.detail,
-                               on_device=scorer.decode_on_device)
+    decode = functools.partial(
+        decode_item, size=scorer.size, n=scorer.n, detail=m.detail, on_device=scorer.decode_on_device
+    )
     loader = torch.utils.data.DataLoader(
-        _Files(paths, decode), batch_size=batch_size, shuffle=False, num_workers=workers,
-        collate_fn=functools.partial(_collate, size=scorer.size), pin_memory=m.device.type == "cuda",
-        prefetch_factor=4 if workers else None, persistent_workers=False)
+        _Files(paths, decode),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=functools.partial(_collate, size=scorer.size),
+        pin_memory=m.device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
     for batch in loader:
         yield scorer.score(batch)

@@ -9,6 +9,7 @@ back to the driver, which appends them to scores.csv as they arrive.
 process listens on the loopback address only), without the dashboard, and shuts it down afterwards; ``address="auto"`` or ``"ray://HOST:10001"`` joins a
 running cluster (every node needs this package and the files at the same paths).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,12 +32,15 @@ def require_ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise RayUnavailable("--engine ray needs Ray Data: pip install 'hvl-demo[ray]' "
-                             "(or pip install 'ray[data]')") from None
+        raise RayUnavailable(
+            "--engine ray needs Ray Data: pip install 'hvl-demo[ray]' (or pip install 'ray[data]')"
+        ) from None
     return ray
 
 
-def decode_batch(batch: dict[str, np.ndarray], size: int, n: int, detail: str, on_device: bool) -> dict[str, np.ndarray]:
+def decode_batch(
+    batch: dict[str, np.ndarray], size: int, n: int, detail: str, on_device: bool
+) -> dict[str, np.ndarray]:
     """Ray task: file paths → views (uint8, fixed shape), JPEG bytes for the device, errors."""
     paths = [str(p) for p in batch["path"]]
     decoded = [decode_item(p, size, n, detail, on_device) for p in paths]
@@ -44,10 +48,13 @@ def decode_batch(batch: dict[str, np.ndarray], size: int, n: int, detail: str, o
     for i, d in enumerate(decoded):
         if d.view is not None:
             views[i] = d.view
-    return {"path": np.array(paths, dtype=object), "view": views,
-            "has_view": np.array([d.view is not None for d in decoded]),
-            "jpeg": np.array([b"" if d.jpeg is None else d.jpeg.tobytes() for d in decoded], dtype=object),
-            "error": np.array([d.error or "" for d in decoded], dtype=object)}
+    return {
+        "path": np.array(paths, dtype=object),
+        "view": views,
+        "has_view": np.array([d.view is not None for d in decoded]),
+        "jpeg": np.array([b"" if d.jpeg is None else d.jpeg.tobytes() for d in decoded], dtype=object),
+        "error": np.array([d.error or "" for d in decoded], dtype=object),
+    }
 
 
 def batch_of_columns(batch: dict[str, np.ndarray], size: int) -> Batch:
@@ -76,8 +83,10 @@ class RayScorer:
         else:
             b = batch_of_columns(batch, self.scorer.size)
         rows = self.scorer.score(b)
-        out = {c: np.array([r[c] for r in rows], dtype=object if c in ("path", "label", "error") else None)
-               for c in COLUMNS}
+        out = {
+            c: np.array([r[c] for r in rows], dtype=object if c in ("path", "label", "error") else None)
+            for c in COLUMNS
+        }
         out["score_name"] = np.array([self.scorer.score_name] * len(rows), dtype=object)
         return out
 
@@ -104,8 +113,14 @@ def ray_instance(address: str | None, num_cpus: int | None = None, object_store_
                 from ray._private import ray_constants
 
                 ray_constants.ENABLE_RAY_CLUSTER = False  # for a Ray imported before the variable was set
-                ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                         object_store_memory=object_store_mb * 2**20, configure_logging=False)
+                ray.init(
+                    address="local",
+                    num_cpus=num_cpus,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    object_store_memory=object_store_mb * 2**20,
+                    configure_logging=False,
+                )
             started = True
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # ours counts rows written
@@ -120,9 +135,17 @@ def ray_instance(address: str | None, num_cpus: int | None = None, object_store_
             os.environ[LOOPBACK_ENV] = saved
 
 
-def ray_batches(spec: ModelSpec, scorer: Scorer, paths: Sequence[str], batch_size: int, actors: int = 1,
-                gpus_per_actor: float = 0.0, cpus_per_actor: float = 1.0, address: str | None = None,
-                num_cpus: int | None = None) -> Iterator[list[dict]]:
+def ray_batches(
+    spec: ModelSpec,
+    scorer: Scorer,
+    paths: Sequence[str],
+    batch_size: int,
+    actors: int = 1,
+    gpus_per_actor: float = 0.0,
+    cpus_per_actor: float = 1.0,
+    address: str | None = None,
+    num_cpus: int | None = None,
+) -> Iterator[list[dict]]:
     """Rows of each scored batch, as Ray returns them (not in input order). ``scorer`` is the
     driver's own (for the view size and decoder settings; it scores nothing)."""
     with ray_instance(address, num_cpus) as ray:
@@ -131,20 +154,44 @@ def ray_batches(spec: ModelSpec, scorer: Scorer, paths: Sequence[str], batch_siz
         if scorer.model.detail != "native":
             # CPU actors: decoding takes the actor's CPUs (Ray fuses the two stages, nothing waits for a CPU
             # the model holds); GPU actors: decoding runs as separate one-CPU tasks beside them
-            ds = ds.map_batches(decode_batch, batch_size=batch_size, batch_format="numpy",
-                                num_cpus=1 if gpus_per_actor > 0 else cpus_per_actor,
-                                fn_kwargs={"size": scorer.size, "n": scorer.n, "detail": scorer.model.detail,
-                                           "on_device": scorer.decode_on_device})
-        ds = ds.map_batches(RayScorer, batch_size=batch_size, batch_format="numpy",
-                            compute=ray.data.ActorPoolStrategy(size=actors),
-                            num_gpus=gpus_per_actor or None, num_cpus=cpus_per_actor,
-                            fn_constructor_kwargs={"spec": spec.to_dict(), "threshold": scorer.threshold,
-                                                   "decode": "device" if scorer.decode_on_device else "cpu",
-                                                   "device": device})
+            ds = ds.map_batches(
+                decode_batch,
+                batch_size=batch_size,
+                batch_format="numpy",
+                num_cpus=1 if gpus_per_actor > 0 else cpus_per_actor,
+                fn_kwargs={
+                    "size": scorer.size,
+                    "n": scorer.n,
+                    "detail": scorer.model.detail,
+                    "on_device": scorer.decode_on_device,
+                },
+            )
+        ds = ds.map_batches(
+            RayScorer,
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_gpus=gpus_per_actor or None,
+            num_cpus=cpus_per_actor,
+            fn_constructor_kwargs={
+                "spec": spec.to_dict(),
+                "threshold": scorer.threshold,
+                "decode": "device" if scorer.decode_on_device else "cpu",
+                "device": device,
+            },
+        )
         for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
             if len(out["path"]):
                 scorer.score_name = str(out["score_name"][0])
-            yield [{"path": str(out["path"][i]), "label": str(out["label"][i]), "score": float(out["score"][i]),
-                    "msp": float(out["msp"][i]), "p_value": float(out["p_value"][i]), "known": bool(out["known"][i]),
-                    "error": str(out["error"][i])}
-                   for i in range(len(out["path"]))]
+            yield [
+                {
+                    "path": str(out["path"][i]),
+                    "label": str(out["label"][i]),
+                    "score": float(out["score"][i]),
+                    "msp": float(out["msp"][i]),
+                    "p_value": float(out["p_value"][i]),
+                    "known": bool(out["known"][i]),
+                    "error": str(out["error"][i]),
+                }
+                for i in range(len(out["path"]))
+            ]

@@ -1,6 +1,7 @@
 """``DIR/scores.csv`` (appended and fsync'd per batch, so a killed run loses at most the batch in
 flight), ``DIR/run.json`` (what the scores depend on; a rerun must match it), and at the end
 ``summary.json`` and ``scores.png``."""
+
 from __future__ import annotations
 
 import csv
@@ -116,14 +117,17 @@ def check_run(out_dir: str | os.PathLike, identity: dict) -> None:
         except (OSError, ValueError, AttributeError):
             before = None
         if before != identity:
-            diff = sorted(k for k in set(identity) | set(before or {})
-                          if (before or {}).get(k) != identity.get(k))
-            raise ResumeError(f"{out} holds scores made with another model or settings "
-                              f"({', '.join(diff) or 'unreadable ' + RUN} differ); use another --out folder, "
-                              f"or delete {out / SCORES} and {p} to start over")
+            diff = sorted(k for k in set(identity) | set(before or {}) if (before or {}).get(k) != identity.get(k))
+            raise ResumeError(
+                f"{out} holds scores made with another model or settings "
+                f"({', '.join(diff) or 'unreadable ' + RUN} differ); use another --out folder, "
+                f"or delete {out / SCORES} and {p} to start over"
+            )
     elif (out / SCORES).exists() and (out / SCORES).stat().st_size:
-        raise ResumeError(f"{out / SCORES} exists without {RUN}, so it cannot be resumed safely; use another "
-                          "--out folder or delete it")
+        raise ResumeError(
+            f"{out / SCORES} exists without {RUN}, so it cannot be resumed safely; use another "
+            "--out folder or delete it"
+        )
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(p, json.dumps({"format": "hvl-score-run", "model": identity}, indent=1) + "\n")
 
@@ -136,8 +140,12 @@ def bh_summary(rows: list[dict], fdr: float) -> dict | None:
     if not ok:
         return None
     flagged = bh_select([r["p_value"] for r in ok], fdr)
-    return {"fdr": fdr, "unknown": int(flagged.sum()), "known": int((~flagged).sum()),
-            "unknown_paths": [r["path"] for r, f in zip(ok, flagged) if f]}
+    return {
+        "fdr": fdr,
+        "unknown": int(flagged.sum()),
+        "known": int((~flagged).sum()),
+        "unknown_paths": [r["path"] for r, f in zip(ok, flagged) if f],
+    }
 
 
 def summarize(rows: list[dict], identity: dict, score_name: str, run: dict, fdr: float = 0.05) -> dict:
@@ -150,11 +158,22 @@ def summarize(rows: list[dict], identity: dict, score_name: str, run: dict, fdr:
         labels[r["label"]] = labels.get(r["label"], 0) + 1
     known = sum(r["known"] for r in ok)
     q = {f"p{int(p)}": round(float(np.percentile(s, p)), 6) for p in (1, 5, 25, 50, 75, 95, 99)} if len(s) else {}
-    return {"format": "hvl-score-summary", "files": len(rows), "scored": len(ok), "errors": len(rows) - len(ok),
-            "known": known, "unknown": len(ok) - known, "threshold": identity["threshold"], "score": score_name,
-            "score_mean": round(float(s.mean()), 6) if len(s) else None, "score_quantiles": q,
-            "predicted_labels": dict(sorted(labels.items())), "model": identity, "run": run,
-            "bh": bh_summary(rows, fdr)}
+    return {
+        "format": "hvl-score-summary",
+        "files": len(rows),
+        "scored": len(ok),
+        "errors": len(rows) - len(ok),
+        "known": known,
+        "unknown": len(ok) - known,
+        "threshold": identity["threshold"],
+        "score": score_name,
+        "score_mean": round(float(s.mean()), 6) if len(s) else None,
+        "score_quantiles": q,
+        "predicted_labels": dict(sorted(labels.items())),
+        "model": identity,
+        "run": run,
+        "bh": bh_summary(rows, fdr),
+    }
 
 
 def plot_scores(path: str | os.PathLike, rows: list[dict], threshold: float, score_name: str) -> None:

@@ -6,6 +6,7 @@ pinned memory when the loader pinned them), ``crops_of_views`` cuts every image'
 autocast on CUDA, as the model does), and ``HVLModel.decide_batch`` runs the head and the
 decision. A Ray actor and the local loop call the same method, so they give the same scores.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,9 +42,16 @@ class ModelSpec:
     def load(self, device: str | None = None):
         from hvl_core import load_model
 
-        return load_model(backbone=self.backbone, classes=self.classes, preset=self.preset,
-                          checkpoint=self.checkpoint, device=device or self.device, detail=self.detail,
-                          threshold=self.threshold, **self.head_options)
+        return load_model(
+            backbone=self.backbone,
+            classes=self.classes,
+            preset=self.preset,
+            checkpoint=self.checkpoint,
+            device=device or self.device,
+            detail=self.detail,
+            threshold=self.threshold,
+            **self.head_options,
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,14 +85,22 @@ class Batch:
 
 def collate(paths: Sequence[str], decoded: Sequence[Decoded], size: int) -> Batch:
     rows = [i for i, d in enumerate(decoded) if d.view is not None]
-    views = (torch.from_numpy(np.stack([decoded[i].view for i in rows])) if rows
-             else torch.zeros(0, size, size, 3, dtype=torch.uint8))
+    views = (
+        torch.from_numpy(np.stack([decoded[i].view for i in rows]))
+        if rows
+        else torch.zeros(0, size, size, 3, dtype=torch.uint8)
+    )
     crops = None
     if rows and decoded[rows[0]].crops is not None:
         crops = torch.stack([decoded[i].crops for i in rows])
-    return Batch(paths=list(paths), views=views, view_rows=rows, crops=crops,
-                 jpegs=[(i, d.jpeg) for i, d in enumerate(decoded) if d.jpeg is not None],
-                 errors={i: d.error for i, d in enumerate(decoded) if d.error is not None})
+    return Batch(
+        paths=list(paths),
+        views=views,
+        view_rows=rows,
+        crops=crops,
+        jpegs=[(i, d.jpeg) for i, d in enumerate(decoded) if d.jpeg is not None],
+        errors={i: d.error for i, d in enumerate(decoded) if d.error is not None},
+    )
 
 
 def state_digest(module: torch.nn.Module) -> str:
@@ -112,11 +128,18 @@ class Scorer:
         from hvl_tools.features import backbone_fingerprint, precision_of
 
         m = self.model
-        return {"backbone": m.backbone.name, "backbone_weights": backbone_fingerprint(m.backbone),
-                "classes": list(m.classes.names), "negatives": list(m.classes.negatives),
-                "head": m.head.config.to_dict(), "head_weights": state_digest(m.head), "detail": m.detail,
-                "threshold": self.threshold, "precision": precision_of(m.device),
-                "decoder": "device" if self.decode_on_device else "cpu"}
+        return {
+            "backbone": m.backbone.name,
+            "backbone_weights": backbone_fingerprint(m.backbone),
+            "classes": list(m.classes.names),
+            "negatives": list(m.classes.negatives),
+            "head": m.head.config.to_dict(),
+            "head_weights": state_digest(m.head),
+            "detail": m.detail,
+            "threshold": self.threshold,
+            "precision": precision_of(m.device),
+            "decoder": "device" if self.decode_on_device else "cpu",
+        }
 
     def decode(self, path: str) -> Decoded:
         from .views import decode_item
@@ -160,12 +183,25 @@ class Scorer:
             empty = np.zeros((0, 0, 3), np.uint8)
             encoded = [Encoded(v0=v0[j], v1=v1[j], v2=v2[j], n=self.n, view=empty) for j in range(B)]
             for i, pred in zip(rows, m.decide_batch(encoded, self.threshold)):
-                out[i] = {"path": batch.paths[i], "label": pred.label, "score": float(pred.score), "msp": float(pred.msp),
-                          "p_value": float("nan") if pred.p_value is None else float(pred.p_value),
-                          "known": bool(pred.known), "error": ""}
+                out[i] = {
+                    "path": batch.paths[i],
+                    "label": pred.label,
+                    "score": float(pred.score),
+                    "msp": float(pred.msp),
+                    "p_value": float("nan") if pred.p_value is None else float(pred.p_value),
+                    "known": bool(pred.known),
+                    "error": "",
+                }
         return [out[i] for i in range(len(batch.paths))]
 
 
 def _error_row(path: str, error: str) -> dict:
-    return {"path": path, "label": "", "score": float("nan"), "msp": float("nan"), "p_value": float("nan"), "known": False,
-            "error": error}
+    return {
+        "path": path,
+        "label": "",
+        "score": float("nan"),
+        "msp": float("nan"),
+        "p_value": float("nan"),
+        "known": False,
+        "error": error,
+    }

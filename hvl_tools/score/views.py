@@ -10,6 +10,7 @@ cut in one go where the encoder runs (``crops_of_views``). Two decoders make the
   decoded and resized on the device; the view differs from PIL's by resampling rounding (a few
   grey levels), so the scores differ slightly (the GPU benchmark reports by how much).
 """
+
 from __future__ import annotations
 
 import io

@@ -1,6 +1,7 @@
 """The demo's server side: the model service (caching, no encoder on threshold moves,
 checkpoints, bad input), the example gallery, ``app.py`` itself, and the public API through
 ``gradio_client`` against the app launched in a thread."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -60,6 +61,7 @@ def analysed(service, spec=Spec(), threshold=None, k=4, ef=True, rn=False, previ
 
 # --------------------------------------------------------------------------- the service
 
+
 def test_threshold_and_head_options_never_run_the_encoder(service, encoder_calls):
     sess, pred, model, _ = analysed(service)
     assert sum(encoder_calls) == 1 + 4 + 16  # one pass over the 21 crops
@@ -109,11 +111,14 @@ def test_custom_classes_and_bad_settings(service):
         service.analyse(Session(), Spec(), None, None, 4, True, False)
 
 
-@pytest.mark.parametrize("payload,message", [
-    (b"plain text, not a picture", "not an image this app can read"),
-    (None, "corrupt or truncated"),  # a truncated PNG, built below
-    ("tiny", "at least 16×16"),
-])
+@pytest.mark.parametrize(
+    "payload,message",
+    [
+        (b"plain text, not a picture", "not an image this app can read"),
+        (None, "corrupt or truncated"),  # a truncated PNG, built below
+        ("tiny", "at least 16×16"),
+    ],
+)
 def test_bad_images_give_readable_errors(service, tmp_path, payload, message):
     path = tmp_path / "upload.png"
     if payload is None:
@@ -134,14 +139,23 @@ def _saved(img: Image.Image, path: Path, **kw) -> Path:
 
 
 UNUSUAL = {
-    "16-bit grayscale PNG": (lambda p: _saved(Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)),
-                                              p / "deep.png"), "converted to 8-bit"),
+    "16-bit grayscale PNG": (
+        lambda p: _saved(Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)), p / "deep.png"),
+        "converted to 8-bit",
+    ),
     "RGBA PNG": (lambda p: _saved(Image.new("RGBA", (64, 48), (200, 10, 10, 100)), p / "alpha.png"), "transparency"),
     "grayscale JPEG": (lambda p: _saved(Image.new("L", (64, 64), 90), p / "gray.jpg"), None),
     "CMYK JPEG": (lambda p: _saved(Image.new("CMYK", (64, 64), (10, 200, 30, 0)), p / "cmyk.jpg"), "CMYK"),
-    "animated GIF": (lambda p: _saved(Image.new("RGB", (40, 40), (255, 0, 0)), p / "anim.gif", save_all=True,
-                                      append_images=[Image.new("RGB", (40, 40), (0, 0, 255))], duration=100),
-                     "first of 2 frames"),
+    "animated GIF": (
+        lambda p: _saved(
+            Image.new("RGB", (40, 40), (255, 0, 0)),
+            p / "anim.gif",
+            save_all=True,
+            append_images=[Image.new("RGB", (40, 40), (0, 0, 255))],
+            duration=100,
+        ),
+        "first of 2 frames",
+    ),
     "huge TIFF": (lambda p: _saved(Image.new("RGB", (5000, 300), (20, 120, 60)), p / "wide.tif"), "downscaled"),
     "BMP": (lambda p: _saved(Image.new("RGB", (40, 40), (1, 2, 3)), p / "x.bmp"), None),
     "WebP": (lambda p: _saved(Image.new("RGB", (40, 40), (1, 2, 3)), p / "x.webp"), None),
@@ -184,8 +198,9 @@ def test_checkpoints_from_a_folder_and_from_uploaded_files(service, tiny_backbon
     a.mkdir(), b.mkdir()
     (a / "head.safetensors").write_bytes((folder / WEIGHTS_NAME).read_bytes())  # first-layout names still work
     (b / "hvl.json").write_bytes((folder / CONFIG_NAME).read_bytes())
-    spec_u, ck_u = service.spec("dermatology-isic4", "", checkpoint_ref("", [str(a / "head.safetensors"),
-                                                                           str(b / "hvl.json")]), 2)
+    spec_u, ck_u = service.spec(
+        "dermatology-isic4", "", checkpoint_ref("", [str(a / "head.safetensors"), str(b / "hvl.json")]), 2
+    )
     assert spec_u.checkpoint[0] == "upload"
     _, pred_u, m_u, _ = service.analyse(sess, spec_u, ck_u, None, 4, True, False)
     assert pred_u.msp == pytest.approx(pred.msp, abs=1e-5) and m_u.threshold == pytest.approx(0.42)
@@ -210,6 +225,7 @@ def test_friendly_error_hides_internals():
 
 
 # --------------------------------------------------------------------------- examples and app.py
+
 
 def test_examples_from_the_manifest_and_without_it(tmp_path):
     items = upload.load_examples()
@@ -280,6 +296,7 @@ SPACE_COLORS = {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "g
 
 # --------------------------------------------------------------------------- the public API
 
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -294,8 +311,9 @@ def client(service):
     kw = layout.launch_kwargs("127.0.0.1", _free_port())
     demo.launch(prevent_thread_lock=True, quiet=True, **kw)
     try:
-        yield Client(f"http://127.0.0.1:{kw['server_port']}/", verbose=False, analytics_enabled=False,
-                     download_files=False)
+        yield Client(
+            f"http://127.0.0.1:{kw['server_port']}/", verbose=False, analytics_enabled=False, download_files=False
+        )
     finally:
         demo.close()
 
@@ -312,7 +330,9 @@ def test_api_predicts_an_example(client, tiny_model):
     assert out["classes"] == ISIC4 and out["label"] == ref.label
     assert out["msp"] == pytest.approx(ref.msp, abs=1e-5)
     assert out["threshold"] == hvl_core.DEFAULT_THRESHOLD and out["known"] == (out["msp"] >= out["threshold"])
-    assert out["decision"] == (f"Known: {ref.label} ({ref.msp:.3f})" if ref.known else "Unknown — refer to a specialist")
+    assert out["decision"] == (
+        f"Known: {ref.label} ({ref.msp:.3f})" if ref.known else "Unknown — refer to a specialist"
+    )
     assert len(out["p_id"]) == 4 and np.array(out["entropy2"]).shape == (4, 4) and len(out["pseudo_ood"]) == 4
     assert out["backbone"] == "tiny-clip-random" and out["calibrated"] is False
     flipped = api(client, EXAMPLE, threshold=min(out["msp"] + 0.01, 1.0) if out["known"] else out["msp"] - 0.01)
@@ -333,8 +353,9 @@ def test_api_bad_files_get_their_message_and_the_server_keeps_serving(client, tm
     bomb = tmp_path / "bomb.png"  # a header claiming 20000×20000 pixels
     ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
     chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
-    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100))
-                     + chunk(b"IEND", b""))
+    bomb.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    )
     with pytest.raises(AppError, match="too large to decode safely|more than the"):
         api(client, bomb)
     with pytest.raises(AppError, match="custom classes"):

@@ -1,5 +1,6 @@
 """``python -m app.bench``: merges its keys into an existing bench.json, and what it measures is
 the app's handlers (a K change redraws only the ΔH map)."""
+
 import json
 
 from app import bench
@@ -7,8 +8,10 @@ from app import bench
 
 def test_bench_merges_its_keys_and_measures_the_handlers(tmp_path, capsys):
     (tmp_path / "bench.json").write_text(json.dumps({"hvl_over_encoder": 1.01}))
-    assert bench.main(["--out", str(tmp_path), "--backbone", "tiny-clip-random", "--repeats", "1",
-                       "--redecides", "2"]) == 0
+    assert (
+        bench.main(["--out", str(tmp_path), "--backbone", "tiny-clip-random", "--repeats", "1", "--redecides", "2"])
+        == 0
+    )
     data = json.loads((tmp_path / "bench.json").read_text())
     assert data["hvl_over_encoder"] == 1.01  # what was there stays
     assert data["app_redecide_ms"] > 0 and data["upload_to_decision_over_encoder"] > 0

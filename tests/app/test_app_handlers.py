@@ -1,6 +1,7 @@
 """The app's handlers without a browser: a UI of stand-in components (handlers only use them as
 keys), the real model service. What each re-decision sends back, that nothing runs before an
 analysis, and that failures become one sentence."""
+
 from __future__ import annotations
 
 import math
@@ -52,8 +53,9 @@ def figures_in(ui, out) -> set[str]:
 
 @pytest.fixture
 def analysed(ui):
-    out = handlers.on_upload(ui, values(ui, Session(model_identity=Spec().identity()), upload=str(EXAMPLE)),
-                             progress=None)
+    out = handlers.on_upload(
+        ui, values(ui, Session(model_identity=Spec().identity()), upload=str(EXAMPLE)), progress=None
+    )
     return out
 
 
@@ -105,22 +107,26 @@ def test_head_options_before_any_analysis_change_nothing(ui):
 def test_bad_upload_is_one_sentence_and_clears_the_pictures(ui, analysed, tmp_path):
     bad = tmp_path / "scan.png"
     bad.write_bytes(b"%PDF-1.4 not an image")
-    out = handlers.on_upload(ui, values(ui, analysed[ui.session], analysed[ui.shown], upload=str(bad)),
-                             progress=None)
+    out = handlers.on_upload(ui, values(ui, analysed[ui.session], analysed[ui.shown], upload=str(bad)), progress=None)
     assert "hvl-error" in out[ui.decision] and "not an image this app can read" in out[ui.decision]
     assert all(out[f] == "" for f in ui.figures()) and out[ui.shown] == {}
     assert out[ui.status] == ""  # the message is in one place only
 
 
 def test_duplicate_custom_classes_are_one_plain_sentence(ui, analysed):
-    out = handlers.on_settings(ui, values(ui, analysed[ui.session], analysed[ui.shown], preset="custom",
-                                          custom="melanoma, nevus, Melanoma"), progress=None)
+    out = handlers.on_settings(
+        ui,
+        values(ui, analysed[ui.session], analysed[ui.shown], preset="custom", custom="melanoma, nevus, Melanoma"),
+        progress=None,
+    )
     assert "only once" in out[ui.decision] and "[" not in out[ui.decision]
 
 
 def test_unknown_class_message_is_short_and_the_placeholder_works():
-    e = UnknownClassError("the medmnist-densenet121 backbone has no class 'scar'; it knows only its 24 MedMNIST "
-                          "labels: adipose, background, debris, lymphocytes")
+    e = UnknownClassError(
+        "the medmnist-densenet121 backbone has no class 'scar'; it knows only its 24 MedMNIST "
+        "labels: adipose, background, debris, lymphocytes"
+    )
     msg = friendly_error(e)
     assert msg.count(".") == 1 and "'scar'" in msg and "adipose" not in msg
     label_only = SimpleNamespace(labels=("adipose", "melanoma", "melanocytic nevus", "dermatofibroma"))
@@ -155,8 +161,9 @@ def test_score_change_redecides_in_the_new_units_without_encoding(ui, analysed, 
     assert slider["minimum"] <= pred.score - 5 and slider["maximum"] >= pred.score + 5
     assert out[ui.shown]["threshold_units"] == "maxlogit"
     # a threshold in these units, above the score: unknown; the slider's range stays put
-    again = handlers.on_options(ui, values(ui, out[ui.session], out[ui.shown], score="maxlogit",
-                                           threshold=pred.score + 1.0))
+    again = handlers.on_options(
+        ui, values(ui, out[ui.session], out[ui.shown], score="maxlogit", threshold=pred.score + 1.0)
+    )
     assert not again[ui.session].prediction.known and ui.controls.threshold not in again
     # back to MSP: its default threshold and the 0–1 slider
     back = handlers.on_score(ui, values(ui, again[ui.session], again[ui.shown], score="msp"))
@@ -189,8 +196,11 @@ def test_a_new_image_keeps_a_slider_value_in_its_units(ui, analysed):
     sess, shown = analysed[ui.session], analysed[ui.shown]
     out = handlers.on_score(ui, values(ui, sess, shown, score="maxlogit"))
     thr = out[ui.session].prediction.threshold + 0.25
-    new = handlers.on_upload(ui, values(ui, out[ui.session], out[ui.shown], upload=str(EXAMPLE), score="maxlogit",
-                                        threshold=thr), progress=None)
+    new = handlers.on_upload(
+        ui,
+        values(ui, out[ui.session], out[ui.shown], upload=str(EXAMPLE), score="maxlogit", threshold=thr),
+        progress=None,
+    )
     pred = new[ui.session].prediction
     assert pred.score_name == "maxlogit" and pred.threshold == pytest.approx(thr) and pred.threshold_source == "given"
 
@@ -216,16 +226,18 @@ def test_a_click_on_the_slide_thumbnail_analyses_that_tile(ui, tmp_path):
     assert "centred at (512, 1536), where you clicked" in picked[ui.thumbnail]
     # clicks outside the picture, or without a position, change nothing
     for bad in ({"u": 1.5, "v": 0.2}, {"u": float("nan"), "v": 0.1}, {}):
-        assert handlers.on_pick_tile(ui, values(ui, sess, {"k": 1}), SimpleNamespace(_data=bad),
-                                     progress=None) == {ui.shown: {"k": 1}}
+        assert handlers.on_pick_tile(ui, values(ui, sess, {"k": 1}), SimpleNamespace(_data=bad), progress=None) == {
+            ui.shown: {"k": 1}
+        }
 
 
 def test_failure_examples_pick_the_histology_classes(ui):
     fails = [i for i, it in enumerate(ui.examples) if it["kind"] == "failure"]
     assert len(fails) == 2 and all(ui.examples[i]["why"] for i in fails)
     item = ui.examples[fails[0]]
-    out = handlers.on_example(ui, values(ui, Session(model_identity=Spec().identity())),
-                              SimpleNamespace(index=fails[0]), progress=None)
+    out = handlers.on_example(
+        ui, values(ui, Session(model_identity=Spec().identity())), SimpleNamespace(index=fails[0]), progress=None
+    )
     assert out[ui.controls.preset] == item["preset"] == "histology-nct-crc"
     assert out[ui.session].prediction.classes[0] == "adipose"
 
@@ -233,14 +245,19 @@ def test_failure_examples_pick_the_histology_classes(ui):
 def test_header_names_the_backbone_its_data_and_what_it_never_saw():
     from app.messages import header_markdown
 
-    dense = SimpleNamespace(name="medmnist-densenet121", kind="label-only", trained_on="MedMNIST+ tissue",
-                            never_seen="radiology")
+    dense = SimpleNamespace(
+        name="medmnist-densenet121", kind="label-only", trained_on="MedMNIST+ tissue", never_seen="radiology"
+    )
     text = header_markdown(dense)
     assert "label-only (a classifier" in text and "trained on MedMNIST+ tissue" in text
     assert "never seen radiology" in text and "vision-language" not in text
     clip = SimpleNamespace(name="tiny-clip-random", kind="vision-language", trained_on="", never_seen="")
     text = header_markdown(clip)
-    assert "vision-language (classes are text prompts)" in text and "seeded random weights" in text and "never seen" not in text
+    assert (
+        "vision-language (classes are text prompts)" in text
+        and "seeded random weights" in text
+        and "never seen" not in text
+    )
     odd = SimpleNamespace(name="<b>x</b>", kind="vision-language", trained_on="", never_seen="")
     assert "<b>x</b>" not in header_markdown(odd) and "its training data is not recorded here" in header_markdown(odd)
 
@@ -262,12 +279,14 @@ def test_backbone_choices_are_labelled():
 
 def test_an_offline_backbone_choice_is_one_sentence(ui, analysed):
     built = dict(ui.service._backbones)
-    out = handlers.on_settings(ui, values(ui, analysed[ui.session], analysed[ui.shown], backbone="clip-vit-b16"),
-                               progress=None)
+    out = handlers.on_settings(
+        ui, values(ui, analysed[ui.session], analysed[ui.shown], backbone="clip-vit-b16"), progress=None
+    )
     assert "hvl-error" in out[ui.decision] and "Cannot load clip-vit-b16" in out[ui.decision]
     assert "Traceback" not in out[ui.decision] and ui.service._backbones == built  # nothing kept
-    bad = handlers.on_settings(ui, values(ui, analysed[ui.session], analysed[ui.shown], backbone="ViT-B-16:/etc/x"),
-                               progress=None)
+    bad = handlers.on_settings(
+        ui, values(ui, analysed[ui.session], analysed[ui.shown], backbone="ViT-B-16:/etc/x"), progress=None
+    )
     assert "unknown backbone" in bad[ui.decision] and "/etc/x" in bad[ui.decision]
 
 
@@ -276,8 +295,9 @@ def test_choosing_the_label_only_backbone_rebuilds_the_page(ui, analysed):
     image re-encoded, and the header, model line and teaching words say label-only."""
     svc = ui.service
     calls = svc.encode_calls
-    out = handlers.on_settings(ui, values(ui, analysed[ui.session], analysed[ui.shown],
-                                          backbone="medmnist-densenet121"), progress=None)
+    out = handlers.on_settings(
+        ui, values(ui, analysed[ui.session], analysed[ui.shown], backbone="medmnist-densenet121"), progress=None
+    )
     pred = out[ui.session].prediction
     assert pred.backbone == "medmnist-densenet121" and svc.encode_calls == calls + 1
     # its shipped checkpoint for the preset: the score and threshold calibrated on held-out sources

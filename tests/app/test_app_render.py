@@ -1,6 +1,7 @@
 """The demo's pure parts: pixel-exact overlays (grid, cells, hatching, outlines, class chips,
 the analysed square), the HTML figures (pictures, alt text, rules, colour bars), number
 formatting, the decision text and its threshold flip, teaching-mode text."""
+
 import base64
 import io
 import math
@@ -23,6 +24,7 @@ def black(size):
 
 
 # --------------------------------------------------------------------------- grid geometry
+
 
 @pytest.mark.parametrize("size,g", [(448, 4), (100, 3), (97, 7), (224, 2), (10, 10), (450, 8)])
 def test_cell_edges_cover_the_whole_side(size, g):
@@ -79,6 +81,7 @@ def test_grid_rejects_bad_input():
 
 # --------------------------------------------------------------------------- heatmaps
 
+
 def test_value_colors_span_the_colour_scale():
     vals = np.array([[0.0, 0.5], [1.0, 2.0]])
     cols = render.value_colors(vals, "viridis", 0.0, 1.0)
@@ -121,15 +124,15 @@ def test_entropy_overlay_colour_scale_and_hatching():
     assert np.allclose(out[e[0] + 10, e[0] + 10], expected, atol=1)
     # the dropped cell (0, 1) is hatched: it has hatch-coloured pixels, the kept cells none
     y0, y1, x0, x1 = render.cell_box(0, 1, size, g)
-    inner = out[y0 + 3:y1 - 3, x0 + 3:x1 - 3]
+    inner = out[y0 + 3 : y1 - 3, x0 + 3 : x1 - 3]
     assert np.any(np.all(inner == render.HATCH_COLOR, axis=-1))
     for r, c in [(0, 0), (1, 0), (1, 1)]:
         y0, y1, x0, x1 = render.cell_box(r, c, size, g)
-        inner = out[y0 + 3:y1 - 3, x0 + 3:x1 - 3]
+        inner = out[y0 + 3 : y1 - 3, x0 + 3 : x1 - 3]
         assert not np.any(np.all(inner == render.HATCH_COLOR, axis=-1)), (r, c)
     # and greyed: the non-hatch pixels of the dropped cell are (almost) grey
     y0, y1, x0, x1 = render.cell_box(0, 1, size, g)
-    inner = out[y0 + 3:y1 - 3, x0 + 3:x1 - 3].reshape(-1, 3).astype(int)
+    inner = out[y0 + 3 : y1 - 3, x0 + 3 : x1 - 3].reshape(-1, 3).astype(int)
     inner = inner[~np.all(inner == render.HATCH_COLOR, axis=-1)]
     assert np.max(inner.max(1) - inner.min(1)) < 40
     # grid drawn, last column boundary included
@@ -146,6 +149,7 @@ def test_hatch_pattern_is_diagonal_stripes():
 
 # --------------------------------------------------------------------------- pseudo-OOD outlines
 
+
 def test_outline_cells_draws_at_the_expected_cell_borders():
     size, g, t = 200, 4, 3
     color = (0, 230, 0)
@@ -155,10 +159,10 @@ def test_outline_cells_draws_at_the_expected_cell_borders():
     for r, c in cells:
         y0, y1, x0, x1 = render.cell_box(r, c, size, g)
         # all four sides, thickness t, just inside the cell
-        assert is_c[y0:y0 + t, x0:x1].all() and is_c[y1 - t:y1, x0:x1].all()
-        assert is_c[y0:y1, x0:x0 + t].all() and is_c[y0:y1, x1 - t:x1].all()
+        assert is_c[y0 : y0 + t, x0:x1].all() and is_c[y1 - t : y1, x0:x1].all()
+        assert is_c[y0:y1, x0 : x0 + t].all() and is_c[y0:y1, x1 - t : x1].all()
         # the interior is untouched
-        assert not is_c[y0 + t:y1 - t, x0 + t:x1 - t].any()
+        assert not is_c[y0 + t : y1 - t, x0 + t : x1 - t].any()
     # a cell that is not selected and touches none of them has no outline
     y0, y1, x0, x1 = render.cell_box(0, 0, size, g)
     assert not is_c[y0:y1, x0:x1].any()
@@ -167,7 +171,7 @@ def test_outline_cells_draws_at_the_expected_cell_borders():
     for r, c in cells:
         y0, y1, x0, x1 = render.cell_box(r, c, size, g)
         ring[y0:y1, x0:x1] = True
-        ring[y0 + t:y1 - t, x0 + t:x1 - t] = False
+        ring[y0 + t : y1 - t, x0 + t : x1 - t] = False
     assert np.array_equal(is_c, ring)
 
 
@@ -198,7 +202,7 @@ def test_class_overlay_tints_cells_and_writes_numbered_chips():
     assert np.array_equal(out[y0 + 8, x0 + 8], np.round(render.HEAT_ALPHA * pal[2].astype(float)).astype(np.uint8))
     # in the centre: an opaque chip of the class colour, with its number (1-based) written on it
     cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
-    chip = out[cy - 15:cy + 15, cx - 15:cx + 15].reshape(-1, 3)
+    chip = out[cy - 15 : cy + 15, cx - 15 : cx + 15].reshape(-1, 3)
     is_colour = np.all(chip == pal[2], axis=-1)
     assert is_colour.mean() > 0.5  # mostly the class colour, not a blend
     ink = np.all(chip == render.text_colour(pal[2]), axis=-1)
@@ -256,6 +260,7 @@ def test_data_uri_round_trips_close_to_the_pixels():
 
 # --------------------------------------------------------------------------- number formatting
 
+
 def test_numbers_never_show_minus_zero():
     assert dec.fmt_num(-0.0001) == "0.00" and dec.fmt_num(-0.004, 2) == "0.00" and dec.fmt_num(-0.006) == "-0.01"
     assert dec.fmt_num(0.123, 3) == "0.123"
@@ -273,6 +278,7 @@ def test_separating_digits_keeps_dropped_cells_visibly_above_the_mean():
 
 
 # --------------------------------------------------------------------------- figures on a real Prediction
+
 
 @pytest.fixture(scope="module")
 def prediction(tiny_model):
@@ -308,7 +314,9 @@ def _images(fig_html):
     from PIL import Image as PILImage
 
     out = []
-    for uri, alt in re.findall(r"<img (?:class='[^']*' )?src='data:image/jpeg;base64,([^']+)' alt='([^']*)'>", fig_html):
+    for uri, alt in re.findall(
+        r"<img (?:class='[^']*' )?src='data:image/jpeg;base64,([^']+)' alt='([^']*)'>", fig_html
+    ):
         out.append((np.asarray(PILImage.open(io.BytesIO(base64.b64decode(uri))).convert("RGB")), alt))
     return out
 
@@ -317,9 +325,13 @@ def test_figures_hold_real_pictures_with_alt_text(prediction):
     from hvl_core.images import load_image
 
     loaded = load_image(np.zeros((120, 200, 3), np.uint8) + 90)
-    for html, count in ((figures.entropy_html(prediction, 1), 1), (figures.entropy_html(prediction, 2), 1),
-                        (figures.gain_html(prediction), 1), (figures.classes_html(prediction), 2),
-                        (figures.thumbnail_html(loaded, "scan.png", 224), 1)):
+    for html, count in (
+        (figures.entropy_html(prediction, 1), 1),
+        (figures.entropy_html(prediction, 2), 1),
+        (figures.gain_html(prediction), 1),
+        (figures.classes_html(prediction), 2),
+        (figures.thumbnail_html(loaded, "scan.png", 224), 1),
+    ):
         imgs = _images(html)
         assert len(imgs) == count, html[:300]
         for arr, alt in imgs:
@@ -331,7 +343,7 @@ def test_figures_hold_real_pictures_with_alt_text(prediction):
 
 def test_entropy_figure_says_what_it_shows_for_this_image(prediction):
     html = figures.entropy_html(prediction, 2)
-    (arr, alt), = _images(html)
+    ((arr, alt),) = _images(html)
     assert arr.shape == (render.DISPLAY_SIZE, render.DISPLAY_SIZE, 3)
     dropped = int((~prediction.keep2).sum())
     assert f"{dropped} hatched patches" in alt and "4×4" in alt
@@ -358,7 +370,7 @@ def test_gain_figure_outlines_only_positive_candidates():
     pred = SimpleNamespace(entropy_gain=gain, pseudo_ood=[(0, 0), (1, 1), (2, 2), (0, 1)], image=image, k=4)
     assert figures.candidates(pred) == [(0, 0), (1, 1)]  # ΔH = 0 and ΔH < 0 are no candidates
     html = figures.gain_html(pred)
-    (arr, alt), = _images(html)
+    ((arr, alt),) = _images(html)
     is_c = np.abs(arr.astype(int) - render.OUTLINE_COLOR).max(-1) <= 16  # the picture is a JPEG
     for (r, c), outlined in (((0, 0), True), ((1, 1), True), ((2, 2), False), ((0, 1), False)):
         y0, y1, x0, x1 = render.cell_box(r, c, render.DISPLAY_SIZE, g)
@@ -376,8 +388,17 @@ def test_scales_chart_draws_the_threshold_and_keeps_the_legend_off_the_bars(pred
     widths = [float(w) for w in re.findall(r"class='hvl-fill' style='width:([0-9.]+)%", html)]
     # a row per known class, and one for the share the entropy filter dropped (no negatives here)
     assert len(widths) == 4 * (len(prediction.classes) + 1) and "dropped by the entropy filter" in html
-    assert max(widths) == pytest.approx(100 * max(prediction.p0.max(), prediction.p1.max(), prediction.p2.max(),
-                                                  prediction.p_id.max(), prediction.p_dropped["p2"]), abs=0.01)
+    assert max(widths) == pytest.approx(
+        100
+        * max(
+            prediction.p0.max(),
+            prediction.p1.max(),
+            prediction.p2.max(),
+            prediction.p_id.max(),
+            prediction.p_dropped["p2"],
+        ),
+        abs=0.01,
+    )
 
 
 def _column_sums(html):
@@ -417,14 +438,29 @@ def test_figure_keys_change_only_with_what_they_draw(tiny_model):
 
 # --------------------------------------------------------------------------- decision text
 
-def fake_pred(msp, threshold, label="melanoma", known=None, score=None, score_name="msp", score_range=(0.0, 1.0),
-              source="default"):
+
+def fake_pred(
+    msp, threshold, label="melanoma", known=None, score=None, score_name="msp", score_range=(0.0, 1.0), source="default"
+):
     score = msp if score is None else score
     known = score >= threshold if known is None else known
     p = np.array([msp, 1 - msp])
-    return SimpleNamespace(msp=msp, score=score, score_name=score_name, score_range=score_range, threshold=threshold,
-                           threshold_source=source, known=known, label=label, classes=[label, "other"],
-                           p_id=p, p0=p, p1=p, p2=p, top=lambda k=3: [(label, msp), ("other", 1 - msp)][:k])
+    return SimpleNamespace(
+        msp=msp,
+        score=score,
+        score_name=score_name,
+        score_range=score_range,
+        threshold=threshold,
+        threshold_source=source,
+        known=known,
+        label=label,
+        classes=[label, "other"],
+        p_id=p,
+        p0=p,
+        p1=p,
+        p2=p,
+        top=lambda k=3: [(label, msp), ("other", 1 - msp)][:k],
+    )
 
 
 def test_decision_text_known_and_unknown():
@@ -481,8 +517,9 @@ def test_score_window():
 
 def test_threshold_note_names_units_and_source():
     msp = fake_pred(0.7, 0.408, source="measured")
-    assert dec.threshold_note(msp) == ("Threshold 0.408 (MSP, 0 to 1): this backbone's default for these classes, "
-                                       "measured on real images.")
+    assert dec.threshold_note(msp) == (
+        "Threshold 0.408 (MSP, 0 to 1): this backbone's default for these classes, measured on real images."
+    )
     assert dec.threshold_note(msp, where=True).endswith("real images (bench/results/decision_defaults.md).")
     energy = fake_pred(0.7, -5.796, score=-2.0, score_name="energy", source="calibrated")
     assert dec.threshold_note(energy).startswith("Threshold -5.796 (energy units): calibrated")
@@ -519,6 +556,7 @@ def test_top_classes_show_the_other_share(neg_prediction):
 
 
 # --------------------------------------------------------------------------- teaching text
+
 
 def test_teaching_text_uses_this_images_numbers(prediction):
     ctx = Context(original_size=(260, 300), image_size=224, entropy_filter=True)
@@ -632,14 +670,24 @@ def test_slide_figure_is_clickable_and_names_no_metadata():
     from hvl_core.images import LoadedImage
     from hvl_core.slides import SlideInfo
 
-    info = SlideInfo(size=(4000, 2000), mpp=0.25, thumbnail=PILImage.new("RGB", (400, 200), (230, 230, 230)),
-                     tile_center=(1000, 600), tile_side=448, picked=True, tissue=0.4)
+    info = SlideInfo(
+        size=(4000, 2000),
+        mpp=0.25,
+        thumbnail=PILImage.new("RGB", (400, 200), (230, 230, 230)),
+        tile_center=(1000, 600),
+        tile_side=448,
+        picked=True,
+        tissue=0.4,
+    )
     loaded = LoadedImage(image=PILImage.new("RGB", (224, 224)), original_size=(224, 224), slide=info)
     html = figures.thumbnail_html(loaded, "slide.svs", 224)
     assert "<img class='hvl-slide'" in html and "Click the thumbnail" in html
     assert "4000×2000 px, 0.25 µm/px" in html and "centred at (1000, 600)" in html
-    (arr, alt), = _images(html)
+    ((arr, alt),) = _images(html)
     assert arr.shape == (200, 400, 3) and "ringed at (1000, 600)" in alt
-    moved = LoadedImage(image=loaded.image, original_size=(224, 224),
-                        slide=SlideInfo(**{**info.__dict__, "tile_center": (3000, 1500), "picked": False}))
+    moved = LoadedImage(
+        image=loaded.image,
+        original_size=(224, 224),
+        slide=SlideInfo(**{**info.__dict__, "tile_center": (3000, 1500), "picked": False}),
+    )
     assert figures.thumbnail_key(loaded, "slide.svs") != figures.thumbnail_key(moved, "slide.svs")

@@ -1,6 +1,7 @@
 """The teaching and comparison views: scale 0 alone against the fused verdict (hand-computed
 cases), the reference set and its distribution, the batch (zip limits, no extraction, re-decision
 without the encoder, flips, CSV), the comparison, the teaching steps for every score."""
+
 from __future__ import annotations
 
 import csv
@@ -42,13 +43,27 @@ def fake_pred(p0, p1, p2, threshold, classes=("a", "b")):
     p0, p1, p2 = (np.asarray(p, float) for p in (p0, p1, p2))
     p_id = (p0 + p1 + p2) / 3
     c = int(np.argmax(p_id))
-    return SimpleNamespace(p0=p0, p1=p1, p2=p2, p_id=p_id, class_index=c, label=classes[c], classes=list(classes),
-                           score=float(p_id[c]), msp=float(p_id[c]), threshold=threshold,
-                           known=float(p_id[c]) >= threshold, score_name="msp", scale_scores=None,
-                           score0=float(p0.max()), score_range=(0.0, 1.0))
+    return SimpleNamespace(
+        p0=p0,
+        p1=p1,
+        p2=p2,
+        p_id=p_id,
+        class_index=c,
+        label=classes[c],
+        classes=list(classes),
+        score=float(p_id[c]),
+        msp=float(p_id[c]),
+        threshold=threshold,
+        known=float(p_id[c]) >= threshold,
+        score_name="msp",
+        scale_scores=None,
+        score0=float(p0.max()),
+        score_range=(0.0, 1.0),
+    )
 
 
 # --------------------------------------------------------------------------- scale 0 vs HVL
+
 
 def test_high_scale_changes_the_answer():
     # class a: p0 0.40 (under 0.5), p1 0.50, p2 0.90 → p_ID 0.60 ≥ 0.5: the high scale lifts it
@@ -99,6 +114,7 @@ def test_scale_terms_average_to_the_score(tiny_model, score, threshold):
 
 # --------------------------------------------------------------------------- axes and histogram
 
+
 def test_axis_positions_and_histogram_by_hand():
     assert views.score_axis([0.2, 0.9], (0.0, 1.0), 0.5) == (0.0, 1.0)
     lo, hi = views.score_axis([-10.0, -6.0], (None, None), -8.0)  # unbounded: the values ± 5%
@@ -112,6 +128,7 @@ def test_axis_positions_and_histogram_by_hand():
 
 # --------------------------------------------------------------------------- batch
 
+
 def zip_of(path: Path, members: dict[str, bytes]) -> str:
     with zipfile.ZipFile(path, "w") as zf:
         for name, data in members.items():
@@ -120,8 +137,15 @@ def zip_of(path: Path, members: dict[str, bytes]) -> str:
 
 
 def test_zip_members_are_read_in_memory_by_base_name(tmp_path):
-    z = zip_of(tmp_path / "b.zip", {"../../evil.png": OOD.read_bytes(), "dir/x.jpg": SKIN.read_bytes(),
-                                    "notes.txt": b"hi", "__MACOSX/._x.jpg": b"junk"})
+    z = zip_of(
+        tmp_path / "b.zip",
+        {
+            "../../evil.png": OOD.read_bytes(),
+            "dir/x.jpg": SKIN.read_bytes(),
+            "notes.txt": b"hi",
+            "__MACOSX/._x.jpg": b"junk",
+        },
+    )
     before = set(tmp_path.rglob("*"))
     items = bt.read_uploads([z, str(SKIN)])
     assert [n for n, _ in items] == ["evil.png", "x.jpg", SKIN.name]
@@ -156,6 +180,7 @@ def test_flips_by_hand():
 
 # --------------------------------------------------------------------------- handlers
 
+
 @pytest.fixture(scope="module")
 def env(tiny_backbone):
     svc = ModelService("tiny-clip-random", device="cpu")
@@ -182,8 +207,9 @@ def test_insight_scores_the_reference_set_once(env):
     res = vh.on_insight(ui, v, values(ui, sess))
     model = ui.service.model(sess.spec)
     assert v.reference.encode_calls == 1 and id_kind_for(sess.spec, model) == "skin"
-    ref = v.reference.scores(model, sess.prediction, "skin", k=sess.prediction.k, entropy_filter=True,
-                             renormalize=False)
+    ref = v.reference.scores(
+        model, sess.prediction, "skin", k=sess.prediction.k, entropy_filter=True, renormalize=False
+    )
     skins = [e for e in ui.examples if e["kind"] == "skin"]
     assert len(ref.groups()[0][1]) == len(skins) and len(ref.scores) == len(ui.examples)
     # each reference score is what the model gives that image alone
@@ -242,13 +268,17 @@ def test_batch_failure_is_one_sentence(env):
 def test_compare_two_images(env):
     ui, v = env
     names = [Path(e["path"]).name for e in ui.examples]
-    out = vh.on_compare(ui, v, {**values(ui), v.compare_a: names[0], v.compare_a_file: None, v.compare_b: None,
-                                v.compare_b_file: str(OOD)})
+    out = vh.on_compare(
+        ui,
+        v,
+        {**values(ui), v.compare_a: names[0], v.compare_a_file: None, v.compare_b: None, v.compare_b_file: str(OOD)},
+    )
     html = out[v.compare_out]
     assert html.count("hvl-compare-side") == 2 and html.count("hvl-decision") == 2 and "entropy-high-fig" in html
     assert f"Image A: {names[0]}" in html and f"Image B: {OOD.name}" in html
-    none = vh.on_compare(ui, v, {**values(ui), v.compare_a: None, v.compare_a_file: None, v.compare_b: None,
-                                 v.compare_b_file: None})
+    none = vh.on_compare(
+        ui, v, {**values(ui), v.compare_a: None, v.compare_a_file: None, v.compare_b: None, v.compare_b_file: None}
+    )
     assert "hvl-error" in none[v.compare_out] and "both sides" in none[v.compare_out]
 
 
@@ -263,7 +293,12 @@ def test_api_batch_rows(env):
 def test_energy_single_scale_by_hand():
     # energy terms −6, −4, −3 → fused −13/3 ≈ −4.333 ≥ −4.5, while scale 0 alone (−6) is under it
     pred = fake_pred([0.5, 0.5], [0.5, 0.5], [0.5, 0.5], threshold=-4.5)
-    pred.score_name, pred.scale_scores, pred.score, pred.score_range = "energy", (-6.0, -4.0, -3.0), -13 / 3, (None, None)
+    pred.score_name, pred.scale_scores, pred.score, pred.score_range = (
+        "energy",
+        (-6.0, -4.0, -3.0),
+        -13 / 3,
+        (None, None),
+    )
     pred.score0 = pred.scale_scores[0]  # the core's scale-0 score is the first term
     pred.known = True
     ss = single_scale(pred)

@@ -1,6 +1,7 @@
 """The model service on a public server: bounded builds, no server paths from any field or file,
 checkpoints keyed by all that decides, uploads swept, the queue. Each test reproduces a defect
 found by an adversarial pass."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ def builds(monkeypatch, tiny_backbone):
     return made
 
 
-def checkpoint_files(tmp_path, tiny_backbone, name="ck", threshold=0.42, backbone="tiny-clip-random",
-                     classes=None, edit=None) -> list[str]:
+def checkpoint_files(
+    tmp_path, tiny_backbone, name="ck", threshold=0.42, backbone="tiny-clip-random", classes=None, edit=None
+) -> list[str]:
     """A checkpoint's two files in separate folders, as gradio stores uploads."""
     model = hvl_core.load_model(tiny_backbone, classes=classes or ["melanoma", "nevus"], device="cpu")
     folder = hvl_core.save_checkpoint(tmp_path / name, model.head, backbone, model.classes, threshold=threshold)
@@ -59,8 +61,9 @@ def public(tiny_backbone) -> ModelService:
     return s
 
 
-@pytest.mark.parametrize("name", ["ViT-B-16:none", "ViT-B-16:None", "ViT-B-16:NONE", "ViT-B-16:/etc/passwd",
-                                  "hf-hub:someone/big-model"])
+@pytest.mark.parametrize(
+    "name", ["ViT-B-16:none", "ViT-B-16:None", "ViT-B-16:NONE", "ViT-B-16:/etc/passwd", "hf-hub:someone/big-model"]
+)
 def test_public_server_builds_no_backbone_a_checkpoint_names(name, tiny_backbone, tmp_path, builds):
     s = public(tiny_backbone)
     files = checkpoint_files(tmp_path, tiny_backbone, backbone=name)
@@ -88,8 +91,9 @@ def test_rejected_checkpoint_leaves_no_backbone_and_builds_stay_bounded(tiny_bac
 
 def test_recalibrated_checkpoint_with_the_same_weights_is_another_model(service_tiny, tiny_backbone, tmp_path):
     first = checkpoint_files(tmp_path, tiny_backbone, "a", threshold=0.42)
-    second = checkpoint_files(tmp_path, tiny_backbone, "b", threshold=0.77,
-                              edit=lambda m: m["classes"]["names"].__setitem__(0, "lentigo"))
+    second = checkpoint_files(
+        tmp_path, tiny_backbone, "b", threshold=0.77, edit=lambda m: m["classes"]["names"].__setitem__(0, "lentigo")
+    )
     s = service_tiny
     spec1, ck1 = s.spec("dermatology-isic4", "", checkpoint_ref("", first), 2)
     spec2, ck2 = s.spec("dermatology-isic4", "", checkpoint_ref("", second), 2)

@@ -1,6 +1,7 @@
 """Named backbones: the catalog and its labels, random twins built offline with the real
 architectures and tokenizers, the hub load path from a local cache, local weights files, and
 one-sentence failures offline."""
+
 import json
 import os
 import subprocess
@@ -48,8 +49,13 @@ def test_every_registered_backbone_is_described_with_its_labels():
         twin = described[f"{name}-random"]
         assert twin["twin_of"] == name and twin["kind"] == described[name]["kind"] and not twin["zero_shot"]
         assert described[name]["zero_shot"] and described[name]["kind"] == "vision-language"
-    assert described["medmnist-densenet121"]["kind"] == "label-only" and not described["medmnist-densenet121"]["zero_shot"]
-    assert "NON-COMMERCIAL" in described["dermlip-b16"]["licence"] and "non-commercial" in described["dermlip-b16"]["label"]
+    assert (
+        described["medmnist-densenet121"]["kind"] == "label-only" and not described["medmnist-densenet121"]["zero_shot"]
+    )
+    assert (
+        "NON-COMMERCIAL" in described["dermlip-b16"]["licence"]
+        and "non-commercial" in described["dermlip-b16"]["label"]
+    )
     assert all(d["label"] and d["trained_on"] and d["licence"] and d["head"] for d in described.values())
     json.dumps(describe_backbones())  # JSON-ready for a UI
 
@@ -118,6 +124,7 @@ def test_zero_gpu_decorator_is_a_no_op_off_spaces_and_spaces_gpu_on_them(monkeyp
         def deco(g):
             calls.append((g.__name__, duration))
             return lambda *a: ("on gpu", g(*a))
+
         return deco(fn) if fn is not None else deco
 
     fake.GPU = GPU
@@ -225,8 +232,13 @@ def test_biomedclip_loads_from_the_hub_cache_offline_through_open_clip(tmp_path)
     tokenizer from the hub cache), offline, with the hub files made from the shipped ones."""
     cfgs = ROOT / "hvl_core" / "backbones" / "configs" / "biomedclip"
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-c", HUB_SCRIPT, "biomedclip", str(cfgs)], env=env, capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-c", HUB_SCRIPT, "biomedclip", str(cfgs)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out == {"weights_loaded": True, "tokenizer_same": True, "dim": 512, "finite": True}
@@ -237,8 +249,13 @@ def test_predict_cli_offline_exits_2_with_one_sentence(tmp_path, rgb_image):
     img = tmp_path / "x.png"
     rgb_image.save(img)
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "hvl_tools.cli", "predict", "--backbone", "biomedclip", str(img)],
-                       env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "hvl_tools.cli", "predict", "--backbone", "biomedclip", str(img)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and r.stdout == ""
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in r.stderr and "pip" not in r.stderr
@@ -248,13 +265,21 @@ def test_predict_cli_offline_exits_2_with_one_sentence(tmp_path, rgb_image):
 def test_names_that_point_at_the_local_disk():
     from hvl_core.backbones import names_local_file, same_backbone
 
-    for name in ("ViT-B-16:/etc/passwd", "biomedclip:/data/w.bin", "ViT-B-16:weights.safetensors",
-                 "openclip:ViT-B-16:./w.pt", "local-dir:/srv/model", "ViT-B-16:~/w"):
+    for name in (
+        "ViT-B-16:/etc/passwd",
+        "biomedclip:/data/w.bin",
+        "ViT-B-16:weights.safetensors",
+        "openclip:ViT-B-16:./w.pt",
+        "local-dir:/srv/model",
+        "ViT-B-16:~/w",
+    ):
         assert names_local_file(name), name
     for name in ("clip-vit-b16", "ViT-B-16:openai", "ViT-B-16:none", "hf-hub:org/name", "biomedclip-random"):
         assert not names_local_file(name), name
     assert same_backbone("biomedclip:/data/w.bin", "biomedclip") and same_backbone("biomedclip", "biomedclip")
-    assert not same_backbone("biomedclip-random", "biomedclip") and not same_backbone("quiltnet-b32:/w.bin", "biomedclip")
+    assert not same_backbone("biomedclip-random", "biomedclip") and not same_backbone(
+        "quiltnet-b32:/w.bin", "biomedclip"
+    )
 
 
 def test_a_checkpoint_runs_on_a_local_copy_of_its_backbone(tmp_path, monkeypatch):
@@ -267,7 +292,9 @@ def test_a_checkpoint_runs_on_a_local_copy_of_its_backbone(tmp_path, monkeypatch
     d = save_checkpoint(tmp_path / "ck", HVLHead(64, 4), "quiltnet-b32", load_preset("dermatology-isic4"))
     asked = []
     tiny = create_backbone("tiny-clip-random")
-    monkeypatch.setattr(openclip, "create_named", lambda name, weights_file=None, **kw: asked.append((name, weights_file)) or tiny)
+    monkeypatch.setattr(
+        openclip, "create_named", lambda name, weights_file=None, **kw: asked.append((name, weights_file)) or tiny
+    )
     m = load_model("quiltnet-b32:/data/quilt.bin", checkpoint=d, device="cpu")
     assert asked == [("quiltnet-b32", "/data/quilt.bin")] and m.head.dim == 64
     with pytest.raises(CheckpointError, match="trained on backbone quiltnet-b32, not biomedclip:/data/w.bin"):
@@ -282,5 +309,7 @@ def test_without_transformers_biomedclip_says_so_in_one_sentence(monkeypatch, no
     with pytest.raises(BackboneUnavailable) as e:
         create_backbone("biomedclip-random")
     msg = str(e.value)
-    assert msg == ("Cannot load biomedclip-random: its text tower needs the transformers package, which this "
-                   "installation lacks; use another backbone.")
+    assert msg == (
+        "Cannot load biomedclip-random: its text tower needs the transformers package, which this "
+        "installation lacks; use another backbone."
+    )

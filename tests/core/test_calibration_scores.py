@@ -1,5 +1,6 @@
 """Checkpoints that ship their calibration scores: conformal p-values per image, a calibrated
 threshold per score, and malformed records refused; the shipped checkpoints per preset."""
+
 import json
 
 import numpy as np
@@ -20,10 +21,22 @@ ENERGY_CAL = [float(-20 + i) for i in range(40)]
 def calibrated(tmp_path):
     torch.manual_seed(0)
     head = HVLHead(64, 4, n=2, k=3, tau=0.02)
-    cal = {"rule": "conformal", "alpha": 0.05, "score": "msp", "scores": MSP_CAL, "n": 40,
-           "by_score": {"energy": {"threshold": conformal_threshold(ENERGY_CAL), "scores": ENERGY_CAL}}}
-    return save_checkpoint(tmp_path / "ck", head, "tiny-clip-random", load_preset("dermatology-isic4"),
-                           threshold=conformal_threshold(MSP_CAL), extra={"calibration": cal})
+    cal = {
+        "rule": "conformal",
+        "alpha": 0.05,
+        "score": "msp",
+        "scores": MSP_CAL,
+        "n": 40,
+        "by_score": {"energy": {"threshold": conformal_threshold(ENERGY_CAL), "scores": ENERGY_CAL}},
+    }
+    return save_checkpoint(
+        tmp_path / "ck",
+        head,
+        "tiny-clip-random",
+        load_preset("dermatology-isic4"),
+        threshold=conformal_threshold(MSP_CAL),
+        extra={"calibration": cal},
+    )
 
 
 def test_p_value_and_threshold_come_from_the_calibration_scores(calibrated, tiny_backbone, rgb_image):
@@ -55,13 +68,16 @@ def test_calibration_changes_the_fingerprint(calibrated):
     assert load_checkpoint(calibrated).fingerprint() != ck.fingerprint()
 
 
-@pytest.mark.parametrize("change,why", [
-    (lambda c: c.update(scores=[0.1, "x"]), "calibration.scores"),
-    (lambda c: c.update(scores=[]), "calibration.scores"),
-    (lambda c: c.update(score="energy"), "the config's score"),
-    (lambda c: c["by_score"]["energy"].update(threshold="low"), "numeric threshold"),
-    (lambda c: c["by_score"].update(msp={"threshold": 7.0, "scores": [0.5]}), "outside the range"),
-])
+@pytest.mark.parametrize(
+    "change,why",
+    [
+        (lambda c: c.update(scores=[0.1, "x"]), "calibration.scores"),
+        (lambda c: c.update(scores=[]), "calibration.scores"),
+        (lambda c: c.update(score="energy"), "the config's score"),
+        (lambda c: c["by_score"]["energy"].update(threshold="low"), "numeric threshold"),
+        (lambda c: c["by_score"].update(msp={"threshold": 7.0, "scores": [0.5]}), "outside the range"),
+    ],
+)
 def test_malformed_calibration_is_one_sentence(calibrated, change, why):
     meta = json.loads((calibrated / CONFIG_NAME).read_text())
     change(meta["calibration"])

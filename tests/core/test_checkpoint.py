@@ -1,6 +1,7 @@
 """Checkpoints: hub layout (config.json + model.safetensors + model card) round trip; the first
 layout (head.safetensors + hvl.json) still loads; corrupt, truncated, foreign, mismatched and
 hostile files refused with one sentence."""
+
 import json
 import math
 
@@ -207,7 +208,10 @@ def test_hub_repo_in_the_first_layout_loads(trained_ckpt, tmp_path, monkeypatch)
 
     def fake_download(repo_id, filename, **kw):
         if not (old / filename).is_file():
-            raise RemoteEntryNotFoundError(f"{filename} not in {repo_id}", response=httpx.Response(404, request=httpx.Request("GET", "https://hub.invalid/x")))
+            raise RemoteEntryNotFoundError(
+                f"{filename} not in {repo_id}",
+                response=httpx.Response(404, request=httpx.Request("GET", "https://hub.invalid/x")),
+            )
         return str(old / filename)
 
     monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download)
@@ -225,27 +229,30 @@ def _edit(d, **changes):
     (d / CONFIG_NAME).write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize("changes, reason", [
-    ({"threshold": float("nan")}, "not valid JSON"),           # json.dumps writes NaN, which is not JSON
-    ({"threshold": float("inf")}, "not valid JSON"),
-    ({"threshold": 1.5}, "outside the range of the msp score"),
-    ({"threshold": "0.4"}, "threshold must be a number or null"),
-    ({"format_version": "1"}, "format_version must be a whole number"),
-    ({"format_version": 99}, "newer than this hvl_core reads"),
-    ({"num_classes": "4"}, "num_classes must be a whole number"),
-    ({"num_classes": True}, "num_classes must be a whole number"),
-    ({"embed_dim": 10 ** 9}, "embed_dim must be a whole number from 1 to"),
-    ({"config.n": 10 ** 6}, "n must be a whole number from 1 to 16"),
-    ({"config.n": "2"}, "config.n must be of type int"),
-    ({"config.k": 10 ** 6}, "k must be a whole number from 1 to 16"),
-    ({"config.tau": "0.01"}, "config.tau must be of type float"),
-    ({"config.exec": "rm -rf /"}, "unknown option config.exec"),
-    ({"backbone": ["ViT-B-16", "openai"]}, "backbone must be a backbone name"),
-    ({"backbone": "x" * 5000}, "backbone must be a backbone name"),
-    ({"classes": {"names": ["a"] * 4, "prompts": ["a"], "template": "{}"}}, "classes.prompts has 1 entries"),
-    ({"classes": {"names": ["a"] * 4, "prompts": ["a"] * 4, "template": "no slot"}}, "template must be a string"),
-    ({"detail": "/etc/passwd"}, "detail must be"),
-])
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({"threshold": float("nan")}, "not valid JSON"),  # json.dumps writes NaN, which is not JSON
+        ({"threshold": float("inf")}, "not valid JSON"),
+        ({"threshold": 1.5}, "outside the range of the msp score"),
+        ({"threshold": "0.4"}, "threshold must be a number or null"),
+        ({"format_version": "1"}, "format_version must be a whole number"),
+        ({"format_version": 99}, "newer than this hvl_core reads"),
+        ({"num_classes": "4"}, "num_classes must be a whole number"),
+        ({"num_classes": True}, "num_classes must be a whole number"),
+        ({"embed_dim": 10**9}, "embed_dim must be a whole number from 1 to"),
+        ({"config.n": 10**6}, "n must be a whole number from 1 to 16"),
+        ({"config.n": "2"}, "config.n must be of type int"),
+        ({"config.k": 10**6}, "k must be a whole number from 1 to 16"),
+        ({"config.tau": "0.01"}, "config.tau must be of type float"),
+        ({"config.exec": "rm -rf /"}, "unknown option config.exec"),
+        ({"backbone": ["ViT-B-16", "openai"]}, "backbone must be a backbone name"),
+        ({"backbone": "x" * 5000}, "backbone must be a backbone name"),
+        ({"classes": {"names": ["a"] * 4, "prompts": ["a"], "template": "{}"}}, "classes.prompts has 1 entries"),
+        ({"classes": {"names": ["a"] * 4, "prompts": ["a"] * 4, "template": "no slot"}}, "template must be a string"),
+        ({"detail": "/etc/passwd"}, "detail must be"),
+    ],
+)
 def test_hostile_configs_give_one_sentence(trained_ckpt, changes, reason):
     d, _ = trained_ckpt
     _edit(d, **changes)
@@ -286,8 +293,9 @@ def test_non_finite_weights_are_refused(trained_ckpt, tmp_path):
 
 def test_save_refuses_a_nan_threshold(tmp_path):
     with pytest.raises(ValueError, match="threshold"):
-        save_checkpoint(tmp_path, HVLHead(8, 2), "tiny-clip-random", load_preset("dermatology-isic4"),
-                        threshold=math.nan)
+        save_checkpoint(
+            tmp_path, HVLHead(8, 2), "tiny-clip-random", load_preset("dermatology-isic4"), threshold=math.nan
+        )
     assert not (tmp_path / CONFIG_NAME).exists()
 
 
@@ -300,9 +308,14 @@ def test_fingerprint_changes_with_everything_that_changes_a_decision(trained_ckp
     meta["versions"] = {}
     (d / CONFIG_NAME).write_text(json.dumps(meta))
     assert load_checkpoint(d).fingerprint() == base
-    variants = {"threshold": {"threshold": 0.43}, "class name": {"classes.names": ["a", "b", "c", "d"]},
-                "prompt": {"classes.template": "a dermoscopy image of {}"}, "option": {"config.tau": 0.05},
-                "backbone": {"backbone": "clip-vit-b16"}, "detail": {"detail": "native"}}
+    variants = {
+        "threshold": {"threshold": 0.43},
+        "class name": {"classes.names": ["a", "b", "c", "d"]},
+        "prompt": {"classes.template": "a dermoscopy image of {}"},
+        "option": {"config.tau": 0.05},
+        "backbone": {"backbone": "clip-vit-b16"},
+        "detail": {"detail": "native"},
+    }
     seen = {base}
     for what, changes in variants.items():
         v = tmp_path / what

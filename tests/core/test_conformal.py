@@ -1,4 +1,5 @@
 """Conformal p-values, the conformal threshold and Benjamini–Hochberg, against hand-computed cases."""
+
 import numpy as np
 import pytest
 from scipy.stats import false_discovery_control

@@ -1,4 +1,5 @@
 """Eq. 1–5 and the parent map against hand-computed values (HVL_SPEC §1–6)."""
+
 import math
 
 import pytest
@@ -11,10 +12,14 @@ S2 = 1 / math.sqrt(2)
 
 
 def close(a, b, tol=1e-5):
-    assert torch.allclose(torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32), atol=tol), (a, b)
+    assert torch.allclose(torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32), atol=tol), (
+        a,
+        b,
+    )
 
 
 # --- §1 parent map j* ---------------------------------------------------------------------------
+
 
 def test_parent_index_n1_all_cells_share_the_single_mid_patch():
     assert eq.parent_index(1).tolist() == [0, 0, 0, 0]
@@ -22,10 +27,7 @@ def test_parent_index_n1_all_cells_share_the_single_mid_patch():
 
 def test_parent_index_n2_by_hand():
     # 4×4 high grid over a 2×2 mid grid, row-major
-    assert eq.parent_index(2).tolist() == [0, 0, 1, 1,
-                                          0, 0, 1, 1,
-                                          2, 2, 3, 3,
-                                          2, 2, 3, 3]
+    assert eq.parent_index(2).tolist() == [0, 0, 1, 1, 0, 0, 1, 1, 2, 2, 3, 3, 2, 2, 3, 3]
 
 
 def test_parent_index_n3_first_and_last_rows_by_hand():
@@ -52,6 +54,7 @@ def test_parent_index_rejects_n0():
 
 
 # --- §2 cosine, adapter, texts ------------------------------------------------------------------
+
 
 def test_cosine_by_hand_and_zero_vector():
     close(eq.cosine(T([3.0, 4.0]), T([4.0, 3.0])), 24 / 25)
@@ -88,6 +91,7 @@ def test_scale_texts_mid_bias_is_the_mean():
 
 # --- Eq. 1 fusion -------------------------------------------------------------------------------
 
+
 def test_fuse_scales_orthogonal_parent_leaves_patch_unchanged():
     u0 = T([[1.0, 0.0]])
     u1 = T([[[0.0, 1.0]]])  # n = 1; cos(u1, u0) = 0 → û1 = u1
@@ -122,17 +126,19 @@ def test_fuse_scales_n2_routes_each_cell_to_its_own_parent():
 
 # --- Eq. 2–3 ------------------------------------------------------------------------------------
 
+
 def test_class_probs_by_hand():
     p = eq.class_probs(T([[1.0, 0.0]]), T([[1.0, 0.0], [0.0, 1.0]]), tau=1.0)
     e = math.e
     close(p, [[e / (e + 1), 1 / (e + 1)]])
     p = eq.class_probs(T([[1.0, 0.0]]), T([[1.0, 0.0], [0.0, 1.0]]), tau=0.5)
-    close(p, [[e ** 2 / (e ** 2 + 1), 1 / (e ** 2 + 1)]])
+    close(p, [[e**2 / (e**2 + 1), 1 / (e**2 + 1)]])
 
 
 def test_class_probs_linear_with_bias_by_hand():
-    p = eq.class_probs(T([[2.0, 0.0]]), T([[1.0, 0.0], [0.0, 1.0]]), tau=1.0, logit_bias=T([0.0, 2.0]),
-                       similarity="linear")
+    p = eq.class_probs(
+        T([[2.0, 0.0]]), T([[1.0, 0.0], [0.0, 1.0]]), tau=1.0, logit_bias=T([0.0, 2.0]), similarity="linear"
+    )
     close(p, [[0.5, 0.5]])  # logits [2, 0] + bias [0, 2] = [2, 2]
 
 
@@ -168,6 +174,7 @@ def test_cross_entropy_and_id_loss_by_hand():
 
 
 # --- Eq. 4–5 ------------------------------------------------------------------------------------
+
 
 def test_entropy_gain_by_hand():
     h1 = T([[0.5]])
@@ -217,6 +224,7 @@ def test_fused_prediction_and_msp():
 
 # --- §9 scores ----------------------------------------------------------------------------------
 
+
 def test_class_logits_by_hand_and_class_probs_is_their_softmax():
     u, t = T([[1.0, 0.0]]), T([[1.0, 0.0], [0.0, 1.0]])
     close(eq.class_logits(u, t, tau=0.5), [[2.0, 0.0]])  # cos / tau
@@ -226,7 +234,7 @@ def test_class_logits_by_hand_and_class_probs_is_their_softmax():
 
 def test_energy_by_hand():
     close(eq.energy(T([0.0, 0.0])), math.log(2))  # logsumexp of two zeros
-    close(eq.energy(T([1.0, 2.0, 3.0])), math.log(math.e + math.e ** 2 + math.e ** 3))
+    close(eq.energy(T([1.0, 2.0, 3.0])), math.log(math.e + math.e**2 + math.e**3))
     # T = 2: 2 · log(e^{1/2} + e^{3/2})
     close(eq.energy(T([1.0, 3.0]), T=2.0), 2 * math.log(math.exp(0.5) + math.exp(1.5)))
     # per patch over the last dim; a large logit dominates: E ≈ max

@@ -1,4 +1,5 @@
 """File helpers: output and cache folders are checked before the work starts."""
+
 import pytest
 
 from hvl_core.files import OutputError, writable_dir

@@ -1,4 +1,5 @@
 """Hierarchical crops (HVL_SPEC §1): count, order, and the geometry of each cell."""
+
 import numpy as np
 import pytest
 import torch
@@ -74,8 +75,9 @@ def test_native_detail_uses_the_uploads_own_pixels():
     assert native[1:].std() > 2 * upsampled[1:].std()  # measured: 0.36 vs 0.13
     # small uploads fall back to upsampling
     small = img.resize((100, 100))
-    assert torch.equal(hierarchical_crops(small, 1, size=64, detail="native"),
-                       hierarchical_crops(small, 1, size=64, detail="upsample"))
+    assert torch.equal(
+        hierarchical_crops(small, 1, size=64, detail="native"), hierarchical_crops(small, 1, size=64, detail="upsample")
+    )
 
 
 def test_split_scales():

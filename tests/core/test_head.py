@@ -1,4 +1,5 @@
 """HVLHead against a per-sample, loop-by-loop reference written from HVL_SPEC §2–6."""
+
 import math
 
 import pytest
@@ -7,9 +8,25 @@ import torch
 from hvl_core.head import HVLConfig, HVLHead
 
 
-def ref_forward(v0, v1, v2, text, W, b0, b2, n, k, tau, renormalize=False, fusion=True, selection="entropy_gain",
-                propagate=True, entropy_filter=True):
+def ref_forward(
+    v0,
+    v1,
+    v2,
+    text,
+    W,
+    b0,
+    b2,
+    n,
+    k,
+    tau,
+    renormalize=False,
+    fusion=True,
+    selection="entropy_gain",
+    propagate=True,
+    entropy_filter=True,
+):
     """The spec, one image at a time, with python loops (independent of hvl_core.equations)."""
+
     def nrm(x):
         return x / x.norm()
 
@@ -67,9 +84,25 @@ def ref_forward(v0, v1, v2, text, W, b0, b2, n, k, tau, renormalize=False, fusio
             q1 = q0 = q2
         l_ood = -sum(H(probs(a, t0)) + H(probs(bq, t1)) + H(probs(c, t2)) for a, bq, c in zip(q0, q1, q2)) / len(q2)
         p_id = (p0 + p1 + p2) / 3
-        outs.append(dict(p0=p0, p1=p1, p2=p2, p_id=p_id, msp=float(p_id.max()), h1=h1, h2=h2, keep1=keep1,
-                         keep2=keep2, gain=gain, idx=idx, l_ood=l_ood, z0=logits_of(u0, t0),
-                         z1=[logits_of(u, t1) for u in u1h], z2=[logits_of(u, t2) for u in u2h]))
+        outs.append(
+            dict(
+                p0=p0,
+                p1=p1,
+                p2=p2,
+                p_id=p_id,
+                msp=float(p_id.max()),
+                h1=h1,
+                h2=h2,
+                keep1=keep1,
+                keep2=keep2,
+                gain=gain,
+                idx=idx,
+                l_ood=l_ood,
+                z0=logits_of(u0, t0),
+                z1=[logits_of(u, t1) for u in u1h],
+                z2=[logits_of(u, t2) for u in u2h],
+            )
+        )
     return outs
 
 
@@ -92,8 +125,7 @@ def random_head(n, C, d=6, seed=0, trained=True, **options):
 def check_against_reference(head, inputs, **ref_opts):
     out = head(*inputs)
     cfg = head.config
-    refs = ref_forward(*inputs, head.W.detach(), head.b0.detach(), head.b2.detach(), cfg.n, cfg.k, cfg.tau,
-                       **ref_opts)
+    refs = ref_forward(*inputs, head.W.detach(), head.b0.detach(), head.b2.detach(), cfg.n, cfg.k, cfg.tau, **ref_opts)
     for b, r in enumerate(refs):
         for name in ("p0", "p1", "p2", "p_id"):
             assert torch.allclose(getattr(out, name)[b], r[name], atol=1e-9), name
@@ -120,23 +152,29 @@ def test_head_matches_the_reference(n, C):
     check_against_reference(head, inputs)
 
 
-@pytest.mark.parametrize("switch,ref_opts", [
-    ({"fusion": False}, {"fusion": False}),
-    ({"pseudo_ood_selection": "entropy"}, {"selection": "entropy"}),
-    ({"propagate": False}, {"propagate": False}),
-    ({"renormalize": True}, {"renormalize": True}),
-    ({"entropy_filter": False}, {"entropy_filter": False}),
-])
+@pytest.mark.parametrize(
+    "switch,ref_opts",
+    [
+        ({"fusion": False}, {"fusion": False}),
+        ({"pseudo_ood_selection": "entropy"}, {"selection": "entropy"}),
+        ({"propagate": False}, {"propagate": False}),
+        ({"renormalize": True}, {"renormalize": True}),
+        ({"entropy_filter": False}, {"entropy_filter": False}),
+    ],
+)
 def test_every_ablation_switch_matches_the_reference(switch, ref_opts):
     head, inputs = random_head(2, 4, tau=0.3, k=4, **switch)
     out, _ = check_against_reference(head, inputs, **ref_opts)
     base, _ = random_head(2, 4, tau=0.3, k=4)
     # The switch changes something observable on the same inputs.
     base_out = base(*inputs)
-    changed = any(not torch.equal(getattr(out, f), getattr(base_out, f))
-                  for f in ("p1", "p2", "pseudo_ood", "keep1", "keep2"))
-    changed = changed or not torch.allclose(base.loss(base_out, torch.zeros(2, dtype=torch.long))["ood"],
-                                            head.loss(out, torch.zeros(2, dtype=torch.long))["ood"])
+    changed = any(
+        not torch.equal(getattr(out, f), getattr(base_out, f)) for f in ("p1", "p2", "pseudo_ood", "keep1", "keep2")
+    )
+    changed = changed or not torch.allclose(
+        base.loss(base_out, torch.zeros(2, dtype=torch.long))["ood"],
+        head.loss(out, torch.zeros(2, dtype=torch.long))["ood"],
+    )
     assert changed
 
 
@@ -222,13 +260,16 @@ def test_negative_classes_share_the_softmax_but_not_the_decision():
     text = torch.randn(4, 6).double()
     out = head(v0, v1, v2, text)
     assert out.p0.shape == (1, 2) and out.p_id.shape == (1, 2)
-    full = torch.softmax(torch.nn.functional.normalize(v0, dim=-1) @ torch.nn.functional.normalize(text, dim=-1).T / 0.5, -1)
+    full = torch.softmax(
+        torch.nn.functional.normalize(v0, dim=-1) @ torch.nn.functional.normalize(text, dim=-1).T / 0.5, -1
+    )
     assert torch.allclose(out.p0, full[:, :2], atol=1e-12)  # ID columns of the 4-way softmax
     assert float(out.p0.detach().sum()) < 1
 
 
-@pytest.mark.parametrize("bad", [dict(n=0), dict(k=0), dict(tau=0), dict(pseudo_ood_selection="random"),
-                                 dict(similarity="dot")])
+@pytest.mark.parametrize(
+    "bad", [dict(n=0), dict(k=0), dict(tau=0), dict(pseudo_ood_selection="random"), dict(similarity="dot")]
+)
 def test_invalid_options_are_refused(bad):
     with pytest.raises(ValueError):
         HVLConfig(**bad)
@@ -243,8 +284,10 @@ def test_config_round_trips_through_a_dict():
 
 # --- §9 scores ----------------------------------------------------------------------------------
 
+
 def ref_logit_score(r, name, T=1.0):
     """§9 by loops: per-patch E = T·log Σ exp(s/T) (or max s), mean over kept patches, mean of scales."""
+
     def f(z):
         z = [float(x) for x in z]
         return T * math.log(sum(math.exp(x / T) for x in z)) if name == "energy" else max(z)
@@ -262,8 +305,9 @@ def ref_logit_score(r, name, T=1.0):
 def test_logit_scores_match_the_reference(name, T, entropy_filter):
     head, inputs = random_head(2, 4, tau=0.5, score=name, energy_t=T, entropy_filter=entropy_filter)
     out = head(*inputs)
-    refs = ref_forward(*inputs, head.W.detach(), head.b0.detach(), head.b2.detach(), 2, 4, 0.5,
-                       entropy_filter=entropy_filter)
+    refs = ref_forward(
+        *inputs, head.W.detach(), head.b0.detach(), head.b2.detach(), 2, 4, 0.5, entropy_filter=entropy_filter
+    )
     for b, r in enumerate(refs):
         whole, fused = ref_logit_score(r, name, T)
         assert out.score0[b].item() == pytest.approx(whole, abs=1e-9)
@@ -316,18 +360,22 @@ def test_score_ranges_by_hand():
     assert score_range(HVLConfig(), 4) == (0.0, 1.0)
     assert score_range(HVLConfig(score="maxlogit", tau=0.01), 4) == pytest.approx((-100.0, 100.0))
     assert score_range(HVLConfig(score="energy", tau=0.5, energy_t=2.0), 4) == pytest.approx(
-        (-2 + 2 * math.log(4), 2 + 2 * math.log(4)))
+        (-2 + 2 * math.log(4), 2 + 2 * math.log(4))
+    )
     assert score_range(HVLConfig(score="energy", similarity="linear"), 4) == (-math.inf, math.inf)
 
 
-@pytest.mark.parametrize("cfg,thr,match", [
-    (HVLConfig(), float("nan"), "finite"),
-    (HVLConfig(), 1.5, "outside the range of the msp score"),
-    (HVLConfig(), -0.1, "outside the range"),
-    (HVLConfig(score="maxlogit", tau=0.01), 150.0, r"\[-100, 100\]"),
-    (HVLConfig(score="energy", similarity="linear"), float("inf"), "finite"),
-    (HVLConfig(), "high", "must be a number"),
-])
+@pytest.mark.parametrize(
+    "cfg,thr,match",
+    [
+        (HVLConfig(), float("nan"), "finite"),
+        (HVLConfig(), 1.5, "outside the range of the msp score"),
+        (HVLConfig(), -0.1, "outside the range"),
+        (HVLConfig(score="maxlogit", tau=0.01), 150.0, r"\[-100, 100\]"),
+        (HVLConfig(score="energy", similarity="linear"), float("inf"), "finite"),
+        (HVLConfig(), "high", "must be a number"),
+    ],
+)
 def test_thresholds_that_do_not_fit_the_score_are_refused(cfg, thr, match):
     from hvl_core.head import ScoreError, check_threshold
 
@@ -340,5 +388,3 @@ def test_thresholds_that_fit_are_returned_as_floats():
 
     assert check_threshold(0, HVLConfig(), 4) == 0.0 and check_threshold("0.25", HVLConfig(), 4) == 0.25
     assert check_threshold(-40.5, HVLConfig(score="energy", similarity="linear"), 4) == -40.5
-
-

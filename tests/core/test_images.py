@@ -1,4 +1,5 @@
 """Untrusted uploads: every bad input gets an ImageError with a readable sentence."""
+
 import io
 
 import numpy as np

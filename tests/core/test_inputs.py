@@ -1,5 +1,6 @@
 """Inputs clinicians have: numpy arrays of any dtype, NaN pixels, 16-bit / float files, DICOM.
 Each case reproduces a defect that was seen (wrong message, black image, memory blow-up)."""
+
 import io
 
 import numpy as np
@@ -127,6 +128,7 @@ def test_decode_is_never_attempted_for_an_oversized_header(monkeypatch):
 
 
 # --------------------------------------------------------------------------- DICOM
+
 
 @pytest.mark.parametrize("shape", [(48, 40), (48, 40, 3)], ids=["grey", "colour"])
 def test_dicom_gives_the_same_pixels_and_result_as_png(shape, tiny_model):

@@ -1,4 +1,5 @@
 """The offline backbone ``medmnist-densenet121``: the Keras→torch port, labels, weight cache, assets."""
+
 from __future__ import annotations
 
 import json
@@ -34,20 +35,83 @@ MANIFEST = json.loads((ASSETS / "manifest.json").read_text())
 # 7.9e-7 (max abs difference over the 3 × 24 values) when these were recorded.
 KERAS_REFERENCE = {
     "histology_tumor_nuclei.jpg": [
-        3.1268686e-07, 5.3039073e-11, 0.0003700344, 0.10542424, 2.225599e-07, 9.8338296e-06, 0.48865578,
-        1.3179159e-05, 0.40497425, 2.8840183e-12, 6.6502658e-08, 3.3690305e-06, 2.8656591e-13, 7.9444575e-09,
-        1.804136e-08, 1.9083346e-11, 1.3291802e-09, 1.1506019e-12, 0.00034763702, 0.00020098321, 8.7266738e-10,
-        3.7853028e-14, 3.1714766e-08, 4.9506541e-11],
+        3.1268686e-07,
+        5.3039073e-11,
+        0.0003700344,
+        0.10542424,
+        2.225599e-07,
+        9.8338296e-06,
+        0.48865578,
+        1.3179159e-05,
+        0.40497425,
+        2.8840183e-12,
+        6.6502658e-08,
+        3.3690305e-06,
+        2.8656591e-13,
+        7.9444575e-09,
+        1.804136e-08,
+        1.9083346e-11,
+        1.3291802e-09,
+        1.1506019e-12,
+        0.00034763702,
+        0.00020098321,
+        8.7266738e-10,
+        3.7853028e-14,
+        3.1714766e-08,
+        4.9506541e-11,
+    ],
     "skin_nevus_closeup.jpg": [
-        8.3299547e-08, 3.3819137e-07, 1.6630718e-06, 3.6350728e-11, 0.0045178519, 0.00030718488, 0.0020409706,
-        3.1863354e-05, 9.4742074e-07, 0.0024587298, 0.050911542, 0.054656379, 0.0017133183, 0.012405735,
-        0.86774564, 0.003201477, 1.4274649e-08, 1.0265008e-08, 2.5359529e-07, 4.0323039e-10, 5.86633e-06,
-        1.611461e-07, 3.6646258e-10, 4.6623896e-08],
+        8.3299547e-08,
+        3.3819137e-07,
+        1.6630718e-06,
+        3.6350728e-11,
+        0.0045178519,
+        0.00030718488,
+        0.0020409706,
+        3.1863354e-05,
+        9.4742074e-07,
+        0.0024587298,
+        0.050911542,
+        0.054656379,
+        0.0017133183,
+        0.012405735,
+        0.86774564,
+        0.003201477,
+        1.4274649e-08,
+        1.0265008e-08,
+        2.5359529e-07,
+        4.0323039e-10,
+        5.86633e-06,
+        1.611461e-07,
+        3.6646258e-10,
+        4.6623896e-08,
+    ],
     "ood_fundus_retina.png": [
-        8.9738722e-07, 6.6907854e-11, 7.7334353e-06, 1.8414276e-12, 3.726346e-05, 9.6664019e-07, 1.9168813e-06,
-        8.052937e-09, 2.0738992e-07, 1.6453926e-06, 0.0016966673, 0.00047074581, 0.0074011581, 0.00013910834,
-        0.99022818, 1.2247226e-05, 5.1606526e-07, 1.6615649e-12, 1.4566844e-07, 1.2138433e-11, 6.844466e-07,
-        3.2992444e-09, 1.6330721e-10, 1.0217216e-08],
+        8.9738722e-07,
+        6.6907854e-11,
+        7.7334353e-06,
+        1.8414276e-12,
+        3.726346e-05,
+        9.6664019e-07,
+        1.9168813e-06,
+        8.052937e-09,
+        2.0738992e-07,
+        1.6453926e-06,
+        0.0016966673,
+        0.00047074581,
+        0.0074011581,
+        0.00013910834,
+        0.99022818,
+        1.2247226e-05,
+        5.1606526e-07,
+        1.6615649e-12,
+        1.4566844e-07,
+        1.2138433e-11,
+        6.844466e-07,
+        3.2992444e-09,
+        1.6330721e-10,
+        1.0217216e-08,
+    ],
 }
 
 
@@ -109,25 +173,50 @@ def test_histology_assets_get_tissue_labels_and_skin_assets_skin_labels(bb):
     assert len(hist) >= 3 and len(skin) >= 1
     p = torch.softmax(bb.classify(torch.stack([whole_image_224(f) for f in hist + skin])), -1)
     top = p.argmax(1).tolist()
-    for f, t in zip(hist, top[:len(hist)]):
+    for f, t in zip(hist, top[: len(hist)]):
         assert t in TISSUE, f"{f.name}: predicted {MEDMNIST_LABELS[t]}"
-    for f, t in zip(skin, top[len(hist):]):
+    for f, t in zip(skin, top[len(hist) :]):
         assert t in SKIN, f"{f.name}: predicted {MEDMNIST_LABELS[t]}"
 
 
 def test_label_names_presets_and_abbreviations():
-    histology = ["adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle", "normal colon mucosa",
-                 "cancer-associated stroma", "colorectal adenocarcinoma epithelium"]
-    derma = ["actinic keratosis", "basal cell carcinoma", "benign keratosis", "dermatofibroma", "melanoma",
-             "melanocytic nevus", "vascular lesion"]
+    histology = [
+        "adipose",
+        "background",
+        "debris",
+        "lymphocytes",
+        "mucus",
+        "smooth muscle",
+        "normal colon mucosa",
+        "cancer-associated stroma",
+        "colorectal adenocarcinoma epithelium",
+    ]
+    derma = [
+        "actinic keratosis",
+        "basal cell carcinoma",
+        "benign keratosis",
+        "dermatofibroma",
+        "melanoma",
+        "melanocytic nevus",
+        "vascular lesion",
+    ]
     assert [label_index(n) for n in histology] == list(range(9))
     assert [label_index(n) for n in derma] == list(range(9, 16))
     abbrevs = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
     assert [label_index(n) for n in abbrevs] == list(range(9))
     assert [label_index(n) for n in ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]] == list(range(9, 16))
     # the wheel's own strings, case and separators ignored
-    for i, s in enumerate(["actinic keratoses/IEC", "Basal Cell Carcinoma", "benign keratosis-like lesions",
-                           "DERMATOFIBROMA", "melanoma", "melanocytic nevi", "vascular lesions"]):
+    for i, s in enumerate(
+        [
+            "actinic keratoses/IEC",
+            "Basal Cell Carcinoma",
+            "benign keratosis-like lesions",
+            "DERMATOFIBROMA",
+            "melanoma",
+            "melanocytic nevi",
+            "vascular lesions",
+        ]
+    ):
         assert label_index(s) == 9 + i
     assert label_index("Cancer associated  stroma") == 7
     assert label_index("lymphocytes") == 3 and label_index("lymphocyte") == 20  # tissue vs blood cell
@@ -138,7 +227,9 @@ def test_negative_classes_are_the_other_labels(bb):
     tissue = [MEDMNIST_LABELS[i] for i in TISSUE]
     neg = bb.negative_classes(tissue)
     assert neg == list(MEDMNIST_LABELS[9:])
-    assert bb.negative_classes(["nv", "MEL"]) == [n for n in MEDMNIST_LABELS if n not in ("melanocytic nevus", "melanoma")]
+    assert bb.negative_classes(["nv", "MEL"]) == [
+        n for n in MEDMNIST_LABELS if n not in ("melanocytic nevus", "melanoma")
+    ]
 
 
 def test_unknown_class_names_are_refused_with_the_known_ones(bb):

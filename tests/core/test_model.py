@@ -1,4 +1,5 @@
 """load_model / HVLModel: predictions carry what a UI needs; encode once, decide many times."""
+
 import math
 from pathlib import Path
 
@@ -80,7 +81,9 @@ def test_bad_image_raises_image_error(tiny_model):
 def test_n_changes_the_grids(tiny_backbone, rgb_image):
     for n in (1, 3):
         p = load_model(tiny_backbone, preset="histology-nct-crc", n=n, device="cpu").predict(rgb_image)
-        assert p.entropy1.shape == (n, n) and p.entropy2.shape == (2 * n, 2 * n) and len(p.classes) == 8  # background is a negative
+        assert (
+            p.entropy1.shape == (n, n) and p.entropy2.shape == (2 * n, 2 * n) and len(p.classes) == 8
+        )  # background is a negative
 
 
 def test_unknown_preset_and_backbone_are_clear(tiny_backbone):
@@ -196,13 +199,16 @@ def test_energy_and_maxlogit_decide_in_their_own_units(tiny_model, rgb_image):
     assert all(a >= b - 1e-5 for a, b in zip(e, m))
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(threshold=float("nan")), "finite"),
-    (dict(threshold=1.5), "outside the range of the msp score"),
-    (dict(score="energy"), "no measured default threshold"),
-    (dict(score="energy", threshold=500.0), "outside the range of the energy score"),
-    (dict(score="softmax"), "unknown score"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(threshold=float("nan")), "finite"),
+        (dict(threshold=1.5), "outside the range of the msp score"),
+        (dict(score="energy"), "no measured default threshold"),
+        (dict(score="energy", threshold=500.0), "outside the range of the energy score"),
+        (dict(score="softmax"), "unknown score"),
+    ],
+)
 def test_scores_and_thresholds_that_do_not_fit_get_one_sentence(tiny_model, rgb_image, kw, match):
     enc = tiny_model.encode(rgb_image)
     with pytest.raises(ScoreError, match=match) as e:
@@ -260,8 +266,6 @@ def test_offline_backbone_rejects_the_fundus_with_the_skin_classes():
     skin, fundus = m.predict_batch([ASSETS / "skin_nevus_closeup.jpg", ASSETS / "ood_fundus_retina.png"])
     assert skin.known and not fundus.known
     assert fundus.msp > 0.5  # MSP alone would have accepted it
-
-
 
 
 def test_score0_is_the_whole_image_alone_in_the_decision_scores_units(tiny_model, rgb_image):

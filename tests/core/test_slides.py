@@ -1,4 +1,5 @@
 """Whole-slide images: pyramidal TIFFs made here with tifffile (resolution tags, tiles, SubIFD levels)."""
+
 import numpy as np
 import pytest
 
@@ -110,6 +111,7 @@ def test_slide_tile_predicts(slide_path, tiny_model):
 
 
 # --------------------------------------------------------------------------- DICOM whole-slide images
+
 
 @pytest.fixture(scope="module")
 def dicom_slide(tmp_path_factory):

@@ -10,6 +10,7 @@ and 1920×1080 (verdict, analysed image, main map) and on a 390×844 phone (the 
 into view), alt text and the live region, lecture mode. Screenshots of each viewport go to
 ``out/screenshots/`` — look at them after a change to the page.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,15 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SCREENSHOTS = ROOT / "out" / "screenshots"
 EXAMPLE = ROOT / "assets" / "skin_nevus_closeup.jpg"
 OVERLAYS = ["#thumbnail", "#entropy-high", "#entropy-mid", "#entropy-gain", "#patch-classes"]
@@ -64,9 +72,14 @@ def app_server(tmp_path_factory):
     _require_browser()
     port = _free_port()
     log_path = tmp_path_factory.mktemp("app") / "app.log"
-    env = {**os.environ, "HVL_BACKBONE": BACKBONE, "HVL_DEVICE": "cpu",
-           "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio-cache"))}
+    env = {
+        **os.environ,
+        "HVL_BACKBONE": BACKBONE,
+        "HVL_DEVICE": "cpu",
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio-cache")),
+    }
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -117,8 +130,10 @@ def _open(browser, app_url, width: int, height: int):
     pg = browser.new_page(viewport={"width": width, "height": height})
     pg.set_default_timeout(60_000)
     pg.external_requests, pg.console_errors = [], []
-    pg.on("request", lambda r: pg.external_requests.append(r.url)
-          if not r.url.startswith((app_url, "data:", "blob:")) else None)
+    pg.on(
+        "request",
+        lambda r: pg.external_requests.append(r.url) if not r.url.startswith((app_url, "data:", "blob:")) else None,
+    )
     pg.on("console", lambda m: pg.console_errors.append(m.text) if m.type == "error" else None)
     pg.on("pageerror", lambda e: pg.console_errors.append(str(e)))
     pg.goto(app_url)
@@ -135,17 +150,23 @@ def page(browser, app_url):
 
 def _decision(page) -> dict:
     d = page.locator("#decision .hvl-decision")
-    return {"known": d.get_attribute("data-known"), "msp": float(d.get_attribute("data-msp")),
-            "score": float(d.get_attribute("data-score")), "score_name": d.get_attribute("data-score-name"),
-            "threshold": float(d.get_attribute("data-threshold")), "text": d.locator(".hvl-verdict").inner_text()}
+    return {
+        "known": d.get_attribute("data-known"),
+        "msp": float(d.get_attribute("data-msp")),
+        "score": float(d.get_attribute("data-score")),
+        "score_name": d.get_attribute("data-score-name"),
+        "threshold": float(d.get_attribute("data-threshold")),
+        "text": d.locator(".hvl-verdict").inner_text(),
+    }
 
 
 def _wait_decision(page, known: str, threshold: float | None = None) -> dict:
     cond = f"d.dataset.known === '{known}'"
     if threshold is not None:
         cond += f" && Math.abs(parseFloat(d.dataset.threshold) - {threshold}) < 1e-6"
-    page.wait_for_function(f"() => {{ const d = document.querySelector('#decision .hvl-decision'); "
-                           f"return d !== null && {cond}; }}")
+    page.wait_for_function(
+        f"() => {{ const d = document.querySelector('#decision .hvl-decision'); return d !== null && {cond}; }}"
+    )
     return _decision(page)
 
 
@@ -160,10 +181,12 @@ def _overlay_sizes(page) -> dict:
     for sel in OVERLAYS:
         img = page.locator(f"{sel} img").first
         img.wait_for(state="visible")
-        page.wait_for_function(f"() => {{ const i = document.querySelector('{sel} img'); "
-                               "return i && i.complete && i.naturalWidth > 0; }")
-        out[sel] = img.evaluate("i => [i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().width, "
-                                "i.getBoundingClientRect().height]")
+        page.wait_for_function(
+            f"() => {{ const i = document.querySelector('{sel} img'); return i && i.complete && i.naturalWidth > 0; }}"
+        )
+        out[sel] = img.evaluate(
+            "i => [i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().width, i.getBoundingClientRect().height]"
+        )
     return out
 
 
@@ -197,8 +220,13 @@ def test_controls_are_safe_before_any_analysis(browser, app_url):
 def _in_view(page, selector: str) -> bool:
     box = page.locator(selector).first.bounding_box()
     vp = page.viewport_size
-    return box is not None and box["y"] >= -1 and box["y"] + min(box["height"], 60) <= vp["height"] + 1 \
-        and box["x"] >= -1 and box["x"] + box["width"] <= vp["width"] + 1
+    return (
+        box is not None
+        and box["y"] >= -1
+        and box["y"] + min(box["height"], 60) <= vp["height"] + 1
+        and box["x"] >= -1
+        and box["x"] + box["width"] <= vp["width"] + 1
+    )
 
 
 @pytest.mark.parametrize("width,height", [(1366, 768), (1920, 1080), (390, 844)])
@@ -232,16 +260,19 @@ def test_figures_are_described_and_the_decision_is_announced(page):
         page.set_input_files("#upload input[type=file]", str(EXAMPLE))
         page.wait_for_selector("#decision .hvl-decision")
     _overlay_sizes(page)
-    alts = page.locator("#thumbnail img, #entropy-high img, #entropy-mid img, #entropy-gain img, #patch-classes img"
-                        ).evaluate_all("els => els.map(e => e.alt)")
+    alts = page.locator(
+        "#thumbnail img, #entropy-high img, #entropy-mid img, #entropy-gain img, #patch-classes img"
+    ).evaluate_all("els => els.map(e => e.alt)")
     assert len(alts) == 6 and all(len(a) > 40 for a in alts), alts
     assert any("entropy" in a and "4×4" in a for a in alts) and any("pseudo-OOD" in a for a in alts)
     live = page.locator("#decision[aria-live=polite], #decision [aria-live=polite]")
     assert live.count() == 1 and live.locator(".hvl-verdict").count() == 1  # the verdict is announced
     # the rule of each map is written on its figure; the chart has the threshold line
     assert "ΔH > 0" in page.locator("#entropy-gain").inner_text()
-    assert "Hatched" in page.locator("#entropy-high").inner_text() or "none is dropped" in page.locator(
-        "#entropy-high").inner_text()
+    assert (
+        "Hatched" in page.locator("#entropy-high").inner_text()
+        or "none is dropped" in page.locator("#entropy-high").inner_text()
+    )
     assert page.locator("#scales .hvl-thr").count() >= 1
     for sel in ("#entropy-high", "#entropy-mid", "#entropy-gain", "#scales", "#teaching"):
         assert "−0.00" not in page.locator(sel).inner_text() and "-0.00" not in page.locator(sel).inner_text()
@@ -305,8 +336,9 @@ def test_gallery_example_switches_preset_and_analyses(page):
     index = next(i for i, src in enumerate(names) if "histology_" in src)
     name = names[index].rsplit("/", 1)[-1]
     page.locator("#examples button.thumbnail-item").nth(index).click()
-    page.wait_for_function(f"() => {{ const s = document.querySelector('#status'); "
-                           f"return s && s.innerText.includes('{name}'); }}")
+    page.wait_for_function(
+        f"() => {{ const s = document.querySelector('#status'); return s && s.innerText.includes('{name}'); }}"
+    )
     assert page.locator("#preset input[value='histology-nct-crc']").get_attribute("aria-checked") == "true"
     assert "Known classes (8)" in page.locator("#model-info").inner_text()
     assert _decision(page)["text"]
@@ -354,8 +386,10 @@ def test_score_chooser_moves_the_slider_to_the_score_units(page):
         page.set_input_files("#upload input[type=file]", str(EXAMPLE))
         page.wait_for_selector("#decision .hvl-decision")
     page.locator("#score input[value='energy']").check()
-    page.wait_for_function("() => { const d = document.querySelector('#decision .hvl-decision'); "
-                           "return d && d.dataset.scoreName === 'energy'; }")
+    page.wait_for_function(
+        "() => { const d = document.querySelector('#decision .hvl-decision'); "
+        "return d && d.dataset.scoreName === 'energy'; }"
+    )
     d = _decision(page)
     assert "energy" in page.locator("#threshold").inner_text()
     lo = float(page.locator("#threshold input[type=range]").get_attribute("min"))
@@ -398,8 +432,9 @@ def test_slide_thumbnail_and_a_click_that_picks_a_tile(browser, app_url, tmp_pat
         box = img.bounding_box()
         img.click(position={"x": box["width"] * 0.1, "y": box["height"] * 0.9})  # lower left: glass
         pg.wait_for_function("() => document.querySelector('#thumbnail').innerText.includes('where you clicked')")
-        x, y = (int(v) for v in pg.locator("#thumbnail").inner_text().split("centred at (")[1].split(")")[0]
-                .split(", "))
+        x, y = (
+            int(v) for v in pg.locator("#thumbnail").inner_text().split("centred at (")[1].split(")")[0].split(", ")
+        )
         assert abs(x - 307) <= 20 and abs(y - 1843) <= 20, (x, y)  # 10% and 90% of 3072×2048
         _no_error_badges(pg)
         assert pg.console_errors == [], pg.console_errors[:5]
@@ -436,8 +471,10 @@ def test_failure_examples_are_explained(page):
     srcs = page.locator("#examples button.thumbnail-item img").evaluate_all("els => els.map(e => e.src)")
     index = next(i for i, src in enumerate(srcs) if "failure_ihc" in src)
     page.locator("#examples button.thumbnail-item").nth(index).click()
-    page.wait_for_function("() => { const s = document.querySelector('#status'); "
-                           "return s && s.innerText.includes('failure_ihc_colon.jpg'); }")
+    page.wait_for_function(
+        "() => { const s = document.querySelector('#status'); "
+        "return s && s.innerText.includes('failure_ihc_colon.jpg'); }"
+    )
     assert page.locator("#preset input[value='histology-nct-crc']").get_attribute("aria-checked") == "true"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"app_failure_ihc{SUFFIX}.png"), full_page=True)

@@ -4,6 +4,7 @@ outlining its figures, the comparison of two images, the batch tab (a zip among 
 threshold moving verdicts without re-encoding, the CSV), the ``/batch`` endpoint and the MCP
 tools. Screenshots of each view at 1366×768 and at a 390×844 phone go to ``out/screenshots/``.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,20 +46,25 @@ def test_distribution_and_single_scale(browser, app_url, width, height):
     pg = _open(browser, app_url, width, height)
     try:
         _analyse(pg)
-        pg.wait_for_function(f"() => document.querySelectorAll('#distribution .hvl-dot').length === {N_REFERENCE}",
-                             timeout=120_000)
+        pg.wait_for_function(
+            f"() => document.querySelectorAll('#distribution .hvl-dot').length === {N_REFERENCE}", timeout=120_000
+        )
         pg.wait_for_selector("#single-scale .hvl-card")
         known = pg.locator("#decision .hvl-decision").get_attribute("data-known")
         cards = pg.locator("#single-scale .hvl-card")
         assert cards.count() == 2 and cards.nth(1).get_attribute("data-known") == known
         assert "known (ID): skin photos (2)" in pg.locator("#distribution").inner_text()
-        assert pg.locator("#distribution .hvl-mark").count() == 1 and pg.locator("#distribution .hvl-axis-thr").count() >= 1
+        assert (
+            pg.locator("#distribution .hvl-mark").count() == 1
+            and pg.locator("#distribution .hvl-axis-thr").count() >= 1
+        )
         # the threshold moves the line in both views, and the single-scale verdicts follow
         box = pg.locator("#threshold input[type=number]")
         box.fill("0.99")
         box.press("Enter")
-        pg.wait_for_function("() => [...document.querySelectorAll('#single-scale .hvl-card')]"
-                             ".every(c => c.dataset.known === '0')")
+        pg.wait_for_function(
+            "() => [...document.querySelectorAll('#single-scale .hvl-card')].every(c => c.dataset.known === '0')"
+        )
         assert "0.990" in pg.locator("#distribution").inner_text()
         _shot(pg, f"view_distribution_{width}x{height}", "#distribution")
         _no_error_badges(pg)
@@ -73,8 +79,10 @@ def test_teaching_step_outlines_its_figures(browser, app_url, width, height):
     try:
         _analyse(pg)
         pg.locator("#step-picker label", has_text="3. Patch predictions").click()
-        pg.wait_for_function("() => document.querySelector('#entropy-high').classList.contains('hvl-highlight') "
-                             "&& document.querySelector('#entropy-mid').classList.contains('hvl-highlight')")
+        pg.wait_for_function(
+            "() => document.querySelector('#entropy-high').classList.contains('hvl-highlight') "
+            "&& document.querySelector('#entropy-mid').classList.contains('hvl-highlight')"
+        )
         assert "hvl-step-pinned" in pg.locator("#teach-steps").get_attribute("class")
         pg.wait_for_function("() => document.querySelector('#step-text').innerText.includes('3 of 7')")
         assert "H̄¹ =" in pg.locator("#step-text").inner_text()
@@ -97,8 +105,9 @@ def test_compare_two_images(browser, app_url, width, height):
         pg.get_by_role("tab", name="Compare two images").click()
         pg.locator("#compare-run").click()
         pg.wait_for_function("() => document.querySelectorAll('#compare-out .hvl-compare-side').length === 2")
-        pg.wait_for_function("() => [...document.querySelectorAll('#compare-out img')]"
-                             ".every(i => i.complete && i.naturalWidth > 0)")
+        pg.wait_for_function(
+            "() => [...document.querySelectorAll('#compare-out img')].every(i => i.complete && i.naturalWidth > 0)"
+        )
         assert pg.locator("#compare-out .hvl-decision").count() == 2
         assert pg.locator("#compare-out img").count() == 4  # each side: the analysed square and the main map
         sides = pg.locator("#compare-out .hvl-compare-side")
@@ -126,8 +135,9 @@ def test_batch_tab(browser, app_url, width, height, tmp_path):
         pg.set_input_files("#batch-files input[type=file]", [str(EXAMPLE), str(OOD), str(z)])
         pg.wait_for_timeout(800)
         pg.locator("#batch-run").click()
-        pg.wait_for_function("() => document.querySelector('#batch-summary').innerText.includes('of 4 known')",
-                             timeout=120_000)
+        pg.wait_for_function(
+            "() => document.querySelector('#batch-summary').innerText.includes('of 4 known')", timeout=120_000
+        )
         table = pg.locator("#batch-table").inner_text()
         for name in (EXAMPLE.name, OOD.name, "histo.jpg", "ct.png"):
             assert name in table
@@ -156,12 +166,14 @@ def test_batch_endpoint_and_mcp_tools(app_url):
     from gradio_client import Client, handle_file
 
     client = Client(app_url, verbose=False)
-    rows = client.predict([handle_file(str(EXAMPLE)), handle_file(str(OOD))], "dermatology-isic4", "", 0.2,
-                          api_name="/batch")
+    rows = client.predict(
+        [handle_file(str(EXAMPLE)), handle_file(str(OOD))], "dermatology-isic4", "", 0.2, api_name="/batch"
+    )
     assert [r["file"] for r in rows] == [EXAMPLE.name, OOD.name]
     assert all(r["known"] == (r["score"] >= 0.2) for r in rows)
-    one = client.predict(handle_file(str(EXAMPLE)), "dermatology-isic4", "", None, 2, 4, True, False,
-                         api_name="/predict")  # the single-image API is unchanged
+    one = client.predict(
+        handle_file(str(EXAMPLE)), "dermatology-isic4", "", None, 2, 4, True, False, api_name="/predict"
+    )  # the single-image API is unchanged
     assert "decision" in one and "msp" in one
     with urllib.request.urlopen(app_url + "gradio_api/mcp/schema", timeout=10) as r:
         tools = {t["name"] for t in json.loads(r.read())}

@@ -1,5 +1,6 @@
 """hvl bench: the JSON contract, the summary, and the helpers' arithmetic. No timed assertions:
 only structure, sanity (ratios > 0, finite) and what the checks must find."""
+
 import json
 import math
 import time
@@ -28,8 +29,16 @@ def test_json_has_the_contract_keys(quick_run):
     assert r["device"].startswith("cpu: ")
     assert r["partial"] is False
     assert r["headline"] == {"backbone": "tiny-clip-random", "n": 2}
-    for key in ("hvl_over_encoder", "hvl_over_single_scale", "cached_train_speedup", "threshold_update_ms",
-                "peak_memory_mb", "train_100_epochs_s", "score_over_encoder", "score_images_per_s"):
+    for key in (
+        "hvl_over_encoder",
+        "hvl_over_single_scale",
+        "cached_train_speedup",
+        "threshold_update_ms",
+        "peak_memory_mb",
+        "train_100_epochs_s",
+        "score_over_encoder",
+        "score_images_per_s",
+    ):
         assert isinstance(r[key], float) and math.isfinite(r[key]) and r[key] > 0, (key, r[key])
     assert set(r["targets_met"]) == {"hvl_over_encoder", "cached_train_speedup", "score_over_encoder"}
     assert r["targets_met"]["hvl_over_encoder"] == (r["hvl_over_encoder"] <= settings.TARGET_HVL_OVER_ENCODER)

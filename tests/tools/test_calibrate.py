@@ -1,4 +1,5 @@
 """Calibration and metrics in the units of every decision score (HVL_SPEC §7, §9)."""
+
 import pytest
 import torch
 
@@ -35,8 +36,13 @@ def test_recalibrating_for_energy_stores_the_score_with_its_threshold(tiny_backb
     from hvl_tools.calibrate import recalibrate_checkpoint
     from hvl_tools.features import FeatureSet
 
-    d = save_checkpoint(tmp_path / "ck", HVLHead(tiny_backbone.embed_dim, 4, n=2), "tiny-clip-random",
-                        load_preset("dermatology-isic4"), threshold=0.42)
+    d = save_checkpoint(
+        tmp_path / "ck",
+        HVLHead(tiny_backbone.embed_dim, 4, n=2),
+        "tiny-clip-random",
+        load_preset("dermatology-isic4"),
+        threshold=0.42,
+    )
     m = load_model(tiny_backbone, checkpoint=d, device="cpu")
     encs = [m.encode(rgb_image.rotate(a)) for a in (0, 90, 180, 270)]
     v = torch.stack([torch.cat([e.v0[None], e.v1, e.v2]) for e in encs])
@@ -47,4 +53,3 @@ def test_recalibrating_for_energy_stores_the_score_with_its_threshold(tiny_backb
     again = load_model(tiny_backbone, checkpoint=d, device="cpu")
     assert again.score_name == "energy" and again.threshold_source == "calibrated"
     assert again.threshold == pytest.approx(cal["threshold"]) and again.decide(encs[0]).known
-

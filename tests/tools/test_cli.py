@@ -1,5 +1,6 @@
 """The hvl command line: in-process through ``main`` (exit status, stdout, stderr as a user sees
 them), and in a fresh interpreter where the process itself is what is tested."""
+
 import json
 import subprocess
 import sys
@@ -18,6 +19,7 @@ HVL = [sys.executable, "-m", "hvl_tools.cli"]
 @pytest.fixture
 def run(capsys):
     """``run(*args)`` → (returncode, stdout, stderr) of ``hvl ARGS`` in this process."""
+
     def _run(*args):
         capsys.readouterr()
         try:
@@ -26,6 +28,7 @@ def run(capsys):
             code = e.code if isinstance(e.code, int) else 1
         out, err = capsys.readouterr()
         return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
     return _run
 
 
@@ -40,8 +43,17 @@ def images(tmp_path):
 
 def test_predict_json_reports_each_image_and_the_exit_status(images, run):
     good, bad = images
-    r = run("predict", "--backbone", "tiny-clip-random", "--preset", "dermatology-isic4", "--json", str(good), str(bad),
-            str(good))
+    r = run(
+        "predict",
+        "--backbone",
+        "tiny-clip-random",
+        "--preset",
+        "dermatology-isic4",
+        "--json",
+        str(good),
+        str(bad),
+        str(good),
+    )
     assert r.returncode == 1, r.stderr  # one file failed
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert [Path(x["path"]).name for x in rows] == ["report.png", "lesion.png", "lesion.png"]
@@ -56,7 +68,9 @@ def test_predict_json_reports_each_image_and_the_exit_status(images, run):
 
 def test_predict_all_good_exits_0_and_threshold_decides(images, run):
     good, _ = images
-    r = run("predict", "--backbone", "tiny-clip-random", "--classes", "cat", "dog", "--threshold", "0", "--json", str(good))
+    r = run(
+        "predict", "--backbone", "tiny-clip-random", "--classes", "cat", "dog", "--threshold", "0", "--json", str(good)
+    )
     assert r.returncode == 0
     row = json.loads(r.stdout)
     assert row["known"] is True and row["label"] in ("cat", "dog")
@@ -69,8 +83,13 @@ def test_clip_offline_fails_with_one_clear_sentence(images):
     import os
 
     good, _ = images
-    r = subprocess.run([*HVL, "predict", "--backbone", "clip-vit-b16", "--json", str(good)], capture_output=True,
-                       text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    r = subprocess.run(
+        [*HVL, "predict", "--backbone", "clip-vit-b16", "--json", str(good)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert r.returncode == 2 and r.stdout == ""
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("hvl: error: Cannot load clip-vit-b16")
@@ -106,16 +125,30 @@ def test_an_output_folder_that_cannot_be_written_stops_before_any_work(run, tmp_
     (tmp_path / "taken").write_text("a file, not a folder")
     r = run("evaluate", "--backbone", "tiny-clip-random", "--id-dir", str(tmp_path), "--out", str(tmp_path / "taken"))
     assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr.strip() == f"hvl: error: the output folder {tmp_path / 'taken'} cannot be written " \
-                               "(File exists); choose a folder you can write to"
+    assert (
+        r.stderr.strip() == f"hvl: error: the output folder {tmp_path / 'taken'} cannot be written "
+        "(File exists); choose a folder you can write to"
+    )
     r = run("synth", "/proc/hvl-synth")
     assert r.returncode == 2 and "cannot be written" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_predict_json_states_the_score_and_where_the_mass_went(images, run):
     good, _ = images
-    r = run("predict", "--backbone", "tiny-clip-random", "--classes", "cat", "dog", "--score", "maxlogit", "--threshold",
-            "-100", "--json", str(good))
+    r = run(
+        "predict",
+        "--backbone",
+        "tiny-clip-random",
+        "--classes",
+        "cat",
+        "dog",
+        "--score",
+        "maxlogit",
+        "--threshold",
+        "-100",
+        "--json",
+        str(good),
+    )
     assert r.returncode == 0, r.stderr
     row = json.loads(r.stdout)
     assert row["score_name"] == "maxlogit" and row["threshold"] == -100 and row["threshold_source"] == "given"

@@ -1,4 +1,5 @@
 """The real-image corpus: the shipped manifest's schema, and fetch/verify by sha256 on a small made-up corpus."""
+
 import csv
 import hashlib
 import io
@@ -34,12 +35,31 @@ def _png(colour, size=(80, 70)) -> bytes:
 
 
 def _row(rid, blob, rendered, crop="", split="train", category="derm-id", kind="NV", source="gh:o/r"):
-    return {"id": rid, "file": f"images/{category}/{rid}.png", "source": source, "origin": "github", "repo": "o/r",
-            "package": "", "version": "", "dist_file": "", "commit": "a" * 40, "path": f"x/{rid}.png", "crop": crop,
-            "licence": "CC0-1.0", "licence_evidence": "test", "sha256": hashlib.sha256(blob).hexdigest(),
-            "file_sha256": hashlib.sha256(rendered).hexdigest(), "label": kind.lower(), "label_source": "test",
-            "category": category, "kind": kind, "modality": "dermoscopic", "dataset": "", "dataset_id": "",
-            "split": split}
+    return {
+        "id": rid,
+        "file": f"images/{category}/{rid}.png",
+        "source": source,
+        "origin": "github",
+        "repo": "o/r",
+        "package": "",
+        "version": "",
+        "dist_file": "",
+        "commit": "a" * 40,
+        "path": f"x/{rid}.png",
+        "crop": crop,
+        "licence": "CC0-1.0",
+        "licence_evidence": "test",
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "file_sha256": hashlib.sha256(rendered).hexdigest(),
+        "label": kind.lower(),
+        "label_source": "test",
+        "category": category,
+        "kind": kind,
+        "modality": "dermoscopic",
+        "dataset": "",
+        "dataset_id": "",
+        "split": split,
+    }
 
 
 @pytest.fixture
@@ -85,10 +105,19 @@ def test_a_copy_with_another_sha256_is_not_used(small_corpus):
     assert [rid for rid, _ in rep.failed] == ["a"]
 
 
-@pytest.mark.parametrize("field,value,why", [
-    ("split", "dev", "split"), ("sha256", "abc", "sha256"), ("category", "skin", "category"),
-    ("kind", "BCC", "kind"), ("file", "../../etc/passwd", "file"), ("licence", " ", "licence"),
-    ("commit", "main", "repo/commit"), ("crop", "1,2,3", "crop")])
+@pytest.mark.parametrize(
+    "field,value,why",
+    [
+        ("split", "dev", "split"),
+        ("sha256", "abc", "sha256"),
+        ("category", "skin", "category"),
+        ("kind", "BCC", "kind"),
+        ("file", "../../etc/passwd", "file"),
+        ("licence", " ", "licence"),
+        ("commit", "main", "repo/commit"),
+        ("crop", "1,2,3", "crop"),
+    ],
+)
 def test_bad_rows_are_named(tmp_path, field, value, why):
     blob = _png((5, 5, 5))
     row = _row("a", blob, blob)

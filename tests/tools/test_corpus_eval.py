@@ -1,6 +1,7 @@
 """``hvl corpus run`` end to end on a small made-up corpus with the tiny random backbone: per
 preset a trained, calibrated checkpoint whose measured sources are the test sources only, and
 a report with the zoo."""
+
 import hashlib
 import io
 import json
@@ -36,11 +37,33 @@ def tiny_corpus(tmp_path_factory):
             f = f"images/{category}/{rid}.png"
             (root / f).parent.mkdir(parents=True, exist_ok=True)
             (root / f).write_bytes(blob)
-            rows.append({"id": rid, "file": f, "source": source, "origin": "github", "repo": "o/r", "commit": "b" * 40,
-                         "path": f"{rid}.png", "crop": "", "licence": "CC0-1.0", "licence_evidence": "test",
-                         "sha256": sha, "file_sha256": sha, "label": kind, "label_source": "test",
-                         "category": category, "kind": kind, "modality": "x", "dataset": "", "dataset_id": "",
-                         "split": split, "package": "", "version": "", "dist_file": ""})
+            rows.append(
+                {
+                    "id": rid,
+                    "file": f,
+                    "source": source,
+                    "origin": "github",
+                    "repo": "o/r",
+                    "commit": "b" * 40,
+                    "path": f"{rid}.png",
+                    "crop": "",
+                    "licence": "CC0-1.0",
+                    "licence_evidence": "test",
+                    "sha256": sha,
+                    "file_sha256": sha,
+                    "label": kind,
+                    "label_source": "test",
+                    "category": category,
+                    "kind": kind,
+                    "modality": "x",
+                    "dataset": "",
+                    "dataset_id": "",
+                    "split": split,
+                    "package": "",
+                    "version": "",
+                    "dist_file": "",
+                }
+            )
 
     for split, sources in (("train", ("gh:a", "gh:b")), ("calib", ("gh:c",)), ("test", ("gh:d",))):
         for s in sources:
@@ -58,14 +81,18 @@ def tiny_corpus(tmp_path_factory):
 def test_run_trains_calibrates_and_measures_per_preset(tiny_corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(E, "BACKBONE", "tiny-clip-random")
     out, weights = tmp_path / "out", tmp_path / "weights"
-    res = E.run(out, tiny_corpus, weights=weights, epochs=2, n_boot=20, cache_dir=tmp_path / "cache",
-                log=lambda m: None)
+    res = E.run(
+        out, tiny_corpus, weights=weights, epochs=2, n_boot=20, cache_dir=tmp_path / "cache", log=lambda m: None
+    )
     for preset in E.PRESETS:
         r = res["presets"][preset]
         assert r["sources"] == {"train": ["gh:a", "gh:b"], "calib": ["gh:c"], "test": ["gh:d"]}
         ck = load_checkpoint(weights / f"hvl-tiny-clip-random-{preset}")
         cal = ck.meta["calibration"]
-        assert cal["score"] == r["default"]["score"] == ck.config.score and r["default"]["head"] in ("trained", "untrained")
+        assert cal["score"] == r["default"]["score"] == ck.config.score and r["default"]["head"] in (
+            "trained",
+            "untrained",
+        )
         assert ck.threshold == pytest.approx(conformal_threshold(cal["scores"], 0.05))
         assert ck.meta["measured"]["sources"] == ["gh:d"] and ck.meta["training"]["sources"] == ["gh:a", "gh:b"]
         t = r["trained"][r["default"]["score"]]["test"]

@@ -1,5 +1,6 @@
 """Image folders, split files and deterministic partitions (hvl_tools.data). No images are decoded
 here: partitions only list files, so empty '.png' files stand in for images."""
+
 import hashlib
 import json
 
@@ -146,9 +147,15 @@ def test_nct_crc_folders_rule(tmp_path):
 
 def test_tasks_and_bad_split_files(tmp_path):
     touch(tmp_path, "tr/a", 2), touch(tmp_path, "tr/b", 2), touch(tmp_path, "te/a", 1), touch(tmp_path, "te/b", 1)
-    spec = {"format": "hvl-split", "name": "t", "partition": {"rule": "folders", "train": "tr", "test": "te"},
-            "tasks": [{"name": "one", "id_classes": ["a"], "ood_classes": ["b"]},
-                      {"name": "two", "id_classes": ["b"], "ood_classes": ["a"]}]}
+    spec = {
+        "format": "hvl-split",
+        "name": "t",
+        "partition": {"rule": "folders", "train": "tr", "test": "te"},
+        "tasks": [
+            {"name": "one", "id_classes": ["a"], "ood_classes": ["b"]},
+            {"name": "two", "id_classes": ["b"], "ood_classes": ["a"]},
+        ],
+    }
     f = tmp_path / "s.json"
     f.write_text(json.dumps(spec))
     p = D.plan_split(str(f), tmp_path, task="two")

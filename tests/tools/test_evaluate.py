@@ -1,5 +1,6 @@
 """Evaluation reports, the evaluate / calibrate / compare / aggregate commands, and the proof that
 training learns on the synthetic benchmark (tiny-clip-random, CPU)."""
+
 import csv
 import json
 
@@ -30,17 +31,42 @@ def trained(synth, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("HVL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "hvl-cache"))
     try:
-        assert run("train", "--split", synth / "split.json", "--data-root", synth, "--backbone", "tiny-clip-random",
-                   "--device", "cpu", "--out", out, "--epochs", 30, "--batch-size", 8, "--val-fraction", 0.25) == 0
+        assert (
+            run(
+                "train",
+                "--split",
+                synth / "split.json",
+                "--data-root",
+                synth,
+                "--backbone",
+                "tiny-clip-random",
+                "--device",
+                "cpu",
+                "--out",
+                out,
+                "--epochs",
+                30,
+                "--batch-size",
+                8,
+                "--val-fraction",
+                0.25,
+            )
+            == 0
+        )
     finally:
         mp.undo()
     return out
 
 
 def test_report_files_with_hand_computed_numbers(tmp_path):
-    scored = ScoredSet(paths=["a.png", "b.png", "c.png", "d.png", "e.png"], score=np.array([0.9, 0.6, 0.3, 0.6, 0.1]),
-                       is_id=np.array([True, True, True, False, False]), label=np.array([0, 1, 1, -1, -1]),
-                       pred=np.array([0, 0, 1, 1, 0]), groups=["x", "y", "y", "ood", "ood"])
+    scored = ScoredSet(
+        paths=["a.png", "b.png", "c.png", "d.png", "e.png"],
+        score=np.array([0.9, 0.6, 0.3, 0.6, 0.1]),
+        is_id=np.array([True, True, True, False, False]),
+        label=np.array([0, 1, 1, -1, -1]),
+        pred=np.array([0, 0, 1, 1, 0]),
+        groups=["x", "y", "y", "ood", "ood"],
+    )
     m = write_report(tmp_path, scored, ["x", "y"], threshold=0.5, info={"method_name": "HVL"})
     # accuracy 2/3; AUROC pairs: 0.9 beats both, 0.6 ties 0.6 (½) beats 0.1, 0.3 loses to 0.6 beats 0.1 → 4.5/6
     assert m["accuracy"] == pytest.approx(2 / 3) and m["auroc"] == pytest.approx(0.75)
@@ -52,7 +78,15 @@ def test_report_files_with_hand_computed_numbers(tmp_path):
     assert on_disk["auroc"] == m["auroc"] and on_disk["n_id"] == 3 and on_disk["n_ood"] == 2
     rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
     assert [r["path"] for r in rows] == scored.paths
-    assert rows[1] == {"path": "b.png", "score": "0.6", "is_id": "1", "label": "y", "pred": "x", "known": "1", "group": "y"}
+    assert rows[1] == {
+        "path": "b.png",
+        "score": "0.6",
+        "is_id": "1",
+        "label": "y",
+        "pred": "x",
+        "known": "1",
+        "group": "y",
+    }
     assert rows[3]["label"] == "" and rows[3]["is_id"] == "0"
     for f in ("roc.png", "hist.png"):
         assert (tmp_path / f).read_bytes()[:8] == PNG
@@ -62,8 +96,10 @@ def test_report_files_with_hand_computed_numbers(tmp_path):
 
 def test_evaluate_command_contract(synth, trained, tmp_path):
     out = tmp_path / "ev"
-    assert run("evaluate", "--checkpoint", trained, "--id-dir", synth / "test", "--ood-dir", synth / "ood",
-               "--out", out) == 0
+    assert (
+        run("evaluate", "--checkpoint", trained, "--id-dir", synth / "test", "--ood-dir", synth / "ood", "--out", out)
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     for k in ("accuracy", "auroc", "fpr95", "aupr"):
         assert 0 <= m[k] <= 1, k
@@ -82,8 +118,20 @@ def test_flat_id_folder_gives_scores_without_accuracy(synth, trained, tmp_path):
     for p in sorted((synth / "test" / "melanoma").iterdir())[:3]:
         (flat / p.name).write_bytes(p.read_bytes())
     out = tmp_path / "ev"
-    assert run("evaluate", "--checkpoint", trained, "--id-dir", flat, "--ood-dir", synth / "ood" / "benign_keratosis",
-               "--out", out) == 0
+    assert (
+        run(
+            "evaluate",
+            "--checkpoint",
+            trained,
+            "--id-dir",
+            flat,
+            "--ood-dir",
+            synth / "ood" / "benign_keratosis",
+            "--out",
+            out,
+        )
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert m["accuracy"] is None and m["n_id"] == 3 and m["n_ood"] == 4 and m["auroc"] is not None
     assert all(r["label"] == "" for r in csv.DictReader(open(out / "scores.csv")))
@@ -104,8 +152,21 @@ def test_training_beats_the_untrained_head_on_the_synthetic_benchmark(synth, tra
     common = ["--split", synth / "split.json", "--data-root", synth]
     assert run("evaluate", "--checkpoint", trained, *common, "--out", tmp_path / "t") == 0
     assert run("evaluate", "--backbone", "tiny-clip-random", "--device", "cpu", *common, "--out", tmp_path / "z") == 0
-    assert run("evaluate", "--backbone", "tiny-clip-random", "--device", "cpu", *common, "--method", "mcm",
-               "--out", tmp_path / "m") == 0
+    assert (
+        run(
+            "evaluate",
+            "--backbone",
+            "tiny-clip-random",
+            "--device",
+            "cpu",
+            *common,
+            "--method",
+            "mcm",
+            "--out",
+            tmp_path / "m",
+        )
+        == 0
+    )
     t, z, mcm = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in "tzm")
     assert t["accuracy"] >= 0.9 and t["accuracy"] > z["accuracy"] + 0.5
     assert t["auroc"] > z["auroc"] + 0.05 and t["auroc"] > mcm["auroc"] + 0.05, (t["auroc"], z["auroc"], mcm["auroc"])
@@ -124,9 +185,34 @@ def test_calibrate_command_sets_t95_of_the_validation_images(synth, trained, tmp
 
 def test_compare_and_aggregate(synth, tmp_path, capsys):
     out = tmp_path / "cmp"
-    assert run("compare", "--split", synth / "split.json", "--data-root", synth, "--backbone", "tiny-clip-random",
-               "--device", "cpu", "--out", out, "--seeds", 0, 1, "--epochs", 2, "--batch-size", 8,
-               "--variants", "mcm", "zero-shot-hvl", "hvl", "no-propagation") == 0
+    assert (
+        run(
+            "compare",
+            "--split",
+            synth / "split.json",
+            "--data-root",
+            synth,
+            "--backbone",
+            "tiny-clip-random",
+            "--device",
+            "cpu",
+            "--out",
+            out,
+            "--seeds",
+            0,
+            1,
+            "--epochs",
+            2,
+            "--batch-size",
+            8,
+            "--variants",
+            "mcm",
+            "zero-shot-hvl",
+            "hvl",
+            "no-propagation",
+        )
+        == 0
+    )
     doc = json.loads((out / "summary.json").read_text())
     assert set(doc["summary"]) == {"mcm", "zero-shot-hvl", "hvl", "no-propagation"}
     assert doc["summary"]["hvl"]["runs"] == 2 and doc["summary"]["mcm"]["runs"] == 1

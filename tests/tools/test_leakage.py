@@ -1,4 +1,5 @@
 """Benchmarks refuse a backbone that already knows the split's OOD classes (hvl_tools.leakage)."""
+
 import pytest
 
 from hvl_tools.data import DatasetError
@@ -57,8 +58,14 @@ def test_medmnist_backbone_is_refused_on_the_shipped_nct_crc_task(tmp_path):
 
     bb = MedMNISTDenseNet121.__new__(MedMNISTDenseNet121)  # name resolution only: no weights needed
     ood = ["adipose", "lymphocytes", "normal colon mucosa"]
-    known = ["debris", "mucus", "smooth muscle", "cancer-associated stroma", "colorectal adenocarcinoma epithelium",
-             "background"]
+    known = [
+        "debris",
+        "mucus",
+        "smooth muscle",
+        "cancer-associated stroma",
+        "colorectal adenocarcinoma epithelium",
+        "background",
+    ]
     ov = find_overlap(bb, ood, negatives=bb.negative_classes(known))
     assert ov["negatives"] == ood and ov["training"] == ood
     with pytest.raises(DatasetError, match="--negatives none"):
@@ -99,9 +106,25 @@ def test_compare_refuses_medmnist_style_overlap_on_the_command_line(synth, tmp_p
 
     rc = None
     with pytest.raises(SystemExit) as e:
-        rc = main(["compare", "--split", str(synth / "split.json"), "--data-root", str(synth), "--backbone",
-                   "tiny-clip-random", "--negatives", "basal cell carcinoma", "--variants", "mcm", "--out",
-                   str(tmp_path / "c"), "--no-cache", "--no-progress"])
+        rc = main(
+            [
+                "compare",
+                "--split",
+                str(synth / "split.json"),
+                "--data-root",
+                str(synth),
+                "--backbone",
+                "tiny-clip-random",
+                "--negatives",
+                "basal cell carcinoma",
+                "--variants",
+                "mcm",
+                "--out",
+                str(tmp_path / "c"),
+                "--no-cache",
+                "--no-progress",
+            ]
+        )
     assert rc is None and e.value.code == 2
     err = capsys.readouterr().err
     assert "refusing to benchmark" in err and "basal cell carcinoma" in err
@@ -113,10 +136,33 @@ def test_compare_with_allow_overlap_marks_every_table(synth, tmp_path):
     from hvl_tools.cli import main
 
     out = tmp_path / "c"
-    assert main(["compare", "--split", str(synth / "split.json"), "--data-root", str(synth), "--backbone",
-                 "tiny-clip-random", "--negatives", "basal cell carcinoma", "--allow-overlap", "--variants", "mcm",
-                 "zero-shot-hvl", "--metric-convention", "mcm", "--out", str(out), "--cache-dir",
-                 str(tmp_path / "cache"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--split",
+                str(synth / "split.json"),
+                "--data-root",
+                str(synth),
+                "--backbone",
+                "tiny-clip-random",
+                "--negatives",
+                "basal cell carcinoma",
+                "--allow-overlap",
+                "--variants",
+                "mcm",
+                "zero-shot-hvl",
+                "--metric-convention",
+                "mcm",
+                "--out",
+                str(out),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     md = (out / "summary.md").read_text()
     assert "NOT A FAIR BENCHMARK" in md and "`mcm` convention" in md and "MCM at T = 1" in md
     doc = json.loads((out / "summary.json").read_text())
@@ -133,9 +179,32 @@ def test_evaluate_names_its_convention_and_uses_mcm_temperature(synth, tmp_path)
     from hvl_tools.cli import main
 
     out = tmp_path / "e"
-    assert main(["evaluate", "--backbone", "tiny-clip-random", "--device", "cpu", "--split", str(synth / "split.json"),
-                 "--data-root", str(synth), "--method", "mcm", "--metric-convention", "openood", "--out", str(out),
-                 "--no-plots", "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--backbone",
+                "tiny-clip-random",
+                "--device",
+                "cpu",
+                "--split",
+                str(synth / "split.json"),
+                "--data-root",
+                str(synth),
+                "--method",
+                "mcm",
+                "--metric-convention",
+                "openood",
+                "--out",
+                str(out),
+                "--no-plots",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert m["convention"] == "openood" and m["head_config"]["tau"] == 1.0 and m["overlap"] is None
     assert "`openood` convention" in (out / "report.md").read_text()

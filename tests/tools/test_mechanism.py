@@ -1,5 +1,6 @@
 """The mechanism benchmark's measuring parts: border cells from masks, selection precision, the
 simulated embeddings (hvl_tools.mechanism)."""
+
 import numpy as np
 import pytest
 import torch
@@ -74,8 +75,17 @@ def test_image_benchmark_end_to_end_on_a_tiny_recipe2_set(tmp_path):
 
     root = tmp_path / "s2"
     generate(root, train_per_class=3, test_per_class=2, ood_per_class=2, recipe=2)
-    doc = MX.run_images(root, tmp_path / "out", seeds=(0, 1), data_seeds=(0,), train_per_class=3, epochs=1,
-                        n_boot=20, cache_dir=tmp_path / "cache", log=lambda m: None)
+    doc = MX.run_images(
+        root,
+        tmp_path / "out",
+        seeds=(0, 1),
+        data_seeds=(0,),
+        train_per_class=3,
+        epochs=1,
+        n_boot=20,
+        cache_dir=tmp_path / "cache",
+        log=lambda m: None,
+    )
     assert doc["data"]["n_id_test"] == 8 and doc["data"]["n_ood_test"] == 6
     for v, (trained, _, _) in VARIANTS.items():
         assert doc["variants"][v]["runs"] == (2 if trained else 1)

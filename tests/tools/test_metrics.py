@@ -1,4 +1,5 @@
 """Metrics (HVL_SPEC §7) against hand-computed values, including ties and the FPR95 convention."""
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_curve
@@ -170,9 +171,13 @@ def test_unknown_convention_is_refused():
 def test_weighted_metrics_by_hand():
     # ID {0.9, 0.4}, OOD {0.5, 0.1}; three resamples given as draw counts
     y, s = np.array([1, 1, 0, 0], bool), np.array([0.9, 0.4, 0.5, 0.1])
-    w = np.array([[1, 1, 1, 1],   # the set itself: pairs 0.9>0.5, 0.9>0.1, 0.4<0.5, 0.4>0.1 → 3/4
-                  [2, 0, 1, 1],   # ID {0.9, 0.9}: every pair won → 1
-                  [0, 2, 2, 0]])  # ID {0.4, 0.4} vs OOD {0.5, 0.5}: every pair lost → 0
+    w = np.array(
+        [
+            [1, 1, 1, 1],  # the set itself: pairs 0.9>0.5, 0.9>0.1, 0.4<0.5, 0.4>0.1 → 3/4
+            [2, 0, 1, 1],  # ID {0.9, 0.9}: every pair won → 1
+            [0, 2, 2, 0],
+        ]
+    )  # ID {0.4, 0.4} vs OOD {0.5, 0.5}: every pair lost → 0
     auc, fpr = M.weighted_auroc_fpr95(y, s, w)
     assert auc == pytest.approx([0.75, 1.0, 0.0])
     # FPR95: t95 is the lowest ID score drawn (2 ID images: 95% needs both) → OOD at or above it
@@ -202,8 +207,9 @@ def test_paired_bootstrap_of_identical_methods_is_exactly_zero_and_of_a_better_o
     y = np.r_[np.ones(150, bool), np.zeros(150, bool)]
     base = rng.normal(0, 1, 300) + y * 0.5
     better = base + y * 1.0  # every ID image scored higher: AUROC can only go up
-    r = M.paired_bootstrap(y, {"hvl": np.stack([base, base]), "same": np.stack([base, base]), "better": better},
-                           "hvl", n_boot=200, seed=1)
+    r = M.paired_bootstrap(
+        y, {"hvl": np.stack([base, base]), "same": np.stack([base, base]), "better": better}, "hvl", n_boot=200, seed=1
+    )
     assert set(r) == {"same", "better"}
     assert r["same"]["auroc"] == {"delta": 0.0, "lo": 0.0, "hi": 0.0, "p_not_above_0": 1.0, "n_boot": 200, "runs": 2}
     b = r["better"]["auroc"]

@@ -1,4 +1,5 @@
 """Pushing a checkpoint to the hub and loading it back, against a local fake hub (no network)."""
+
 import json
 import shutil
 from pathlib import Path
@@ -61,17 +62,34 @@ def checkpoint(tmp_path):
     with torch.no_grad():
         for p in head.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    d = save_checkpoint(tmp_path / "ck", head, "tiny-clip-random", cs, threshold=0.4321,
-                        extra={"training": {"n_train": 10, "n_val": 2, "train_config": {"lr": 0.002, "epochs": 3}}})
+    d = save_checkpoint(
+        tmp_path / "ck",
+        head,
+        "tiny-clip-random",
+        cs,
+        threshold=0.4321,
+        extra={"training": {"n_train": 10, "n_val": 2, "train_config": {"lr": 0.002, "epochs": 3}}},
+    )
     (d / "training.json").write_text("{}")
     (d / "train_state").mkdir()
     (d / "train_state" / "train_state.json").write_text("{}")
     ev = tmp_path / "eval"
     ev.mkdir()
-    (ev / "metrics.json").write_text(json.dumps({"accuracy": 0.9, "auroc": 0.8, "fpr95": 0.5, "aupr": 0.7,
-                                                 "n_id": 20, "n_ood": 10, "split": "synthetic-lesions",
-                                                 "id_dir": "/home/someone/patients/test",
-                                                 "skipped": [{"path": "/home/someone/patients/x.png"}]}))
+    (ev / "metrics.json").write_text(
+        json.dumps(
+            {
+                "accuracy": 0.9,
+                "auroc": 0.8,
+                "fpr95": 0.5,
+                "aupr": 0.7,
+                "n_id": 20,
+                "n_ood": 10,
+                "split": "synthetic-lesions",
+                "id_dir": "/home/someone/patients/test",
+                "skipped": [{"path": "/home/someone/patients/x.png"}],
+            }
+        )
+    )
     (ev / "report.md").write_text("# report\n")
     (ev / "scores.csv").write_text("path,msp\n/home/someone/patients/a.png,0.5\n")
     (ev / "roc.png").write_bytes(b"\x89PNG\r\n\x1a\n")
@@ -86,7 +104,9 @@ def test_push_then_load_back_by_repo_id(hub, checkpoint):
     assert hub.calls[1][:3] == ("upload_folder", "someone/hvl-test", "model")
     repo = hub.root / "someone" / "hvl-test"
     files = sorted(str(p.relative_to(repo)) for p in repo.rglob("*") if p.is_file())
-    assert files == sorted(["README.md", "eval/metrics.json", "eval/roc.png", WEIGHTS_NAME, CONFIG_NAME, "training.json"])
+    assert files == sorted(
+        ["README.md", "eval/metrics.json", "eval/roc.png", WEIGHTS_NAME, CONFIG_NAME, "training.json"]
+    )
     pushed = (repo / "eval" / "metrics.json").read_text()  # no local paths or per-image lists leave the machine
     assert "/home/someone" not in pushed and json.loads(pushed)["id_dir"] == "test"
     # identical bytes, and the optimiser state never leaves the machine
@@ -140,7 +160,11 @@ def test_push_command_dry_run(checkpoint, tmp_path, capsys):
     from hvl_tools.cli import main
 
     ck_dir, ev = checkpoint
-    assert main(["push", str(ck_dir), "--repo", "someone/x", "--eval-dir", str(ev), "--dry-run", str(tmp_path / "st")]) == 0
-    assert sorted(p.name for p in (tmp_path / "st").iterdir()) == sorted(["README.md", "eval", WEIGHTS_NAME, CONFIG_NAME,
-                                                                           "training.json"])
+    assert (
+        main(["push", str(ck_dir), "--repo", "someone/x", "--eval-dir", str(ev), "--dry-run", str(tmp_path / "st")])
+        == 0
+    )
+    assert sorted(p.name for p in (tmp_path / "st").iterdir()) == sorted(
+        ["README.md", "eval", WEIGHTS_NAME, CONFIG_NAME, "training.json"]
+    )
     assert "staged" in capsys.readouterr().out

@@ -1,5 +1,6 @@
 """hvl score: inputs, the batched crops, the local engine against the model's own predict, the
 resumable scores.csv (a kill -9 of a real process), the summary, the CLI and the device decoder."""
+
 import csv
 import json
 import os
@@ -78,7 +79,7 @@ def test_crops_of_views_cut_row_major_cells():
     # so the two columns next to the middle are left out)
     S = 16
     v = torch.zeros(1, 3, S, S, dtype=torch.uint8)
-    v[..., S // 2:] = 255
+    v[..., S // 2 :] = 255
     c = crops_of_views(v, 1)[0]  # 1 + 1 + 4 crops
     assert torch.equal(c[0], v[0].float() / 255) and torch.equal(c[1], c[0])
     high = c[2:]
@@ -114,8 +115,9 @@ def test_rerun_skips_done_rows_and_ends_as_one_run(archive, tmp_path, tiny_model
     full = tmp_path / "full"
     score_archive([str(archive)], full, SPEC, batch_size=3, workers=0, progress=False, model=tiny_model)
     part = tmp_path / "part"
-    score_archive([str(archive)], part, SPEC, batch_size=3, workers=0, progress=False, model=tiny_model,
-                  limit_batches=2)
+    score_archive(
+        [str(archive)], part, SPEC, batch_size=3, workers=0, progress=False, model=tiny_model, limit_batches=2
+    )
     assert len(_rows(part)) == 6
     s = score_archive([str(archive)], part, SPEC, batch_size=3, workers=0, progress=False, model=tiny_model)
     assert s["run"]["skipped_as_done"] == 6 and s["run"]["scored_now"] == 5
@@ -136,26 +138,61 @@ def test_rerun_with_another_model_is_refused(archive, tmp_path, tiny_model):
 
 def test_a_torn_last_line_is_cut_on_reopen(tmp_path):
     with ScoresFile(tmp_path) as f:
-        f.append([{"path": "a.jpg", "label": "x", "score": 0.5, "msp": 0.5, "p_value": 0.2, "known": True, "error": ""}])
+        f.append(
+            [{"path": "a.jpg", "label": "x", "score": 0.5, "msp": 0.5, "p_value": 0.2, "known": True, "error": ""}]
+        )
     with open(tmp_path / "scores.csv", "a") as fh:
         fh.write("b.jpg,x,0.2")  # a write cut short by a kill
     with ScoresFile(tmp_path) as f:
         assert list(f.done) == ["a.jpg"]
-        f.append([{"path": "b.jpg", "label": "y", "score": 0.25, "msp": 0.25, "p_value": float("nan"), "known": False, "error": ""}])
+        f.append(
+            [
+                {
+                    "path": "b.jpg",
+                    "label": "y",
+                    "score": 0.25,
+                    "msp": 0.25,
+                    "p_value": float("nan"),
+                    "known": False,
+                    "error": "",
+                }
+            ]
+        )
     rows = read_scores(tmp_path / "scores.csv")
-    assert [(r["path"], r["label"], r["score"], r["known"], r["p_value"] if r["p_value"] == r["p_value"] else None) for r in rows] == [("a.jpg", "x", 0.5, True, 0.2),
-                                                                              ("b.jpg", "y", 0.25, False, None)]
+    assert [
+        (r["path"], r["label"], r["score"], r["known"], r["p_value"] if r["p_value"] == r["p_value"] else None)
+        for r in rows
+    ] == [("a.jpg", "x", 0.5, True, 0.2), ("b.jpg", "y", 0.25, False, None)]
 
 
 def test_kill_9_loses_at_most_the_batch_in_flight(tmp_path):
     """A real process, killed with SIGKILL while scoring: every row on disk is whole, and a rerun
     completes the file with each image once and the same scores as an uninterrupted run."""
     files = synthetic_images(tmp_path / "in", 40, (64, 64), seed=5)
-    cmd = [sys.executable, "-m", "hvl_tools.cli", "score", str(tmp_path / "in"), "--backbone", "tiny-clip-random",
-           "--device", "cpu", "--batch-size", "2", "--workers", "0", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hvl_tools.cli",
+        "score",
+        str(tmp_path / "in"),
+        "--backbone",
+        "tiny-clip-random",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd + ["--out", str(tmp_path / "killed")], env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd + ["--out", str(tmp_path / "killed")],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     scores = tmp_path / "killed" / "scores.csv"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -170,12 +207,14 @@ def test_kill_9_loses_at_most_the_batch_in_flight(tmp_path):
     kept = read_scores(scores)
     assert len(kept) in (len(lines) - 1, len(lines) - 2)  # at most a torn last line
     assert all(r["label"] and not r["error"] for r in kept)
-    done = subprocess.run(cmd + ["--out", str(tmp_path / "killed")], env=env, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        cmd + ["--out", str(tmp_path / "killed")], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert f"{len(kept)} already done" in done.stderr
-    ref = subprocess.run(cmd + ["--out", str(tmp_path / "ref")], env=env, cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300)
+    ref = subprocess.run(
+        cmd + ["--out", str(tmp_path / "ref")], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert ref.returncode == 0, ref.stderr
     a, b = _rows(tmp_path / "killed"), _rows(tmp_path / "ref")
     assert sorted(a) == sorted(b) == sorted(str(f) for f in files)
@@ -189,8 +228,21 @@ def test_kill_9_loses_at_most_the_batch_in_flight(tmp_path):
 def test_cli_exit_status_and_message(archive, tmp_path, capsys):
     from hvl_tools.cli import main
 
-    code = main(["score", str(archive / "b"), "--out", str(tmp_path / "o"), "--backbone", "tiny-clip-random",
-                 "--device", "cpu", "--no-progress", "--workers", "0"])
+    code = main(
+        [
+            "score",
+            str(archive / "b"),
+            "--out",
+            str(tmp_path / "o"),
+            "--backbone",
+            "tiny-clip-random",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--workers",
+            "0",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1  # broken.png
     assert "5 scored" in err and "1 unreadable" in err and "scores.csv" in err
@@ -223,10 +275,26 @@ def test_tensor_decoder_view_is_close_to_pil(archive):
 
 
 def test_scores_with_the_tensor_decoder_are_close(archive, tmp_path, tiny_model):
-    a = score_archive([str(archive / "a")], tmp_path / "pil", SPEC, batch_size=5, workers=0, progress=False,
-                      model=tiny_model, decode="cpu")
-    b = score_archive([str(archive / "a")], tmp_path / "dev", SPEC, batch_size=5, workers=0, progress=False,
-                      model=tiny_model, decode="device")
+    a = score_archive(
+        [str(archive / "a")],
+        tmp_path / "pil",
+        SPEC,
+        batch_size=5,
+        workers=0,
+        progress=False,
+        model=tiny_model,
+        decode="cpu",
+    )
+    b = score_archive(
+        [str(archive / "a")],
+        tmp_path / "dev",
+        SPEC,
+        batch_size=5,
+        workers=0,
+        progress=False,
+        model=tiny_model,
+        decode="device",
+    )
     assert a["model"]["decoder"] == "cpu" and b["model"]["decoder"] == "device"
     ra, rb = _rows(tmp_path / "pil"), _rows(tmp_path / "dev")
     assert max(abs(ra[p]["msp"] - rb[p]["msp"]) for p in ra) < 0.02

@@ -1,6 +1,7 @@
 """The speed paths behind hvl score and the trainer: the training step (losses stay on the device,
 one host read per epoch), and on CUDA the nvjpeg decoder, pinned batches and a sync-free step
 (those run where a GPU is: bench/gpu_run.sh runs this file)."""
+
 import numpy as np
 import pytest
 import torch
@@ -49,7 +50,7 @@ def test_epoch_losses_are_the_sample_weighted_mean_of_the_steps():
     opt = torch.optim.Adam(hand.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = make_train_step(hand, opt, text, None)
     perm = torch.randperm(20, generator=torch.Generator().manual_seed(cfg.seed))
-    total = sum(float(step(v[perm[s:s + 8]], y[perm[s:s + 8]])[2]) * len(perm[s:s + 8]) for s in range(0, 20, 8))
+    total = sum(float(step(v[perm[s : s + 8]], y[perm[s : s + 8]])[2]) * len(perm[s : s + 8]) for s in range(0, 20, 8))
     assert hist[0]["loss"] == pytest.approx(total / 20, rel=1e-5)
     assert torch.allclose(head.W, hand.W, atol=1e-6)
 
@@ -64,7 +65,7 @@ def test_cuda_train_step_never_waits_for_the_device():
     torch.cuda.set_sync_debug_mode("error")
     try:
         for s in range(0, 64, 32):
-            step(v[s:s + 32], y[s:s + 32])
+            step(v[s : s + 32], y[s : s + 32])
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
@@ -93,8 +94,16 @@ def test_scores_on_cuda_match_predict(tmp_path):
     files = synthetic_images(tmp_path / "in", 6, (200, 160))
     model = load_model("tiny-clip-random", preset="dermatology-isic4", device="cuda")
     spec = ModelSpec(backbone="tiny-clip-random", preset="dermatology-isic4", device="cuda")
-    score_archive([str(tmp_path / "in")], tmp_path / "out", spec, batch_size=4, workers=1, progress=False,
-                  model=model, decode="cpu")
+    score_archive(
+        [str(tmp_path / "in")],
+        tmp_path / "out",
+        spec,
+        batch_size=4,
+        workers=1,
+        progress=False,
+        model=model,
+        decode="cpu",
+    )
     rows = {r["path"]: r for r in read_scores(tmp_path / "out" / "scores.csv")}
     for f, p in zip(files, model.predict_batch([str(f) for f in files], batch_size=4)):
         assert rows[str(f)]["label"] == p.label and rows[str(f)]["msp"] == pytest.approx(p.msp, abs=2e-3)

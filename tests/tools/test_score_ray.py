@@ -1,5 +1,6 @@
 """hvl score --engine ray: Ray Data on a private local instance (127.0.0.1, 2 CPUs, no dashboard)
 gives the same scores as the local engine."""
+
 import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'hvl-demo[ray]'")
@@ -14,10 +15,18 @@ SPEC = ModelSpec(backbone="tiny-clip-random", preset="dermatology-isic4", device
 def test_ray_and_local_engines_give_the_same_scores(tmp_path, tiny_model):
     synthetic_images(tmp_path / "in", 7, (96, 80), seed=2)
     (tmp_path / "in" / "notes.png").write_text("not an image")
-    local = score_archive([str(tmp_path / "in")], tmp_path / "local", SPEC, batch_size=3, workers=0,
-                          progress=False, model=tiny_model)
-    remote = score_archive([str(tmp_path / "in")], tmp_path / "ray", SPEC, engine="ray", batch_size=3,
-                           progress=False, ray_options={"num_cpus": 2, "actors": 1})
+    local = score_archive(
+        [str(tmp_path / "in")], tmp_path / "local", SPEC, batch_size=3, workers=0, progress=False, model=tiny_model
+    )
+    remote = score_archive(
+        [str(tmp_path / "in")],
+        tmp_path / "ray",
+        SPEC,
+        engine="ray",
+        batch_size=3,
+        progress=False,
+        ray_options={"num_cpus": 2, "actors": 1},
+    )
     assert not ray.is_initialized()  # the private instance is shut down
     a = {r["path"]: r for r in read_scores(tmp_path / "local" / "scores.csv")}
     b = {r["path"]: r for r in read_scores(tmp_path / "ray" / "scores.csv")}

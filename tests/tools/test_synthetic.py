@@ -1,4 +1,5 @@
 """The synthetic benchmarks: recipe 1 as documented, recipe 2 with small lesions, halos and masks."""
+
 import re
 
 import numpy as np
@@ -20,8 +21,10 @@ def _lesion_radius_fraction(class_name: str, n: int = 40) -> tuple[float, float]
 
 
 def test_recipe1_docstring_states_the_lesion_radius_the_code_draws():
-    m = re.search(r"base radius (\d+)–(\d+)% of the\s+side times a class scale of ([\d.]+)–([\d.]+) \(so (\d+)–(\d+)%\)",
-                  S.__doc__)
+    m = re.search(
+        r"base radius (\d+)–(\d+)% of the\s+side times a class scale of ([\d.]+)–([\d.]+) \(so (\d+)–(\d+)%\)",
+        S.__doc__,
+    )
     assert m, "the docstring must state the lesion radius"
     lo, hi, s_lo, s_hi, t_lo, t_hi = (float(x) for x in m.groups())
     scales = [v[2] for v in S._SHAPES.values()]
@@ -58,8 +61,11 @@ def test_recipe2_near_ood_shares_its_twin_look_and_differs_in_texture():
 def test_generate_recipe2_writes_masks_beside_the_images_and_recipe1_is_unchanged(tmp_path):
     info = S.generate(tmp_path / "v2", train_per_class=1, test_per_class=1, ood_per_class=1, size=64, recipe=2)
     assert info["recipe_version"] == 2
-    pngs = sorted(p.relative_to(tmp_path / "v2") for p in (tmp_path / "v2").rglob("*.png") if p.parts[-4] != "masks"
-                  and "masks" not in p.parts)
+    pngs = sorted(
+        p.relative_to(tmp_path / "v2")
+        for p in (tmp_path / "v2").rglob("*.png")
+        if p.parts[-4] != "masks" and "masks" not in p.parts
+    )
     masks = sorted(p.relative_to(tmp_path / "v2" / "masks") for p in (tmp_path / "v2" / "masks").rglob("*.png"))
     assert pngs == masks and len(pngs) == 4 + 4 + 3
     S.generate(tmp_path / "v1", train_per_class=1, test_per_class=1, ood_per_class=1)

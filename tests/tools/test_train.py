@@ -1,4 +1,5 @@
 """Feature cache, trainer, resumable training state, and the train command (tiny-clip-random)."""
+
 import hashlib
 import json
 
@@ -35,9 +36,12 @@ def train_feats(synth, model, cache_dir):
 
 def test_cache_is_reused_and_equals_a_fresh_encoding(synth, model, cache_dir, train_feats):
     assert len(train_feats) == 32 and train_feats.v.shape == (32, 21, 64)
-    again = features_of_items(model, labelled_items(synth / "train", list(ID_CLASSES),
-                                                    [c.replace(" ", "_") for c in ID_CLASSES]),
-                              FeatureCache(cache_dir), progress=False)
+    again = features_of_items(
+        model,
+        labelled_items(synth / "train", list(ID_CLASSES), [c.replace(" ", "_") for c in ID_CLASSES]),
+        FeatureCache(cache_dir),
+        progress=False,
+    )
     assert again.hits == 32
     assert torch.equal(again.v, train_feats.v) and torch.equal(again.labels, train_feats.labels)
     enc = model.encode(train_feats.paths[0])  # the model's own path gives the same embeddings
@@ -84,8 +88,12 @@ def test_flip_views_are_extra_samples(synth, model, cache_dir):
 
 def _random_feats(n=24, classes=3, d=16, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return FeatureSet(v=torch.randn(n, 21, d, generator=g), paths=[f"x{i}" for i in range(n)],
-                      labels=torch.arange(n) % classes, groups=[""] * n)
+    return FeatureSet(
+        v=torch.randn(n, 21, d, generator=g),
+        paths=[f"x{i}" for i in range(n)],
+        labels=torch.arange(n) % classes,
+        groups=[""] * n,
+    )
 
 
 def _head(d=16, classes=3):
@@ -111,8 +119,9 @@ def test_killed_run_resumes_to_the_same_head(tmp_path):
         train_head(head, text, None, feats, cfg, state_dir=tmp_path / "run", progress=False, on_epoch_end=crash_after_2)
     assert json.loads((tmp_path / "run" / STATE_JSON).read_text())["epoch"] == 2
     fresh, _ = _head()  # a new process: nothing in memory survives
-    res = train_head(fresh, text, None, feats, cfg, state_dir=tmp_path / "run", resume=True, progress=False,
-                     log=lambda m: None)
+    res = train_head(
+        fresh, text, None, feats, cfg, state_dir=tmp_path / "run", resume=True, progress=False, log=lambda m: None
+    )
     assert res.resumed_from == 2 and len(res.history) == 4
     for k, v in ref.state_dict().items():
         assert torch.allclose(fresh.state_dict()[k], v, atol=1e-6), k
@@ -153,8 +162,16 @@ def test_resume_refuses_other_data_and_corrupt_state(tmp_path):
     with pytest.raises(TrainStateError, match="other training data"):
         train_head(_head()[0], text, None, _random_feats(seed=9), cfg, state_dir=tmp_path, resume=True, progress=False)
     with pytest.raises(TrainStateError, match="other training settings"):
-        train_head(_head()[0], text, None, _random_feats(seed=0), TrainConfig(epochs=2, batch_size=4),
-                   state_dir=tmp_path, resume=True, progress=False)
+        train_head(
+            _head()[0],
+            text,
+            None,
+            _random_feats(seed=0),
+            TrainConfig(epochs=2, batch_size=4),
+            state_dir=tmp_path,
+            resume=True,
+            progress=False,
+        )
     tensors = next(tmp_path.glob("train_state-e*.safetensors"))
     tensors.write_bytes(tensors.read_bytes()[:-100])
     with pytest.raises(TrainStateError, match="truncated or corrupt"):
@@ -189,9 +206,31 @@ def test_train_command_end_to_end_with_ablation_flags(synth, cache_dir, tmp_path
 
     monkeypatch.setenv("HVL_CACHE_DIR", str(cache_dir))
     out = tmp_path / "ck"
-    args = ["train", "--train-dir", str(synth / "train"), "--backbone", "tiny-clip-random", "--device", "cpu",
-            "--out", str(out), "--epochs", "3", "--batch-size", "8", "--val-fraction", "0.25", "--no-progress",
-            "--no-fusion", "--pseudo-ood-selection", "entropy", "--lambda-ood", "0.5", "--seed", "7"]
+    args = [
+        "train",
+        "--train-dir",
+        str(synth / "train"),
+        "--backbone",
+        "tiny-clip-random",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--val-fraction",
+        "0.25",
+        "--no-progress",
+        "--no-fusion",
+        "--pseudo-ood-selection",
+        "entropy",
+        "--lambda-ood",
+        "0.5",
+        "--seed",
+        "7",
+    ]
     assert main(args) == 0
     ck = load_checkpoint(out)
     assert ck.classes.names == tuple(sorted(c for c in ID_CLASSES))  # from the folder names, '_' → ' '
@@ -214,8 +253,21 @@ def test_train_command_reports_bad_data_clearly(synth, tmp_path, capsys):
     from hvl_tools.cli import main
 
     with pytest.raises(SystemExit) as e:
-        main(["train", "--train-dir", str(synth / "train"), "--backbone", "tiny-clip-random", "--classes", "melanoma",
-              "psoriasis", "--out", str(tmp_path / "x"), "--no-progress"])
+        main(
+            [
+                "train",
+                "--train-dir",
+                str(synth / "train"),
+                "--backbone",
+                "tiny-clip-random",
+                "--classes",
+                "melanoma",
+                "psoriasis",
+                "--out",
+                str(tmp_path / "x"),
+                "--no-progress",
+            ]
+        )
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "no folder for class(es) 'psoriasis'" in err and "melanoma" in err

@@ -1,4 +1,5 @@
 """The comparison variants are the paper's Table 2 rows and Fig. 2's ablation, with titles that say so."""
+
 from hvl_tools.config import MCM_TAU, PAPER_ROWS, VARIANT_TITLES, VARIANTS, variant_title
 
 
@@ -11,8 +12,14 @@ def _switches(opts: dict) -> tuple[bool, bool, bool]:
 
 def test_all_six_table2_rows_exist_once_with_the_right_switches():
     # the paper's Table 2, top to bottom: (L_OOD, ΔH, CSF)
-    table2 = {1: (False, False, False), 2: (False, False, True), 3: (True, False, False),
-              4: (True, True, False), 5: (True, False, True), 6: (True, True, True)}
+    table2 = {
+        1: (False, False, False),
+        2: (False, False, True),
+        3: (True, False, False),
+        4: (True, True, False),
+        5: (True, False, True),
+        6: (True, True, True),
+    }
     rows = {row: name for name, (row, _) in PAPER_ROWS.items() if row is not None}
     assert sorted(rows) == [1, 2, 3, 4, 5, 6]
     for row, marks in table2.items():
