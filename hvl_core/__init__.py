@@ -19,7 +19,7 @@ __version__ = "0.2.0"
 _EXPORTS = {
     "load_model": "model",
     "HVLModel": "model",
-    "Prediction": "model",
+    "Prediction": "prediction",
     "Encoded": "model",
     "DEFAULT_THRESHOLD": "model",
     "HVLHead": "head",

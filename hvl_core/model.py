@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,22 +18,20 @@ import torch
 
 from .backbones import Backbone, create_backbone, same_backbone
 from .checkpoint import Checkpoint, CheckpointError, head_from_checkpoint, load_checkpoint
-from .conformal import conformal_pvalue
 from .geometry import hierarchical_crops, split_scales
-from .head import SCORES, HVLHead, HVLOutput, ScoreError, check_threshold, scale_scores, score_range
+from .head import SCORES, HVLHead, HVLOutput, ScoreError, check_threshold
 from .images import LoadedImage, load_image
+from .prediction import DROPPED_LABEL, OTHER_LABEL, Prediction, predictions  # noqa: F401 — the labels: old home
 from .presets import ClassSet, class_set_from_names, load_preset
 
 #: MSP threshold used when neither a checkpoint nor the backbone (``Backbone.decision_defaults``)
 #: gives one. With the spec's sub-normalised p1/p2 an untrained head rarely reaches high MSPs;
 #: 0.5 is a neutral middle for teaching. Energy and max-logit have no neutral value.
 DEFAULT_THRESHOLD = 0.5
-#: how the page names the probability mass of the negative classes, and the mass of the patches
-#: the entropy filter dropped (the remainder of the sub-normalised p¹, p²)
-OTHER_LABEL = "other (not a known class)"
-DROPPED_LABEL = "dropped by the entropy filter"
 #: crops per encoder call (bounds peak memory for big batches)
 MAX_CROPS_PER_CALL = 256
+#: class sets whose text embeddings are kept per backbone
+MAX_CLASS_SETS = 32
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -52,104 +50,6 @@ class Encoded:
     n: int
     view: np.ndarray  # (S, S, 3) uint8: the square region of the image that scale 0 sees
     notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Prediction:
-    """Everything a UI needs to draw, as numpy / python values. Grids are row-major (row, col).
-
-    Decision: ``known = score >= threshold``; ``score`` is the ``score_name`` score ("msp", the
-    paper's; "energy" or "maxlogit", HVL_SPEC §9), ``threshold`` is in its units and
-    ``score_range`` is the interval it can take (``None`` ends: unbounded). ``msp`` = max p_ID
-    is always given. ``threshold_source``: "calibrated" (a checkpoint's 95%-TPR threshold),
-    "measured" (the backbone's default for this preset, chosen on real images:
-    bench/results/decision_defaults.md), "default" (0.5 for MSP, not measured) or "given" (the
-    caller's).
-    ``scale_scores`` = the per-scale terms (S⁰, S¹, S²) of a logit score, whose mean is
-    ``score`` (None for MSP, which is not a mean over scales).
-
-    Where the probability goes. ``p0, p1, p2, p_id`` cover the C known classes only. Each scale's
-    softmax also runs over the Q negative classes (``negatives``, possibly none), and the
-    entropy filter drops patches from p¹ and p² without renormalising (the paper's
-    sub-normalised p¹, p²). So for each distribution ``s`` in ("p0", "p1", "p2", "p_id"):
-    ``sum(s) + p_other[s] + p_dropped[s] == 1``, where ``p_other[s]`` is the mass that went to
-    the negative classes ("other (not a known class)") and ``p_dropped[s]`` the share of the
-    patches the filter dropped (0 for p0, and with ``renormalize``). ``p_negatives`` (Q,) splits
-    ``p_other["p_id"]`` by negative class. ``shares(s)`` lists all of it, summing to 1.
-
-    Entropies (``entropy1``, ``entropy2``, ``entropy_gain``) are over the full softmax of
-    ``entropy_classes`` = C + Q classes, so their maximum (an even split) is
-    ``entropy_max`` = ln(C + Q).
-    """
-
-    label: str
-    class_index: int
-    msp: float
-    known: bool
-    threshold: float
-    classes: list[str]
-    p_id: np.ndarray  # (C,)
-    p0: np.ndarray
-    p1: np.ndarray
-    p2: np.ndarray
-    p1_patches: np.ndarray  # (n, n, C)
-    p2_patches: np.ndarray  # (2n, 2n, C)
-    entropy1: np.ndarray  # (n, n)
-    entropy2: np.ndarray  # (2n, 2n)
-    keep1: np.ndarray  # (n, n) bool
-    keep2: np.ndarray  # (2n, 2n) bool
-    entropy_gain: np.ndarray  # (2n, 2n)
-    pseudo_ood: list[tuple[int, int]]  # top-K high-scale cells (row, col), by the selection rule
-    n: int
-    k: int
-    tau: float
-    backbone: str
-    backbone_note: str
-    score: float = math.nan
-    score_name: str = "msp"
-    score_range: tuple[float | None, float | None] = (0.0, 1.0)
-    scale_scores: tuple[float, float, float] | None = None
-    score0: float | None = None  # the decision score of scale 0 alone (the single-scale, MCM-style verdict)
-    threshold_source: str = "default"
-    #: conformal p-value (``hvl_core.conformal``) against the checkpoint's known calibration
-    #: images, when it ships their scores in this score's units; None otherwise
-    p_value: float | None = None
-    n_calibration: int = 0
-    negatives: list[str] = field(default_factory=list)
-    p_negatives: np.ndarray = None  # (Q,) fused, by negative class
-    p_other: dict = field(default_factory=dict)  # {"p0", "p1", "p2", "p_id"} -> mass of the negatives
-    p_dropped: dict = field(default_factory=dict)  # {"p0", "p1", "p2", "p_id"} -> mass the filter dropped
-    entropy_classes: int = 0
-    entropy_max: float = 0.0
-    image: np.ndarray = field(repr=False, default=None)  # the view the grids cover (S, S, 3) uint8
-    notes: list[str] = field(default_factory=list)
-
-    def top(self, k: int = 3) -> list[tuple[str, float]]:
-        order = np.argsort(-self.p_id, kind="stable")[:k]
-        return [(self.classes[i], float(self.p_id[i])) for i in order]
-
-    def shares(self, which: str = "p_id") -> list[tuple[str, float]]:
-        """Distribution ``which`` ("p0", "p1", "p2" or "p_id") as (label, mass) pairs that sum
-        to 1: the known classes, then "other (not a known class)" when there are negative
-        classes, then "dropped by the entropy filter" when the filter dropped any mass."""
-        out = [(c, float(v)) for c, v in zip(self.classes, getattr(self, which))]
-        if self.negatives:
-            out.append((OTHER_LABEL, self.p_other[which]))
-        if self.p_dropped[which] > 0:
-            out.append((DROPPED_LABEL, self.p_dropped[which]))
-        return out
-
-    def to_dict(self) -> dict:
-        """JSON-ready (no image; an unbounded end of ``score_range`` is ``None``)."""
-        out = {}
-        for k, v in self.__dict__.items():
-            if k == "image":
-                continue
-            out[k] = v.tolist() if isinstance(v, np.ndarray) else v
-        out["pseudo_ood"] = [list(rc) for rc in self.pseudo_ood]
-        out["score_range"] = list(self.score_range)
-        out["scale_scores"] = None if self.scale_scores is None else list(self.scale_scores)
-        return out
 
 
 def decision_default(backbone: Backbone, preset: str | None) -> dict:
@@ -178,16 +78,20 @@ def default_threshold(backbone: Backbone, score: str, preset: str | None = None)
 
 def class_embeddings(backbone: Backbone, classes: ClassSet) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Class embeddings (C + negatives, d) and the optional logit bias, computed once per backbone
-    and class set."""
-    cache = backbone.__dict__.setdefault("_class_cache", {})
+    and class set; the ``MAX_CLASS_SETS`` most recently used class sets are kept per backbone."""
+    cache = backbone.__dict__.setdefault("_class_cache", OrderedDict())
     key = classes.key()
-    if key not in cache:
-        names = list(classes.names) + list(classes.negatives)
-        prompts = list(classes.prompts) + list(classes.negatives)
-        with torch.inference_mode():
-            t = backbone.encode_classes(names, prompts, classes.template).float()
-            bias = backbone.class_logit_bias(names)
-        cache[key] = (t.clone(), None if bias is None else bias.float().clone())
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    names = list(classes.names) + list(classes.negatives)
+    prompts = list(classes.prompts) + list(classes.negatives)
+    with torch.inference_mode():
+        t = backbone.encode_classes(names, prompts, classes.template).float()
+        bias = backbone.class_logit_bias(names)
+    cache[key] = (t.clone(), None if bias is None else bias.float().clone())
+    while len(cache) > MAX_CLASS_SETS:  # custom class lists are free text: unbounded otherwise
+        cache.popitem(last=False)
     return cache[key]
 
 
@@ -329,108 +233,17 @@ class HVLModel:
             return []
         cfg = dataclasses.replace(self.head.config, **overrides) if overrides else self.head.config
         thr, source = self.resolve_threshold(threshold, cfg.score)
-        out = self.run_head(encoded, **overrides)
-        n, g, C = self.n, 2 * self.n, len(self.classes.names)
-        negatives = list(self.classes.negatives)
-        lo, hi = score_range(cfg, C)
-        rng = (lo if math.isfinite(lo) else None, hi if math.isfinite(hi) else None)
-        logit_terms = None
-        if cfg.score != "msp":
-            logit_terms = (
-                torch.stack(
-                    scale_scores(cfg.score, out.logits0, out.logits1, out.logits2, out.keep1, out.keep2, cfg.energy_t),
-                    -1,
-                )
-                .float()
-                .cpu()
-                .numpy()
-            )
-        o = {
-            f: getattr(out, f).float().cpu().numpy()
-            if getattr(out, f).is_floating_point()
-            else getattr(out, f).cpu().numpy()
-            for f in (
-                "p0",
-                "p1",
-                "p2",
-                "p_id",
-                "msp",
-                "score",
-                "score0",
-                "p1_patches",
-                "p2_patches",
-                "entropy1",
-                "entropy2",
-                "keep1",
-                "keep2",
-                "entropy_gain",
-                "pseudo_ood",
-                "neg0",
-                "neg1",
-                "neg2",
-            )
-        }
-        rows = C + len(negatives)
-        p_values = [None] * len(encoded)
-        cal = self.calibration.get(cfg.score)
-        if cal is not None:
-            p_values = [float(p) for p in conformal_pvalue(o["score"], cal)]
-        preds = []
-        for i, e in enumerate(encoded):
-            idx = int(np.argmax(o["p_id"][i]))
-            score = float(o["score"][i])
-            other = {s: float(o[f"neg{j}"][i].sum()) for j, s in enumerate(("p0", "p1", "p2"))}
-            other["p_id"] = (other["p0"] + other["p1"] + other["p2"]) / 3
-            # what neither a known nor a negative class holds: the share of the patches the filter
-            # dropped, since §4 divides the kept patches' sum by all patches
-            dropped = {"p0": 0.0} | {
-                s: 0.0 if cfg.renormalize else 1.0 - float(o[f"keep{j}"][i].mean()) for j, s in ((1, "p1"), (2, "p2"))
-            }
-            dropped["p_id"] = (dropped["p1"] + dropped["p2"]) / 3
-            preds.append(
-                Prediction(
-                    label=self.classes.names[idx],
-                    class_index=idx,
-                    msp=float(o["msp"][i]),
-                    known=score >= thr,
-                    threshold=thr,
-                    classes=list(self.classes.names),
-                    p_id=o["p_id"][i],
-                    p0=o["p0"][i],
-                    p1=o["p1"][i],
-                    p2=o["p2"][i],
-                    p1_patches=o["p1_patches"][i].reshape(n, n, C),
-                    p2_patches=o["p2_patches"][i].reshape(g, g, C),
-                    entropy1=o["entropy1"][i].reshape(n, n),
-                    entropy2=o["entropy2"][i].reshape(g, g),
-                    keep1=o["keep1"][i].reshape(n, n),
-                    keep2=o["keep2"][i].reshape(g, g),
-                    entropy_gain=o["entropy_gain"][i].reshape(g, g),
-                    pseudo_ood=[(int(j) // g, int(j) % g) for j in o["pseudo_ood"][i]],
-                    n=n,
-                    k=int(cfg.k),
-                    tau=float(cfg.tau),
-                    backbone=self.backbone.name,
-                    backbone_note=self.backbone.note,
-                    score=score,
-                    score0=float(o["score0"][i]),
-                    score_name=cfg.score,
-                    score_range=rng,
-                    scale_scores=None if logit_terms is None else tuple(float(x) for x in logit_terms[i]),
-                    threshold_source=source,
-                    negatives=negatives,
-                    p_value=p_values[i],
-                    n_calibration=0 if cal is None else len(cal),
-                    p_negatives=(o["neg0"][i] + o["neg1"][i] + o["neg2"][i]) / 3,
-                    p_other=other,
-                    p_dropped=dropped,
-                    entropy_classes=rows,
-                    entropy_max=math.log(rows),
-                    image=e.view,
-                    notes=list(e.notes),
-                )
-            )
-        return preds
+        return predictions(
+            self.run_head(encoded, **overrides),
+            cfg,
+            self.classes.names,
+            self.classes.negatives,
+            encoded,
+            thr,
+            source,
+            (self.backbone.name, self.backbone.note),
+            self.calibration.get(cfg.score),
+        )
 
     def decide(self, encoded: Encoded, threshold: float | None = None, **overrides) -> Prediction:
         return self.decide_batch([encoded], threshold, **overrides)[0]
