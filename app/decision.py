@@ -14,17 +14,10 @@ import math
 
 import numpy as np
 
+from hvl_core import scores
 from hvl_core.head import score_range
 
 UNKNOWN_TEXT = "Unknown — refer to a specialist"
-#: how the page names each score, what it is, and its units
-SCORE_LABELS = {"msp": "MSP", "energy": "energy", "maxlogit": "max-logit"}
-SCORE_MEANINGS = {
-    "msp": "MSP = max<sub>c</sub> p_ID, the fused confidence (0 to 1)",
-    "energy": "energy = T·log Σ exp(known-class logits); higher = more familiar",
-    "maxlogit": "max-logit = the largest known-class logit; higher = more familiar",
-}
-SCORE_UNITS = {"msp": "MSP, 0 to 1", "energy": "energy units", "maxlogit": "max-logit units"}
 #: an unbounded (or very wide) score gets a window reaching this far past the threshold and the score
 WINDOW_MARGIN = 5.0
 
@@ -64,7 +57,13 @@ def separating_digits(values, ref: float, lo: int = 2, hi: int = 5) -> int:
 
 
 def score_label(pred) -> str:
-    return SCORE_LABELS.get(pred.score_name, pred.score_name)
+    """The page's short name of the prediction's score ("MSP", "energy")."""
+    return scores.label(pred.score_name)
+
+
+def unit(score_name: str) -> str:
+    """How a threshold in score ``score_name`` is read ("MSP, 0 to 1", "energy units")."""
+    return scores.SCORES[score_name].unit if score_name in scores.SCORES else score_name
 
 
 def score_window(score_range, values, current: tuple[float, float] | None = None) -> tuple[float, float]:
@@ -91,7 +90,7 @@ def threshold_slider(score_name: str, rng, values, current=None, **extra) -> dic
     """``gr.update`` arguments for the threshold slider: its label in the score's units, and the
     range ``score_window`` gives (kept while it holds the threshold and the score)."""
     lo, hi = score_window(rng, values, current)
-    return dict(minimum=lo, maximum=hi, label=f"Threshold ({SCORE_UNITS.get(score_name, score_name)})", **extra)
+    return dict(minimum=lo, maximum=hi, label=f"Threshold ({unit(score_name)})", **extra)
 
 
 def model_score_range(model, score: str | None = None) -> tuple:
@@ -161,7 +160,7 @@ def decision_html(pred, threshold_note: str = "", window: tuple[float, float] | 
      style="border:2px solid {colour};background:{bg};border-radius:10px;padding:12px 16px;color:#111">
   <div class="hvl-verdict" style="font-size:1.6em;font-weight:700;color:{colour}">{html.escape(decision_text(pred))}</div>
   {best}
-  <div style="font-size:0.95em;margin-top:4px">{sub} <span style="font-size:0.88em">&nbsp;·&nbsp; {SCORE_MEANINGS.get(pred.score_name, "")}</span></div>
+  <div style="font-size:0.95em;margin-top:4px">{sub} <span style="font-size:0.88em">&nbsp;·&nbsp; {scores.SCORES[pred.score_name].meaning if pred.score_name in scores.SCORES else ""}</span></div>
   <div class="hvl-bar" style="position:relative;height:22px;margin:10px 0 4px 0;background:#ddd;border-radius:4px">
     <div class="hvl-bar-fill" style="position:absolute;left:0;top:0;bottom:0;width:{pos}%;background:{colour};border-radius:4px"></div>
     <div class="hvl-bar-threshold" title="threshold" style="position:absolute;top:-6px;bottom:-6px;left:calc({thr}% - 2px);width:4px;background:#111"></div>
@@ -179,7 +178,7 @@ def threshold_note(pred, measured_elsewhere: bool = True, where: bool = False) -
     """Where the threshold comes from, in the score's units. ``measured_elsewhere`` False: the
     model has no threshold of its own for this score (none measured or calibrated), so the
     slider started at the image's own score. ``where``: name the file with the measurements."""
-    t = f"Threshold {fmt_score(pred.threshold)} ({SCORE_UNITS.get(pred.score_name, pred.score_name)})"
+    t = f"Threshold {fmt_score(pred.threshold)} ({unit(pred.score_name)})"
     source = pred.threshold_source
     if source == "calibrated":
         if getattr(pred, "n_calibration", 0):

@@ -17,10 +17,11 @@ from collections import OrderedDict
 import numpy as np
 from matplotlib import colormaps
 
+from hvl_core import scores
 from hvl_core.model import DROPPED_LABEL, OTHER_LABEL
 
 from . import render
-from .decision import SCORE_LABELS, fmt_num, fmt_signed, separating_digits
+from .decision import fmt_num, fmt_signed, separating_digits
 
 SCALE_NAMES = {1: "Mid", 2: "High"}
 #: bar colours of the per-scale chart (Okabe–Ito): p⁰, p¹, p², and p_ID in black
@@ -436,7 +437,7 @@ def scales_html(pred, max_classes: int = 6) -> str:
         )
     else:
         notes.append(
-            f"The decision uses the {SCORE_LABELS.get(pred.score_name, pred.score_name)} score, not these "
+            f"The decision uses the {scores.label(pred.score_name)} score, not these "
             "probabilities: its threshold is on the verdict's bar."
         )
     return (

@@ -9,11 +9,11 @@ import json
 import re
 from pathlib import Path
 
+from hvl_core import scores
 from hvl_core.backbones import UnknownClassError
 from hvl_core.checkpoint import CONFIG_NAME, shipped_checkpoint
 from hvl_core.presets import list_presets, split_class_list
 
-from .decision import SCORE_LABELS
 from .service import USER_ERRORS, Session
 
 #: the custom-class example for backbones with a text tower (any words work)
@@ -153,10 +153,7 @@ def model_markdown(model) -> str:
         "default": "unmeasured default",
         "given": "given",
     }.get(model.threshold_source, model.threshold_source)
-    score = (
-        f"**Decision:** {SCORE_LABELS.get(model.score_name, model.score_name)} ≥ {model.threshold:g} "
-        f"({source}) by default"
-    )
+    score = f"**Decision:** {scores.label(model.score_name)} ≥ {model.threshold:g} ({source}) by default"
     return (
         f"**Backbone:** `{bb.name}` ({kind}){note} — {measured_sentence(bb.name)}  \n"
         f"**Known classes ({len(model.classes.names)}):** {classes}  \n{negatives}"

@@ -7,7 +7,12 @@ from dataclasses import dataclass, fields
 
 import gradio as gr
 
-from .service import DEFAULT_N, DEFAULT_PRESET, checkpoint_ref
+from hvl_core.head import HVLConfig
+
+from .service import DEFAULT_PRESET, checkpoint_ref
+
+#: the head's defaults (the paper's), the one place they are set
+HEAD = HVLConfig()
 
 
 @dataclass(frozen=True)
@@ -18,11 +23,11 @@ class Settings:
     custom: str = ""
     checkpoint_text: str = ""
     checkpoint_files: tuple = ()
-    n: int = DEFAULT_N
+    n: int = HEAD.n
     threshold: float | None = None
-    k: int = 4
-    entropy_filter: bool = True
-    renormalize: bool = False
+    k: int = HEAD.k
+    entropy_filter: bool = HEAD.entropy_filter
+    renormalize: bool = HEAD.renormalize
     score: str | None = None  # None: the model's own
     backbone: str = ""  # "": the server's own
 
@@ -61,7 +66,7 @@ class Controls:
             custom=v["custom"] or "",
             checkpoint_text=v["checkpoint_text"] or "",
             checkpoint_files=tuple(str(f) for f in (v["checkpoint_files"] or []) if f),
-            n=int(v["n"] or DEFAULT_N),
+            n=int(v["n"] or HEAD.n),
             threshold=None if v["threshold"] is None else float(v["threshold"]),
             k=int(v["k"] or 1),
             entropy_filter=bool(v["entropy_filter"]),

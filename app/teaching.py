@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hvl_core import scores
 from hvl_core.model import DROPPED_LABEL, OTHER_LABEL
 
 from .decision import fmt_num, fmt_score, fmt_signed, separating_digits, threshold_note
@@ -187,19 +188,16 @@ def _shortfall(pred) -> str:
     return f" Of the fused probability, {' and '.join(parts)}; the known classes hold {fmt_num(float(np.sum(pred.p_id)), 2)}."
 
 
-SCORE_NAMES = {"msp": "MSP", "energy": "energy score", "maxlogit": "max-logit score"}
-
-
 def score_label(pred) -> str:
     """What the decision score is called in the text: "MSP", "energy score", …"""
-    return SCORE_NAMES.get(pred.score_name, pred.score_name)
+    return scores.noun(pred.score_name)
 
 
 def scale_terms(pred) -> tuple[float, float, float]:
     """The three per-scale terms whose mean is the fused score (HVL_SPEC §5, §9): for MSP the
     whole, mid and high probability of the fused winner c* (p_ID = (p⁰ + p¹ + p²) ÷ 3, so MSP =
-    p_ID[c*] is their mean); for energy and max-logit the scale scores themselves."""
-    if pred.score_name == "msp" or pred.scale_scores is None:
+    p_ID[c*] is their mean); for a logit score (energy, max-logit) the scale scores themselves."""
+    if pred.scale_scores is None:
         c = pred.class_index
         return float(pred.p0[c]), float(pred.p1[c]), float(pred.p2[c])
     return tuple(float(v) for v in pred.scale_scores)
@@ -263,14 +261,10 @@ def single_scale_sentence(pred, ss: SingleScale | None = None) -> str:
 def score_paragraph(pred) -> str:
     """How this image's decision score is made from the fused prediction (every §9 score)."""
     thr = pred.threshold
-    if pred.score_name == "msp" or pred.scale_scores is None:
+    if pred.scale_scores is None:
         return f"MSP = the largest p_ID = {fmt_score(pred.score, thr)} ({pred.label})."
     t = " + ".join(fmt_num(v, 3) for v in pred.scale_scores)
-    what = (
-        "T·log Σ exp(logit ÷ T) over the known classes"
-        if pred.score_name == "energy"
-        else "the largest known-class logit"
-    )
+    what = scores.SCORES[pred.score_name].term_text if pred.score_name in scores.SCORES else "its per-scale term"
     return (
         f"The {score_label(pred)} is {what}, averaged over the kept patches of each scale and then over the "
         f"three scales: ({t}) ÷ 3 = {fmt_score(pred.score, thr)}. The class is the largest p_ID, {pred.label}."

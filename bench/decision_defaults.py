@@ -17,9 +17,10 @@ preset, chosen on real images and reported on other real images.
 - Rule. Threshold of each score = t95 of the selection ID images (the calibration rule of §7),
   rounded down to 3 decimals. Default score = the HVL score with the highest selection AUROC,
   then the lowest selection FPR95; ties go to the order msp, energy, maxlogit (the paper's first).
-- Check. The stored defaults (``MedMNISTDenseNet121.decision_defaults``) are compared with this
-  run's choice, and every report image goes end to end through
-  ``load_model(backbone, preset=...).predict(path)`` with them.
+- Check. The stored defaults (``hvl_core/backbones/configs/medmnist-densenet121.json``, read
+  by the backbone) are compared with this run's choice, and every report image goes end to end
+  through ``load_model(backbone, preset=...).predict(path)`` with them. ``--write`` stores this
+  run's choice there instead (then run again to check the report images with it).
 
     .venv/bin/python bench/decision_defaults.py   # writes bench/results/decision_defaults.{md,json}
 """
@@ -46,10 +47,12 @@ import medmnist_design as images  # noqa: E402  (the image sets and the embeddin
 
 from hvl_core import SCORES, load_model  # noqa: E402
 from hvl_core import metrics as M  # noqa: E402
-from hvl_core.backbones.medmnist import create_medmnist_densenet121  # noqa: E402
+from hvl_core.backbones.medmnist import MEASURED, create_medmnist_densenet121  # noqa: E402
+from hvl_core.files import atomic_write  # noqa: E402
 
 PRESETS = {"dermatology-isic4": "skin", "histology-nct-crc": "histology"}
 DIGITS = 3
+STORED = MEASURED.relative_to(ROOT)
 
 
 def floor_to(x: float, digits: int = DIGITS) -> float:
@@ -91,6 +94,7 @@ def main(argv=None) -> int:
         help="where the wheels and the per-image embeddings are cached",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "decision_defaults")
+    ap.add_argument("--write", action="store_true", help=f"store this run's choice in {STORED}")
     args = ap.parse_args(argv)
 
     t0 = time.time()
@@ -211,10 +215,9 @@ def main(argv=None) -> int:
                 "",
                 f"Chosen: **{chosen['score']}**, thresholds {json.dumps(thresholds)}. "
                 + (
-                    "Stored in `MedMNISTDenseNet121.decision_defaults`: the same."
+                    f"Stored in `{STORED}`: the same."
                     if same
-                    else f"**Stored defaults differ** ({json.dumps(stored.get(preset))}): update "
-                    "`MedMNISTDenseNet121.decision_defaults`."
+                    else f"**Stored defaults differ** ({json.dumps(stored.get(preset))}): run with `--write`."
                 ),
                 "",
                 f'Report images end to end (`load_model(..., preset="{preset}")`, encode + decide, score '
@@ -233,6 +236,10 @@ def main(argv=None) -> int:
     lines += ["", "Report (`assets/`):", ""]
     lines += [f"- {it.name} ({it.kind}): {it.source}" for it in report]
     lines += ["", f"Run took {time.time() - t0:.0f}s."]
+    if args.write:
+        data = json.loads(MEASURED.read_text())
+        data["decision_defaults"] = {p: r["chosen"] for p, r in results["presets"].items()}
+        atomic_write(MEASURED, json.dumps(data, indent=1) + "\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")

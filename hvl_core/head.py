@@ -16,11 +16,10 @@ import torch
 from torch import nn
 
 from . import equations as eq
+from .scores import SCORES
 
 SELECTIONS = ("entropy_gain", "entropy")
 SIMILARITIES = ("cosine", "linear")
-#: decision scores: "msp" (paper, §6), "energy" and "maxlogit" (§9); higher = more likely known
-SCORES = ("msp", "energy", "maxlogit")
 
 
 class ScoreError(ValueError):
@@ -55,7 +54,7 @@ class HVLConfig:
     #: trailing class rows that are *negative classes*: they take part in every softmax but
     #: are not known classes; p0/p1/p2/p_ID and the decision cover the first C rows only
     num_negatives: int = 0
-    #: the decision score (§6, §9): "msp" (paper), "energy" or "maxlogit"; thresholds are in its units
+    #: the decision score (§6, §9), a name in :data:`hvl_core.scores.SCORES`; thresholds are in its units
     score: str = "msp"
     #: the energy score's temperature T (§9)
     energy_t: float = 1.0
@@ -267,7 +266,7 @@ def decision_scores(
     ``keep1``/``keep2``: the entropy filter's masks; ``p0``, ``p_id (B,C)``: for MSP, which is
     max p⁰ on the whole image and max p_ID fused (not a mean of per-scale maxima).
     """
-    if name == "msp":
+    if not SCORES[name].per_scale:
         return eq.msp(p0), eq.msp(p_id)
     s0, s1, s2 = scale_scores(name, z0, z1, z2, keep1, keep2, energy_t)
     return s0, eq.fused_score(s0, s1, s2)
@@ -283,28 +282,19 @@ def scale_scores(
     energy_t: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-scale logit scores (S⁰, S¹, S²), each ``(B,)``, of §9: S¹, S² are means over kept patches."""
-    if name == "energy":
-
-        def f(z):
-            return eq.energy(z, energy_t)
-    elif name == "maxlogit":
-        f = eq.max_logit
-    else:
-        raise ScoreError(f"{name!r} has no per-scale logit score: use energy or maxlogit")
-    return f(z0), eq.kept_mean(f(z1), keep1), eq.kept_mean(f(z2), keep2)
+    term = SCORES[name].term if name in SCORES else None
+    if term is None:
+        logit_scores = ", ".join(n for n, sc in SCORES.items() if sc.per_scale)
+        raise ScoreError(f"{name!r} has no per-scale logit score: use {logit_scores}")
+    return term(z0, energy_t), eq.kept_mean(term(z1, energy_t), keep1), eq.kept_mean(term(z2, energy_t), keep2)
 
 
 def score_range(cfg: HVLConfig, num_classes: int) -> tuple[float, float]:
-    """The values score ``cfg.score`` can take with ``num_classes`` known classes: [0, 1] for
-    MSP; for cosine logits (|s| ≤ 1/tau) max-logit is in [−1/tau, 1/tau] and energy in
-    [−1/tau + T·ln C, 1/tau + T·ln C]; linear logits are unbounded (±inf)."""
-    if cfg.score == "msp":
-        return 0.0, 1.0
-    if cfg.similarity != "cosine":
-        return -math.inf, math.inf
-    lim = 1.0 / cfg.tau
-    shift = cfg.energy_t * math.log(num_classes) if cfg.score == "energy" else 0.0
-    return -lim + shift, lim + shift
+    """The values score ``cfg.score`` can take with ``num_classes`` known classes (its registry
+    entry's ``bounds``): cosine logits lie in [−1/tau, 1/tau], linear ones are unbounded, so
+    e.g. MSP is in [0, 1], max-logit in [−1/tau, 1/tau], energy in [−1/tau + T·ln C, 1/tau + T·ln C]."""
+    lim = 1.0 / cfg.tau if cfg.similarity == "cosine" else math.inf
+    return SCORES[cfg.score].bounds(lim, cfg.energy_t, num_classes)
 
 
 def check_threshold(threshold: float, cfg: HVLConfig, num_classes: int) -> float:

@@ -44,6 +44,7 @@ from .scoring import head_scores
 
 BACKBONE = "medmnist-densenet121"
 PRESETS = tuple(ID_CATEGORY)
+#: the scores compared (the built-in ones: a score added at run time is not in the recorded results)
 SCORES = ("msp", "energy", "maxlogit")
 #: OOD groups reported apart: far-OOD, the other preset's ID images, this preset's near-OOD
 GROUPS = ("far", "other", "near")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hvl_core import scores
+
 from . import metrics as M
 from .metrics import compute_metrics
 from .scoring import ScoredSet
@@ -96,9 +98,7 @@ def plot_histogram(path: Path, scored: ScoredSet, threshold: float | None, t95: 
         ax.axvline(t95, color="black", ls="--", lw=1, label=f"95% ID TPR here ({t95:.3f})")
     if threshold is not None:
         ax.axvline(threshold, color="tab:green", lw=1.2, label=f"model threshold ({threshold:.3f})")
-    name = {"msp": "MSP (max p_ID)", "energy": "energy score", "maxlogit": "max-logit score"}.get(
-        scored.score_name, scored.score_name
-    )
+    name = scores.SCORES[scored.score_name].axis if scored.score_name in scores.SCORES else scored.score_name
     ax.set_xlabel(name)
     ax.set_ylabel("images")
     ax.set_title(title or f"{name}, ID vs OOD", fontsize=10)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from hvl_core.head import SCORES
+from hvl_core.scores import SCORES
 
 from .. import handlers
-from ..decision import SCORE_LABELS, model_score_range, threshold_slider
+from ..decision import model_score_range, threshold_slider
 from ..messages import backbone_choices, class_placeholder
 from ..service import CHOOSABLE_BACKBONES, DEFAULT_N, DEFAULT_PRESET, MAX_N, PRESETS
 from .score_slider import ScoreSlider
@@ -71,7 +71,7 @@ def render_checkpoint() -> tuple[gr.Textbox, gr.File]:
 def render_head(model) -> tuple[gr.Radio, gr.Slider, gr.Slider, gr.Slider, gr.Checkbox, gr.Checkbox]:
     cfg = model.head.config
     score = gr.Radio(
-        choices=[(SCORE_LABELS[s] + (" (the paper's)" if s == "msp" else ""), s) for s in SCORES],
+        choices=[(sc.label + (" (the paper's)" if sc.paper else ""), sc.name) for sc in SCORES.values()],
         value=model.score_name,
         label="Decision score",
         elem_id="score",

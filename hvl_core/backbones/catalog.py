@@ -1,7 +1,7 @@
 """The named backbones, as data: what each is, where its weights come from, and its random twin.
 
-One entry per name; the registry (``create_backbone``), ``describe_backbones()`` (the labels a
-chooser shows), the README table and the Space's ``preload_from_hub`` list all read from here.
+One entry per name; the registry (``create_backbone``), ``describe_backbones()`` and the page's
+backbone chooser read from here.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ class BackboneInfo:
     hub_files: tuple[tuple[str, tuple[str, ...]], ...] = ()
     notes: str = ""
     twin_of: str | None = field(default=None)
+    #: the width of its embeddings, declared here so a checkpoint's ``embed_dim`` is checked
+    #: against it before anything is built (0: not declared)
+    embed_dim: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -49,6 +52,7 @@ _ZERO_SHOT = "zero-shot with any class names; a trained head (hvl train) sharpen
 CATALOG: tuple[BackboneInfo, ...] = (
     BackboneInfo(
         name="clip-vit-b16",
+        embed_dim=512,
         label="CLIP ViT-B/16 (the paper's)",
         kind=VISION_LANGUAGE,
         trained_on="400M web image-text pairs (OpenAI)",
@@ -60,6 +64,7 @@ CATALOG: tuple[BackboneInfo, ...] = (
     ),
     BackboneInfo(
         name="biomedclip",
+        embed_dim=512,
         label="BiomedCLIP ViT-B/16 + PubMedBERT (biomedical)",
         kind=VISION_LANGUAGE,
         trained_on="PMC-15M: 15M figure-caption pairs from PubMed Central (microscopy, histology, radiology, ...)",
@@ -82,6 +87,7 @@ CATALOG: tuple[BackboneInfo, ...] = (
     ),
     BackboneInfo(
         name="quiltnet-b32",
+        embed_dim=512,
         label="QuiltNet ViT-B/32 (histopathology)",
         kind=VISION_LANGUAGE,
         trained_on="Quilt-1M: 1M histopathology image-text pairs",
@@ -95,6 +101,7 @@ CATALOG: tuple[BackboneInfo, ...] = (
     ),
     BackboneInfo(
         name="dermlip-b16",
+        embed_dim=512,
         label="DermLIP ViT-B/16 (dermatology; non-commercial)",
         kind=VISION_LANGUAGE,
         trained_on="Derm1M: 1M dermatology image-text pairs",
@@ -108,6 +115,7 @@ CATALOG: tuple[BackboneInfo, ...] = (
     ),
     BackboneInfo(
         name="medmnist-densenet121",
+        embed_dim=1024,
         label="DenseNet121 on MedMNIST (offline, 24 labels)",
         kind=LABEL_ONLY,
         trained_on="MedMNIST v2: PathMNIST (NCT-CRC-HE), DermaMNIST (HAM10000), BloodMNIST",
@@ -118,6 +126,7 @@ CATALOG: tuple[BackboneInfo, ...] = (
     ),
     BackboneInfo(
         name="tiny-clip-random",
+        embed_dim=64,
         label="tiny random CLIP (tests)",
         kind=VISION_LANGUAGE,
         trained_on="nothing: seeded random weights",
@@ -138,6 +147,7 @@ def _twin(info: BackboneInfo) -> BackboneInfo:
         head="timing and tests only: its answers mean nothing",
         architecture=info.architecture,
         twin_of=info.name,
+        embed_dim=info.embed_dim,
     )
 
 
@@ -148,6 +158,13 @@ BY_NAME: dict[str, BackboneInfo] = {i.name: i for i in (*CATALOG, *TWINS)}
 def backbone_info(name: str) -> BackboneInfo | None:
     """The catalog entry of a registry name, or of ``NAME:/path/to/weights``; None for other names."""
     return BY_NAME.get(name) or BY_NAME.get(name.partition(":")[0])
+
+
+def declared_width(name: str) -> int | None:
+    """The embedding width the catalog declares for backbone ``name`` (also ``NAME:/path`` and
+    ``NAME-random``), or None when it declares none — known without building anything."""
+    info = backbone_info(name)
+    return info.embed_dim if info is not None and info.embed_dim else None
 
 
 def describe_backbones() -> list[dict]:

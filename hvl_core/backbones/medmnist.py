@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import os
 import re
 import zipfile
@@ -48,6 +49,8 @@ KERAS_SHA256 = "9425804a6bb9c94e8ddf651091a86cd12a3b25003c3aff58ffcdc0ec4f291d74
 #: bump when the conversion changes, so old caches are rebuilt
 CONVERTER_VERSION = "1"
 CACHE_NAME = "medmnist-densenet121.safetensors"
+#: the measured decision defaults, as data written by bench/decision_defaults.py --write
+MEASURED = Path(__file__).with_name("configs") / "medmnist-densenet121.json"
 WEIGHTS_ENV = "HVL_WEIGHTS_DIR"
 BN_EPS = 1.001e-5
 
@@ -332,14 +335,12 @@ class MedMNISTDenseNet121(Backbone):
     #: the labels outside the known set stay in every softmax as negative classes (same bench:
     #: AUROC 0.89 vs 0.70 without them, histology vs other images)
     negatives_by_default = True
-    #: chosen on real images kept apart from assets/ by bench/decision_defaults.py (rule and
-    #: figures: bench/results/decision_defaults.md): MSP saturates on non-skin images with the
-    #: skin classes (the fundus photo gets 0.83), energy keeps the distance; with the tissue
-    #: classes MSP separates best. Thresholds: 95% TPR on the selection images, per score.
-    decision_defaults = {
-        "dermatology-isic4": {"score": "energy", "thresholds": {"msp": 0.573, "energy": -5.796, "maxlogit": -5.814}},
-        "histology-nct-crc": {"score": "msp", "thresholds": {"msp": 0.408, "energy": -23.007, "maxlogit": -23.169}},
-    }
+    #: chosen on real images kept apart from assets/ by bench/decision_defaults.py, which writes
+    #: them to ``MEASURED`` (rule and figures: bench/results/decision_defaults.md): MSP saturates
+    #: on non-skin images with the skin classes (the fundus photo gets 0.83), energy keeps the
+    #: distance; with the tissue classes MSP separates best. Thresholds: 95% TPR on the
+    #: selection images, per score.
+    decision_defaults = json.loads(MEASURED.read_text())["decision_defaults"]
     kind = "label-only"
     trained_on = (
         "MedMNIST+ at 224 px: colorectal H&E tissue (NCT-CRC-HE-100K), dermatoscopic skin-lesion "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from hvl_core.scores import SCORES
+
 from ._train_common import add_cache_args, cache_from_args, feats, guard
 
 
@@ -21,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--tpr", type=float, default=0.95, help="target ID acceptance rate (default 0.95)")
     p.add_argument(
         "--score",
-        choices=["msp", "energy", "maxlogit"],
+        choices=list(SCORES),
         help="calibrate for this decision score (default: the checkpoint's); it is saved with the threshold",
     )
     p.add_argument("--out", help="write the calibrated checkpoint here instead of in place")

@@ -6,6 +6,8 @@ import argparse
 import sys
 
 from hvl_core.backbones import MEASURED_BACKBONE
+from hvl_core.head import HVLConfig
+from hvl_core.scores import SCORES
 
 
 def add_model_args(
@@ -38,11 +40,11 @@ def add_model_args(
         action="store_true",
         help="the untrained head (zero-shot, or a classifier's own scores) instead of the shipped checkpoint",
     )
-    g.add_argument("--n", type=int, help="partitions per side at mid scale (default 2)")
-    g.add_argument("--k", type=int, help="pseudo-OOD patches per image (default 4)")
+    g.add_argument("--n", type=int, help=f"partitions per side at mid scale (default {HVLConfig.n})")
+    g.add_argument("--k", type=int, help=f"pseudo-OOD patches per image (default {HVLConfig.k})")
     g.add_argument(
         "--score",
-        choices=["msp", "energy", "maxlogit"],
+        choices=list(SCORES),
         help="decision score (default: the checkpoint's, else the backbone's measured default for the "
         "preset, else msp, the paper's); thresholds are in its units",
     )
