@@ -14,9 +14,8 @@ from . import decision as dec
 from .decision import fmt_score
 from .teaching import SCALE_WORDS, score_label, single_scale, single_scale_sentence
 
-#: Okabe–Ito: ID blue, OOD orange, this image black; the threshold vermillion
+#: Okabe–Ito: ID blue, OOD orange, this image black
 ID_COLOUR, OOD_COLOUR, OTHER_COLOURS = "#0072B2", "#E69F00", ("#009E73", "#CC79A7", "#56B4E9")
-THRESHOLD_COLOUR = "#D55E00"
 HIST_BINS = 12
 
 CSS = """

@@ -79,9 +79,6 @@ class DataReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     notes: list[str] = field(default_factory=list)
 
-    def skip(self, path, reason: str) -> None:
-        self.skipped.append((str(path), reason))
-
     def summary(self) -> str:
         parts = [f"{k}: {v}" for k, v in self.counts.items()]
         s = ", ".join(parts)

@@ -68,7 +68,6 @@ ID_CLASSES = ("melanocytic nevus", "melanoma", "dermatofibroma", "vascular lesio
 OOD_CLASSES = ("basal cell carcinoma", "actinic keratosis", "benign keratosis")
 SPLITS = {"train": 0, "test": 1, "ood": 2}
 DEFAULT_SIZE = 96
-RECIPE_VERSION = 1
 #: recipe 2 (the mechanism benchmark): image side, lesion radius range (fraction of the side), halo reach
 V2_SIZE = 224
 V2_RADIUS = (0.09, 0.14)
