@@ -20,9 +20,8 @@ import datetime as _dt
 import hashlib
 import importlib.metadata
 import json
-import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,9 +29,22 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .checkpoint_fields import (  # noqa: F401  (the bounds are this module's public names too)
+    FORMAT_VERSION,
+    MAX_BACKBONE_NAME,
+    MAX_CALIBRATION_SCORES,
+    MAX_CLASSES,
+    MAX_CONFIG_BYTES,
+    MAX_EMBED_DIM,
+    MAX_N,
+    MAX_TEXT,
+    reject_constant,
+    validate_meta,
+)
 from .files import atomic_write
 from .head import HVLConfig, HVLHead, check_threshold
 from .hub import is_hub_id, offline_unless_reachable
+from .model_card import model_card
 from .presets import ClassSet
 
 WEIGHTS_NAME = "model.safetensors"
@@ -43,16 +55,6 @@ LEGACY_CONFIG_NAME = "hvl.json"
 #: (config, weights) file names, newest first
 LAYOUTS = ((CONFIG_NAME, WEIGHTS_NAME), (LEGACY_CONFIG_NAME, LEGACY_WEIGHTS_NAME))
 FORMAT = "hvl-head"
-FORMAT_VERSION = 2  # 2: hub layout (config.json + model.safetensors); 1: head.safetensors + hvl.json
-
-# Bounds on what a checkpoint may ask for: a public server builds whatever it names.
-MAX_CONFIG_BYTES = 1 << 20
-MAX_EMBED_DIM = 4096
-MAX_CLASSES = 1000
-MAX_N = 16
-MAX_TEXT = 2000  # characters in one class name, prompt or template
-MAX_BACKBONE_NAME = 300
-MAX_CALIBRATION_SCORES = 20000
 
 
 class CheckpointError(ValueError):
@@ -137,96 +139,6 @@ def _versions() -> dict:
     except importlib.metadata.PackageNotFoundError:
         pass
     return v
-
-
-def model_card(meta: dict) -> str:
-    """A short model card with hub metadata (the publishing tool writes a fuller one)."""
-    from .backbones.catalog import backbone_info
-
-    info = backbone_info(meta["backbone"])
-    base = info.hub_files[0][0] if info is not None and info.hub_files and info.twin_of is None else None
-    thr = meta.get("threshold")
-    lines = [
-        "---",
-        "library_name: hvl",
-        "tags:",
-        "- hvl",
-        "- medical-imaging",
-        "- out-of-distribution-detection",
-        "pipeline_tag: image-classification",
-        *([f"base_model: {base}"] if base else []),
-        "---",
-        "",
-        "# HVL head",
-        "",
-        f"An HVL head (Lai et al., MICCAI 2025) for the frozen backbone `{meta['backbone']}`: it names one of "
-        f'{meta["num_classes"]} known classes or answers "unknown".',
-        "",
-        "Known classes: " + ", ".join(meta["classes"]["names"]) + ".",
-        "",
-        f"Calibrated {meta['config'].get('score', 'msp')} threshold: {thr:.4f}."
-        if thr is not None
-        else "Not calibrated (threshold 0.5).",
-        "",
-        *_provenance(meta),
-        "```python",
-        "import hvl_core",
-        'model = hvl_core.load_model(checkpoint="ORG/NAME")  # or a local folder',
-        'pred = model.predict("image.png")',
-        "```",
-        "",
-        f"Files: `{WEIGHTS_NAME}` (W, b0, b2), `{CONFIG_NAME}` (backbone, classes, options, threshold, "
-        "the weights' sha256).",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _pct(ci) -> str:
-    return f"{100 * ci[0]:.1f}% (95% CI {100 * ci[1]:.0f}–{100 * ci[2]:.0f}%)"
-
-
-def _provenance(meta: dict) -> list[str]:
-    """Model-card lines on what a checkpoint was trained, calibrated and measured on, when its
-    config records it (``training.sources``, ``calibration``, ``measured``)."""
-    lines = []
-    train = meta.get("training") or {}
-    if train.get("sources"):
-        what = (
-            f"{train.get('n_train', '?')} known images of these sources (the paper's loss, "
-            f"{(train.get('train_config') or {}).get('epochs', '?')} epochs): " + ", ".join(train["sources"])
-        )
-        if train.get("head") == "untrained":
-            lines += [
-                "**Trained on** nothing: this head is untrained (W, b⁰, b² zero; the backbone's own scores). "
-                f"A head trained on {what} separated known from unknown images worse on the calibration "
-                "sources, so it is not the one shipped.",
-                "",
-            ]
-        else:
-            lines += [f"**Trained on** {what}.", ""]
-    cal = meta.get("calibration") or {}
-    if cal.get("rule") == "conformal":
-        lines += [
-            f"**Calibrated** on {cal['n']} known images of other sources ({', '.join(cal.get('sources', []))}): "
-            f"the threshold is their conformal quantile for {100 * cal['alpha']:.0f}% false rejection, valid "
-            "for new images exchangeable with them (taken the same way); their scores ship in config.json "
-            "for conformal p-values.",
-            "",
-        ]
-    m = meta.get("measured") or {}
-    if m.get("false_rejection"):
-        lines += [
-            f"**Measured** on {m['n']['id']} known images of sources never trained or calibrated on "
-            f"({', '.join(m.get('sources', []))}): {_pct(m['false_rejection'])} referred; accepted as known: "
-            f"far-OOD {_pct(m['accepted_far'])}, the other class set {_pct(m['accepted_other'])}, "
-            f"near-OOD {_pct(m['accepted_near'])}. Details: results/corpus/README.md.",
-            "",
-            "**Never seen**: any image unlike those sources — other cameras, scanners, stains, "
-            "populations (corpus/README.md lists what they hold); its verdicts there are unmeasured.",
-            "",
-        ]
-    return lines
 
 
 def save_checkpoint(
@@ -319,15 +231,11 @@ def _resolve(source: str) -> tuple[Path, Path]:
     return hub_files(repo)
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
 def _read_config(cfg: Path, source: str) -> dict:
     if cfg.stat().st_size > MAX_CONFIG_BYTES:
         raise CheckpointError(f"checkpoint {source}: {cfg.name} is larger than {MAX_CONFIG_BYTES >> 20} MiB")
     try:
-        meta = json.loads(cfg.read_bytes().decode("utf-8"), parse_constant=_reject_constant)
+        meta = json.loads(cfg.read_bytes().decode("utf-8"), parse_constant=reject_constant)
     except RecursionError:
         raise CheckpointError(f"checkpoint {source}: {cfg.name} is nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as e:
@@ -335,118 +243,6 @@ def _read_config(cfg: Path, source: str) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {source}: not an HVL head checkpoint ({cfg.name} lacks format={FORMAT!r})")
     return meta
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
-
-
-def _int_in(meta: dict, key: str, lo: int, hi: int) -> int:
-    v = meta.get(key)
-    if not _is_int(v) or not lo <= v <= hi:
-        raise ValueError(f"{key} must be a whole number from {lo} to {hi}, got {v!r}"[:200])
-    return v
-
-
-def _texts(v, key: str, count: int | None = None) -> None:
-    if not isinstance(v, list) or not all(isinstance(s, str) and len(s) <= MAX_TEXT for s in v):
-        raise ValueError(f"classes.{key} must be a list of short strings")
-    if count is not None and len(v) != count:
-        raise ValueError(f"classes.{key} has {len(v)} entries, expected {count}")
-
-
-def validate_meta(meta: dict) -> None:
-    """Type- and range-check a checkpoint config; raises ValueError naming the first bad field."""
-    version = meta.get("format_version", 1)
-    if not _is_int(version) or version < 1:
-        raise ValueError(f"format_version must be a whole number, got {version!r}"[:200])
-    if version > FORMAT_VERSION:
-        raise ValueError(
-            f"format version {version} is newer than this hvl_core reads ({FORMAT_VERSION}); upgrade hvl_core"
-        )
-    b = meta.get("backbone")
-    if not isinstance(b, str) or not 0 < len(b) <= MAX_BACKBONE_NAME or not b.isprintable():
-        raise ValueError("backbone must be a backbone name")
-    _int_in(meta, "embed_dim", 1, MAX_EMBED_DIM)
-    classes = _int_in(meta, "num_classes", 1, MAX_CLASSES)
-    cfg = meta.get("config")
-    if not isinstance(cfg, dict):
-        raise ValueError("config must be an object of head options")
-    types = {f.name: f.type for f in fields(HVLConfig)}
-    for k, v in cfg.items():
-        want = types.get(k)
-        ok = {
-            "int": _is_int,
-            "float": _is_number,
-            "bool": lambda x: isinstance(x, bool),
-            "str": lambda x: isinstance(x, str),
-        }.get(want, lambda x: False)(v)
-        if not ok:
-            raise ValueError(
-                f"config.{k} must be of type {want}, got {v!r}"[:200] if want else f"unknown option config.{k}"
-            )
-    n = _int_in(cfg, "n", 1, MAX_N) if "n" in cfg else 2
-    if "k" in cfg:
-        _int_in(cfg, "k", 1, 4 * n * n)
-    negatives = _int_in(cfg, "num_negatives", 0, MAX_CLASSES) if "num_negatives" in cfg else 0
-    cs = meta.get("classes")
-    if not isinstance(cs, dict):
-        raise ValueError("classes must be an object")
-    _texts(cs.get("names"), "names", classes)
-    _texts(cs.get("prompts"), "prompts", classes)
-    _texts(cs.get("negatives", []), "negatives", negatives)
-    _texts(cs.get("descriptions", []), "descriptions")
-    template = cs.get("template", "{}")
-    if not isinstance(template, str) or len(template) > MAX_TEXT or template.count("{}") != 1:
-        raise ValueError("classes.template must be a string with one {}")
-    thr = meta.get("threshold")
-    if thr is not None:  # in the units of the config's score: [0, 1] for MSP
-        if not _is_number(thr):
-            raise ValueError(f"threshold must be a number or null, got {thr!r}"[:200])
-        check_threshold(thr, HVLConfig.from_dict(cfg), classes)
-    if meta.get("detail", "upsample") not in ("upsample", "native"):
-        raise ValueError("detail must be 'upsample' or 'native'")
-    sha = meta.get("weights_sha256")
-    if sha is not None and not (isinstance(sha, str) and len(sha) == 64):
-        raise ValueError("weights_sha256 must be a sha256 hex digest")
-    _check_calibration(meta.get("calibration"), cfg, classes)
-
-
-def _check_scores(scores, where: str) -> None:
-    if (
-        not isinstance(scores, list)
-        or not 0 < len(scores) <= MAX_CALIBRATION_SCORES
-        or not all(_is_number(x) for x in scores)
-    ):
-        raise ValueError(f"{where} must be a list of 1 to {MAX_CALIBRATION_SCORES} finite numbers")
-
-
-def _check_calibration(cal, cfg: dict, classes: int) -> None:
-    """The optional calibration record: ``scores`` (the known calibration images' scores in the
-    config's score, for conformal p-values) and ``by_score`` ({score: {threshold, scores}} for
-    the other scores) must hold finite numbers and thresholds in each score's range."""
-    if cal is None:
-        return
-    if not isinstance(cal, dict):
-        raise ValueError("calibration must be an object")
-    if cal.get("scores") is not None:
-        _check_scores(cal["scores"], "calibration.scores")
-        if cal.get("score") != cfg.get("score", "msp"):
-            raise ValueError("calibration.score must be the config's score")
-    by = cal.get("by_score")
-    if by is None:
-        return
-    if not isinstance(by, dict) or len(by) > 8:
-        raise ValueError("calibration.by_score must be an object of scores")
-    for name, entry in by.items():
-        if not isinstance(entry, dict) or not _is_number(entry.get("threshold")):
-            raise ValueError(f"calibration.by_score.{name} must have a numeric threshold"[:200])
-        _check_scores(entry.get("scores"), f"calibration.by_score.{name}.scores"[:200])
-        check_threshold(entry["threshold"], HVLConfig.from_dict({**cfg, "score": name}), classes)
 
 
 def _expected_shapes(meta: dict) -> dict[str, tuple[int, int]]:

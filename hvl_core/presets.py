@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 DEFAULT_TEMPLATE = "a photo of a {}"
+#: characters in a prompt template; with a prompt of at most as many, a filled prompt stays short
+MAX_TEMPLATE = 2000
 
 
 class UnknownPresetError(ValueError):
@@ -38,13 +40,12 @@ class ClassSet:
             raise ValueError(f"duplicate class names in {list(self.names)}")
         if len(self.prompts) != len(self.names):
             raise ValueError("one prompt per class is needed")
-        if "{}" not in self.template:
-            raise ValueError(f"the prompt template must contain '{{}}', got {self.template!r}")
+        check_template(self.template)
 
     @property
     def texts(self) -> list[str]:
         """The full prompts, e.g. 'a photo of a melanoma'."""
-        return [self.template.format(p) for p in self.prompts]
+        return [fill_template(self.template, p) for p in self.prompts]
 
     def key(self) -> tuple:
         return (self.names, tuple(self.texts), self.negatives)
@@ -69,6 +70,30 @@ class ClassSet:
             preset=d.get("preset"),
             negatives=tuple(d.get("negatives", ())),
         )
+
+
+def check_template(template) -> str:
+    """A prompt template in the only grammar accepted: literal text with exactly one ``{}``,
+    where the class's text goes — no other brace, so no field name, attribute, index, format
+    spec or escaped brace — and at most ``MAX_TEMPLATE`` characters. Decided from the text
+    alone; raises ``ValueError`` with one sentence."""
+    if (
+        not isinstance(template, str)
+        or len(template) > MAX_TEMPLATE
+        or template.count("{}") != 1
+        or template.count("{") != 1
+        or template.count("}") != 1
+    ):
+        raise ValueError(
+            f"the prompt template must be text of at most {MAX_TEMPLATE} characters with exactly one {{}} "
+            "and no other braces, e.g. 'a photo of a {}'"
+        )
+    return template
+
+
+def fill_template(template: str, text: str) -> str:
+    """``template`` with ``text`` in place of its ``{}`` (a plain replacement, never ``str.format``)."""
+    return check_template(template).replace("{}", text, 1)
 
 
 def list_presets() -> list[str]:

@@ -16,6 +16,7 @@ from importlib import resources
 import torch
 
 from ..hub import offline_unless_reachable, unavailable_offline
+from ..presets import fill_template
 from .base import Backbone, BackboneUnavailable
 from .catalog import BY_NAME, BackboneInfo, offline_failure, offline_hint
 
@@ -141,7 +142,7 @@ class OpenCLIPBackbone(Backbone):
 
     @torch.inference_mode()
     def encode_classes(self, names: Sequence[str], descriptions: Sequence[str], template: str) -> torch.Tensor:
-        tokens = self.tokenizer([template.format(d) for d in descriptions]).to(self.device)
+        tokens = self.tokenizer([fill_template(template, d) for d in descriptions]).to(self.device)
         return self.model.encode_text(tokens).float()
 
 

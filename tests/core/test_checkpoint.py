@@ -121,8 +121,58 @@ def test_mismatched_dimension_is_refused(trained_ckpt, tiny_backbone):
     meta = json.loads((d / CONFIG_NAME).read_text())
     meta["embed_dim"] = 512
     (d / CONFIG_NAME).write_text(json.dumps(meta))
+    # refused from the text alone: the catalog declares tiny-clip-random's width
+    with pytest.raises(CheckpointError, match="embed_dim is 512, but the backbone tiny-clip-random gives 64-d"):
+        load_checkpoint(d)
+    meta["backbone"] = "some-unlisted-backbone"  # no declared width: the tensors' shapes decide
+    (d / CONFIG_NAME).write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="shape"):
         load_checkpoint(d)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{}}{0:>100000000}",  # a 100 MB string per class, were it formatted
+        "{} {x}",  # KeyError from str.format
+        "{} {0.__class__}",  # attribute access from str.format
+        "{:>99999999}",
+        "{}}",
+        "{{}}",
+        "no slot",
+        "{} and {}",
+        "a photo of a {}" + "x" * 3000,
+    ],
+)
+def test_template_outside_the_grammar_is_one_sentence(trained_ckpt, template):
+    d, _ = trained_ckpt
+    meta = json.loads((d / CONFIG_NAME).read_text())
+    meta["classes"]["template"] = template
+    (d / CONFIG_NAME).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(d)
+    msg = str(e.value)
+    assert "exactly one {}" in msg and "\n" not in msg and len(msg) < 400
+
+
+def test_template_is_filled_by_replacement_not_format():
+    from hvl_core.presets import ClassSet, fill_template
+
+    assert fill_template("an image of {} tissue", "{0.__class__}") == "an image of {0.__class__} tissue"
+    cs = ClassSet(names=("a",), prompts=("x{y}",), template="a photo of a {}")
+    assert cs.texts == ["a photo of a x{y}"]
+    with pytest.raises(ValueError, match="exactly one"):
+        ClassSet(names=("a",), prompts=("a",), template="{} {x}")
+
+
+def test_catalog_widths_match_the_built_backbones(tiny_backbone):
+    from hvl_core.backbones.catalog import BY_NAME, declared_width
+
+    assert declared_width("tiny-clip-random") == tiny_backbone.embed_dim
+    assert declared_width("biomedclip-random") == declared_width("biomedclip") == 512
+    assert declared_width("medmnist-densenet121") == 1024
+    assert declared_width("ViT-B-16:/etc/passwd") is None
+    assert all(i.embed_dim > 0 for i in BY_NAME.values())
 
 
 def test_wrong_backbone_and_wrong_classes_are_refused(trained_ckpt, tiny_backbone):
@@ -249,7 +299,7 @@ def _edit(d, **changes):
         ({"backbone": ["ViT-B-16", "openai"]}, "backbone must be a backbone name"),
         ({"backbone": "x" * 5000}, "backbone must be a backbone name"),
         ({"classes": {"names": ["a"] * 4, "prompts": ["a"], "template": "{}"}}, "classes.prompts has 1 entries"),
-        ({"classes": {"names": ["a"] * 4, "prompts": ["a"] * 4, "template": "no slot"}}, "template must be a string"),
+        ({"classes": {"names": ["a"] * 4, "prompts": ["a"] * 4, "template": "no slot"}}, "template must be text"),
         ({"detail": "/etc/passwd"}, "detail must be"),
     ],
 )
@@ -313,7 +363,7 @@ def test_fingerprint_changes_with_everything_that_changes_a_decision(trained_ckp
         "class name": {"classes.names": ["a", "b", "c", "d"]},
         "prompt": {"classes.template": "a dermoscopy image of {}"},
         "option": {"config.tau": 0.05},
-        "backbone": {"backbone": "clip-vit-b16"},
+        "backbone": {"backbone": "another-backbone"},
         "detail": {"detail": "native"},
     }
     seen = {base}

@@ -1,0 +1,95 @@
+"""The model card (``README.md``) written beside a checkpoint: hub metadata, the known classes,
+the threshold, and what the head was trained, calibrated and measured on when its config says."""
+
+from __future__ import annotations
+
+
+def model_card(meta: dict) -> str:
+    """A short model card with hub metadata (the publishing tool writes a fuller one)."""
+    from .backbones.catalog import backbone_info
+    from .checkpoint import CONFIG_NAME, WEIGHTS_NAME
+
+    info = backbone_info(meta["backbone"])
+    base = info.hub_files[0][0] if info is not None and info.hub_files and info.twin_of is None else None
+    thr = meta.get("threshold")
+    lines = [
+        "---",
+        "library_name: hvl",
+        "tags:",
+        "- hvl",
+        "- medical-imaging",
+        "- out-of-distribution-detection",
+        "pipeline_tag: image-classification",
+        *([f"base_model: {base}"] if base else []),
+        "---",
+        "",
+        "# HVL head",
+        "",
+        f"An HVL head (Lai et al., MICCAI 2025) for the frozen backbone `{meta['backbone']}`: it names one of "
+        f'{meta["num_classes"]} known classes or answers "unknown".',
+        "",
+        "Known classes: " + ", ".join(meta["classes"]["names"]) + ".",
+        "",
+        f"Calibrated {meta['config'].get('score', 'msp')} threshold: {thr:.4f}."
+        if thr is not None
+        else "Not calibrated (threshold 0.5).",
+        "",
+        *_provenance(meta),
+        "```python",
+        "import hvl_core",
+        'model = hvl_core.load_model(checkpoint="ORG/NAME")  # or a local folder',
+        'pred = model.predict("image.png")',
+        "```",
+        "",
+        f"Files: `{WEIGHTS_NAME}` (W, b0, b2), `{CONFIG_NAME}` (backbone, classes, options, threshold, "
+        "the weights' sha256).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _pct(ci) -> str:
+    return f"{100 * ci[0]:.1f}% (95% CI {100 * ci[1]:.0f}–{100 * ci[2]:.0f}%)"
+
+
+def _provenance(meta: dict) -> list[str]:
+    """Model-card lines on what a checkpoint was trained, calibrated and measured on, when its
+    config records it (``training.sources``, ``calibration``, ``measured``)."""
+    lines = []
+    train = meta.get("training") or {}
+    if train.get("sources"):
+        what = (
+            f"{train.get('n_train', '?')} known images of these sources (the paper's loss, "
+            f"{(train.get('train_config') or {}).get('epochs', '?')} epochs): " + ", ".join(train["sources"])
+        )
+        if train.get("head") == "untrained":
+            lines += [
+                "**Trained on** nothing: this head is untrained (W, b⁰, b² zero; the backbone's own scores). "
+                f"A head trained on {what} separated known from unknown images worse on the calibration "
+                "sources, so it is not the one shipped.",
+                "",
+            ]
+        else:
+            lines += [f"**Trained on** {what}.", ""]
+    cal = meta.get("calibration") or {}
+    if cal.get("rule") == "conformal":
+        lines += [
+            f"**Calibrated** on {cal['n']} known images of other sources ({', '.join(cal.get('sources', []))}): "
+            f"the threshold is their conformal quantile for {100 * cal['alpha']:.0f}% false rejection, valid "
+            "for new images exchangeable with them (taken the same way); their scores ship in config.json "
+            "for conformal p-values.",
+            "",
+        ]
+    m = meta.get("measured") or {}
+    if m.get("false_rejection"):
+        lines += [
+            f"**Measured** on {m['n']['id']} known images of sources never trained or calibrated on "
+            f"({', '.join(m.get('sources', []))}): {_pct(m['false_rejection'])} referred; accepted as known: "
+            f"far-OOD {_pct(m['accepted_far'])}, the other class set {_pct(m['accepted_other'])}, "
+            f"near-OOD {_pct(m['accepted_near'])}. Details: results/corpus/README.md.",
+            "",
+            "**Never seen**: any image unlike those sources — other cameras, scanners, stains, "
+            "populations (corpus/README.md lists what they hold); its verdicts there are unmeasured.",
+            "",
+        ]
+    return lines
