@@ -18,8 +18,8 @@ import numpy as np
 from hvl_core.checkpoint import head_from_checkpoint, load_checkpoint, save_checkpoint
 
 from . import metrics as M
+from .embedding_scores import head_scores
 from .features import FeatureSet
-from .scoring import head_scores
 
 #: keys save_checkpoint writes itself; everything else in the config is carried over on re-saving
 CORE_KEYS = {

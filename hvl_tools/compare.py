@@ -11,9 +11,9 @@ from pathlib import Path
 from . import metrics as M
 from .aggregate import aggregate_table
 from .config import MCM_TAU, VARIANTS, variant_title
+from .embedding_scores import score_sets
 from .evaluate import evaluate_features
 from .reports import plot_roc
-from .scoring import score_sets
 
 
 def run_benchmark(

@@ -39,8 +39,8 @@ from hvl_core.conformal import ALPHA, conformal_threshold
 from . import metrics as M
 from .config import TrainConfig
 from .corpus import ID_CATEGORY, ID_CLASSES, Row, default_root, read_manifest
+from .embedding_scores import head_scores
 from .features import FeatureCache, FeatureSet, extract_features
-from .scoring import head_scores
 
 BACKBONE = "medmnist-densenet121"
 PRESETS = tuple(ID_CATEGORY)

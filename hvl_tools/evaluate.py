@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import os
 
+from .embedding_scores import score_sets
 from .features import FeatureSet
 from .reports import write_report
-from .scoring import score_sets
 
 # --------------------------------------------------------------------------- models on cached features
 

@@ -102,7 +102,7 @@ def _draw(labels: np.ndarray, per_class: int, val_fraction: float, rng: np.rando
 
 
 def _train_and_score(model, train_fs, eval_v, cfg, method: str):
-    from .scoring import head_scores
+    from .embedding_scores import head_scores
     from .train import train_head
 
     if train_fs is not None:

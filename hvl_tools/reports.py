@@ -15,8 +15,8 @@ import numpy as np
 from hvl_core import scores
 
 from . import metrics as M
+from .embedding_scores import ScoredSet
 from .metrics import compute_metrics
-from .scoring import ScoredSet
 
 REPORT_METRICS = (("accuracy", "ID acc. ↑"), ("auroc", "AUROC ↑"), ("fpr95", "FPR95 ↓"), ("aupr", "AUPR-In ↑"))
 

@@ -33,9 +33,9 @@ from hvl_core.geometry import split_scales
 from hvl_core.head import HVLHead
 
 from .config import TrainConfig
+from .embedding_scores import cpu_threads_for_head, head_scores, torch_threads
 from .features import FeatureSet
 from .reports import plot_losses
-from .scoring import cpu_threads_for_head, head_scores, torch_threads
 
 STATE_JSON = "train_state.json"
 STATE_FORMAT = "hvl-train-state"

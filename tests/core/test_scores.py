@@ -82,7 +82,7 @@ def test_a_registered_score_reaches_the_model_cli_reports_and_page(toy, tiny_bac
     from hvl_core import load_model
     from hvl_tools import reports
     from hvl_tools.cli import main
-    from hvl_tools.scoring import ScoredSet
+    from hvl_tools.embedding_scores import ScoredSet
 
     model = load_model(tiny_backbone, preset="dermatology-isic4", device="cpu", score="meanlogit", threshold=-50.0)
     img = Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))

@@ -11,8 +11,8 @@ def test_calibration_and_metrics_work_in_the_units_of_every_score():
     """t95 is taken on the decision score itself (energy here), and head_scores gives that score."""
     from hvl_tools import metrics as M
     from hvl_tools.calibrate import calibrate_threshold
+    from hvl_tools.embedding_scores import head_scores
     from hvl_tools.features import FeatureSet
-    from hvl_tools.scoring import head_scores
 
     torch.manual_seed(0)
     n, d, N = 1, 6, 20

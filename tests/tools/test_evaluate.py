@@ -10,8 +10,8 @@ import pytest
 from hvl_core import load_checkpoint
 from hvl_tools.aggregate import aggregate
 from hvl_tools.cli import main
+from hvl_tools.embedding_scores import ScoredSet
 from hvl_tools.reports import write_report
-from hvl_tools.scoring import ScoredSet
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

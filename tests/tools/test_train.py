@@ -12,8 +12,8 @@ from hvl_core.checkpoint import WEIGHTS_NAME
 from hvl_core.head import HVLHead
 from hvl_core.images import ImageError
 from hvl_tools.data import labelled_items
+from hvl_tools.embedding_scores import head_scores
 from hvl_tools.features import FeatureCache, FeatureSet, extract_features, features_of_items
-from hvl_tools.scoring import head_scores
 from hvl_tools.synthetic import ID_CLASSES
 from hvl_tools.train import STATE_JSON, TrainConfig, TrainStateError, train_head
 
