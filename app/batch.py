@@ -20,14 +20,13 @@ from pathlib import Path, PurePosixPath
 
 from hvl_core import ImageError, load_image
 
+from . import gpu
 from .decision import fmt_score
 from .service import UserError, upload_dir
 
 MAX_BATCH_IMAGES = 32
 MAX_BATCH_BYTES = 64 * 1024 * 1024
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".dcm"}
-#: images encoded together (all their crops in one encoder call)
-ENCODE_CHUNK = 4
 #: the false discovery rate of the Benjamini–Hochberg column (over the batch's conformal p-values)
 BATCH_FDR = 0.05
 COLUMNS = ["file", "class", "score", "known", "p-value", f"BH unknown (FDR {BATCH_FDR:.0%})"]
@@ -95,8 +94,8 @@ def read_uploads(paths) -> list[tuple[str, bytes | str]]:
 
 
 def encode(model, items: list[tuple[str, bytes | str]]) -> Batch:
-    """Load and encode every image (unreadable ones keep their reason); the encoder runs on
-    ``ENCODE_CHUNK`` images at a time."""
+    """Load and encode every image (unreadable ones keep their reason): one call of the GPU
+    function (``app.gpu``) for the whole batch, the encoder on all their crops together."""
     batch = Batch(names=[n for n, _ in items], encoded=[None] * len(items))
     loaded = []
     for i, (_, source) in enumerate(items):
@@ -104,10 +103,8 @@ def encode(model, items: list[tuple[str, bytes | str]]) -> Batch:
             loaded.append((i, load_image(source)))
         except ImageError as e:
             batch.errors[i] = str(e)
-    for start in range(0, len(loaded), ENCODE_CHUNK):
-        chunk = loaded[start : start + ENCODE_CHUNK]
-        for (i, _), enc in zip(chunk, model.encode_batch([li for _, li in chunk])):
-            batch.encoded[i] = enc
+    for (i, _), enc in zip(loaded, gpu.encode_images(model, [li for _, li in loaded])):
+        batch.encoded[i] = enc
     return batch
 
 

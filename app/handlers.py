@@ -9,8 +9,9 @@ write) and the values of its inputs, returning ``{component: value}`` for what c
   encoding; before any analysis it changes nothing;
 - ``on_score``: the decision score → the head only, the threshold back to the model's own for
   that score, the slider in its units;
-- ``on_pick_tile``: a click on a whole-slide image's thumbnail → the tile there, analysed;
-- ``api_predict``: the public ``/predict`` endpoint.
+- ``on_pick_tile``: a click on a whole-slide image's thumbnail → the tile there, analysed.
+
+The public ``/predict`` and ``/batch`` endpoints are in ``app.api``.
 
 ``present`` redraws only what changed: each output has a key (``app.figures.*_key``, or its
 text), the keys shown are kept per session in ``UI.shown``, and an output whose key did not
@@ -396,26 +397,3 @@ def on_pick_tile(ui: UI, values: dict, evt: gr.EventData, progress=gr.Progress()
         return run(ui, new, carried(shown), s, progress)
     except Exception as e:  # noqa: BLE001
         return failed(ui, sess, e)
-
-
-def api_predict(service: ModelService, path, preset_v, classes_v, thr_v, n_v, k_v, ef_v, rn_v) -> dict:
-    """Predict one image; a bad file or setting raises gr.Error with the reason."""
-    from .service import DEFAULT_N, DEFAULT_PRESET
-
-    try:
-        spec, ck = service.spec(preset_v or DEFAULT_PRESET, classes_v or "", None, int(n_v or DEFAULT_N))
-        # a threshold given by the caller is used as is; none: the model's own
-        sess = service.load(path, previous=Session(model_identity=spec.identity()))
-        sess, pred, model, _ = service.analyse(sess, spec, ck, thr_v, int(k_v or 4), bool(ef_v), bool(rn_v))
-    except Exception as e:  # noqa: BLE001
-        if not isinstance(e, USER_ERRORS + (ValueError,)):
-            log.exception("API prediction failed")
-        raise gr.Error(friendly_error(e), print_exception=False) from None
-    out = pred.to_dict()
-    out.update(
-        decision=dec.decision_text(pred),
-        top=[[c, p] for c, p in pred.top(5)],
-        backbone_description=model.backbone.describe(),
-        calibrated=model.calibrated,
-    )
-    return out

@@ -130,8 +130,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
             with gr.Tab("Batch", elem_id="tab-batch"):
                 (b_files, b_run, b_state, b_thr, b_table, b_hist, b_summary, b_csv, b_csv_btn) = batch.render()
         gr.Markdown(FOOTER, elem_id="footer")
-        api.render_and_listen(service, model.head.config.k)
-        batch.render_api(service)
+        api.register(service)
 
         ui = UI(
             service=service,
@@ -217,7 +216,8 @@ def launch_kwargs(server_name: str | None = None, server_port: int | None = None
 
 
 def mcp_enabled() -> bool:
-    """The app as an MCP server (its ``/predict`` and ``/batch`` endpoints as tools, at
+    """The app as an MCP server (its ``/predict`` and ``/batch`` endpoints as the tools
+    ``hvl_predict`` and ``hvl_batch``, at
     ``/gradio_api/mcp/``): on unless ``HVL_MCP=0``, and only when the ``mcp`` package is installed."""
     if os.environ.get("HVL_MCP", "1").strip().lower() in ("0", "false", "no", "off"):
         return False

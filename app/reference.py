@@ -16,6 +16,10 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from hvl_core import load_image
+
+from . import gpu
+
 log = logging.getLogger(__name__)
 
 #: the example kind that is in-distribution for each preset
@@ -79,7 +83,7 @@ class ReferenceSet:
             with self._lock:
                 if key in self._encoded:
                     return self._encoded[key]
-            encoded = model.encode_batch([e["path"] for e in self.examples]) if self.examples else []
+            encoded = gpu.encode_images(model, [load_image(e["path"]) for e in self.examples])
             with self._lock:
                 self.encode_calls += 1
                 self._encoded[key] = encoded

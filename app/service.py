@@ -45,9 +45,11 @@ from hvl_core.backbones import (
 from hvl_core.backbones.catalog import CATALOG, LABEL_ONLY
 from hvl_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, hub_files, shipped_checkpoint
 from hvl_core.head import score_range
-from hvl_core.hub import gpu_task, is_hub_id
+from hvl_core.hub import is_hub_id
 from hvl_core.images import LoadedImage
 from hvl_core.presets import split_class_list
+
+from . import gpu
 
 ENV_BACKBONE = "HVL_BACKBONE"
 ENV_DEVICE = "HVL_DEVICE"
@@ -122,11 +124,10 @@ class Session:
         return self.loaded is not None
 
 
-@gpu_task
 def encode_on_gpu(model: HVLModel, loaded: LoadedImage) -> Encoded:
-    """The encoder run, the one step that wants a GPU: on a ZeroGPU Space one is attached for
-    this call (``hvl_core.hub.gpu_task``); elsewhere a plain call."""
-    return model.encode(loaded)
+    """The encoder run, the one step that wants a GPU: through ``app.gpu`` (on a ZeroGPU Space a
+    GPU is attached for the call, the model reached by key); elsewhere a plain call."""
+    return gpu.encode_images(model, [loaded])[0]
 
 
 def _load_pair(weights, config, label: str) -> Checkpoint:

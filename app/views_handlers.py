@@ -6,8 +6,7 @@ components — and the main ``UI``, returning ``{component: value}``):
 - ``on_step``: the teaching step picked, with this image's numbers;
 - ``on_compare``: two images analysed with the page's settings, side by side;
 - ``on_batch`` / ``on_batch_threshold`` / ``on_batch_csv``: the batch tab — encode once, then
-  re-decide the whole table for any threshold with the head alone;
-- ``api_batch``: the public ``/batch`` endpoint.
+  re-decide the whole table for any threshold with the head alone.
 
 As in ``app.handlers``, no exception reaches Gradio: a failure is one sentence in the view.
 """
@@ -222,36 +221,3 @@ def on_batch_csv(v: Views, batch: bt.Batch | None) -> dict:
     if not batch:
         return {v.batch_summary: NO_BATCH}
     return {v.batch_csv: bt.write_csv(batch)}
-
-
-def api_batch(service, files, preset_v, classes_v, thr_v) -> list[dict]:
-    """Decide several images (or zips of images) with a class set; one row per image: file,
-    class, score, score_name, known, threshold (or error). A bad batch raises gr.Error."""
-    from .service import DEFAULT_PRESET
-    from .settings import Settings
-
-    try:
-        s = Settings(preset=preset_v or DEFAULT_PRESET, custom=classes_v or "")
-        batch, model = analyse_batch(service, s, [f for f in (files or []) if f])
-        if thr_v is not None:
-            batch = bt.decide(model, batch, float(thr_v))
-    except Exception as e:  # noqa: BLE001
-        raise gr.Error(_say(e, "API batch"), print_exception=False) from None
-    out, preds = [], iter(batch.predictions)
-    for i, name in enumerate(batch.names):
-        if i in batch.errors:
-            out.append({"file": name, "error": batch.errors[i]})
-            continue
-        p = next(preds)
-        out.append(
-            {
-                "file": name,
-                "class": p.label,
-                "score": p.score,
-                "score_name": p.score_name,
-                "known": bool(p.known),
-                "threshold": p.threshold,
-                "msp": p.msp,
-            }
-        )
-    return out

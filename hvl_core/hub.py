@@ -79,12 +79,17 @@ def on_zero_gpu() -> bool:
     return True
 
 
-def gpu_task(fn: F | None = None, *, duration: int | None = None):
+def gpu_task(fn: F | None = None, *, duration: int | Callable[..., int] | None = None):
     """Decorator for the function that runs the model: ``spaces.GPU`` on a ZeroGPU Space (a GPU
-    is attached for the call), the function itself unchanged everywhere else.
+    is attached for the call), the function itself unchanged everywhere else. ``duration``: the
+    seconds to reserve, or a function of the call's arguments giving them (``spaces`` sizes each
+    call with it).
 
-        @gpu_task                     # or @gpu_task(duration=120)
+        @gpu_task                     # or @gpu_task(duration=120), @gpu_task(duration=seconds_for)
         def analyse(image): ...
+
+    ``spaces`` pickles every argument of every call into the GPU worker: pass images and keys,
+    and reach the model through a module-level object (``app.gpu``), never as an argument.
     """
 
     def wrap(f: F) -> F:

@@ -1,6 +1,6 @@
 """The batch tab: several images (or a zip), a table (file, class, score, known), the scores'
 histogram with the threshold, a threshold slider that re-decides the table without re-encoding
-(and says how many flip), a CSV download. Also the public ``/batch`` endpoint."""
+(and says how many flip), a CSV download."""
 
 from __future__ import annotations
 
@@ -10,15 +10,7 @@ import gradio as gr
 
 from .. import views_handlers as vh
 from ..batch import COLUMNS, MAX_BATCH_BYTES, MAX_BATCH_IMAGES
-from ..service import API_GROUP, DEFAULT_PRESET
 from .upload import IMAGE_TYPES
-
-API_DESCRIPTION = (
-    "Decide several images at once: returns one row per image (file, class, score, score_name, "
-    "known, threshold) or its error. Arguments: image files or zips of images, preset "
-    "(dermatology-isic4 | histology-nct-crc | custom), custom classes (comma-separated), "
-    "threshold (empty: the model's)."
-)
 
 
 def render():
@@ -80,24 +72,4 @@ def listen(ui, v, run: gr.Button, csv_btn: gr.Button) -> None:
         )
     csv_btn.click(
         functools.partial(vh.on_batch_csv, v), v.batch_state, [v.batch_csv, v.batch_summary], api_visibility="private"
-    )
-
-
-def render_api(service) -> None:
-    """``/batch``: hidden components, its own endpoint in the API's queue group."""
-    with gr.Row(visible=False):
-        inputs = [
-            gr.File(file_count="multiple", type="filepath"),
-            gr.Textbox(value=DEFAULT_PRESET),
-            gr.Textbox(value=""),
-            gr.Number(value=None),
-        ]
-        out = gr.JSON()
-
-    def hvl_batch(files, preset_v, classes_v, thr_v):
-        # a named function: the MCP tool takes its name
-        return vh.api_batch(service, files, preset_v, classes_v, thr_v)
-
-    gr.Button(visible=False).click(
-        hvl_batch, inputs, out, api_name="batch", concurrency_id=API_GROUP, api_description=API_DESCRIPTION
     )

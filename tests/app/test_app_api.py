@@ -272,7 +272,7 @@ def test_app_py_builds_the_space_app(monkeypatch, tmp_path):
     from app.service import API_GROUP, QUEUE_MAX_SIZE
 
     assert mod.demo._queue.max_size == QUEUE_MAX_SIZE  # 20 clients × 5 requests all queue
-    assert {fn.concurrency_id for fn in mod.demo.fns.values() if fn.api_name == "predict"} == {API_GROUP}
+    assert {fn.concurrency_id for fn in mod.demo.fns.values() if fn.api_name in ("predict", "batch")} == {API_GROUP}
 
 
 def test_readme_front_matter_is_a_space_config():
@@ -318,25 +318,27 @@ def client(service):
         demo.close()
 
 
-def api(client, path, preset="dermatology-isic4", classes="", threshold=None, n=2, k=4, ef=True, rn=False):
+def api(client, path, preset="dermatology-isic4", classes="", threshold=None):
+    """``/predict`` on a local file (uploaded by ``handle_file``), its JSON answer parsed."""
     from gradio_client import handle_file
 
-    return client.predict(handle_file(str(path)), preset, classes, threshold, n, k, ef, rn, api_name="/predict")
+    return json.loads(client.predict(handle_file(str(path)), preset, classes, "auto", threshold, api_name="/predict"))
 
 
 def test_api_predicts_an_example(client, tiny_model):
     out = api(client, EXAMPLE)
     ref = tiny_model.predict(str(EXAMPLE))
     assert out["classes"] == ISIC4 and out["label"] == ref.label
-    assert out["msp"] == pytest.approx(ref.msp, abs=1e-5)
-    assert out["threshold"] == hvl_core.DEFAULT_THRESHOLD and out["known"] == (out["msp"] >= out["threshold"])
+    assert out["msp"] == pytest.approx(ref.msp, abs=1e-5) and out["score"] == pytest.approx(ref.score, abs=1e-5)
+    assert out["threshold"] == hvl_core.DEFAULT_THRESHOLD and out["known"] == (out["score"] >= out["threshold"])
     assert out["decision"] == (
         f"Known: {ref.label} ({ref.msp:.3f})" if ref.known else "Unknown — refer to a specialist"
     )
-    assert len(out["p_id"]) == 4 and np.array(out["entropy2"]).shape == (4, 4) and len(out["pseudo_ood"]) == 4
-    assert out["backbone"] == "tiny-clip-random" and out["calibrated"] is False
+    assert [t["class"] for t in out["top"]] == [c for c, _ in ref.top(5)] and out["file"] == EXAMPLE.name
+    assert out["backbone"] == "tiny-clip-random" and out["checkpoint"] is None and out["n"] == 2
     flipped = api(client, EXAMPLE, threshold=min(out["msp"] + 0.01, 1.0) if out["known"] else out["msp"] - 0.01)
     assert flipped["known"] != out["known"] and flipped["msp"] == pytest.approx(out["msp"])
+    assert flipped["threshold_source"] == "given"
 
 
 def test_api_bad_files_get_their_message_and_the_server_keeps_serving(client, tmp_path):

@@ -166,14 +166,12 @@ def test_batch_endpoint_and_mcp_tools(app_url):
     from gradio_client import Client, handle_file
 
     client = Client(app_url, verbose=False)
-    rows = client.predict(
-        [handle_file(str(EXAMPLE)), handle_file(str(OOD))], "dermatology-isic4", "", 0.2, api_name="/batch"
+    rows = json.loads(
+        client.predict([handle_file(str(EXAMPLE)), handle_file(str(OOD))], threshold=0.2, api_name="/batch")
     )
     assert [r["file"] for r in rows] == [EXAMPLE.name, OOD.name]
     assert all(r["known"] == (r["score"] >= 0.2) for r in rows)
-    one = client.predict(
-        handle_file(str(EXAMPLE)), "dermatology-isic4", "", None, 2, 4, True, False, api_name="/predict"
-    )  # the single-image API is unchanged
+    one = json.loads(client.predict(handle_file(str(EXAMPLE)), "dermatology-isic4", api_name="/predict"))
     assert "decision" in one and "msp" in one
     with urllib.request.urlopen(app_url + "gradio_api/mcp/schema", timeout=10) as r:
         tools = {t["name"] for t in json.loads(r.read())}
