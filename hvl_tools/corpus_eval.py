@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from hvl_core.conformal import ALPHA, conformal_threshold
+from hvl_core.scores import SCORES as REGISTERED
 
 from . import metrics as M
 from .config import TrainConfig
@@ -44,8 +45,8 @@ from .features import FeatureCache, FeatureSet, extract_features
 
 BACKBONE = "medmnist-densenet121"
 PRESETS = tuple(ID_CATEGORY)
-#: the scores compared (the built-in ones: a score added at run time is not in the recorded results)
-SCORES = ("msp", "energy", "maxlogit")
+#: the scores compared: the registry's at import (a score registered later is not compared)
+SCORES = tuple(REGISTERED)
 #: OOD groups reported apart: far-OOD, the other preset's ID images, this preset's near-OOD
 GROUPS = ("far", "other", "near")
 #: zoo settings, fixed before any run (no tuning on test sources): KNN's k (small sets), ViM's

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from hvl_core.scores import SCORES
+
 GROUP_NAMES = {"id": "its own ID images", "far": "far-OOD", "other": "the other preset's ID", "near": "near-OOD"}
 
 
@@ -48,7 +50,7 @@ def preset_section(name: str, r: dict) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for head in ("trained", "untrained"):
-        for s in ("msp", "energy", "maxlogit"):
+        for s in (s for s in SCORES if s in r[head]):
             e = r[head][s]
             t = e["test"]
             mark = " (default)" if head == which and s == best else ""
