@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hvl_core.head import HVLConfig
+
 from . import metrics as M
 from .config import MCM_TAU, PAPER_ROWS, VARIANTS, TrainConfig, variant_title
 
@@ -308,7 +310,7 @@ def simulated_embeddings(
     n_per_class: int,
     num_classes: int = 4,
     dim: int = 64,
-    n: int = 2,
+    n: int = HVLConfig.n,
     ood: bool = False,
     seed: int = 0,
     noise: float = 0.5,
