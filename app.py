@@ -13,18 +13,19 @@ import os
 # privacy: no analytics, no version check, no hub telemetry; set before gradio is imported
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-# uploads in a folder of this app's own, which is emptied at start-up (app/service.py: start_sweeper)
-import tempfile  # noqa: E402
+# uploads in a folder of this process's own (0700), removed when it stops (SIGTERM, SIGINT, exit);
+# set before gradio is imported, which reads GRADIO_TEMP_DIR (app/uploads.py)
+from app.uploads import private_upload_dir  # noqa: E402
 
-os.environ.setdefault("GRADIO_TEMP_DIR", os.path.join(tempfile.gettempdir(), "hvl-demo-uploads"))
+UPLOADS = private_upload_dir()
 
 import ipaddress  # noqa: E402
-import logging  # noqa: E402
 
 from app.layout import build_demo, launch_kwargs  # noqa: E402
+from app.logs import configure_logging  # noqa: E402
 from app.service import ModelService, start_sweeper  # noqa: E402
 
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+configure_logging(UPLOADS)  # no upload name or path in the log; file readers in one line
 
 
 def _is_loopback(host: str) -> bool:
@@ -42,5 +43,5 @@ service = ModelService(allow_local_checkpoints=_is_loopback(_launch["server_name
 demo = build_demo(service)
 
 if __name__ == "__main__":
-    start_sweeper()
+    start_sweeper(UPLOADS)
     demo.launch(**_launch)

@@ -15,18 +15,21 @@ re-uses the image's encoding too.
 Public-server rules (``allow_local_checkpoints=False``, any address but loopback): no text field
 or uploaded file may make the server open a path of its own — a checkpoint is an upload or a hub
 id, and a checkpoint may only name a registered backbone (no ``MODEL:/path``, no arbitrary hub
-model); error texts never depend on whether a server path exists. ``sweep_uploads`` empties
-gradio's upload folder at start-up and, with ``start_sweeper``, of files older than ten minutes.
+model), and a checkpoint's fields are decided from their text before anything is built (its
+embedding width against the catalog's). Nothing slow runs under the caches' lock: a backbone or
+model is built under a lock of its own name, so a build stalls only the requests that need it,
+and the encoder runs under its own lock.
+
+Each session's image and encoding live in the bounded ``sessions.STORE``; the upload folder is
+``uploads``'s (private to the process, removed at exit).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import tempfile
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -44,12 +47,14 @@ from hvl_core.backbones import (
 )
 from hvl_core.backbones.catalog import CATALOG, LABEL_ONLY
 from hvl_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, hub_files, shipped_checkpoint
-from hvl_core.head import score_range
+from hvl_core.head import HVLConfig, score_range
 from hvl_core.hub import is_hub_id
 from hvl_core.images import LoadedImage
 from hvl_core.presets import split_class_list
 
 from . import gpu
+from .sessions import STORE, Session
+from .uploads import EMPTY_AGE_S, SWEEP_AGE_S, SWEEP_EVERY_S, start_sweeper, sweep_uploads, upload_dir  # noqa: F401
 
 ENV_BACKBONE = "HVL_BACKBONE"
 ENV_DEVICE = "HVL_DEVICE"
@@ -59,7 +64,7 @@ PRESETS = {
     "custom": "Custom class list",
 }
 DEFAULT_PRESET = "dermatology-isic4"
-DEFAULT_N = 2
+DEFAULT_N = HVLConfig.n
 MAX_N = 4
 #: backbones kept built (a ViT-B/16 is ~600 MB); the least recently used one is dropped
 MAX_BACKBONES = 2
@@ -74,15 +79,23 @@ MAX_UPLOADED_CHECKPOINTS = 4
 #: group; browser events and the API have a group each, so neither can lock the other out)
 QUEUE_MAX_SIZE = 256
 BROWSER_GROUP, API_GROUP = "model", "api"
-#: gradio's upload folder is swept every SWEEP_EVERY_S of files older than SWEEP_AGE_S, and of the
-#: empty temporary files its upload parser leaves (one per upload) once EMPTY_AGE_S old
-SWEEP_EVERY_S, SWEEP_AGE_S, EMPTY_AGE_S = 60, 600, 60
-
-log = logging.getLogger(__name__)
 
 
 class UserError(Exception):
     """Something the person using the demo can fix; the message is shown as is."""
+
+
+NO_IMAGE = "upload an image first (PNG, JPEG, TIFF, BMP or WebP), or click an example"
+
+
+def dropped_message() -> str:
+    """What a session whose image the store let go is told."""
+    from .sessions import SESSION_TTL_S
+
+    return (
+        f"your image is no longer held (images unused for {SESSION_TTL_S // 60} minutes, or pushed out "
+        "by newer ones while many are open, are let go); upload it again"
+    )
 
 
 #: errors whose message is written for the person using the demo
@@ -105,23 +118,6 @@ class Spec:
             return ("checkpoint", self.checkpoint)
         ident = ("custom", split_class_list(self.custom)) if self.preset == "custom" else ("preset", self.preset)
         return (*ident, self.backbone) if self.backbone else ident
-
-
-@dataclass
-class Session:
-    """One browser session's image and its cached encoding (kept in memory only, in gr.State)."""
-
-    loaded: LoadedImage | None = None
-    name: str = ""
-    encoded: Encoded | None = None
-    encoded_for: tuple | None = None  # (backbone name, n, detail) the encoding was made with
-    spec: Spec | None = None
-    model_identity: tuple | None = None
-    prediction: Prediction | None = None
-    slide_path: str | None = None  # a whole-slide upload: its file, to read other tiles from
-
-    def has_image(self) -> bool:
-        return self.loaded is not None
 
 
 def encode_on_gpu(model: HVLModel, loaded: LoadedImage) -> Encoded:
@@ -175,7 +171,9 @@ class ModelService:
         self._backbones: OrderedDict[str, Backbone] = OrderedDict()
         self._models: OrderedDict[tuple, HVLModel] = OrderedDict()
         self._uploaded: OrderedDict[str, Checkpoint] = OrderedDict()
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the caches only: held for lookups, never for a build
+        self._gates: dict[object, threading.Lock] = {}  # one per backbone or model being built
+        self._encode_lock = threading.Lock()  # one encoder run at a time
         self.encode_calls = 0  # how many times the encoder ran (tests check decide never does)
 
     # ----------------------------------------------------------------- building
@@ -201,16 +199,34 @@ class ModelService:
             )
         return name
 
+    def _gate(self, key) -> threading.Lock:
+        with self._lock:
+            return self._gates.setdefault(key, threading.Lock())
+
+    def _ungate(self, key) -> None:
+        with self._lock:
+            self._gates.pop(key, None)
+
     def backbone(self, name: str | None = None) -> Backbone:
         """The backbone ``name`` (default: the server's), built at most once while it stays among
-        the ``max_backbones`` most recently used."""
+        the ``max_backbones`` most recently used; built outside the caches' lock."""
         name = name or self.backbone_name
         with self._lock:
             bb = self._cached_backbone(name)
-            if bb is None:
-                bb = create_backbone(name)
-                self._remember_backbone(name, bb)
+        if bb is not None:
             return bb
+        gate = ("backbone", name)
+        try:
+            with self._gate(gate):
+                with self._lock:
+                    bb = self._cached_backbone(name)
+                if bb is None:
+                    bb = create_backbone(name)
+                    with self._lock:
+                        self._remember_backbone(name, bb)
+                return bb
+        finally:
+            self._ungate(gate)
 
     def _remember_backbone(self, name: str, bb: Backbone) -> None:
         self._backbones[name] = bb
@@ -290,40 +306,66 @@ class ModelService:
             preset=preset, custom=custom if preset == "custom" else "", checkpoint=key, n=n, backbone=backbone or ""
         ), ck
 
-    def model(self, spec: Spec, ck: Checkpoint | None = None) -> HVLModel:
-        key = (spec.backbone or self.backbone_name, spec.identity(), spec.n)
+    def _cached_model(self, key) -> HVLModel | None:
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
-            if spec.checkpoint is not None:
-                if ck is None:
-                    _, ck = self.resolve_checkpoint(spec.checkpoint)
-                # a checkpoint fixes the backbone it was trained on; a backbone built for it is
-                # kept only when the checkpoint fits it (a rejected upload leaves nothing behind)
-                name = self.check_backbone_name(ck.backbone)
-                bb = self._cached_backbone(name)
-                fresh = bb is None
-                if fresh:
-                    bb = create_backbone(name)
-                model = hvl_core.load_model(bb, checkpoint=ck, device=self.device, n=spec.n)
-                if fresh:
-                    self._remember_backbone(name, bb)
-            elif spec.preset == "custom":
-                model = hvl_core.load_model(
-                    self.backbone(spec.backbone or None),
-                    classes=list(split_class_list(spec.custom)),
-                    device=self.device,
-                    n=spec.n,
-                )
-            else:
-                bb = self.backbone(spec.backbone or None)
-                shipped = shipped_checkpoint(bb.name, spec.preset)  # the calibrated head, if one ships
-                model = hvl_core.load_model(bb, preset=spec.preset, checkpoint=shipped, device=self.device, n=spec.n)
-            self._models[key] = model
-            while len(self._models) > self.max_models:
-                self._models.popitem(last=False)
+        return None
+
+    def model(self, spec: Spec, ck: Checkpoint | None = None) -> HVLModel:
+        """The model for ``spec``: from the cache, or built once (outside the caches' lock; two
+        requests for the same model wait for one build)."""
+        key = (spec.backbone or self.backbone_name, spec.identity(), spec.n)
+        model = self._cached_model(key)
+        if model is not None:
             return model
+        gate = ("model", key)
+        try:
+            with self._gate(gate):
+                model = self._cached_model(key) or self._build(spec, ck)
+                with self._lock:
+                    self._models[key] = model
+                    self._models.move_to_end(key)
+                    while len(self._models) > self.max_models:
+                        self._models.popitem(last=False)
+                return model
+        finally:
+            self._ungate(gate)
+
+    def _build(self, spec: Spec, ck: Checkpoint | None) -> HVLModel:
+        if spec.checkpoint is not None:
+            if ck is None:
+                _, ck = self.resolve_checkpoint(spec.checkpoint)
+            # a checkpoint fixes the backbone it was trained on; its width was checked against the
+            # catalog's on load, and against a built one here, before anything is built for it; a
+            # backbone built for it is kept only when the checkpoint fits it
+            name = self.check_backbone_name(ck.backbone)
+            with self._lock:
+                bb = self._cached_backbone(name)
+            if bb is not None and bb.embed_dim != ck.meta["embed_dim"]:
+                raise UserError(
+                    f"the checkpoint holds {ck.meta['embed_dim']}-d embeddings, but {name} gives "
+                    f"{bb.embed_dim}-d ones: it was trained on another backbone"
+                )
+            fresh = bb is None
+            if fresh:
+                bb = create_backbone(name)
+            model = hvl_core.load_model(bb, checkpoint=ck, device=self.device, n=spec.n)
+            if fresh:
+                with self._lock:
+                    self._remember_backbone(name, bb)
+            return model
+        if spec.preset == "custom":
+            return hvl_core.load_model(
+                self.backbone(spec.backbone or None),
+                classes=list(split_class_list(spec.custom)),
+                device=self.device,
+                n=spec.n,
+            )
+        bb = self.backbone(spec.backbone or None)
+        shipped = shipped_checkpoint(bb.name, spec.preset)  # the calibrated head, if one ships
+        return hvl_core.load_model(bb, preset=spec.preset, checkpoint=shipped, device=self.device, n=spec.n)
 
     def preload(self, spec: Spec | None = None) -> HVLModel:
         """Build the default model now so the first click only runs the encoder."""
@@ -345,8 +387,10 @@ class ModelService:
         if not name:
             name = os.path.basename(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "image"
         slide_path = os.fspath(source) if loaded.slide is not None and isinstance(source, (str, os.PathLike)) else None
+        if previous is not None and previous.key:
+            STORE.drop(previous.key)  # the page shows this image now: the one before is let go
         return Session(
-            loaded=loaded,
+            key=STORE.put(loaded),
             name=name,
             model_identity=previous.model_identity if previous else None,
             slide_path=slide_path,
@@ -382,7 +426,7 @@ class ModelService:
         model and whether the threshold (and the score) went back to the model's own (a different
         model). ``threshold`` is in the units of ``score`` (default: the model's score)."""
         if not session.has_image():
-            raise UserError("upload an image first (PNG, JPEG, TIFF, BMP or WebP), or click an example")
+            raise UserError(dropped_message() if session.dropped() else NO_IMAGE)
         say = progress or (lambda f, d: None)
         say(0.05, "Loading the model")
         model = self.model(spec, ck)
@@ -391,14 +435,15 @@ class ModelService:
         if encoded is None or session.encoded_for != enc_for:
             m = 1 + model.n**2 + 4 * model.n**2
             say(0.2, f"Encoding {m} crops with {model.backbone.name}")
-            with self._lock:
+            with self._encode_lock:
                 encoded = encode_on_gpu(model, session.loaded)
                 self.encode_calls += 1
+            STORE.set_encoded(session.key, encoded, enc_for)
         reset = session.model_identity != spec.identity()
         thr = None if (reset or threshold is None) else float(threshold)
         say(0.85, "Deciding")
-        session = replace(session, encoded=encoded, encoded_for=enc_for, spec=spec, model_identity=spec.identity())
-        pred = self._decide(model, session, thr, k, entropy_filter, renormalize, None if reset else score)
+        session = replace(session, encoded_for=enc_for, spec=spec, model_identity=spec.identity())
+        pred = self._decide(model, session, thr, k, entropy_filter, renormalize, None if reset else score, encoded)
         session.prediction = pred
         return session, pred, model, reset
 
@@ -413,10 +458,11 @@ class ModelService:
     ) -> tuple[Session, Prediction, HVLModel]:
         """Re-decide from the cached encoding: the head only. ``threshold`` None: the model's own
         for ``score``."""
-        if session.encoded is None or session.spec is None:
-            raise UserError("analyse an image first")
+        encoded = session.encoded
+        if encoded is None or session.spec is None:
+            raise UserError(dropped_message() if session.dropped() else "analyse an image first")
         model = self.model(session.spec)
-        pred = self._decide(model, session, threshold, k, entropy_filter, renormalize, score)
+        pred = self._decide(model, session, threshold, k, entropy_filter, renormalize, score, encoded)
         session = replace(session, prediction=pred)
         return session, pred, model
 
@@ -429,10 +475,12 @@ class ModelService:
         entropy_filter: bool,
         renormalize: bool,
         score: str | None = None,
+        encoded: Encoded | None = None,
     ) -> Prediction:
-        """The head on the cached encoding. A threshold outside the score's range raises
+        """The head on the cached encoding (``encoded``, else the session's). A threshold outside the score's range raises
         ``ScoreError``; with no threshold where the model has none for ``score`` (nothing
         measured or calibrated), the image's own score is the starting threshold ("given")."""
+        encoded = encoded if encoded is not None else session.encoded
         opts = dict(
             k=max(1, min(int(k), 4 * model.n**2)),
             entropy_filter=bool(entropy_filter),
@@ -442,15 +490,15 @@ class ModelService:
         if threshold is not None and threshold == own_threshold(model, opts["score"]):
             threshold = None  # the slider still at the model's own: keep its source (calibrated, measured)
         try:
-            return model.decide(session.encoded, threshold=threshold, **opts)
+            return model.decide(encoded, threshold=threshold, **opts)
         except ScoreError:
             if threshold is not None or has_threshold(model, opts["score"]):
                 raise
         lo, hi = score_range(replace(model.head.config, score=opts["score"]), len(model.classes.names))
-        probe = model.decide(session.encoded, threshold=max(lo, min(0.0, hi)), **opts)
+        probe = model.decide(encoded, threshold=max(lo, min(0.0, hi)), **opts)
         # just under the image's score, on the slider's 0.01 steps
         start = max(lo, math.floor(probe.score * 100) / 100)
-        return model.decide(session.encoded, threshold=start, **opts)
+        return model.decide(encoded, threshold=start, **opts)
 
 
 def own_threshold(model: HVLModel, score: str) -> float | None:
@@ -466,63 +514,7 @@ def has_threshold(model: HVLModel, score: str) -> bool:
     return own_threshold(model, score) is not None
 
 
-# --------------------------------------------------------------------------- server upkeep
-
-
-def upload_dir() -> Path:
-    """Where gradio keeps uploads and rendered files (``GRADIO_TEMP_DIR``, else its default)."""
-    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
-
-
-def sweep_uploads(
-    folder: str | os.PathLike | None = None, older_than_s: float = 0.0, empty_older_than_s: float | None = None
-) -> int:
-    """Delete the files under ``folder`` (default ``upload_dir()``) not modified for
-    ``older_than_s`` seconds — 0 at start-up: a fresh server has no session to keep them for
-    (uploads under patients' names must not survive a stop or crash) — and 0-byte files not
-    modified for ``empty_older_than_s`` (default: the same), then the empty folders. Links are
-    removed, never followed. Returns how many files went."""
-    root = Path(folder) if folder is not None else upload_dir()
-    if not root.is_dir():
-        return 0
-    now, removed = time.time(), 0
-    empty_age = older_than_s if empty_older_than_s is None else empty_older_than_s
-    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
-        for f in filenames:
-            p = Path(dirpath) / f
-            try:
-                st = p.lstat()
-                age = now - st.st_mtime
-                if older_than_s <= 0 or age >= older_than_s or (st.st_size == 0 and age >= empty_age):
-                    p.unlink()
-                    removed += 1
-            except OSError:
-                pass
-        if Path(dirpath) != root:
-            try:
-                os.rmdir(dirpath)  # only when empty
-            except OSError:
-                pass
-    return removed
-
-
-def start_sweeper(
-    folder: str | os.PathLike | None = None, every_s: float = SWEEP_EVERY_S, age_s: float = SWEEP_AGE_S
-) -> threading.Thread:
-    """Sweep ``folder`` now, entirely, and then every ``every_s`` of files older than ``age_s``
-    (gradio's own ``delete_cache`` misses the files of a previous run and 0-byte leftovers)."""
-    n = sweep_uploads(folder, 0)
-    if n:
-        log.info("deleted %d file(s) left in the upload folder by an earlier run", n)
-
-    def loop():
-        while True:
-            time.sleep(every_s)
-            sweep_uploads(folder, age_s, EMPTY_AGE_S)
-
-    t = threading.Thread(target=loop, name="hvl-upload-sweeper", daemon=True)
-    t.start()
-    return t
+# --------------------------------------------------------------------------- the queue
 
 
 def configure_queue(demo, max_size: int = QUEUE_MAX_SIZE):

@@ -243,3 +243,92 @@ def test_api_flood_does_not_lock_out_browser_events():
         assert browser_wait < api_done / 2
     finally:
         demo.close()
+
+
+def test_template_bomb_checkpoint_is_refused_before_anything_is_built(tiny_backbone, tmp_path, builds):
+    """A 1.6 KB config whose template would format 100 MB per class: refused from its text."""
+    s = public(tiny_backbone)
+    for i, template in enumerate(["{{}}{0:>100000000}", "{} {x}", "{} {0.__class__}"]):
+        files = checkpoint_files(
+            tmp_path, tiny_backbone, f"bomb{i}", edit=lambda m, t=template: m["classes"].update(template=t)
+        )
+        with pytest.raises(CheckpointError, match="exactly one {}") as e:
+            s.spec("dermatology-isic4", "", checkpoint_ref("", files), 2)
+        assert "\n" not in str(e.value)
+    assert builds == [] and s._models == {} and s._uploaded == {}
+
+
+def test_listed_backbone_of_another_width_is_refused_without_building_it(tiny_backbone, tmp_path, builds):
+    """biomedclip-random is listed, but gives 512-d embeddings: a 64-d checkpoint naming it is
+    refused from its config, before the 30 s build."""
+    s = public(tiny_backbone)
+    files = checkpoint_files(tmp_path, tiny_backbone, backbone="biomedclip-random")
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError, match="embed_dim is 64, but the backbone biomedclip-random gives 512-d"):
+        s.spec("dermatology-isic4", "", checkpoint_ref("", files), 2)
+    assert builds == [] and time.perf_counter() - t0 < 5
+
+
+def test_a_slow_build_does_not_hold_the_service_lock(tiny_backbone, tmp_path, monkeypatch):
+    """While one request builds a backbone, another's cached model and decisions go on."""
+    import threading
+
+    s = public(tiny_backbone)
+    spec, _ = s.spec("dermatology-isic4", "", None, 2)
+    s.model(spec)  # cached
+    started, release = threading.Event(), threading.Event()
+
+    def slow_build(name="auto"):
+        started.set()
+        release.wait(20)
+        return tiny_backbone
+
+    monkeypatch.setattr(svc_mod, "create_backbone", slow_build)
+    monkeypatch.setattr(svc_mod, "CHOOSABLE_BACKBONES", ("slow-one",))
+    t = threading.Thread(target=lambda: s.model(s.spec("dermatology-isic4", "", None, 2, "slow-one")[0]))
+    t.start()
+    try:
+        assert started.wait(10)
+        t0 = time.perf_counter()
+        assert s.model(spec) is not None and s.backbone() is tiny_backbone
+        assert time.perf_counter() - t0 < 1  # not behind the build
+    finally:
+        release.set()
+        t.join(30)
+
+
+def test_sessions_are_bounded_in_number_and_bytes(service_tiny, monkeypatch):
+    """Every session used to keep its decoded image and encoding for 30 min: now at most
+    MAX_SESSIONS of them and MAX_SESSION_BYTES together, least recently used out."""
+    from app import sessions
+
+    store = sessions.SessionStore(max_items=5, max_bytes=10 * 2**20)
+    monkeypatch.setattr(sessions, "STORE", store)
+    monkeypatch.setattr(svc_mod, "STORE", store)
+    spec, ck = service_tiny.spec("dermatology-isic4", "", None, 2)
+    first = service_tiny.load(str(EXAMPLE))
+    first, *_ = service_tiny.analyse(first, spec, ck, None, 4, True, False)
+    assert first.encoded is not None and store.get(first.key).encoded is not None
+    many = [service_tiny.load(str(EXAMPLE)) for _ in range(8)]
+    assert len(store) <= 5 and store.nbytes <= 10 * 2**20
+    assert many[-1].has_image() and not first.has_image() and first.dropped()
+    with pytest.raises(UserError, match="no longer held.*upload it again"):
+        service_tiny.analyse(first, spec, ck, None, 4, True, False)
+    with pytest.raises(UserError, match="upload it again"):
+        service_tiny.decide(first, None, 4, True, False)
+    # one session's next image lets its last one go
+    again = service_tiny.load(str(EXAMPLE), previous=many[-1])
+    assert not many[-1].has_image() and again.has_image()
+
+
+def test_sessions_expire(monkeypatch):
+    from app.sessions import SessionStore
+    from hvl_core import load_image
+
+    now = [0.0]
+    store = SessionStore(max_items=10, max_bytes=2**30, ttl_s=60, clock=lambda: now[0])
+    key = store.put(load_image(str(EXAMPLE)))
+    now[0] = 59
+    assert store.get(key) is not None  # used: its clock starts again
+    now[0] = 59 + 61
+    assert store.get(key) is None and len(store) == 0

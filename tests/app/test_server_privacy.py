@@ -1,0 +1,165 @@
+"""What the server keeps: an upload folder of its own that is gone when it stops, and a log
+without upload names or the file readers' messages."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app import logs, uploads
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_SERVER = """
+import sys, time
+from app.uploads import private_upload_dir
+folder = private_upload_dir(sys.argv[1])
+(folder / "abc").mkdir()
+(folder / "abc" / "Jane Doe.dcm").write_bytes(b"DICM")
+print(folder, flush=True)
+time.sleep(60)
+"""
+
+
+def _start(parent: Path) -> tuple[subprocess.Popen, Path]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("GRADIO_TEMP_DIR", None)
+    p = subprocess.Popen([sys.executable, "-c", _SERVER, str(parent)], env=env, stdout=subprocess.PIPE, text=True)
+    return p, Path(p.stdout.readline().strip())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_upload_folder_is_private_and_gone_after_a_stop(tmp_path, sig):
+    """Uploads (one a DICOM under a patient's name) used to stay in a shared folder after a stop."""
+    proc, folder = _start(tmp_path)
+    try:
+        assert folder.parent == tmp_path and folder.name.startswith(f"hvl-uploads-{proc.pid}-")
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert (folder / "abc" / "Jane Doe.dcm").exists()
+        proc.send_signal(sig)
+        proc.wait(20)
+    finally:
+        proc.kill()
+    assert not folder.exists()
+
+
+def test_two_servers_have_two_folders_and_a_start_keeps_the_live_ones(tmp_path):
+    """Each start-up sweep used to delete the live uploads of the other servers on the host."""
+    a, fa = _start(tmp_path)
+    try:
+        b, fb = _start(tmp_path)
+        try:
+            assert fa != fb and (fa / "abc" / "Jane Doe.dcm").exists() and (fb / "abc" / "Jane Doe.dcm").exists()
+        finally:
+            b.kill()
+            b.wait(20)
+        # b was killed (no clean-up): its folder is stale; a's owner still runs
+        assert fb.exists() and uploads.owner_gone(fb) and not uploads.owner_gone(fa)
+        assert uploads.remove_stale(tmp_path) == 1
+        assert not fb.exists() and (fa / "abc" / "Jane Doe.dcm").exists()
+    finally:
+        a.kill()
+        a.wait(20)
+
+
+def test_folders_that_are_not_a_servers_are_never_removed(tmp_path):
+    other = tmp_path / "hvl-uploads-notapid-x"
+    other.mkdir()
+    mine = tmp_path / f"hvl-uploads-{os.getpid()}-abc"
+    mine.mkdir()
+    (tmp_path / "unrelated").mkdir()
+    assert uploads.remove_stale(tmp_path) == 0
+    assert other.exists() and mine.exists() and (tmp_path / "unrelated").exists()
+
+
+def test_private_folder_becomes_gradios_upload_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    monkeypatch.setattr(uploads, "remove_at_exit", lambda folder: None)
+    folder = uploads.private_upload_dir(tmp_path)
+    from gradio.utils import get_upload_folder
+
+    assert get_upload_folder() == str(folder) == os.environ["GRADIO_TEMP_DIR"]
+    assert uploads.upload_dir() == folder
+
+
+def _log_text(filt: logs.PrivateFilter, emit) -> str:
+    import io
+
+    buf = io.StringIO()
+    h = logging.StreamHandler(buf)
+    h.setFormatter(logging.Formatter(logs.LOG_FORMAT))
+    h.addFilter(filt)
+    root = logging.getLogger()
+    root.addHandler(h)
+    try:
+        emit()
+    finally:
+        root.removeHandler(h)
+    return buf.getvalue()
+
+
+def test_log_holds_no_upload_path_and_readers_in_one_line(tmp_path):
+    """wsidicom and tifffile logged upload paths; pydicom logged whole tracebacks."""
+    up = tmp_path / "hvl-uploads-1-x"
+    path = f"{up}/0a1b2c/Jane Doe 1961-02-03.svs"
+    filt = logs.PrivateFilter([up])
+
+    def emit():
+        logging.getLogger("wsidicom.instance").warning("Could not open %s as DICOM", path)
+        logging.getLogger("tifffile").error("<tifffile.TiffFile %r> invalid page offset", path)
+        try:
+            raise ValueError(f"bad tag in {path}")
+        except ValueError:
+            logging.getLogger("pydicom.filereader").exception("reading failed")
+            logging.getLogger("app.handlers").exception("analysis failed for %s", path)
+
+    text = _log_text(filt, emit)
+    assert "Jane Doe" not in text and str(up) not in text
+    lines = text.strip().splitlines()
+    assert (
+        lines[0] == "WARNING wsidicom.instance: wsidicom warning while reading a file (details withheld: they name it)"
+    )
+    assert lines[2].startswith("ERROR pydicom.filereader: pydicom error") and "Traceback" not in "".join(lines[:3])
+    assert "analysis failed for <upload>" in text and "bad tag in <upload>" in text  # our own: redacted, kept
+
+
+def test_configure_logging_quietens_the_readers():
+    filt = logs.configure_logging("/nonexistent/uploads")
+    try:
+        assert all(logging.getLogger(n).level == logging.WARNING for n in logs.READERS)
+        assert any(filt in h.filters for h in logging.getLogger().handlers)
+    finally:
+        for h in logging.getLogger().handlers:
+            h.removeFilter(filt)
+        logging.captureWarnings(False)
+
+
+def test_sigterm_handler_chains_to_the_one_before(tmp_path):
+    """A handler installed before (e.g. a server's own) still runs after the folder is removed."""
+    code = """
+import os, signal, sys, time
+from pathlib import Path
+got = []
+signal.signal(signal.SIGTERM, lambda s, f: got.append(s))
+from app.uploads import remove_at_exit
+d = Path(sys.argv[1]); d.mkdir()
+remove_at_exit(d)
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(0.2)
+print(got == [signal.SIGTERM], d.exists())
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "u")],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.stdout.split() == ["True", "False"], out.stderr
