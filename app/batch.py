@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import tempfile
 import zipfile
@@ -21,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from hvl_core import ImageError, load_image
 
 from . import gpu
-from .decision import fmt_score
+from .decision import fmt_num, fmt_score
 from .service import UserError, upload_dir
 
 MAX_BATCH_IMAGES = 32
@@ -30,6 +31,11 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".d
 #: the false discovery rate of the Benjamini–Hochberg column (over the batch's conformal p-values)
 BATCH_FDR = 0.05
 COLUMNS = ["file", "class", "score", "known", "p-value", f"BH unknown (FDR {BATCH_FDR:.0%})"]
+#: the CSV: the table's columns with the score's name and the threshold beside the score (the
+#: ``/batch`` endpoint's fields), numbers unrounded
+CSV_COLUMNS = ["file", "class", "score", "score_name", "threshold", "known", "p_value", f"bh_unknown_fdr_{BATCH_FDR:g}"]
+#: decimals of every number in the table
+TABLE_DIGITS = 3
 
 
 @dataclass
@@ -127,26 +133,35 @@ def bh_flags(batch: Batch) -> list[bool | None]:
     return flags
 
 
-def rows(batch: Batch) -> list[list]:
-    """The table: file, class, score, known, p-value, BH flag (an unreadable file: its reason in
-    the class column)."""
+def csv_rows(batch: Batch) -> list[list]:
+    """The CSV's rows (``CSV_COLUMNS``): file, class, score, score name, threshold, known, p-value,
+    BH flag (an unreadable file: its reason in the class column)."""
     out, preds = [], iter(zip(batch.predictions, bh_flags(batch)))
     for i, name in enumerate(batch.names):
         if i in batch.errors:
-            out.append([name, f"not read: {batch.errors[i]}", None, "", None, ""])
+            out.append([name, f"not read: {batch.errors[i]}", None, "", None, "", None, ""])
             continue
         p, flag = next(preds)
         out.append(
             [
                 name,
                 p.label,
-                round(float(p.score), 4),
+                float(p.score),
+                p.score_name,
+                float(p.threshold),
                 "yes" if p.known else "no",
-                None if p.p_value is None else round(p.p_value, 4),
+                None if p.p_value is None else float(p.p_value),
                 "" if flag is None else "yes" if flag else "no",
             ]
         )
     return out
+
+
+def rows(batch: Batch) -> list[list]:
+    """The table (``COLUMNS``): file, class, score, known, p-value, BH flag, every number with
+    ``TABLE_DIGITS`` decimals (an unreadable file: its reason in the class column)."""
+    fmt = lambda x: None if x is None else fmt_num(x, TABLE_DIGITS)  # noqa: E731
+    return [[r[0], r[1], fmt(r[2]), r[5], fmt(r[6]), r[7]] for r in csv_rows(batch)]
 
 
 def flips(batch: Batch, threshold: float) -> tuple[int, int]:
@@ -184,8 +199,8 @@ def flips_sentence(batch: Batch, threshold: float) -> str:
 def csv_text(batch: Batch) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(COLUMNS)
-    for r in rows(batch):
+    w.writerow(CSV_COLUMNS)
+    for r in csv_rows(batch):
         w.writerow(["" if v is None else v for v in r])
     return buf.getvalue()
 
@@ -198,3 +213,15 @@ def write_csv(batch: Batch) -> str:
     path = Path(d) / "hvl-batch.csv"
     path.write_text(csv_text(batch), encoding="utf-8")
     return str(path)
+
+
+def slider_range(lo: float, hi: float, stops: int = 200) -> tuple[float, float, float]:
+    """The batch slider's ends and step: a round step (0.01 across a span up to 2, else 1, 2 or 5
+    × a power of ten, about ``stops`` of them across) and ends on multiples of it, so the page prints
+    "-48.8", not "-48.752989411354065"."""
+    span = max(hi - lo, 1e-9)
+    raw = 0.01 if span <= 2 else span / stops
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    digits = max(0, -math.floor(math.log10(step)))
+    return round(math.floor(lo / step) * step, digits), round(math.ceil(hi / step) * step, digits), round(step, digits)

@@ -377,7 +377,7 @@ def scales_key(pred) -> str:
     )
 
 
-def scale_rows(pred, max_classes: int = 6) -> list[tuple[str, list[float], bool]]:
+def scale_rows(pred, max_classes: int = 3) -> list[tuple[str, list[float], bool]]:
     """The chart's rows as (label, [p⁰, p¹, p², p_ID], is a known class): the likeliest known
     classes, the rest of them together, "other (not a known class)" and the dropped share —
     each column sums to 1 over the rows."""
@@ -395,7 +395,7 @@ def scale_rows(pred, max_classes: int = 6) -> list[tuple[str, list[float], bool]
     return rows
 
 
-def scales_html(pred, max_classes: int = 6) -> str:
+def scales_html(pred, max_classes: int = 3) -> str:
     """Horizontal bars per row of ``scale_rows``: p⁰, p¹, p² and the fused p_ID; with the MSP
     score, the threshold drawn across the known classes' p_ID bars; the legend above the bars."""
     rows_data = scale_rows(pred, max_classes)

@@ -38,10 +38,13 @@ from .messages import (
     duplicate_classes,
     friendly_error,
     header_markdown,
+    k_not_applied,
     model_markdown,
+    n_not_applied,
     status_markdown,
+    threshold_not_applied,
 )
-from .service import USER_ERRORS, ModelService, Session, UserError, has_threshold
+from .service import MAX_N, USER_ERRORS, ModelService, Session, UserError, has_threshold
 from .settings import Controls, Settings
 from .teaching import Context, teaching_markdown
 
@@ -74,6 +77,8 @@ class UI:
     scales: gr.HTML
     teaching: gr.Markdown
     header: gr.Markdown | None = None  # names the backbone, its training data, what it never saw
+    threshold_note: gr.Markdown | None = None  # a typed threshold the page cannot apply: why
+    kn_note: gr.Markdown | None = None  # a typed K or n the page cannot apply: why
 
     def figures(self) -> list:
         return [self.thumbnail, self.main_map, self.mid_map, self.gain_map, self.class_map, self.scales]
@@ -98,7 +103,7 @@ class UI:
             c.custom,
             self.upload,
             c.preset,
-            *(x for x in (c.score, self.header) if x is not None),
+            *(x for x in (c.score, self.header, self.threshold_note, self.kn_note) if x is not None),
         ]
 
     def bind(self, handler):
@@ -193,6 +198,12 @@ def present(ui: UI, sess: Session, shown: dict | None, pred, model, s: Settings,
     if ui.header is not None:
         head = header_markdown(model.backbone)
         put(ui.header, "header", head, lambda: head)
+    for name, note in (("threshold_note", ui.threshold_note), ("kn_note", ui.kn_note)):
+        if note is not None:  # a value was applied: the sentence about the last one goes
+            put(note, name, "", lambda: "")
+    # what the head was last run with: an event repeating it (a key's .input, then a blur's .release) is skipped
+    shown["options"] = (pred.threshold, pred.k, s.entropy_filter, s.renormalize, pred.score_name)
+    shown["n"] = model.n
     out[ui.shown] = shown
     return out
 
@@ -332,20 +343,66 @@ def on_settings(ui: UI, values: dict, progress=gr.Progress()) -> dict:
         return failed(ui, sess, e)
 
 
+def noted(ui: UI, shown: dict | None, note: gr.Markdown | None, name: str, text: str) -> dict:
+    """The sentence ``text`` beside a control (``note``), kept in ``shown`` so the next applied
+    value clears it."""
+    shown = dict(shown or {})
+    if note is None:
+        return {ui.shown: shown}
+    shown[name] = text
+    return {note: text, ui.shown: shown}
+
+
 def on_options(ui: UI, values: dict) -> dict:
-    """Threshold, K, entropy filter, renormalise: the head only, from the cached encoding."""
+    """Threshold, K, entropy filter, renormalise: the head only, from the cached encoding. A typed
+    threshold outside the slider, or a K that is not a whole number from 1 to 4n², is answered
+    with a sentence beside it; a value the head was last run with is not run again."""
     sess, shown = values[ui.session], values[ui.shown]
     if sess.prediction is None:  # nothing analysed yet: the new value waits for the first analysis
         return {ui.shown: shown}
+    c = ui.controls
+    raw_thr, raw_k = values.get(c.threshold), values.get(c.k)
+    if raw_thr is None or raw_k is None:  # a box emptied while typing: wait for a number
+        return {ui.shown: shown}
     s = ui.controls.read(values)
+    pred = sess.prediction
     window = (shown or {}).get("window")
-    if window and s.threshold is not None and not window[0] <= s.threshold <= window[1]:
-        return {ui.shown: shown}  # sent in another score's units, before the slider moved: stale
+    if window and not window[0] <= s.threshold <= window[1]:
+        units = (shown or {}).get("threshold_units")
+        if units != pred.score_name or (s.score or pred.score_name) != pred.score_name:
+            return {ui.shown: shown}  # sent in another score's units, before the slider moved: stale
+        text = threshold_not_applied(s.threshold, window, dec.unit(pred.score_name), pred.threshold)
+        return noted(ui, shown, ui.threshold_note, "threshold_note", text)
+    if not (1 <= raw_k <= 4 * pred.n**2 and float(raw_k).is_integer()):
+        return noted(ui, shown, ui.kn_note, "kn_note", k_not_applied(raw_k, pred.n, pred.k))
+    options = (s.threshold, s.k, s.entropy_filter, s.renormalize, s.score or pred.score_name)
+    if (shown or {}).get("options") == options:
+        return {ui.shown: shown}
     try:
         sess, pred, model = ui.service.decide(sess, s.threshold, s.k, s.entropy_filter, s.renormalize, s.score)
         return present(ui, sess, shown, pred, model, s)
     except Exception as e:  # noqa: BLE001
         return failed(ui, sess, e, clear=False)
+
+
+def on_n(ui: UI, values: dict, progress=gr.Progress()) -> dict:
+    """n changed (a key, a drag, a typed value): re-encode (``on_settings``) unless it is the n
+    already analysed; a value that is not a whole number from 1 to ``MAX_N`` is answered beside it."""
+    sess, shown = values[ui.session], values[ui.shown]
+    raw = values.get(ui.controls.n)
+    if raw is None:  # a box emptied while typing: wait for a number
+        return {ui.shown: shown}
+    current = sess.spec.n if sess.spec is not None else (shown or {}).get("n")
+    if not (1 <= raw <= MAX_N and float(raw).is_integer()):
+        return noted(ui, shown, ui.kn_note, "kn_note", n_not_applied(raw, MAX_N, current))
+    if sess.prediction is not None and (shown or {}).get("n") == int(raw):
+        return {ui.shown: shown}
+    out = on_settings(ui, values, progress)
+    if ui.kn_note is not None and (shown or {}).get("kn_note"):
+        out[ui.kn_note] = ""
+        if isinstance(out.get(ui.shown), dict):
+            out[ui.shown] = {**out[ui.shown], "kn_note": ""}
+    return out
 
 
 def on_score(ui: UI, values: dict) -> dict:

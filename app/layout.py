@@ -56,10 +56,14 @@ CSS = (
 .hvl-legend { list-style: none; display: flex; flex-wrap: wrap; gap: 4px 14px; padding: 0; margin: 6px 0; font-size: 0.88em; }
 .hvl-swatch { display: inline-block; min-width: 1.35em; height: 1.35em; line-height: 1.35em; margin-right: 5px;
   text-align: center; font-weight: 700; font-size: 0.85em; border: 1px solid #333; border-radius: 3px; vertical-align: middle; }
-.hvl-chart { display: flex; flex-direction: column; gap: 8px; }
-.hvl-class-name { font-weight: 600; font-size: 0.92em; }
-.hvl-barrow { display: grid; grid-template-columns: 2.8em 1fr 3.4em; align-items: center; gap: 6px; font-size: 0.85em; }
-.hvl-track { position: relative; height: 0.85em; background: #e6e6e6; }
+.hvl-chart { display: flex; flex-direction: column; gap: 0; }
+/* one line per row of the chart: its name beside its four bars (compact enough for one screen) */
+.hvl-class { display: grid; grid-template-columns: minmax(6em, 10em) 1fr; align-items: center; column-gap: 10px;
+  padding: 4px 0; border-bottom: 1px solid #d0d0d0; }
+.hvl-class-name { font-weight: 700; font-size: 15px; line-height: 1.2; color: #111; }
+.hvl-barrow { display: grid; grid-template-columns: 2.6em 1fr 3.2em; align-items: center; gap: 6px; font-size: 14px;
+  line-height: 15px; color: #111; }
+.hvl-track { position: relative; height: 10px; background: #e6e6e6; }
 .hvl-fill { position: absolute; left: 0; top: 0; bottom: 0; }
 .hvl-thr { position: absolute; top: -4px; bottom: -4px; width: 3px; margin-left: -1px; background: #D55E00; }
 .hvl-val { text-align: right; font-variant-numeric: tabular-nums; }
@@ -69,16 +73,27 @@ CSS = (
 #examples .grid-container { grid-template-columns: repeat(5, minmax(0, 1fr)) !important; gap: 6px !important; padding-top: 28px; }
 #examples .grid-container { grid-auto-rows: auto !important; }
 #examples .gallery-item, #examples .thumbnail-item { width: 100% !important; height: auto !important; }
-#examples .thumbnail-item { aspect-ratio: 1 / 1; }
-#examples .caption-label { position: absolute; left: 0; right: 0; bottom: 0; max-width: none !important; margin: 0;
+/* each caption under its picture, never over it (lecture mode's large type would cover the thumbnail) */
+#examples .thumbnail-item { display: flex !important; flex-direction: column; align-items: stretch; overflow: hidden; }
+#examples .thumbnail-item img { aspect-ratio: 1 / 1; width: 100% !important; height: auto !important; flex: 0 0 auto; }
+#examples .caption-label { position: static !important; max-width: none !important; margin: 0; transform: none !important;
   white-space: normal !important; overflow: visible !important; text-overflow: clip !important; border-radius: 0;
-  font-size: 0.72em; line-height: 1.15; padding: 2px 3px; background: rgba(255, 255, 255, 0.92); color: #000; }
+  font-size: 0.72em; line-height: 1.15; padding: 2px 3px; background: #fff; color: #000; text-align: left; }
+/* the upload box's label above the drop zone, not over its "Drop File Here" */
+#upload > label[data-testid="block-label"] { position: static !important; margin-bottom: 4px; }
+.hvl-skip { font-size: 0.92em; margin: 2px 0 4px 2px; }
+.hvl-skip a { color: #194a76; text-decoration: underline; }
+.hvl-skip a:focus-visible, #decision [tabindex]:focus-visible { outline: 3px solid #D55E00; outline-offset: 2px; }
+.hvl-note p { margin: 2px 0 0 0; color: #8a2a00; font-weight: 600; font-size: 0.92em; }
+/* a phone scrolls the verdict into view with its top border in sight */
+#decision { scroll-margin-top: 16px; }
 @media (max-width: 700px) {
   #header-row { flex-direction: column !important; }
   #header-row > * { width: 100% !important; }
   .hvl-maps-row { flex-direction: column !important; }
   .hvl-maps-row > * { width: 100% !important; }
   #examples .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
+  .hvl-class { grid-template-columns: 1fr; }
 }
 body.hvl-lecture { --text-xs: 16px; --text-sm: 18px; --text-md: 20px; --text-lg: 24px; --text-xl: 28px;
   --block-label-text-size: 18px; --block-info-text-size: 17px; --body-text-color-subdued: #000; --body-text-size: 20px; }
@@ -90,11 +105,93 @@ body.hvl-lecture .hvl-pic img { max-height: none !important; max-width: none; }
 body.hvl-lecture .hvl-track { height: 1.1em; }
 body.hvl-lecture #upload { height: auto !important; min-height: 150px; }
 body.hvl-lecture label, body.hvl-lecture [data-testid="block-label"], body.hvl-lecture [data-testid="block-info"] { font-size: 18px !important; color: #000; }
-body.hvl-lecture #examples .caption-label { font-size: 13px !important; }
+body.hvl-lecture #examples .caption-label { font-size: 15px !important; }
+body.hvl-lecture #examples .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }
+body.hvl-lecture .hvl-class-name { font-size: 19px; }
+body.hvl-lecture .hvl-barrow { font-size: 17px; line-height: 18px; }
 """
     + views.CSS
     + teaching.CSS
 )
+
+
+#: the page's own palette (a blue whose 500 shade has white text at 7.2:1 and reads at 5.8:1 on its
+#: 100 shade, where gradio's indigo gave 3.6:1): every label, tab and selected choice meets WCAG AA
+HVL_BLUE = gr.themes.Color(
+    c50="#eef4fa",
+    c100="#dde9f5",
+    c200="#bcd3ea",
+    c300="#8fb4d9",
+    c400="#2f6fa8",
+    c500="#1f5a8f",
+    c600="#194a76",
+    c700="#143b5e",
+    c800="#0f2c46",
+    c900="#0a1e30",
+    c950="#06131f",
+    name="hvl_blue",
+)
+
+
+def theme() -> gr.themes.Base:
+    """Gradio's Soft layout in the page's palette, with dark grey (not mid grey) secondary text."""
+    return gr.themes.Soft(primary_hue=HVL_BLUE, neutral_hue="slate").set(
+        body_text_color_subdued="#3d3d3d",
+        block_info_text_color="#3d3d3d",
+        input_placeholder_color="#595959",
+        link_text_color="*primary_600",
+        link_text_color_visited="*primary_700",
+    )
+
+
+#: keyboard order, for every page: a radio group is one Tab stop (arrows move within it, as in any
+#: form), the example gallery is one Tab stop (arrows move between thumbnails, Enter picks one),
+#: and the "jump to" links put the focus on the verdict or the threshold
+PAGE_JS = """() => {
+  const tidy = () => {
+    document.querySelectorAll('fieldset[id]').forEach((fs) => {
+      fs.querySelectorAll('input[type=radio]').forEach((r) => { if (r.name !== fs.id + '-choice') r.name = fs.id + '-choice'; });
+    });
+    // gradio's empty placeholders carry an aria-label without a role: name them as pictures
+    document.querySelectorAll('.empty[aria-label]:not([role])').forEach((e) => {
+      e.setAttribute('role', 'img');
+      if (e.closest('#top-classes')) e.setAttribute('aria-label', 'p_ID per class: shown after an analysis');
+    });
+    const thumbs = [...document.querySelectorAll('#examples button.thumbnail-item')];
+    thumbs.forEach((b) => {  // the caption names the thumbnail; the picture's alt would repeat it
+      const cap = b.querySelector('.caption-label');
+      const img = b.querySelector('img');
+      if (cap && img && img.alt) { b.setAttribute('aria-label', cap.textContent.trim()); img.alt = ''; }
+    });
+    if (thumbs.length && !thumbs.some((b) => b.tabIndex === 0 && b.dataset.hvlRoving)) {
+      thumbs.forEach((b, i) => { b.tabIndex = i === 0 ? 0 : -1; b.dataset.hvlRoving = '1'; });
+    }
+  };
+  tidy();
+  new MutationObserver(tidy).observe(document.body, {childList: true, subtree: true});
+  document.addEventListener('keydown', (e) => {
+    const b = e.target.closest && e.target.closest('#examples button.thumbnail-item');
+    if (!b) return;
+    const thumbs = [...document.querySelectorAll('#examples button.thumbnail-item')];
+    const step = {ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1}[e.key];
+    if (step === undefined && e.key !== 'Home' && e.key !== 'End') return;
+    const i = thumbs.indexOf(b);
+    const j = e.key === 'Home' ? 0 : e.key === 'End' ? thumbs.length - 1 : (i + step + thumbs.length) % thumbs.length;
+    thumbs.forEach((t, k) => { t.tabIndex = k === j ? 0 : -1; });
+    thumbs[j].focus();
+    e.preventDefault();
+  });
+  document.addEventListener('click', (e) => {
+    const a = e.target.closest && e.target.closest('a[data-hvl-focus]');
+    if (!a) return;
+    const el = document.querySelector(a.dataset.hvlFocus);
+    if (!el) return;
+    e.preventDefault();
+    if (el.tabIndex < 0 && !el.matches('input, button, select, textarea')) el.setAttribute('tabindex', '-1');
+    el.scrollIntoView({block: 'center'});
+    el.focus({preventScroll: true});
+  });
+}"""
 
 
 def build_demo(service: ModelService | None = None) -> gr.Blocks:
@@ -113,7 +210,8 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
                 up = upload.render(examples)
                 backbone = controls.render_backbone(model)
                 preset, custom = controls.render_classes(model)
-                score, threshold, k, n, entropy_filter, renormalize = controls.render_head(model)
+                head_controls = controls.render_head(model)
+                score, threshold, k, n = head_controls.score, head_controls.threshold, head_controls.k, head_controls.n
                 ckpt_text, ckpt_files = controls.render_checkpoint()
                 analyse_btn = gr.Button("Analyse", variant="secondary", elem_id="analyse", size="sm")
                 model_info = gr.Markdown(model_markdown(model), elem_id="model-info")
@@ -145,8 +243,8 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
                 n,
                 threshold,
                 k,
-                entropy_filter,
-                renormalize,
+                head_controls.entropy_filter,
+                head_controls.renormalize,
                 score=score,
                 backbone=backbone,
             ),
@@ -164,6 +262,8 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
             scales=scales,
             teaching=teach,
             header=head.text,
+            threshold_note=head_controls.threshold_note,
+            kn_note=head_controls.kn_note,
         )
         v = Views(
             reference=reference,
@@ -204,7 +304,8 @@ def launch_kwargs(server_name: str | None = None, server_port: int | None = None
         server_name=server_name or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(server_port or os.environ.get("GRADIO_SERVER_PORT", 7860)),
         css=CSS,
-        theme=gr.themes.Soft(),
+        theme=theme(),
+        js=PAGE_JS,
         allowed_paths=[str(upload.ASSETS_DIR)],
         run_history=False,
         max_file_size=MAX_FILE_SIZE,

@@ -212,3 +212,53 @@ def friendly_error(e: BaseException) -> str:
         f"Something went wrong while analysing ({type(e).__name__}). The server is still running: "
         "try again, or another image."
     )
+
+
+def _typed(value: float) -> str:
+    return f"{float(value):g}"
+
+
+def threshold_not_applied(value: float, window: tuple[float, float], unit: str, current: float) -> str:
+    """The sentence beside the threshold slider when a typed value lies outside its range."""
+    from .decision import fmt_score
+
+    lo, hi = window
+    return (
+        f"{_typed(value)} is outside this slider ({fmt_score(lo)} to {fmt_score(hi)}, {unit}): not applied, "
+        f"the verdict keeps the threshold {fmt_score(current)}."
+    )
+
+
+def k_not_applied(value: float, n: int, current: int) -> str:
+    """The sentence beside K when a typed value is not a whole number from 1 to 4n²."""
+    return (
+        f"K is a whole number from 1 to {4 * n * n} (the 4n² high-scale cells, n = {n}): {_typed(value)} is not "
+        f"applied, K stays {current}."
+    )
+
+
+def n_not_applied(value: float, max_n: int, current: int | None) -> str:
+    """The sentence beside n when a typed value is not a whole number from 1 to ``max_n``."""
+    stays = f", n stays {current}" if current else ""
+    return f"n is a whole number from 1 to {max_n}: {_typed(value)} is not applied{stays}."
+
+
+def never_seen_items(bb) -> list[str]:
+    """The backbone's "never seen" list as items (commas inside parentheses stay in their item)."""
+    text, items, depth, cur = backbone_facts(bb)["never_seen"] or "", [], 0, ""
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            items.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    return [i for i in [*items, cur.strip()] if i]
+
+
+def unseen_examples(examples: list[dict], bb) -> dict[str, str]:
+    """``{file name: imaging}`` of the examples whose kind of picture (their manifest's
+    ``imaging``) is on the backbone's "never seen" list — the list the header shows, so the page
+    never calls such an example in-distribution while the header says the backbone never saw it."""
+    never = set(never_seen_items(bb))
+    return {Path(e["path"]).name: e["imaging"] for e in examples if e.get("imaging") in never}

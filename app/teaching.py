@@ -382,7 +382,7 @@ def teaching_steps(pred, ctx: Context) -> list[tuple[int, str, str]]:
 
 def teaching_markdown(pred, ctx: Context) -> str:
     """The walk-through for this image: every step, each headed by its number and title."""
-    out = ["### How HVL reached this decision", ""]
+    out = ["## How HVL reached this decision", ""]
     if "random" in (pred.backbone or ""):
         out += [
             "> ⚠ This backbone has **random weights** (a test backbone): the numbers below show the "
@@ -392,3 +392,31 @@ def teaching_markdown(pred, ctx: Context) -> str:
     for i, title, text in teaching_steps(pred, ctx):
         out += [f"**{i}. {title}.** {text}", ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+#: what the shipped examples teach about where OOD detection fails beyond the "Fails" set: the
+#: example it is about, a title and why, measured with the offline DenseNet
+#: (bench/results/decision_defaults.md, report images)
+FAILURE_LESSONS = (
+    (
+        "ood_fundus_retina.png",
+        "Fundus retina, with the paper's score",
+        "with the skin classes and MSP (the paper's score) the offline DenseNet calls the retina "
+        "“Known: melanocytic nevus” (MSP 0.833 ≥ 0.573): MSP measures how peaked the softmax is, and a picture "
+        "unlike every class can still pile it on one. The energy score, this class set's default, rejects it "
+        "(−18.5 < −5.80): pick MSP in “Decision score” to see the failure.",
+    ),
+    (
+        "histology_skin_epidermis.jpg",
+        "H&E of another organ",
+        "with the colorectal classes the offline DenseNet accepts H&E of skin as smooth muscle (MSP 0.73 and "
+        "0.77) and the tumour nuclei of unstated origin as normal colon mucosa (0.57): it learnt H&E from colon "
+        "only, and another organ's tissue shares the stain and the textures — near-OOD that no score here rejects.",
+    ),
+)
+
+
+def failure_lessons(names) -> list[str]:
+    """Markdown items of ``FAILURE_LESSONS`` whose example is among ``names`` (file names)."""
+    names = set(names)
+    return [f"- *{title}* — {why}" for name, title, why in FAILURE_LESSONS if name in names]

@@ -16,6 +16,8 @@ from .teaching import SCALE_WORDS, score_label, single_scale, single_scale_sente
 
 #: Okabe–Ito: ID blue, OOD orange, this image black
 ID_COLOUR, OOD_COLOUR, OTHER_COLOURS = "#0072B2", "#E69F00", ("#009E73", "#CC79A7", "#56B4E9")
+#: the known classes in pictures the backbone never saw (near-OOD): Okabe–Ito bluish green
+NEAR_COLOUR = "#009E73"
 HIST_BINS = 12
 
 CSS = """
@@ -67,11 +69,30 @@ def _ticks(lo: float, hi: float) -> str:
 # --------------------------------------------------------------------------- score distribution
 
 
-def distribution_summary(ref, pred) -> list[str]:
+def reference_groups(ref, unseen: dict[str, str] | None = None) -> list[tuple[str, list[float]]]:
+    """The reference set's groups, with the examples of the ID kind whose kind of picture the
+    backbone never saw (``unseen``: ``{file name: imaging}``, ``app.messages.unseen_examples``) in a
+    group of their own: the known classes, in pictures the backbone never saw — not "known (ID)"."""
+    groups = ref.groups()
+    if not ref.id_kind or not unseen:
+        return groups
+    near = [i for i, (n, k) in enumerate(zip(ref.names, ref.kinds)) if k == ref.id_kind and n in unseen]
+    if not near:
+        return groups
+    what = ", ".join(dict.fromkeys(unseen[ref.names[i]] for i in near))
+    ids = [s for i, (s, k) in enumerate(zip(ref.scores, ref.kinds)) if k == ref.id_kind and i not in near]
+    return [
+        groups[0][:1] + (ids,),
+        (f"known classes, unseen imaging: {what}", [ref.scores[i] for i in near]),
+        *groups[1:],
+    ]
+
+
+def distribution_summary(ref, pred, unseen: dict[str, str] | None = None) -> list[str]:
     """Sentences: how many reference images of each group this image's score beats, and what the
     threshold does to each group."""
     out = []
-    for name, scores in ref.groups():
+    for name, scores in reference_groups(ref, unseen):
         if not scores:
             continue
         below = sum(s < pred.score for s in scores)
@@ -83,20 +104,23 @@ def distribution_summary(ref, pred) -> list[str]:
     return out
 
 
-def distribution_html(ref, pred) -> str:
+def distribution_html(ref, pred, unseen: dict[str, str] | None = None) -> str:
     """This image's score (black bar) on the reference images' scores (dots, one row per group),
-    the threshold drawn across."""
+    the threshold drawn across. ``unseen``: see ``reference_groups``."""
     name = score_label(pred)
     lo, hi = score_axis(list(ref.scores) + [pred.score], pred, pred.threshold)
     thr = position(pred.threshold, lo, hi)
-    rows = [("this image", None)] + ref.groups()
+    groups = reference_groups(ref, unseen)
+    rows = [("this image", None)] + groups
     html_rows = []
     for i, (group, scores) in enumerate(rows):
         if scores is None:
             marks = f"<span class='hvl-mark' style='left:{position(pred.score, lo, hi)}%' title='this image {fmt_score(pred.score)}'></span>"
         else:
             colour = (
-                (ID_COLOUR if i == 1 else OOD_COLOUR) if ref.id_kind else OTHER_COLOURS[(i - 1) % len(OTHER_COLOURS)]
+                (ID_COLOUR if i == 1 else NEAR_COLOUR if "unseen" in group else OOD_COLOUR)
+                if ref.id_kind
+                else OTHER_COLOURS[(i - 1) % len(OTHER_COLOURS)]
             )
             marks = "".join(
                 f"<span class='hvl-dot' style='left:{position(s, lo, hi)}%;background:{colour}' "
@@ -114,7 +138,7 @@ def distribution_html(ref, pred) -> str:
         f"{name} of {n} reference images (the examples shipped with the demo), decided with this model and "
         f"these options; the vermillion line is the threshold {fmt_score(pred.threshold, pred.score)}, the black bar "
         f"this image ({fmt_score(pred.score, pred.threshold)}).",
-        *distribution_summary(ref, pred),
+        *distribution_summary(ref, pred, unseen),
     ]
     if not ref.id_kind:
         notes.append("This class set has no matching example kind, so the images are grouped by kind, not ID/OOD.")
@@ -203,8 +227,22 @@ def compare_html(sides: list[str]) -> str:
 def histogram_counts(
     scores, threshold: float, lo: float, hi: float, bins: int = HIST_BINS
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Counts of ``scores`` in ``bins`` equal bins over ``[lo, hi]`` and the bin edges."""
-    return np.histogram(np.clip(np.asarray(scores, float), lo, hi), bins=bins, range=(lo, hi))
+    """Counts of ``scores`` in bins of width ``(hi − lo) / bins`` and the bin edges: the edges are
+    shifted so that ``threshold`` (when inside ``[lo, hi]``) is one of them, so no bin holds both
+    known and unknown images (one more bin then covers the axis). Bins are closed on the left, like
+    the decision (score ≥ threshold: known)."""
+    width = (hi - lo) / bins
+    if not lo < threshold < hi or width <= 0:
+        edges = np.linspace(lo, hi, bins + 1)
+    else:
+        below = math.ceil((threshold - lo) / width - 1e-9)
+        above = math.ceil((hi - threshold) / width - 1e-9)
+        edges = threshold + width * np.arange(-below, above + 1)
+        edges[0], edges[-1] = lo, hi  # the outer bins end at the axis
+    x = np.clip(np.asarray(scores, float), lo, hi)
+    # left-closed bins: a score equal to an edge belongs to the bin starting there (the last bin holds hi)
+    idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+    return np.bincount(idx, minlength=len(edges) - 1), edges
 
 
 def histogram_html(scores, threshold: float, score_range, name: str, sentence: str = "") -> str:
@@ -216,14 +254,21 @@ def histogram_html(scores, threshold: float, score_range, name: str, sentence: s
     top = max(int(counts.max()) if len(counts) else 0, 1)
     bars = "".join(
         f"<div class='hvl-hist-bar' title='{fmt_score(a)}–{fmt_score(b)}: {c}' "
-        f"style='height:{100 * c / top:.1f}%;background:{ID_COLOUR if a >= threshold else OOD_COLOUR}'></div>"
+        f"style='flex-grow:{(b - a) / (hi - lo):.4f};height:{100 * c / top:.1f}%;"
+        f"background:{ID_COLOUR if a >= threshold else OOD_COLOUR}'></div>"
         for a, b, c in zip(edges[:-1], edges[1:], counts)
     )
     thr = position(threshold, lo, hi)
     alt = f"Histogram of {len(scores)} {name} values from {fmt_score(lo)} to {fmt_score(hi)}; threshold {fmt_score(threshold)}. {sentence}"
+    legend = (
+        f"<ul class='hvl-legend' aria-hidden='true'><li><span class='hvl-swatch' style='background:{ID_COLOUR}'>"
+        f"</span>known (≥ threshold)</li><li><span class='hvl-swatch' style='background:{OOD_COLOUR}'></span>"
+        "unknown (below it)</li><li><span class='hvl-swatch' style='background:#D55E00;min-width:4px;width:4px'>"
+        f"</span>threshold {fmt_score(threshold)}</li></ul>"
+    )
     return (
         f"<figure class='hvl-fig' id='batch-hist-fig' role='img' aria-label='{html.escape(alt, quote=True)}'>"
         f"<figcaption class='hvl-fig-title'>{html.escape(name)} of the batch, and the threshold</figcaption>"
-        f"<div class='hvl-hist'>{bars}<span class='hvl-hist-thr' style='left:{thr}%'></span></div>"
+        f"{legend}<div class='hvl-hist'>{bars}<span class='hvl-hist-thr' style='left:{thr}%'></span></div>"
         f"<div class='hvl-axis-ticks'>{_ticks(lo, hi)}</div></figure>"
     )

@@ -22,8 +22,8 @@ import gradio as gr
 from . import batch as bt
 from . import figures, views
 from .handlers import UI, check_settings, context
-from .messages import friendly_error
-from .reference import ReferenceSet, id_kind_for
+from .messages import friendly_error, unseen_examples
+from .reference import PRESET_ID_KIND, ReferenceSet, id_kind_for
 from .service import USER_ERRORS, Session, UserError
 from .teaching import STEP_TITLES, teaching_steps
 
@@ -82,7 +82,7 @@ def on_insight(ui: UI, v: Views, values: dict) -> dict:
             entropy_filter=s.entropy_filter,
             renormalize=s.renormalize,
         )
-        out[v.distribution] = views.distribution_html(ref, pred)
+        out[v.distribution] = views.distribution_html(ref, pred, unseen_examples(ui.examples, model.backbone))
     except Exception as e:  # noqa: BLE001
         out[v.distribution] = views.waiting_html(f"No score distribution: {_say(e, 'the reference set')}")
     return out
@@ -113,6 +113,17 @@ def _source(example: str | None, upload: str | None, examples: list[dict]) -> tu
         if example and Path(e["path"]).name == example:
             return e["path"], example
     return None
+
+
+def compare_default(examples: list[dict], preset: str | None, current: str | None) -> str | None:
+    """Image A for the class set ``preset``: the first example of its known kind (skin for the
+    dermatology classes, H&E for the tissue ones). A picked example of another kind stays."""
+    kind = PRESET_ID_KIND.get(preset or "")
+    names = {Path(e["path"]).name: e["kind"] for e in examples}
+    if current and names.get(current) not in PRESET_ID_KIND.values():
+        return current  # an out-of-domain or failure example the user picked: keep it
+    pick = next((Path(e["path"]).name for e in examples if e["kind"] == kind), None)
+    return pick or current or next(iter(names), None)
 
 
 def on_compare(ui: UI, v: Views, values: dict) -> dict:
@@ -197,7 +208,7 @@ def on_batch(ui: UI, v: Views, values: dict, progress=gr.Progress()) -> dict:
     lo, hi = views.score_axis(
         [p.score for p in batch.predictions], batch.predictions[0] if batch.predictions else (0.0, 1.0), t
     )
-    step = 0.01 if hi - lo <= 2 else round((hi - lo) / 200, 4)
+    lo, hi, step = bt.slider_range(lo, hi)
     return {
         **_batch_outputs(v, model, batch, t),
         v.batch_csv: None,

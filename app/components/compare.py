@@ -9,18 +9,18 @@ from pathlib import Path
 import gradio as gr
 
 from .. import views_handlers as vh
+from ..service import DEFAULT_PRESET
 from .upload import IMAGE_TYPES, gallery_caption
 
 
 def render(examples: list[dict]):
     choices = [(gallery_caption(e), Path(e["path"]).name) for e in examples]
     first = {e["kind"]: Path(e["path"]).name for e in reversed(examples)}
+    a_default = vh.compare_default(examples, DEFAULT_PRESET, None)
     gr.Markdown("Two images analysed with the class set, threshold and options above, side by side.")
     with gr.Row(elem_classes="hvl-maps-row"):
         with gr.Column(min_width=280):
-            a = gr.Dropdown(
-                choices=choices, value=first.get("histology"), label="Image A: an example…", elem_id="compare-a"
-            )
+            a = gr.Dropdown(choices=choices, value=a_default, label="Image A: an example…", elem_id="compare-a")
             a_file = gr.File(
                 label="…or upload image A", file_types=IMAGE_TYPES, type="filepath", height=90, elem_id="compare-a-file"
             )
@@ -35,6 +35,15 @@ def render(examples: list[dict]):
 
 
 def listen(ui, v, button: gr.Button) -> None:
+    # image A follows the class set (a known image for it), unless the user picked another
+    ui.controls.preset.change(
+        functools.partial(vh.compare_default, ui.examples),
+        [ui.controls.preset, v.compare_a],
+        v.compare_a,
+        queue=False,
+        api_visibility="private",
+        show_progress="hidden",
+    )
     inputs = ui.inputs() | {v.compare_a, v.compare_a_file, v.compare_b, v.compare_b_file}
     button.click(
         functools.partial(vh.on_compare, ui, v),

@@ -5,6 +5,8 @@ components. The threshold slider is in the units of the score: its range is the 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import gradio as gr
 
 from hvl_core.scores import SCORES
@@ -68,7 +70,20 @@ def render_checkpoint() -> tuple[gr.Textbox, gr.File]:
     return text, files
 
 
-def render_head(model) -> tuple[gr.Radio, gr.Slider, gr.Slider, gr.Slider, gr.Checkbox, gr.Checkbox]:
+class Head(NamedTuple):
+    """The head options' components, and the notes that answer a typed value the page cannot apply."""
+
+    score: gr.Radio
+    threshold: gr.Slider
+    threshold_note: gr.Markdown
+    k: gr.Slider
+    n: gr.Slider
+    kn_note: gr.Markdown
+    entropy_filter: gr.Checkbox
+    renormalize: gr.Checkbox
+
+
+def render_head(model) -> Head:
     cfg = model.head.config
     score = gr.Radio(
         choices=[(sc.label + (" (the paper's)" if sc.paper else ""), sc.name) for sc in SCORES.values()],
@@ -86,10 +101,16 @@ def render_head(model) -> tuple[gr.Radio, gr.Slider, gr.Slider, gr.Slider, gr.Ch
         label=slider["label"],
         info="Below it the image is 'unknown'. Moving it does not re-run the model.",
         elem_id="threshold",
+        buttons=[],  # no reset button: one Tab stop fewer between the image and the verdict
     )
+    threshold_note = gr.Markdown("", elem_id="threshold-note", elem_classes="hvl-note")
     with gr.Row():
-        k = gr.Slider(1, 4 * DEFAULT_N**2, value=cfg.k, step=1, label="K pseudo-OOD cells", elem_id="k")
-        n = gr.Slider(1, MAX_N, value=DEFAULT_N, step=1, label="n: mid grid n×n (re-encodes)", elem_id="n")
+        # any typed number reaches the handlers, which apply it or say why not (next to the row)
+        k = ScoreSlider(1, 4 * DEFAULT_N**2, value=cfg.k, step=1, label="K pseudo-OOD cells", elem_id="k", buttons=[])
+        n = ScoreSlider(
+            1, MAX_N, value=DEFAULT_N, step=1, label="n: mid grid n×n (re-encodes)", elem_id="n", buttons=[]
+        )
+    kn_note = gr.Markdown("", elem_id="kn-note", elem_classes="hvl-note")
     with gr.Row():
         entropy_filter = gr.Checkbox(
             value=cfg.entropy_filter, label="Entropy filter (drop unsure patches)", elem_id="entropy-filter"
@@ -97,7 +118,7 @@ def render_head(model) -> tuple[gr.Radio, gr.Slider, gr.Slider, gr.Slider, gr.Ch
         renormalize = gr.Checkbox(
             value=cfg.renormalize, label="Renormalize (÷ kept patches, not all)", elem_id="renormalize"
         )
-    return score, threshold, k, n, entropy_filter, renormalize
+    return Head(score, threshold, threshold_note, k, n, kn_note, entropy_filter, renormalize)
 
 
 def listen(ui) -> None:
@@ -113,16 +134,27 @@ def listen(ui) -> None:
     c.checkpoint_text.submit(settings_fn, inputs, ui.outputs(), **model_events)
     c.checkpoint_files.upload(settings_fn, inputs, ui.outputs(), **model_events)
     c.checkpoint_files.clear(settings_fn, inputs, ui.outputs(), **model_events)
-    c.n.release(settings_fn, inputs, ui.outputs(), **model_events)
+    # n: a key, a drag or a typed value sends .input; a blur of the typed box (which gradio clamps
+    # to the slider's ends) sends .release. ``on_n`` runs only when n differs from the analysed one.
+    for ev in (c.n.input, c.n.release):
+        ev(ui.bind(handlers.on_n), inputs, ui.outputs(), trigger_mode="always_last", **model_events)
     if c.backbone is not None:
         c.backbone.input(settings_fn, inputs, ui.outputs(), **model_events)
     # one queue group for the head's events, so they run in order: a threshold typed in one score's
     # units is decided before a score change moves the slider to another's
     head = dict(trigger_mode="always_last", api_visibility="private", show_progress="hidden", concurrency_id="head")
     options_fn = ui.bind(handlers.on_options)
-    # the threshold's .input alone (it also fires for the last value of a drag): a second, .release
-    # event could arrive after a score change had moved the slider to other units, and fail
-    for ev in (c.k.release, c.entropy_filter.input, c.renormalize.input, c.threshold.input):
+    # keys, drags and typing send .input (keys never send .release); a blur of a typed box sends
+    # .release with the value gradio clamped to the slider's ends. ``on_options`` runs the head only
+    # when a value differs from the one applied, so the pair never decides twice.
+    for ev in (
+        c.k.input,
+        c.k.release,
+        c.entropy_filter.input,
+        c.renormalize.input,
+        c.threshold.input,
+        c.threshold.release,
+    ):
         ev(options_fn, inputs, ui.outputs(), **head)
     if c.score is not None:
         c.score.input(

@@ -12,7 +12,7 @@ from .. import views_handlers as vh
 
 
 def render() -> tuple[gr.HTML, gr.HTML]:
-    gr.Markdown("### Where this image stands", elem_id="insight-title")
+    gr.Markdown("## Where this image stands", elem_id="insight-title")
     with gr.Row(elem_classes="hvl-maps-row"):
         distribution = gr.HTML("", elem_id="distribution", min_width=320)
         single = gr.HTML("", elem_id="single-scale", min_width=320)

@@ -64,7 +64,7 @@ def render_first_maps() -> tuple[gr.HTML, gr.HTML]:
 
 
 def render_more_maps() -> tuple[gr.HTML, gr.HTML, gr.HTML, gr.HTML]:
-    gr.Markdown("### What the model looked at", elem_id="more-title")
+    gr.Markdown("## What the model looked at", elem_id="more-title")
     with gr.Row(elem_classes="hvl-maps-row"):  # two per row on a screen, one per row on a phone
         scales = gr.HTML("", elem_id="scales", min_width=320)
         mid_map = gr.HTML("", elem_id="entropy-mid", min_width=320)

@@ -12,6 +12,7 @@ from pathlib import Path
 import gradio as gr
 
 from .. import handlers
+from ..teaching import failure_lessons
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,16 @@ KIND_LABELS = {"skin": "Skin", "histology": "Histology", "ood": "Out-of-domain",
 #: gallery captions are cut to this many characters (two lines under a thumbnail)
 CAPTION_WIDTH = 40
 ACRONYMS = {"mri", "ct", "he", "ihc"}
+
+
+#: right after the upload: the verdict, and the threshold with K, one Tab stop away (app.layout's
+#: page script moves the focus there)
+SKIP_LINKS = (
+    "<nav class='hvl-skip' aria-label='Jump to the result'>Jump to "
+    "<a href='#decision' data-hvl-focus='#decision .hvl-decision, #decision .hvl-empty, #decision .hvl-error'>"
+    "the verdict</a> · <a href='#threshold' data-hvl-focus='#threshold input[type=number]'>the threshold</a> · "
+    "<a href='#k' data-hvl-focus='#k input[type=number]'>K</a></nav>"
+)
 
 
 @dataclass
@@ -50,6 +61,8 @@ def load_examples(assets_dir: Path = ASSETS_DIR) -> list[dict]:
                         "caption": e.get("caption", path.stem),
                         "preset": e.get("preset"),
                         "why": e.get("why", ""),
+                        # what kind of picture it is, in the words of a backbone's "never seen" list
+                        "imaging": e.get("imaging", ""),
                     }
                 )
     if not items and assets_dir.is_dir():
@@ -81,7 +94,12 @@ def failures_markdown(examples: list[dict]) -> str:
         for it in examples
         if it["kind"] == "failure" and it.get("why")
     ]
-    return "**Where OOD detection fails** (the “Fails” examples):\n" + "\n".join(lines) if lines else ""
+    lines += failure_lessons(Path(it["path"]).name for it in examples)
+    return (
+        "**Where OOD detection fails** (the “Fails” examples, and two lessons of the others):\n" + "\n".join(lines)
+        if lines
+        else ""
+    )
 
 
 def render(examples: list[dict]) -> Upload:
@@ -93,6 +111,7 @@ def render(examples: list[dict]) -> Upload:
         elem_id="upload",
         height=120,
     )
+    gr.HTML(SKIP_LINKS, elem_id="skip-links", padding=False)
     # served from assets/ as they are: not copied into the upload folder, which the sweeper empties
     gr.set_static_paths(paths=[ASSETS_DIR])
     gallery = gr.Gallery(

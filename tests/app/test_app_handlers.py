@@ -183,12 +183,43 @@ def test_the_slider_at_the_models_own_threshold_keeps_its_source(ui, analysed):
 
 def test_threshold_outside_the_score_range_is_one_sentence(ui, analysed):
     sess, shown = analysed[ui.session], analysed[ui.shown]
-    # outside the slider's window: a value in another score's units that arrived late, ignored
-    assert handlers.on_options(ui, values(ui, sess, shown, threshold=1.5)) == {ui.shown: shown}
+    # outside the slider's window, typed in its units: a sentence beside the slider, the verdict kept
+    out = handlers.on_options(ui, values(ui, sess, shown, threshold=1.5))
+    assert set(out) == {ui.threshold_note, ui.shown} and ui.decision not in out
+    note = out[ui.threshold_note]
+    assert note.startswith("1.5 is outside this slider (") and "MSP, 0 to 1" in note and note.count(". ") == 0
+    assert f"keeps the threshold {sess.prediction.threshold:.3f}" in note
+    # the next value applied takes the sentence away
+    again = handlers.on_options(ui, values(ui, sess, out[ui.shown], threshold=0.2))
+    assert again[ui.threshold_note] == "" and again[ui.session].prediction.threshold == pytest.approx(0.2)
+    # a value in another score's units that arrived late (the slider shows those units no more): ignored
+    stale = {**shown, "threshold_units": "energy"}
+    assert handlers.on_options(ui, values(ui, sess, stale, threshold=1.5)) == {ui.shown: stale}
     # without a window (nothing drawn yet), the score's own range decides, in one sentence
     out = handlers.on_options(ui, values(ui, sess, {}, threshold=1.5))
     assert "hvl-error" in out[ui.decision] and "outside the range of the msp score" in out[ui.decision]
     assert "Traceback" not in out[ui.decision]
+
+
+def test_typed_k_and_n_out_of_range_are_one_sentence_and_repeats_do_not_run(ui, analysed, monkeypatch):
+    sess, shown = analysed[ui.session], analysed[ui.shown]
+    out = handlers.on_options(ui, values(ui, sess, shown, k=99))
+    assert set(out) == {ui.kn_note, ui.shown}
+    assert (
+        out[ui.kn_note]
+        == "K is a whole number from 1 to 16 (the 4n² high-scale cells, n = 2): 99 is not applied, K stays 4."
+    )
+    out = handlers.on_n(ui, {**values(ui, sess, shown), ui.controls.n: 7}, progress=None)
+    assert out[ui.kn_note] == "n is a whole number from 1 to 4: 7 is not applied, n stays 2."
+    # the values the head last ran with (a key's .input, then the blur's .release): nothing runs
+    monkeypatch.setattr(ui.service, "decide", lambda *a, **k: pytest.fail("decided twice"))
+    same = sess.prediction.threshold
+    assert handlers.on_options(ui, values(ui, sess, shown, threshold=same)) == {ui.shown: shown}
+    assert handlers.on_n(ui, {**values(ui, sess, shown, threshold=same), ui.controls.n: 2}, progress=None) == {
+        ui.shown: shown
+    }
+    # an emptied box while typing: nothing yet
+    assert handlers.on_options(ui, {**values(ui, sess, shown), ui.controls.threshold: None}) == {ui.shown: shown}
 
 
 def test_a_new_image_keeps_a_slider_value_in_its_units(ui, analysed):

@@ -381,7 +381,7 @@ def test_gain_figure_outlines_only_positive_candidates():
 
 
 def test_scales_chart_draws_the_threshold_and_keeps_the_legend_off_the_bars(prediction):
-    html = figures.scales_html(prediction)
+    html = figures.scales_html(prediction, max_classes=len(prediction.classes))
     thr = re.findall(r"class='hvl-thr' style='left:([0-9.]+)%'", html)
     assert len(thr) == len(prediction.classes) and all(float(t) == pytest.approx(50.0) for t in thr)
     assert html.index("hvl-legend") < html.index("hvl-chart")  # legend above the bars, not on them
@@ -399,6 +399,14 @@ def test_scales_chart_draws_the_threshold_and_keeps_the_legend_off_the_bars(pred
         ),
         abs=0.01,
     )
+
+
+def test_scales_chart_is_compact_by_default(prediction):
+    """A projector's chart: the three likeliest classes, the rest in one row, then dropped."""
+    html = figures.scales_html(prediction)
+    names = re.findall(r"<div class='hvl-class-name'>([^<]+)</div>", html)
+    assert len(names) == 5 and names[3] == "the 1 less likely known classes" and "dropped" in names[4]
+    assert _column_sums(html) == pytest.approx([1, 1, 1, 1], abs=0.003)
 
 
 def _column_sums(html):

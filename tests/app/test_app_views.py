@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import zipfile
 from dataclasses import fields
 from pathlib import Path
@@ -123,6 +124,70 @@ def test_axis_positions_and_histogram_by_hand():
     assert counts.tolist() == [2, 0, 1, 2] and edges.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
     html = views.histogram_html([0.05, 0.95], 0.5, (0.0, 1.0), "MSP", "s")
     assert "left:50.0%" in html and html.count("hvl-hist-bar") == views.HIST_BINS
+    assert "known (≥ threshold)" in html and "unknown (below it)" in html  # a legend
+
+
+def test_histogram_bins_never_straddle_the_threshold():
+    # 0.6 is no edge of 4 equal bins over [0, 1]: the edges shift so that it is one
+    counts, edges = views.histogram_counts([0.05, 0.1, 0.55, 0.59, 0.6, 0.95, 1.0], 0.6, 0.0, 1.0, bins=4)
+    assert 0.6 in edges.tolist() and edges[0] == 0.0 and edges[-1] == 1.0
+    assert counts.sum() == 7 and counts[edges.tolist().index(0.6)] == 1  # 0.6 is known: in the bin from 0.6
+    lo, hi, thr = -48.752989411354065, 5.23, -5.796
+    scores = [-40.0, -5.8, -5.796, 3.0]
+    html = views.histogram_html(scores, thr, (None, None), "energy")
+    for a, b, colour in re.findall(r"title='(\S+)–(\S+): \d+' style='[^']*background:(#\w+)'", html):
+        a, b = (float(x.replace("−", "-")) for x in (a, b))
+        assert not a < thr < b and colour == (views.ID_COLOUR if a >= thr - 1e-9 else views.OOD_COLOUR)
+    assert views.histogram_counts(scores, thr, lo, hi)[0].sum() == 4
+
+
+def test_batch_slider_ends_are_round():
+    assert bt.slider_range(-48.752989411354065, 5.23) == (-49.0, 5.5, 0.5)
+    assert bt.slider_range(0.0, 1.0) == (0.0, 1.0, 0.01)
+    lo, hi, step = bt.slider_range(-7.31234, -1.0987)
+    assert lo <= -7.31234 and hi >= -1.0987 and len(str(lo)) <= 6 and len(str(hi)) <= 6 and step == 0.05
+
+
+def test_examples_the_backbone_never_saw_are_not_known_id():
+    """The header's "never seen" list and the reference groups come from the same facts."""
+    from types import SimpleNamespace
+
+    from app.messages import header_markdown, never_seen_items, unseen_examples
+    from app.reference import ReferenceScores
+
+    bb = SimpleNamespace(
+        name="fake",
+        kind="label-only",
+        trained_on="dermoscopy",
+        never_seen="radiology (CT, MRI, X-ray, ultrasound), clinical (non-dermoscopic) skin photos",
+        note="",
+    )
+    assert never_seen_items(bb) == ["radiology (CT, MRI, X-ray, ultrasound)", "clinical (non-dermoscopic) skin photos"]
+    examples = [
+        {"path": "/a/skin_a.jpg", "kind": "skin", "imaging": "clinical (non-dermoscopic) skin photos"},
+        {"path": "/a/skin_b.jpg", "kind": "skin", "imaging": ""},
+        {"path": "/a/ood_ct.png", "kind": "ood", "imaging": "radiology (CT, MRI, X-ray, ultrasound)"},
+    ]
+    unseen = unseen_examples(examples, bb)
+    assert unseen == {
+        "skin_a.jpg": "clinical (non-dermoscopic) skin photos",
+        "ood_ct.png": "radiology (CT, MRI, X-ray, ultrasound)",
+    }
+    assert "clinical (non-dermoscopic) skin photos" in header_markdown(bb)
+    ref = ReferenceScores(("skin_a.jpg", "skin_b.jpg", "ood_ct.png"), ("skin", "skin", "ood"), (0.9, 0.8, 0.1), "skin")
+    groups = views.reference_groups(ref, unseen)
+    assert groups == [
+        ("known (ID): skin photos", [0.8]),
+        ("known classes, unseen imaging: clinical (non-dermoscopic) skin photos", [0.9]),
+        ("unknown (OOD): the rest", [0.1]),
+    ]
+    assert views.reference_groups(ref, {}) == ref.groups()  # a backbone that lists nothing: as before
+    # the shipped manifest names the skin examples' imaging in the offline DenseNet's words
+    from app.components.upload import load_examples
+    from hvl_core.backbones.medmnist import MedMNISTDenseNet121
+
+    shipped = unseen_examples(load_examples(), MedMNISTDenseNet121)
+    assert {n for n in shipped if n.startswith("skin_")} == {"skin_forearm_nevi.jpg", "skin_nevus_closeup.jpg"}
 
 
 # --------------------------------------------------------------------------- batch
@@ -254,7 +319,12 @@ def test_batch_encodes_once_and_redecides_with_the_head(env, tmp_path, monkeypat
     path = vh.on_batch_csv(v, res[v.batch_state])[v.batch_csv]
     assert Path(path).is_relative_to(tmp_path / "gradio")
     rows = list(csv.reader(io.StringIO(Path(path).read_text())))
-    assert rows[0] == bt.COLUMNS and rows[1][0] == SKIN.name and rows[1][3] == "no"
+    assert rows[0] == bt.CSV_COLUMNS and rows[1][0] == SKIN.name and rows[1][5] == "no"
+    # the score's name and the threshold beside each score, as the /batch endpoint gives them
+    p0 = res[v.batch_state].predictions[0]
+    assert rows[1][3] == p0.score_name and float(rows[1][4]) == pytest.approx(t) and float(rows[1][2]) == p0.score
+    # the table: every number with the same three decimals
+    assert all(re.fullmatch(r"-?\d+\.\d{3}", c) for r in res[v.batch_table] for c in (r[2], r[4]) if c is not None)
 
 
 def test_batch_failure_is_one_sentence(env):
