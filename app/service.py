@@ -26,34 +26,31 @@ Each session's image and encoding live in the bounded ``sessions.STORE``; the up
 
 from __future__ import annotations
 
-import math
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import hvl_core
-from hvl_core import CheckpointError, Encoded, HVLModel, ImageError, Prediction, ScoreError, load_checkpoint, load_image
+from hvl_core import Encoded, HVLModel, Prediction, load_image
 from hvl_core.backbones import (
     MEASURED_BACKBONE,
     Backbone,
-    BackboneUnavailable,
-    UnknownClassError,
     create_backbone,
-    list_backbones,
 )
 from hvl_core.backbones.catalog import CATALOG, LABEL_ONLY
-from hvl_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, hub_files, shipped_checkpoint
-from hvl_core.head import HVLConfig, score_range
-from hvl_core.hub import is_hub_id
+from hvl_core.checkpoint import Checkpoint, shipped_checkpoint
+from hvl_core.head import HVLConfig
 from hvl_core.images import LoadedImage
 from hvl_core.presets import split_class_list
 
 from . import gpu
-from .sessions import STORE, Session
+from .checkpoints import MAX_UPLOADED_CHECKPOINTS, CheckpointSources, checkpoint_ref  # noqa: F401
+from .deciding import decide_on, has_threshold, own_threshold  # noqa: F401
+from .errors import USER_ERRORS, UserError  # noqa: F401
+from .queueing import API_GROUP, BROWSER_GROUP, QUEUE_MAX_SIZE, configure_queue  # noqa: F401
+from .sessions import NO_IMAGE, STORE, Session, dropped_message
 from .uploads import EMPTY_AGE_S, SWEEP_AGE_S, SWEEP_EVERY_S, start_sweeper, sweep_uploads, upload_dir  # noqa: F401
 
 ENV_BACKBONE = "HVL_BACKBONE"
@@ -73,33 +70,6 @@ MAX_BACKBONES = 2
 CHOOSABLE_BACKBONES = tuple(i.name for i in CATALOG if i.openclip or i.kind == LABEL_ONLY)
 #: models (head + class embeddings, sharing the backbones) kept built
 MAX_MODELS = 6
-#: uploaded checkpoints kept in memory (by the sha256 of both files)
-MAX_UPLOADED_CHECKPOINTS = 4
-#: the queue: requests waiting at most, and the concurrency groups (one encoder run at a time per
-#: group; browser events and the API have a group each, so neither can lock the other out)
-QUEUE_MAX_SIZE = 256
-BROWSER_GROUP, API_GROUP = "model", "api"
-
-
-class UserError(Exception):
-    """Something the person using the demo can fix; the message is shown as is."""
-
-
-NO_IMAGE = "upload an image first (PNG, JPEG, TIFF, BMP or WebP), or click an example"
-
-
-def dropped_message() -> str:
-    """What a session whose image the store let go is told."""
-    from .sessions import SESSION_TTL_S
-
-    return (
-        f"your image is no longer held (images unused for {SESSION_TTL_S // 60} minutes, or pushed out "
-        "by newer ones while many are open, are let go); upload it again"
-    )
-
-
-#: errors whose message is written for the person using the demo
-USER_ERRORS = (UserError, ImageError, CheckpointError, BackboneUnavailable, UnknownClassError, ScoreError)
 
 
 @dataclass(frozen=True)
@@ -126,33 +96,7 @@ def encode_on_gpu(model: HVLModel, loaded: LoadedImage) -> Encoded:
     return gpu.encode_images(model, [loaded])[0]
 
 
-def _load_pair(weights, config, label: str) -> Checkpoint:
-    """``load_checkpoint`` on two files that may sit in different folders (gradio keeps each
-    upload in its own): linked side by side in a temporary folder removed at once (everything
-    is read into memory). Messages name ``label``, never the server's temporary paths."""
-    with tempfile.TemporaryDirectory(prefix="hvl-ckpt-") as d:
-        os.symlink(os.path.abspath(weights), Path(d) / WEIGHTS_NAME)
-        os.symlink(os.path.abspath(config), Path(d) / CONFIG_NAME)
-        try:
-            ck = load_checkpoint(d)
-        except CheckpointError as e:
-            raise CheckpointError(str(e).replace(d, label).replace(os.path.realpath(d), label)) from None
-        except (OSError, RecursionError, ValueError, TypeError, KeyError) as e:
-            raise CheckpointError(f"checkpoint {label}: unreadable or invalid ({type(e).__name__})") from None
-    ck.source = label
-    return ck
-
-
-def checkpoint_ref(text: str | None, files) -> tuple | None:
-    """What the checkpoint inputs ask for, before loading anything."""
-    files = [f for f in (files or []) if f]
-    if files:
-        return ("upload-files", tuple(str(f) for f in files))
-    text = (text or "").strip()
-    return ("path", text) if text else None
-
-
-class ModelService:
+class ModelService(CheckpointSources):
     """Backbones and models, built once and shared by all sessions (bounded LRU caches)."""
 
     def __init__(
@@ -183,21 +127,6 @@ class ModelService:
                 self._backbones.move_to_end(key)
                 return bb
         return None
-
-    def check_backbone_name(self, name) -> str:
-        """A backbone a checkpoint may ask this server to build: on a public server only the
-        server's own or a registered one (never ``MODEL:/a/path`` or an arbitrary hub model)."""
-        if not isinstance(name, str) or not name.strip():
-            raise UserError("the checkpoint does not name its backbone")
-        if self.allow_local_checkpoints:
-            return name
-        own = {self.backbone_name, *(bb.name for bb in self._backbones.values())}
-        if name not in own and name not in list_backbones():
-            raise UserError(
-                f"this server runs only its listed backbones ({', '.join(sorted(own | set(list_backbones())))}); "
-                "the checkpoint names another one"
-            )
-        return name
 
     def _gate(self, key) -> threading.Lock:
         with self._lock:
@@ -235,56 +164,6 @@ class ModelService:
             # models built on it go too, or they would keep it alive
             for key in [k for k, m in self._models.items() if m.backbone is dropped]:
                 del self._models[key]
-
-    def resolve_checkpoint(self, ref: tuple | None) -> tuple[tuple | None, Checkpoint | None]:
-        """``checkpoint_ref`` → (the key a ``Spec`` keeps, the loaded checkpoint). The key holds the
-        sha256 of both files, so a recalibrated or relabelled checkpoint is another model."""
-        if ref is None:
-            return None, None
-        kind, value = ref[0], ref[1]
-        if kind == "upload-files":
-            ck, digest = self._load_uploaded(value)
-            with self._lock:
-                self._uploaded[digest] = ck
-                self._uploaded.move_to_end(digest)
-                while len(self._uploaded) > MAX_UPLOADED_CHECKPOINTS:
-                    self._uploaded.popitem(last=False)
-            return ("upload", digest), ck
-        if kind == "upload":
-            with self._lock:
-                if value not in self._uploaded:
-                    raise UserError("the uploaded checkpoint is no longer in memory; upload its files again")
-                return ref, self._uploaded[value]
-        text = str(value).strip()
-        if not self.allow_local_checkpoints:
-            # decided from the text alone: whether such a path exists on the server never matters
-            if not is_hub_id(text):
-                raise UserError(
-                    "checkpoint folders on the server are disabled here; upload the checkpoint's "
-                    f"{WEIGHTS_NAME} and {CONFIG_NAME}, or give a Hugging Face id (org/name)"
-                )
-            ck = self._hub_checkpoint(text)
-        else:
-            ck = load_checkpoint(os.path.expanduser(text))
-        return ("path", text, ck.fingerprint()), ck
-
-    @staticmethod
-    def _hub_checkpoint(repo: str) -> Checkpoint:
-        """A checkpoint from the hub only (never a local folder of the same name), either layout."""
-        try:
-            weights, cfg = hub_files(repo)
-        except CheckpointError as e:
-            raise UserError(str(e).split("; pass a local")[0]) from None
-        return _load_pair(weights, cfg, f"hub {repo}")
-
-    @staticmethod
-    def _load_uploaded(paths) -> tuple[Checkpoint, str]:
-        weights = [p for p in paths if str(p).endswith(".safetensors")]
-        configs = [p for p in paths if str(p).endswith(".json")]
-        if len(weights) != 1 or len(configs) != 1 or len(paths) != 2:
-            raise UserError(f"upload exactly the two files of a checkpoint folder: {WEIGHTS_NAME} and {CONFIG_NAME}")
-        ck = _load_pair(weights[0], configs[0], f"uploaded {Path(configs[0]).name} + {Path(weights[0]).name}")
-        return ck, ck.fingerprint()
 
     def spec(
         self, preset: str, custom: str, checkpoint: tuple | None, n: int, backbone: str = ""
@@ -443,7 +322,7 @@ class ModelService:
         thr = None if (reset or threshold is None) else float(threshold)
         say(0.85, "Deciding")
         session = replace(session, encoded_for=enc_for, spec=spec, model_identity=spec.identity())
-        pred = self._decide(model, session, thr, k, entropy_filter, renormalize, None if reset else score, encoded)
+        pred = decide_on(model, encoded, thr, k, entropy_filter, renormalize, None if reset else score)
         session.prediction = pred
         return session, pred, model, reset
 
@@ -462,68 +341,6 @@ class ModelService:
         if encoded is None or session.spec is None:
             raise UserError(dropped_message() if session.dropped() else "analyse an image first")
         model = self.model(session.spec)
-        pred = self._decide(model, session, threshold, k, entropy_filter, renormalize, score, encoded)
+        pred = decide_on(model, encoded, threshold, k, entropy_filter, renormalize, score)
         session = replace(session, prediction=pred)
         return session, pred, model
-
-    @staticmethod
-    def _decide(
-        model: HVLModel,
-        session: Session,
-        threshold: float | None,
-        k: int,
-        entropy_filter: bool,
-        renormalize: bool,
-        score: str | None = None,
-        encoded: Encoded | None = None,
-    ) -> Prediction:
-        """The head on the cached encoding (``encoded``, else the session's). A threshold outside the score's range raises
-        ``ScoreError``; with no threshold where the model has none for ``score`` (nothing
-        measured or calibrated), the image's own score is the starting threshold ("given")."""
-        encoded = encoded if encoded is not None else session.encoded
-        opts = dict(
-            k=max(1, min(int(k), 4 * model.n**2)),
-            entropy_filter=bool(entropy_filter),
-            renormalize=bool(renormalize),
-            score=score or model.score_name,
-        )
-        if threshold is not None and threshold == own_threshold(model, opts["score"]):
-            threshold = None  # the slider still at the model's own: keep its source (calibrated, measured)
-        try:
-            return model.decide(encoded, threshold=threshold, **opts)
-        except ScoreError:
-            if threshold is not None or has_threshold(model, opts["score"]):
-                raise
-        lo, hi = score_range(replace(model.head.config, score=opts["score"]), len(model.classes.names))
-        probe = model.decide(encoded, threshold=max(lo, min(0.0, hi)), **opts)
-        # just under the image's score, on the slider's 0.01 steps
-        start = max(lo, math.floor(probe.score * 100) / 100)
-        return model.decide(encoded, threshold=start, **opts)
-
-
-def own_threshold(model: HVLModel, score: str) -> float | None:
-    """The model's own threshold for ``score`` (calibrated, measured or the MSP default), or None."""
-    try:
-        return model.resolve_threshold(None, score)[0]
-    except ScoreError:
-        return None
-
-
-def has_threshold(model: HVLModel, score: str) -> bool:
-    """Whether the model has a threshold of its own for ``score``."""
-    return own_threshold(model, score) is not None
-
-
-# --------------------------------------------------------------------------- the queue
-
-
-def configure_queue(demo, max_size: int = QUEUE_MAX_SIZE):
-    """The queue for a public server: up to ``max_size`` waiting requests (20 clients × 5
-    requests all queue), one encoder run at a time per group, and the API (``/predict``) in a
-    group of its own so API clients and browser users each get a turn (gradio draws the next
-    group at random among those with a free slot)."""
-    for fn in demo.fns.values():
-        if fn.api_name == "predict":
-            fn.concurrency_id = API_GROUP
-    demo.queue(default_concurrency_limit=1, max_size=max_size)
-    return demo

@@ -127,6 +127,17 @@ class SessionStore:
             total -= gone.nbytes
 
 
+NO_IMAGE = "upload an image first (PNG, JPEG, TIFF, BMP or WebP), or click an example"
+
+
+def dropped_message() -> str:
+    """What a session whose image the store let go is told."""
+    return (
+        f"your image is no longer held (images unused for {SESSION_TTL_S // 60} minutes, or pushed out "
+        "by newer ones while many are open, are let go); upload it again"
+    )
+
+
 #: the process's one store: every session of every page
 STORE = SessionStore()
 

@@ -1,4 +1,8 @@
-"""What to score: folders (searched recursively), globs, single files, or CSV manifests."""
+"""What to score: folders (searched recursively), globs, single files, or CSV manifests.
+
+Folders and globs take every file ``hvl predict`` reads (``hvl_core.images.FILE_SUFFIXES``:
+images, DICOM, whole-slide .svs/.ndpi/.tiff), links included even when broken: whatever cannot
+be read is an error row of its own, never left out."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import csv
 import glob
 from pathlib import Path
 
-from hvl_tools.data import IMAGE_EXTENSIONS, is_image_file, list_images
+from hvl_core.images import FILE_SUFFIXES
 
 MANIFEST_COLUMN = "path"
 
@@ -36,6 +40,16 @@ def read_manifest(path: Path) -> list[str]:
     return out
 
 
+def is_scored(p: Path) -> bool:
+    """A file (or a link, even a broken one) a folder scan takes: a readable kind by its name."""
+    return (p.is_file() or p.is_symlink()) and p.suffix.lower() in FILE_SUFFIXES and not p.name.startswith(".")
+
+
+def scan_folder(folder: Path) -> list[str]:
+    """Every file under ``folder`` a scan takes, sorted by path."""
+    return sorted(str(p) for p in folder.rglob("*") if is_scored(p))
+
+
 def collect_inputs(inputs: list[str]) -> list[str]:
     """Image paths to score, in input order, each once. Raises ``InputError`` for an input that
     is neither a file, a folder, a manifest nor a glob with matches."""
@@ -43,16 +57,16 @@ def collect_inputs(inputs: list[str]) -> list[str]:
     for spec in inputs:
         p = Path(spec)
         if p.is_dir():
-            files = [str(x) for x in list_images(p, recursive=True)]
+            files = scan_folder(p)
             if not files:
-                raise InputError(f"{spec}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+                raise InputError(f"{spec}: no images ({', '.join(FILE_SUFFIXES)}) in this folder")
             found += files
         elif p.is_file() and p.suffix.lower() == ".csv":
             found += read_manifest(p)
-        elif p.is_file():
-            found.append(spec)  # any file: the decoder says why when it is not an image
+        elif p.is_file() or p.is_symlink():
+            found.append(spec)  # any file or link: the decoder says why when it is not an image
         elif glob.has_magic(spec):
-            files = sorted(x for x in glob.glob(spec, recursive=True) if is_image_file(Path(x)))
+            files = sorted(x for x in glob.glob(spec, recursive=True) if is_scored(Path(x)))
             if not files:
                 raise InputError(f"{spec}: the pattern matches no images")
             found += files

@@ -113,7 +113,9 @@ def service_tiny(tiny_backbone):
 def test_public_checkpoint_field_reaches_no_loader_and_does_not_reveal_paths(tiny_backbone, tmp_path, monkeypatch):
     s = public(tiny_backbone)
     calls = []
-    monkeypatch.setattr(svc_mod, "load_checkpoint", lambda *a: calls.append(a))
+    from app import checkpoints
+
+    monkeypatch.setattr(checkpoints, "load_checkpoint", lambda *a: calls.append(a))
     monkeypatch.setattr(ModelService, "_hub_checkpoint", staticmethod(lambda repo: calls.append(repo)))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "etc").mkdir()

@@ -59,6 +59,32 @@ def test_inputs_from_folders_globs_and_manifests(archive, tmp_path):
         collect_inputs([str(tmp_path / "*.tif")])
 
 
+def test_folder_scan_reads_what_predict_reads_and_reports_every_unreadable_file(tmp_path, tiny_model):
+    """A folder of 58 files gave 57 rows: .dcm, .svs, .ndpi and broken links were left out."""
+    from tests.wsi_files import dicom_bytes
+
+    root = tmp_path / "scan"
+    synthetic_images(root, 2, (64, 64), seed=1)
+    rgb = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    (root / "scan.dcm").write_bytes(dicom_bytes(rgb))
+    (root / "slide.svs").write_bytes(b"not a slide")
+    (root / "slide.ndpi").write_bytes(b"II*\x00 truncated")
+    (root / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (root / "notes.txt").write_text("not an image")  # not a kind predict reads: not scanned
+    paths = collect_inputs([str(root)])
+    assert sorted(Path(p).name for p in paths) == sorted(
+        [*(p.name for p in root.glob("*.jpg")), "scan.dcm", "slide.svs", "slide.ndpi", "gone.png"]
+    )
+    assert collect_inputs([str(root / "*")]) == paths  # a glob takes the same files
+    s = score_archive([str(root)], tmp_path / "out", SPEC, batch_size=4, workers=1, progress=False, model=tiny_model)
+    rows = _rows(tmp_path / "out")
+    assert len(rows) == len(paths) == 6 and (s["files"], s["scored"], s["errors"]) == (6, 3, 3)
+    dcm = rows[str(root / "scan.dcm")]
+    assert dcm["error"] == "" and dcm["label"] == tiny_model.predict(str(root / "scan.dcm")).label
+    for name in ("slide.svs", "slide.ndpi", "gone.png"):
+        assert rows[str(root / name)]["error"].startswith(name), rows[str(root / name)]
+
+
 # --------------------------------------------------------------------------- crops of a batch of views
 
 
