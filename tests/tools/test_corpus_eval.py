@@ -78,6 +78,7 @@ def tiny_corpus(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_run_trains_calibrates_and_measures_per_preset(tiny_corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(E, "BACKBONE", "tiny-clip-random")
     out, weights = tmp_path / "out", tmp_path / "weights"

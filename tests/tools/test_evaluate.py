@@ -94,6 +94,7 @@ def test_report_files_with_hand_computed_numbers(tmp_path):
     assert "| HVL | 66.67 | 75.00 | 50.00 |" in md
 
 
+@pytest.mark.slow
 def test_evaluate_command_contract(synth, trained, tmp_path):
     out = tmp_path / "ev"
     assert (

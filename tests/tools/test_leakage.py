@@ -130,6 +130,7 @@ def test_compare_refuses_medmnist_style_overlap_on_the_command_line(synth, tmp_p
     assert "refusing to benchmark" in err and "basal cell carcinoma" in err
 
 
+@pytest.mark.slow
 def test_compare_with_allow_overlap_marks_every_table(synth, tmp_path):
     import json
 

@@ -65,6 +65,7 @@ def test_draw_is_per_class_and_disjoint():
     assert [int((labels[va] == c).sum()) for c in range(3)] == [1, 1, 1]
 
 
+@pytest.mark.slow
 def test_image_benchmark_end_to_end_on_a_tiny_recipe2_set(tmp_path):
     """Every variant × seed × data seed is run on one cache; the bootstrap pairs every row with
     full HVL; the border base rate is the masks' own."""

@@ -12,6 +12,7 @@ from hvl_tools.score.results import read_scores  # noqa: E402
 SPEC = ModelSpec(backbone="tiny-clip-random", preset="dermatology-isic4", device="cpu")
 
 
+@pytest.mark.slow
 def test_ray_and_local_engines_give_the_same_scores(tmp_path, tiny_model):
     synthetic_images(tmp_path / "in", 7, (96, 80), seed=2)
     (tmp_path / "in" / "notes.png").write_text("not an image")
@@ -39,6 +40,7 @@ def test_ray_and_local_engines_give_the_same_scores(tmp_path, tiny_model):
     assert remote["model"] == local["model"]  # same model, same settings, same decoder
 
 
+@pytest.mark.slow
 def test_the_private_instance_listens_on_loopback_only():
     import re
     import subprocess
