@@ -1,8 +1,9 @@
 """The batch view's logic, without UI: read several uploads (images, or images inside zip files),
 encode them once, and re-decide the whole table for any threshold with the head alone.
 
-Bounded for a public server: at most ``MAX_BATCH_IMAGES`` images and ``MAX_BATCH_BYTES`` of
-image bytes per batch, each zip member read with a size cap (a lying header cannot grow memory).
+Bounded for a public server: at most ``MAX_BATCH_IMAGES`` images, ``MAX_BATCH_BYTES`` of
+image bytes and ``MAX_BATCH_PIXELS`` decoded pixels per batch, each zip member read with a size
+cap (a lying header cannot grow memory).
 Zip members are read into memory and never extracted, so no member name can reach the file
 system; only the member's base name is shown. The CSV is written only when asked for, into
 gradio's temporary folder (swept like the uploads).
@@ -27,6 +28,8 @@ from .service import UserError, upload_dir
 
 MAX_BATCH_IMAGES = 32
 MAX_BATCH_BYTES = 64 * 1024 * 1024
+#: pixels (by the files' headers) a batch may decode: files past it get an error row of their own
+MAX_BATCH_PIXELS = 100_000_000
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".dcm"}
 #: the false discovery rate of the Benjamini–Hochberg column (over the batch's conformal p-values)
 BATCH_FDR = 0.05
@@ -103,10 +106,13 @@ def encode(model, items: list[tuple[str, bytes | str]]) -> Batch:
     """Load and encode every image (unreadable ones keep their reason): one call of the GPU
     function (``app.gpu``) for the whole batch, the encoder on all their crops together."""
     batch = Batch(names=[n for n, _ in items], encoded=[None] * len(items))
-    loaded = []
+    loaded, budget = [], MAX_BATCH_PIXELS  # decoded images all stay until the encoder runs: bounded in pixels
     for i, (_, source) in enumerate(items):
         try:
-            loaded.append((i, load_image(source)))
+            li = load_image(source, max_pixels=budget)
+            w, h = li.original_size if li.slide is None else li.image.size  # a slide: the tile read
+            budget -= w * h
+            loaded.append((i, li))
         except ImageError as e:
             batch.errors[i] = str(e)
     for (i, _), enc in zip(loaded, gpu.encode_images(model, [li for _, li in loaded])):

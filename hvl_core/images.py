@@ -1,9 +1,13 @@
 """Reading untrusted images: every failure is an ``ImageError`` with a sentence a person can act on.
 
-Memory is bounded before anything is decoded: the header's width, height, channels and sample
-size are checked against ``MAX_PIXELS`` and ``MAX_RASTER_BYTES`` first. DICOM files go through
-``hvl_core.dicom``; whole-slide images (pyramidal or very large TIFFs, SVS, NDPI) through
-``hvl_core.slides``, which reads one tile and never the whole slide.
+Memory is bounded before anything is decoded, in pixels: the header's width, height, channels
+and sample size are checked against ``MAX_PIXELS`` and ``MAX_RASTER_BYTES`` first, and an image
+decoded at full size (every format but JPEG, which decodes downscaled: ``Image.draft``) against
+``MAX_DECODE_PIXELS``; a caller may pass a smaller budget (``max_pixels``: what is left of a
+batch's). The decoded raster is then converted to RGB and reduced a strip of rows at a time, so
+no full-size copy is made beside it (a 50-megapixel RGBA PNG peaks near its own 200 MB plus the
+RGB result). DICOM files go through ``hvl_core.dicom``; whole-slide images (pyramidal or very
+large TIFFs, SVS, NDPI) through ``hvl_core.slides``, which reads one tile and never the whole slide.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import os
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from .raster import (  # noqa: F401  (ImageError, LoadedImage and the limits are also this module's public names)
     _SAMPLE_BYTES,
@@ -30,25 +34,85 @@ from .raster import (  # noqa: F401  (ImageError, LoadedImage and the limits are
 )
 
 READABLE = "PNG, JPEG, TIFF, BMP, WebP, DICOM or a whole-slide image"
+#: file name endings of what ``load_image`` reads (a folder scan takes these)
+FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".dcm", ".svs", ".ndpi")
+#: pixels an image may have when it is decoded at full size (no format-level downscaling)
+MAX_DECODE_PIXELS = 50_000_000
+#: rows converted at a time (times the reduction factor)
+_STRIP_ROWS = 256
+#: EXIF orientation → the transpose that undoes it (as ``ImageOps.exif_transpose``)
+_ORIENT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
-def _open_pil(fp, name: str, max_side: int, notes: list[str]) -> Image.Image:
+def check_budget(name: str, w: int, h: int, whole: bool, max_pixels: int | None = None, kind: str = "") -> None:
+    """Refuse, from header values, an image that would take more pixels than allowed: more than
+    ``MAX_DECODE_PIXELS`` when it must be decoded at full size (``whole``), or more than the
+    caller's ``max_pixels`` (what is left of a batch's budget)."""
+    if whole and w * h > MAX_DECODE_PIXELS:
+        raise ImageError(
+            f"{name} is {w}×{h} pixels; {kind or 'an image of this format'} is decoded at full size, and at most "
+            f"{MAX_DECODE_PIXELS:,} pixels are decoded that way here; downscale it first (or save it as JPEG)"
+        )
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageError(
+            f"{name} is {w}×{h} pixels, more than the {max(max_pixels, 0):,} left in this batch's pixel budget; "
+            "analyse it alone or in a smaller batch"
+        )
+
+
+def _bounded_rgb(img: Image.Image, max_side: int, notes: list[str], original: tuple[int, int]) -> Image.Image:
+    """A decoded image → RGB, reduced by the integer factor that brings it nearest above
+    ``max_side``, a strip of rows at a time: no full-size copy besides the decoded raster.
+    16-bit and float modes take ``to_rgb``'s chunked array path. ``original``: the size in the
+    file's header (a JPEG may have been decoded smaller)."""
+    w, h = img.size
+    orientation = img.getexif().get(0x0112)
+    if img.mode in _SAMPLE_BYTES or w * h <= max_side * max_side // 4:
+        out = to_rgb(img, notes)
+    else:
+        f = max(1, max(w, h) // max_side)
+        step = _STRIP_ROWS * f
+        out = Image.new("RGB", (-(-w // f), -(-h // f)))
+        for top in range(0, h, step):
+            strip = img.crop((0, top, w, min(h, top + step)))
+            if f > 1:
+                strip = strip.reduce(f) if strip.mode not in ("P", "1") else strip.convert("RGBA").reduce(f)
+            out.paste(to_rgb(strip, notes if top == 0 else []), (0, top // f))
+    w, h = original
+    if orientation in _ORIENT:
+        out = out.transpose(_ORIENT[orientation])
+        w, h = (h, w) if orientation >= 5 else (w, h)
+    out.info["original_size"] = (w, h)  # the size before any reduction, for the notes
+    return out
+
+
+def _open_pil(fp, name: str, max_side: int, notes: list[str], max_pixels: int | None) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         img = Image.open(fp)
     w, h = img.size
     check_raster(name, w, h, len(img.getbands()), _SAMPLE_BYTES.get(img.mode, 1))
+    check_budget(name, w, h, False, max_pixels)
     if getattr(img, "n_frames", 1) > 1:
         notes.append(f"animated image: first of {img.n_frames} frames used")
         img.seek(0)
     if max(w, h) > max_side and img.format == "JPEG":
         img.draft("RGB", (max_side, max_side))  # decode JPEGs at reduced size directly
+    dw, dh = img.size  # what will be decoded
+    check_budget(name, dw, dh, True, kind=f"a {img.format or 'raster'} image")
     img.load()
-    img = ImageOps.exif_transpose(img)
-    return to_rgb(img, notes)
+    return _bounded_rgb(img, max_side, notes, (w, h))
 
 
-def _open_tiff(fp, name: str, max_side: int, notes: list[str], tile) -> LoadedImage | Image.Image:
+def _open_tiff(fp, name: str, max_side: int, notes: list[str], tile, max_pixels) -> LoadedImage | Image.Image:
     """TIFF: a whole-slide image → one tile (``slides``); 16-bit / float → tifffile; else PIL."""
     import tifffile
 
@@ -64,6 +128,7 @@ def _open_tiff(fp, name: str, max_side: int, notes: list[str], tile) -> LoadedIm
             h, w = (shape[0], shape[1]) if page.planarconfig != 2 or len(shape) < 3 else (shape[1], shape[2])
             channels = page.samplesperpixel
             check_raster(name, w, h, channels, dtype.itemsize if dtype is not None else 1)
+            check_budget(name, w, h, True, max_pixels, kind="a TIFF image")
             if dtype is not None and dtype != np.uint8 and page.planarconfig != 2:
                 notes_before = len(notes)
                 img = array_to_image(page.asarray(), notes)
@@ -75,7 +140,7 @@ def _open_tiff(fp, name: str, max_side: int, notes: list[str], tile) -> LoadedIm
     except Exception:  # noqa: BLE001 — tifffile could not parse it: PIL gets its chance and says why
         pass
     fp.seek(0)
-    return _open_pil(fp, name, max_side, notes)
+    return _open_pil(fp, name, max_side, notes, max_pixels)
 
 
 def _sniff(head: bytes) -> str:
@@ -89,11 +154,14 @@ def _sniff(head: bytes) -> str:
 # --------------------------------------------------------------------------- the front door
 
 
-def load_image(source, max_side: int = MAX_SIDE, tile: tuple[int, int] | None = None) -> LoadedImage:
+def load_image(
+    source, max_side: int = MAX_SIDE, tile: tuple[int, int] | None = None, max_pixels: int | None = None
+) -> LoadedImage:
     """Open a path, bytes, file object, numpy array or PIL image as an 8-bit RGB image.
 
     Refuses (``ImageError``): nothing given, non-images, corrupt or truncated files, images whose
-    header promises more than ``MAX_PIXELS`` / ``MAX_RASTER_BYTES``, images smaller than
+    header promises more than ``MAX_PIXELS`` / ``MAX_RASTER_BYTES`` (``MAX_DECODE_PIXELS`` when
+    decoded at full size; ``max_pixels`` when given, e.g. a batch's budget left), images smaller than
     ``MIN_SIDE`` px. Downscales images longer than ``max_side``; takes the first frame of
     animations; applies the EXIF orientation. DICOM: ``dicom.read_dicom``. Whole-slide images: the
     tile centred on level-0 pixel ``tile`` = (x, y) at about 0.5 µm/px, or a tissue tile picked
@@ -116,9 +184,9 @@ def load_image(source, max_side: int = MAX_SIDE, tile: tuple[int, int] | None = 
                 if not os.path.isfile(source):
                     raise ImageError(f"{name}: no such file")
                 with open(source, "rb") as f:
-                    return _load_file(f, name, max_side, tile, notes)
+                    return _load_file(f, name, max_side, tile, notes, max_pixels)
             fp = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
-            return _load_file(fp, name, max_side, tile, notes)
+            return _load_file(fp, name, max_side, tile, notes, max_pixels)
         else:
             raise ImageError(
                 f"a {type(source).__name__} is not an image: pass a file path, bytes, a PIL image or a numpy array"
@@ -129,10 +197,10 @@ def load_image(source, max_side: int = MAX_SIDE, tile: tuple[int, int] | None = 
         raise ImageError(f"{name} is too large to decode safely (possible decompression bomb)") from None
     except (OSError, SyntaxError, ValueError, TypeError, EOFError) as e:
         raise ImageError(f"{name} could not be decoded: it is corrupt or truncated ({e})") from None
-    return _finish(img, name, max_side, notes)
+    return _finish(img, name, max_side, notes, copy=True)
 
 
-def _load_file(fp, name: str, max_side: int, tile, notes: list[str]) -> LoadedImage:
+def _load_file(fp, name: str, max_side: int, tile, notes: list[str], max_pixels: int | None = None) -> LoadedImage:
     try:
         head = fp.read(132)
         fp.seek(0)
@@ -146,12 +214,13 @@ def _load_file(fp, name: str, max_side: int, tile, notes: list[str]) -> LoadedIm
 
                 return load_slide(path, name, tile=tile, dicom=True)
             img = array_to_image(read_dicom(fp, name, notes), notes)
+            check_budget(name, *img.size, False, max_pixels)
         elif kind == "tiff":
-            img = _open_tiff(fp, name, max_side, notes, tile)
+            img = _open_tiff(fp, name, max_side, notes, tile, max_pixels)
             if isinstance(img, LoadedImage):
                 return img
         else:
-            img = _open_pil(fp, name, max_side, notes)
+            img = _open_pil(fp, name, max_side, notes, max_pixels)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -165,12 +234,14 @@ def _load_file(fp, name: str, max_side: int, tile, notes: list[str]) -> LoadedIm
     return _finish(img, name, max_side, notes)
 
 
-def _finish(img: Image.Image, name: str, max_side: int, notes: list[str]) -> LoadedImage:
-    w, h = img.size
+def _finish(img: Image.Image, name: str, max_side: int, notes: list[str], copy: bool = False) -> LoadedImage:
+    """The size checks and the final downscale; ``copy``: ``img`` may be the caller's own."""
+    w, h = img.info.pop("original_size", None) or img.size
     if min(w, h) < MIN_SIDE:
         raise ImageError(f"{name} is {w}×{h} pixels; at least {MIN_SIDE}×{MIN_SIDE} is needed")
     if max(w, h) > max_side:
         notes.append(f"downscaled from {w}×{h}")
-        img = img.copy()
+    if max(img.size) > max_side:
+        img = img.copy() if copy else img
         img.thumbnail((max_side, max_side), Image.LANCZOS)
     return LoadedImage(image=img, original_size=(w, h), notes=notes)

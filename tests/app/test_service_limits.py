@@ -334,3 +334,27 @@ def test_sessions_expire(monkeypatch):
     assert store.get(key) is not None  # used: its clock starts again
     now[0] = 59 + 61
     assert store.get(key) is None and len(store) == 0
+
+
+def test_batch_is_bounded_in_pixels_not_bytes(tiny_model, monkeypatch):
+    """A 4 MB batch of twelve 9400² PNGs decoded for 126 s at +6.8 GB: the batch cap counted
+    compressed bytes. Now each file is refused from its header past the per-image budget, and the
+    batch's decoded pixels are bounded; each refused file is a row with its reason."""
+    import io
+
+    from PIL import Image
+
+    from app import batch as bt
+    from tests.core.test_images import _png_header
+
+    bomb = _png_header(9400, 9400)
+    items = [(f"bomb{i}.png", bomb) for i in range(12)]
+    b = bt.encode(tiny_model, items)
+    assert sorted(b.errors) == list(range(12)) and all("decoded at full size" in e for e in b.errors.values())
+
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 200), (120, 60, 90)).save(buf, "PNG")
+    monkeypatch.setattr(bt, "MAX_BATCH_PIXELS", 3 * 300 * 200)
+    b = bt.encode(tiny_model, [(f"{i}.png", buf.getvalue()) for i in range(5)])
+    assert b.readable() == [0, 1, 2] and sorted(b.errors) == [3, 4]
+    assert "pixel budget" in b.errors[3] and b.encoded[2] is not None and b.encoded[3] is None

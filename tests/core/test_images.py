@@ -107,3 +107,72 @@ def test_huge_image_is_downscaled():
 def test_other_formats(fmt):
     li = load_image(png_bytes(Image.new("RGB", (32, 32), (10, 200, 30)), fmt))
     assert li.image.size == (32, 32)
+
+
+def _png_header(w: int, h: int, colour_type: int = 6) -> bytes:
+    """A PNG's signature and header only (no pixel data): what ``Image.open`` reads."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_png_decoded_whole_is_refused_past_the_pixel_budget_from_its_header():
+    """A 343 KB 9400² RGBA PNG passed (88 M pixels < 100 M) and peaked at +2 GB: a PNG is
+    decoded at full size, so its pixels are bounded by MAX_DECODE_PIXELS, from the header."""
+    from hvl_core.images import MAX_DECODE_PIXELS
+
+    assert 9400 * 9400 > MAX_DECODE_PIXELS
+    with pytest.raises(ImageError, match="9400×9400 pixels; a PNG image is decoded at full size"):
+        load_image(_png_header(9400, 9400))
+
+
+def test_jpeg_is_budgeted_at_the_size_it_decodes_to(monkeypatch):
+    import hvl_core.images as im
+
+    monkeypatch.setattr(im, "MAX_DECODE_PIXELS", 10_000)
+    big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8))
+    li = load_image(png_bytes(big, "JPEG"), max_side=50)  # drafted to 50², within the budget
+    assert li.image.size == (50, 50) and li.original_size == (400, 400)
+    with pytest.raises(ImageError, match="decoded at full size"):
+        load_image(png_bytes(big), max_side=50)  # the same pixels as a PNG: decoded whole
+
+
+def test_a_callers_pixel_budget_is_checked_before_decoding():
+    data = png_bytes(Image.new("RGB", (300, 200)))
+    assert load_image(data, max_pixels=60_000).original_size == (300, 200)
+    with pytest.raises(ImageError, match="more than the 59,999 left in this batch's pixel budget"):
+        load_image(data, max_pixels=59_999)
+
+
+def test_large_rgba_is_reduced_in_strips_like_the_whole_image():
+    """Alpha on white and the reduction, a strip of rows at a time, give the whole-image result."""
+    from hvl_core.raster import to_rgb
+
+    yy, xx = np.mgrid[0:1000, 0:600]
+    a = np.zeros((1000, 600, 4), np.uint8)
+    a[..., 0] = (127 + 120 * np.sin(yy / 40)).astype(np.uint8)
+    a[..., 1] = (xx * 255 // 600).astype(np.uint8)
+    a[..., 2] = (127 + 120 * np.cos((xx + yy) / 60)).astype(np.uint8)
+    a[..., 3] = np.linspace(0, 255, 600, dtype=np.uint8)[None, :]
+    li = load_image(png_bytes(Image.fromarray(a, "RGBA")), max_side=200)
+    whole = to_rgb(Image.fromarray(a, "RGBA"), [])
+    whole.thumbnail((200, 200), Image.LANCZOS)
+    assert li.image.size == whole.size == (120, 200) and li.original_size == (600, 1000)
+    diff = np.abs(np.asarray(li.image, np.int16) - np.asarray(whole, np.int16))
+    assert diff.mean() < 1.5  # box-reduce then Lanczos vs Lanczos alone
+    assert "transparency composited on white" in li.notes and any("downscaled from 600×1000" in n for n in li.notes)
+
+
+def test_exif_rotation_survives_the_strip_path():
+    img = Image.new("RGB", (600, 300), (200, 30, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to view
+    buf = io.BytesIO()
+    img.save(buf, "PNG", exif=exif)
+    li = load_image(buf.getvalue(), max_side=200)
+    assert li.image.size == (100, 200) and li.original_size == (300, 600)
