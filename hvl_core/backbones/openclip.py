@@ -147,9 +147,22 @@ class OpenCLIPBackbone(Backbone):
 
 
 def _check_weights_file(backbone: str, path: str) -> None:
+    """A local weights file must exist and look like one — a PyTorch zip archive, a pickle
+    (read weights-only) or safetensors — before torch is asked to read it."""
     if not os.path.isfile(path):
         raise BackboneUnavailable(
             f"Cannot load {backbone}: weights file {path} does not exist; {offline_hint(backbone.partition(':')[0])}."
+        )
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError as e:
+        raise BackboneUnavailable(f"Cannot load {backbone}: {path} cannot be read ({e.strerror or e}).") from None
+    zip_or_pickle = head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"
+    safetensors = len(head) == 9 and head[8:9] == b"{"
+    if not (zip_or_pickle or safetensors):
+        raise BackboneUnavailable(
+            f"Cannot load {backbone}: {path} is not a weights file (neither a PyTorch checkpoint nor safetensors)."
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 
 from hvl_core.backbones import MEASURED_BACKBONE
@@ -103,6 +104,9 @@ def model_from_args(args):
         )
     except (BackboneUnavailable, CheckpointError, UnknownClassError, ScoreError, ValueError) as e:
         fail(str(e))
+    except (RuntimeError, OSError, EOFError, IndexError, KeyError, pickle.UnpicklingError) as e:
+        # what torch or open_clip raise on a weights file they cannot use: one sentence, never a traceback
+        fail(f"could not build the backbone {backbone}: its weights could not be read ({type(e).__name__})")
 
 
 def fail(message: str, status: int = 2):
