@@ -198,7 +198,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
     service = service or ModelService()
     model = service.preload(Spec())
     examples = upload.load_examples()
-    # the reference images' encodings for the score distribution, made while the page loads
+    # the reference images' shipped encodings for the score distribution (none encoded at start-up)
     reference = ReferenceSet(examples)
     reference.warm(model)
     with gr.Blocks(title="HVL — known or unknown?", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
