@@ -2,6 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python bench/inputs_bench.py                  # both parts (~3 min on 2 cores)
     PYTHONPATH=. .venv/bin/python bench/inputs_bench.py --part bad       # the bad-input table only
+    PYTHONPATH=. .venv/bin/python bench/inputs_bench.py --part memory    # peak RSS per request, worst cases
     git worktree add /tmp/before HEAD~1 && PYTHONPATH=. .venv/bin/python bench/inputs_bench.py \
         --part decode --compare-root /tmp/before                       # decoding memory, before / after
 
@@ -9,6 +10,11 @@ Part 1, bad inputs: each kind goes through what the app does with an upload or a
 (``ModelService.load`` / ``spec`` / ``model`` / ``analyse``) on the ``tiny-clip-random`` backbone,
 in this process; the row says the message the user sees, whether it was a traceback (an
 exception that is not a user error), and the peak RSS while it ran (sampled every 2 ms).
+
+Part 3, memory (``--part memory``): the worst case of each kind, each in a fresh process: ten
+uploads of a template-bomb checkpoint, 20 sessions against one, a 9400² and a 7000² RGBA PNG, a
+batch of twelve of each, a checkpoint naming a listed backbone of another width, and ``app.py``
+stopped by SIGTERM after an upload (is its upload folder gone?).
 
 Part 2, concurrency: ``app.py`` on loopback in a subprocess (``HVL_BACKBONE=tiny-clip-random``),
 20 ``gradio_client`` clients × 5 ``/predict`` requests each at once; errors, latency
@@ -460,10 +466,274 @@ def run_decode_memory(compare_root: Path) -> dict:
     return {"compare_root": str(compare_root), "rows": rows}
 
 
+# --------------------------------------------------------------------------- memory per request, worst cases
+
+#: template bomb uploads, sessions and batch files per case
+BOMB_UPLOADS, SESSIONS, BATCH_FILES = 10, 20, 12
+
+
+def _rss() -> int:
+    import gc
+
+    gc.collect()
+    return psutil.Process().memory_info().rss
+
+
+def _mb(n: int) -> int:
+    return round(n / 2**20)
+
+
+def _public_service():
+    from app.service import ModelService
+    from hvl_core import create_backbone
+
+    service = ModelService("tiny-clip-random", device="cpu", allow_local_checkpoints=False)
+    service._backbones["tiny-clip-random"] = create_backbone("tiny-clip-random")
+    return service
+
+
+def _warm(service):
+    """One ordinary analysis, so the model and its caches are built before the baseline."""
+    spec, ck = service.spec("dermatology-isic4", "", None, 2)
+    sess, *_ = service.analyse(service.load(str(EXAMPLE)), spec, ck, None, 4, True, False)
+    from app.sessions import STORE
+
+    STORE.drop(sess.key)
+
+
+def probe_template_bomb(tmp: Path) -> dict:
+    """Ten uploads of a checkpoint whose template is ``{{}}{0:>100000000}`` (each another file)."""
+    import hvl_core
+    from app.service import USER_ERRORS, checkpoint_ref
+
+    service = _public_service()
+    _warm(service)
+    model = hvl_core.load_model(service.backbone(), classes=["melanoma", "nevus"], device="cpu")
+    uploads = []
+    for i in range(BOMB_UPLOADS):
+        d = hvl_core.save_checkpoint(
+            tmp / f"bomb{i}", model.head, "tiny-clip-random", model.classes, threshold=0.4 + i / 100
+        )
+        meta = json.loads((d / "config.json").read_text())
+        meta["classes"]["template"] = "{{}}{0:>100000000}"
+        (d / "config.json").write_text(json.dumps(meta))
+        uploads.append([str(d / "model.safetensors"), str(d / "config.json")])
+    base, messages = _rss(), set()
+    with PeakRSS() as peak:
+        for files in uploads:
+            try:
+                spec, ck = service.spec("dermatology-isic4", "", checkpoint_ref("", files), 2)
+                service.model(spec, ck)
+                messages.add("accepted")
+            except USER_ERRORS as e:
+                messages.add(str(e).split(": ", 1)[-1][:160])
+    return {
+        "uploads": BOMB_UPLOADS,
+        "growth_mb": _mb(_rss() - base),
+        "peak_growth_mb": _mb(peak.peak - base),
+        "models_cached": len(service._models),
+        "message": sorted(messages),
+    }
+
+
+def _photo(side: int) -> Image.Image:
+    """A smooth RGB picture of ``side``² (compresses like a photo, unlike noise)."""
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32) / side
+    a = np.stack([127 + 120 * np.sin(9 * y), 255 * x, 127 + 120 * np.cos(7 * (x + y))], -1)
+    return Image.fromarray(a.astype(np.uint8))
+
+
+def probe_sessions(tmp: Path) -> dict:
+    """RSS with one session (a 4096² image analysed) and with ``SESSIONS`` of them open."""
+    from app.sessions import MAX_SESSION_BYTES, MAX_SESSIONS, STORE
+
+    path = tmp / "photo-4096.jpg"
+    if not path.exists():
+        _photo(4096).save(path, quality=90)
+    service = _public_service()
+    _warm(service)
+    model_rss = _rss()
+    spec, ck = service.spec("dermatology-isic4", "", None, 2)
+    held = []
+    rss = {}
+    for i in range(SESSIONS):
+        sess, *_ = service.analyse(service.load(str(path)), spec, ck, None, 4, True, False)
+        held.append(sess)  # every page keeps its gr.State
+        if i + 1 in (1, SESSIONS):
+            rss[i + 1] = _rss()
+    return {
+        "image": "4096² JPEG, analysed (n = 2)",
+        "rss_model_only_mb": _mb(model_rss),
+        "rss_one_session_mb": _mb(rss[1]),
+        f"rss_{SESSIONS}_sessions_mb": _mb(rss[SESSIONS]),
+        "ratio": round(rss[SESSIONS] / rss[1], 3),
+        "images_held": len(STORE),
+        "bytes_held_mb": _mb(STORE.nbytes),
+        "store_limits": f"{MAX_SESSIONS} entries, {MAX_SESSION_BYTES >> 20} MiB",
+        "sessions_still_holding_their_image": sum(s.has_image() for s in held),
+    }
+
+
+def _png_file(tmp: Path, side: int, mode: str = "RGBA") -> Path:
+    path = tmp / f"{mode.lower()}-{side}.png"
+    if not path.exists():
+        Image.new(mode, (side, side), (40, 90, 160, 200)).save(path, compress_level=1)
+    return path
+
+
+def probe_image(tmp: Path, side: int) -> dict:
+    """``load_image`` of a ``side``² RGBA PNG, as an upload is read."""
+    from hvl_core.images import ImageError, load_image
+
+    path = _png_file(tmp, side)
+    base = _rss()
+    t0 = time.perf_counter()
+    with PeakRSS() as peak:
+        try:
+            li = load_image(str(path))
+            msg = f"ok: {li.image.size[0]}×{li.image.size[1]} kept"
+        except ImageError as e:
+            msg = str(e)
+    return {
+        "file": f"{side}² RGBA PNG, {path.stat().st_size / 2**10:,.0f} KB",
+        "peak_growth_mb": _mb(peak.peak - base),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "result": msg[:200],
+    }
+
+
+def probe_batch(tmp: Path, side: int) -> dict:
+    """The batch view's ``encode`` on ``BATCH_FILES`` uploads of a ``side``² RGBA PNG."""
+    from app import batch as bt
+    from hvl_core import load_model
+
+    path = _png_file(tmp, side)
+    service = _public_service()
+    model = load_model(service.backbone(), preset="dermatology-isic4", device="cpu")
+    items = bt.read_uploads([str(path)] * BATCH_FILES)
+    base = _rss()
+    t0 = time.perf_counter()
+    with PeakRSS() as peak:
+        b = bt.encode(model, items)
+    return {
+        "files": f"{BATCH_FILES} × {side}² RGBA PNG ({BATCH_FILES * path.stat().st_size / 2**20:.1f} MB uploaded)",
+        "encoded": len(b.readable()),
+        "error_rows": len(b.errors),
+        "first_error": next(iter(b.errors.values()), "")[:200],
+        "peak_growth_mb": _mb(peak.peak - base),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def probe_width_mismatch(tmp: Path) -> dict:
+    """A checkpoint naming the listed ``biomedclip-random`` with a 64-d head: how long to refuse."""
+    import hvl_core
+    from app.service import USER_ERRORS, checkpoint_ref
+
+    service = _public_service()
+    model = hvl_core.load_model(service.backbone(), classes=["melanoma", "nevus"], device="cpu")
+    d = hvl_core.save_checkpoint(tmp / "wide", model.head, "biomedclip-random", model.classes)
+    t0 = time.perf_counter()
+    try:
+        spec, ck = service.spec(
+            "dermatology-isic4", "", checkpoint_ref("", [str(d / "model.safetensors"), str(d / "config.json")]), 2
+        )
+        service.model(spec, ck)
+        msg = "accepted"
+    except USER_ERRORS as e:
+        msg = str(e).split(": ", 1)[-1]
+    return {
+        "seconds": round(time.perf_counter() - t0, 3),
+        "message": msg[:200],
+        "backbones_built": list(service._backbones),
+    }
+
+
+PROBES = {
+    "template_bomb": probe_template_bomb,
+    "sessions": probe_sessions,
+    "png_9400": lambda tmp: probe_image(tmp, 9400),
+    "png_7000": lambda tmp: probe_image(tmp, 7000),
+    "batch_9400": lambda tmp: probe_batch(tmp, 9400),
+    "batch_7000": lambda tmp: probe_batch(tmp, 7000),
+    "width_mismatch": probe_width_mismatch,
+}
+
+
+def run_sigterm() -> dict:
+    """``app.py`` on loopback: one ``/predict`` upload, then SIGTERM; is its upload folder gone?"""
+    import signal
+
+    from gradio_client import Client, handle_file
+
+    parent = Path(tempfile.mkdtemp(prefix="hvl-bench-parent-"))
+    port = _free_port()
+    env = {
+        **os.environ,
+        "HVL_BACKBONE": "tiny-clip-random",
+        "HVL_DEVICE": "cpu",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "PYTHONPATH": str(ROOT),
+        "GRADIO_TEMP_DIR": str(parent),
+    }
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        for _ in range(240):
+            try:
+                c = Client(url, verbose=False)
+                break
+            except Exception:  # noqa: BLE001 — still starting
+                time.sleep(0.5)
+        c.predict(handle_file(str(EXAMPLE)), api_name="/predict")
+        folders = list(parent.glob(f"hvl-uploads-{server.pid}-*"))
+        files_before = sum(1 for f in folders for p in f.rglob("*") if p.is_file())
+        mode = oct(folders[0].stat().st_mode & 0o777) if folders else None
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(timeout=60)
+    finally:
+        server.kill()
+    left = [str(p) for p in parent.iterdir()]
+    shutil.rmtree(parent, ignore_errors=True)
+    return {
+        "upload_folders": len(folders),
+        "mode": mode,
+        "files_before_sigterm": files_before,
+        "exit_code": code,
+        "left_after_sigterm": len(left),
+    }
+
+
+def run_memory(cases=None) -> dict:
+    """Each probe in a fresh process (peak RSS of that process alone), then the SIGTERM check."""
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        for name in cases or PROBES:
+            r = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "--probe", name, "--tmp", d],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                timeout=900,
+            )
+            line = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+            out[name] = json.loads(line) if line.startswith("{") else {"failed": r.stderr[-500:]}
+            print(name, out[name], flush=True)
+    if not cases or "sigterm" in cases:
+        out["sigterm"] = run_sigterm()
+        print("sigterm", out["sigterm"], flush=True)
+    return out
+
+
 # --------------------------------------------------------------------------- report
 
 
-def write_report(out: Path, bad: dict | None, conc: dict | None, decode: dict | None = None) -> None:
+def write_report(
+    out: Path, bad: dict | None, conc: dict | None, decode: dict | None = None, memory: dict | None = None
+) -> None:
     from app.service import EMPTY_AGE_S
 
     out.mkdir(parents=True, exist_ok=True)
@@ -473,6 +743,7 @@ def write_report(out: Path, bad: dict | None, conc: dict | None, decode: dict | 
         **({"bad_inputs": bad} if bad else {}),
         **({"concurrency": conc} if conc else {}),
         **({"decode_memory": decode} if decode else {}),
+        **({"memory": {**old.get("memory", {}), **memory}} if memory else {}),
         "cpu": f"{psutil.cpu_count()} cores",
         "python": sys.version.split()[0],
     }
@@ -535,21 +806,85 @@ def write_report(out: Path, bad: dict | None, conc: dict | None, decode: dict | 
             b, a = r["before"], r["after"]
             L.append(f"| {r['kind']} | {b['peak_growth_mb']} | {b['result']} | {a['peak_growth_mb']} | {a['result']} |")
         L.append("")
+    if "memory" in data:
+        L += _memory_report(data["memory"])
     (out / "inputs.md").write_text("\n".join(L))
+
+
+def _memory_report(m: dict) -> list[str]:
+    L = [
+        "## Memory per request, worst cases",
+        "",
+        "`--part memory`: each case in a fresh process (`tiny-clip-random`, CPU), public-server rules; peak "
+        "growth is the most resident memory above the value just before the request, sampled every 2 ms.",
+        "",
+        "| case | what was measured | figure | goal |",
+        "|---|---|---|---|",
+    ]
+    if "template_bomb" in m:
+        t = m["template_bomb"]
+        L.append(
+            f"| template bomb | {t['uploads']} checkpoint uploads with `{{{{}}}}{{0:>100000000}}` | RSS growth "
+            f"{t['growth_mb']} MB (peak +{t['peak_growth_mb']} MB), {t['models_cached']} models cached; "
+            f"{'; '.join(t['message'])} | no growth |"
+        )
+    if "sessions" in m:
+        s = m["sessions"]
+        n = next(k for k in s if k.startswith("rss_") and k.endswith("_sessions_mb"))
+        L.append(
+            f"| sessions | {s['image']}; model only {s['rss_model_only_mb']} MB | one session {s['rss_one_session_mb']} MB, "
+            f"{n.split('_')[1]} sessions {s[n]} MB: ratio {s['ratio']}; the store holds {s['images_held']} images, "
+            f"{s['bytes_held_mb']} MB ({s['store_limits']}) | ≤ 1.2× one session + the model |"
+        )
+    for key in ("png_9400", "png_7000"):
+        if key in m:
+            r = m[key]
+            L.append(
+                f"| one image | {r['file']} | peak +{r['peak_growth_mb']} MB, {r['seconds']} s: {r['result']} | "
+                "≤ +400 MB |"
+            )
+    for key in ("batch_9400", "batch_7000"):
+        if key in m:
+            r = m[key]
+            L.append(
+                f"| batch | {r['files']} | peak +{r['peak_growth_mb']} MB, {r['seconds']} s; {r['encoded']} encoded, "
+                f"{r['error_rows']} error rows ({r['first_error']}) | bounded like one image |"
+            )
+    if "width_mismatch" in m:
+        w = m["width_mismatch"]
+        L.append(
+            f"| listed backbone, other width | 64-d checkpoint naming `biomedclip-random` | refused in {w['seconds']} s, "
+            f"nothing built ({', '.join(w['backbones_built'])} kept): {w['message']} | before any build |"
+        )
+    if "sigterm" in m:
+        g = m["sigterm"]
+        L.append(
+            f"| SIGTERM | `app.py`, one `/predict` upload, then SIGTERM | {g['upload_folders']} private folder "
+            f"(mode {g['mode']}, {g['files_before_sigterm']} files) before; exit {g['exit_code']}; "
+            f"{g['left_after_sigterm']} left after | folder gone |"
+        )
+    return [*L, ""]
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=["bad", "concurrency", "decode", "all"], default="all")
+    ap.add_argument("--part", choices=["bad", "concurrency", "decode", "memory", "all"], default="all")
+    ap.add_argument("--cases", nargs="+", help=f"for --part memory: some of {', '.join([*PROBES, 'sigterm'])}")
+    ap.add_argument("--probe", choices=list(PROBES), help=argparse.SUPPRESS)  # one case, in this process
+    ap.add_argument("--tmp", help=argparse.SUPPRESS)
     ap.add_argument("--compare-root", help="for --part decode: a checkout whose hvl_core gives the 'before' column")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = ap.parse_args(argv)
+    if args.probe:
+        print(json.dumps(PROBES[args.probe](Path(args.tmp)), ensure_ascii=False))
+        return
     bad = run_bad_inputs() if args.part in ("bad", "all") else None
     conc = run_concurrency() if args.part in ("concurrency", "all") else None
     if conc:
         print(json.dumps(conc, indent=1))
     decode = run_decode_memory(Path(args.compare_root)) if args.part == "decode" and args.compare_root else None
-    write_report(Path(args.out), bad, conc, decode)
+    memory = run_memory(args.cases) if args.part in ("memory", "all") else None
+    write_report(Path(args.out), bad, conc, decode, memory)
 
 
 if __name__ == "__main__":

@@ -4,15 +4,16 @@ Memory is bounded before anything is decoded, in pixels: the header's width, hei
 and sample size are checked against ``MAX_PIXELS`` and ``MAX_RASTER_BYTES`` first, and an image
 decoded at full size (every format but JPEG, which decodes downscaled: ``Image.draft``) against
 ``MAX_DECODE_PIXELS``; a caller may pass a smaller budget (``max_pixels``: what is left of a
-batch's). The decoded raster is then converted to RGB and reduced a strip of rows at a time, so
-no full-size copy is made beside it (a 50-megapixel RGBA PNG peaks near its own 200 MB plus the
-RGB result). DICOM files go through ``hvl_core.dicom``; whole-slide images (pyramidal or very
+batch's). The decoded raster is then converted to RGB and resampled a band of rows at a time,
+so no full-size copy is made beside it (a 50-megapixel RGBA PNG peaks near its own 200 MB plus
+the 4096² RGB result). DICOM files go through ``hvl_core.dicom``; whole-slide images (pyramidal or very
 large TIFFs, SVS, NDPI) through ``hvl_core.slides``, which reads one tile and never the whole slide.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 
@@ -38,7 +39,7 @@ READABLE = "PNG, JPEG, TIFF, BMP, WebP, DICOM or a whole-slide image"
 FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".dcm", ".svs", ".ndpi")
 #: pixels an image may have when it is decoded at full size (no format-level downscaling)
 MAX_DECODE_PIXELS = 50_000_000
-#: rows converted at a time (times the reduction factor)
+#: rows of the result made at a time from a band of the decoded raster
 _STRIP_ROWS = 256
 #: EXIF orientation → the transpose that undoes it (as ``ImageOps.exif_transpose``)
 _ORIENT = {
@@ -68,24 +69,41 @@ def check_budget(name: str, w: int, h: int, whole: bool, max_pixels: int | None 
         )
 
 
+def _thumbnail_size(w: int, h: int, side: int) -> tuple[int, int]:
+    """The size ``Image.thumbnail((side, side))`` gives a ``w``×``h`` image (its rounding)."""
+    if max(w, h) <= side:
+        return w, h
+    aspect = w / h
+
+    def rounded(number, key):
+        return max(min(math.floor(number), math.ceil(number), key=key), 1)
+
+    if aspect <= 1:
+        return rounded(side * aspect, key=lambda n: abs(aspect - n / side)), side
+    return side, rounded(side / aspect, key=lambda n: 0 if n == 0 else abs(aspect - side / n))
+
+
 def _bounded_rgb(img: Image.Image, max_side: int, notes: list[str], original: tuple[int, int]) -> Image.Image:
-    """A decoded image → RGB, reduced by the integer factor that brings it nearest above
-    ``max_side``, a strip of rows at a time: no full-size copy besides the decoded raster.
-    16-bit and float modes take ``to_rgb``'s chunked array path. ``original``: the size in the
-    file's header (a JPEG may have been decoded smaller)."""
+    """A decoded image → RGB at most ``max_side`` long, a band of rows at a time: each band is
+    converted (alpha on white, palette, CMYK ...) with a margin of rows and resampled (Lanczos)
+    into its rows of the result, so the result is the whole-image one and no full-size copy is
+    made beside the decoded raster. 16-bit and float modes take ``to_rgb``'s chunked array path.
+    ``original``: the size in the file's header (a JPEG may have been decoded smaller)."""
     w, h = img.size
     orientation = img.getexif().get(0x0112)
-    if img.mode in _SAMPLE_BYTES or w * h <= max_side * max_side // 4:
+    if img.mode in _SAMPLE_BYTES or max(w, h) <= max_side:
         out = to_rgb(img, notes)
     else:
-        f = max(1, max(w, h) // max_side)
-        step = _STRIP_ROWS * f
-        out = Image.new("RGB", (-(-w // f), -(-h // f)))
-        for top in range(0, h, step):
-            strip = img.crop((0, top, w, min(h, top + step)))
-            if f > 1:
-                strip = strip.reduce(f) if strip.mode not in ("P", "1") else strip.convert("RGBA").reduce(f)
-            out.paste(to_rgb(strip, notes if top == 0 else []), (0, top // f))
+        tw, th = _thumbnail_size(w, h, max_side)
+        sy = h / th
+        margin = math.ceil(3 * sy) + 2  # the Lanczos window, in source rows
+        out = Image.new("RGB", (tw, th))
+        for oy0 in range(0, th, _STRIP_ROWS):
+            oy1 = min(th, oy0 + _STRIP_ROWS)
+            y0, y1 = oy0 * sy, oy1 * sy
+            top, bottom = max(0, math.floor(y0) - margin), min(h, math.ceil(y1) + margin)
+            band = to_rgb(img.crop((0, top, w, bottom)), notes if oy0 == 0 else [])
+            out.paste(band.resize((tw, oy1 - oy0), Image.LANCZOS, box=(0, y0 - top, w, y1 - top)), (0, oy0))
     w, h = original
     if orientation in _ORIENT:
         out = out.transpose(_ORIENT[orientation])
