@@ -58,3 +58,21 @@ def encode_images(model: HVLModel, images: Sequence[LoadedImage]) -> list[Encode
     if not images:
         return []
     return encode_on_gpu(model_key(model), list(images))
+
+
+def warm_up(model: HVLModel) -> threading.Thread | None:
+    """One encoder pass on a blank image, in the background, so the first request does not pay
+    for the encoder's first call (its kernels' set-up for the crop batch's shape: ~1.5× a later
+    call on the CPU). Not on a ZeroGPU Space, where it would spend GPU quota at start-up."""
+    from hvl_core.hub import on_zero_gpu
+
+    if on_zero_gpu():
+        return None
+    from PIL import Image
+
+    size = (model.backbone.image_size,) * 2
+    blank = LoadedImage(Image.new("RGB", size, (128, 128, 128)), size)
+    # not a daemon: a process that exits meanwhile waits for it (torch aborts if killed mid-call)
+    t = threading.Thread(target=model.encode_batch, args=([blank],), name="hvl-warm-up")
+    t.start()
+    return t

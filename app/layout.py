@@ -11,7 +11,7 @@ import os
 
 import gradio as gr
 
-from . import views
+from . import gpu, views
 from .components import api, batch, compare, controls, header, insight, results, teaching, upload
 from .handlers import UI, on_rerun
 from .messages import model_markdown
@@ -202,6 +202,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
     reference = ReferenceSet(examples)
     reference.warm(model)
     with gr.Blocks(title="HVL — known or unknown?", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
+    gpu.warm_up(model)  # the encoder's first call, off the first request's path
         session = gr.State(Session(model_identity=Spec().identity()), time_to_live=1800)
         shown = gr.State({}, time_to_live=1800)
         head = header.render(model)
