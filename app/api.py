@@ -80,8 +80,14 @@ def _fetch(url: str) -> bytes:
 def image_source(ref, what: str = "image") -> tuple[str, bytes | str]:
     """``(name, source)`` for ``load_image``: the bytes of a URL or ``data:`` URI, or the path of a
     file gradio took in as an upload (a ``FileData`` dict). ``UserError`` for anything else."""
-    if isinstance(ref, dict) and isinstance(ref.get("path"), str):  # gradio checked it is an upload
-        return os.path.basename(ref.get("orig_name") or ref["path"]), ref["path"]
+    if isinstance(ref, dict):
+        # only what gradio took in as a file: it checked that the path lies in its upload folder
+        meta, path = ref.get("meta"), ref.get("path")
+        if not (isinstance(meta, dict) and meta.get("_type") == "gradio.FileData" and isinstance(path, str)):
+            raise UserError(f"give the {what} as {IMAGE_FORMS}")
+        if path.lower().startswith(("http://", "https://")):
+            return image_source(path, what)
+        return os.path.basename(str(ref.get("orig_name") or path)), path
     if not isinstance(ref, str) or not ref.strip():
         raise UserError(f"give the {what} as {IMAGE_FORMS}")
     ref = ref.strip()

@@ -180,3 +180,34 @@ def test_gradio_client_predict_and_batch(app_url, tmp_path):
     with pytest.raises(AppError, match="at most 32"):
         client.predict([data_uri(OOD)] * 33, api_name="/batch")
     assert json.loads(client.predict(data_uri(SKIN), api_name="/predict")) == out  # still serving, same answer
+
+
+def raw_call(url: str, endpoint: str, data: list) -> str:
+    """``POST /gradio_api/call/<endpoint>`` with ``data`` as sent (no client-side upload), then its
+    event stream as text."""
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"{url}gradio_api/call/{endpoint}",
+        data=json.dumps({"data": data}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        event = json.loads(r.read())["event_id"]
+    with urllib.request.urlopen(f"{url}gradio_api/call/{endpoint}/{event}", timeout=120) as r:
+        return r.read().decode()
+
+
+def test_a_server_path_is_never_read(app_url):
+    secret = Path("/etc/hostname")
+    for image in (
+        str(secret),
+        {"path": str(secret)},
+        {"path": str(secret), "meta": {"_type": "gradio.FileData"}},  # gradio checks its upload folder
+        {"path": "file:///etc/hostname", "meta": {"_type": "gradio.FileData"}},
+    ):
+        text = raw_call(app_url, "predict", [image, "dermatology-isic4", "", "auto", None])
+        assert "event: error" in text and "event: complete" not in text, (image, text)
+        assert secret.read_text().strip() not in text.replace("event: error", "")
+    ok = raw_call(app_url, "predict", [data_uri(SKIN), "dermatology-isic4", "", "auto", None])
+    assert "event: complete" in ok and '\\"verdict\\"' in ok  # the same call with an image answers
