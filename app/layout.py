@@ -25,8 +25,9 @@ DELETE_CACHE = (60, 600)
 MAX_FILE_SIZE = "100mb"
 
 FOOTER = (
-    "Privacy: images are processed in memory; the uploaded file sits in a temporary cache that is emptied "
-    "every few minutes, pictures are sent inside the page, and nothing is logged or sent anywhere. "
+    "Privacy: images are processed in memory; the uploaded file sits in this server's own temporary folder, "
+    "emptied every few minutes and removed when the server stops; pictures are sent inside the page, and "
+    "no image, file name or path is logged or sent anywhere. "
     "Analytics are off."
 )
 

@@ -55,6 +55,12 @@ def _png(a) -> bytes:
     return buf.getvalue()
 
 
+def _png_rgba(side: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGBA", (side, side), (40, 90, 160, 200)).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def _tiff(a, **kw) -> bytes:
     import tifffile
 
@@ -119,15 +125,16 @@ def bad_inputs(tmp: Path, tiny_backbone) -> list[tuple[str, str, dict]]:
 
     def ck(name, edit=None, raw=None, weights=None, backbone="tiny-clip-random"):
         folder = hvl_core.save_checkpoint(tmp / f"ck-{name}", ok_model.head, backbone, ok_model.classes, threshold=0.4)
+        cfg, wts = folder / "config.json", folder / "model.safetensors"
         if edit:
-            meta = json.loads((folder / "hvl.json").read_text())
+            meta = json.loads(cfg.read_text())
             edit(meta)
-            (folder / "hvl.json").write_text(json.dumps(meta))
+            cfg.write_text(json.dumps(meta))
         if raw is not None:
-            (folder / "hvl.json").write_text(raw)
+            cfg.write_text(raw)
         if weights is not None:
-            (folder / "head.safetensors").write_bytes(weights)
-        return [str(folder / "head.safetensors"), str(folder / "hvl.json")]
+            wts.write_bytes(weights)
+        return [str(wts), str(cfg)]
 
     def f(name, data: bytes) -> str:
         p = tmp / name
@@ -188,14 +195,14 @@ def bad_inputs(tmp: Path, tiny_backbone) -> list[tuple[str, str, dict]]:
         ("DICOM WSI as bytes", "the same file's bytes", {"image": dwsi[0].read_bytes()}),
         ("whole-slide TIFF 12288²", "pyramid, 0.5 µm/px, JPEG tiles", {"image": str(slide)}),
         ("slide, tile outside", "tile (99999, 5)", {"image": str(slide), "tile": (99999, 5)}),
-        ("checkpoint: ViT-B-16:none", "hvl.json backbone", {"ckpt": ck("none", backbone="ViT-B-16:none")}),
-        ("checkpoint: ViT-B-16:NONE", "hvl.json backbone", {"ckpt": ck("NONE", backbone="ViT-B-16:NONE")}),
+        ("checkpoint: ViT-B-16:none", "config.json backbone", {"ckpt": ck("none", backbone="ViT-B-16:none")}),
+        ("checkpoint: ViT-B-16:NONE", "config.json backbone", {"ckpt": ck("NONE", backbone="ViT-B-16:NONE")}),
         ("checkpoint: backbone path", "ViT-B-16:/etc/passwd", {"ckpt": ck("passwd", backbone="ViT-B-16:/etc/passwd")}),
         ("checkpoint: pickle weights", "pickle bytes as .safetensors", {"ckpt": ck("pkl", weights=pickle_like)}),
-        ("checkpoint: not JSON", "hvl.json = '{not json'", {"ckpt": ck("nojson", raw="{not json")}),
+        ("checkpoint: not JSON", "config.json = '{not json'", {"ckpt": ck("nojson", raw="{not json")}),
         (
             "checkpoint: deep nest",
-            "hvl.json 100k nested lists",
+            "config.json 100k nested lists",
             {"ckpt": ck("deep", raw="[" * 100_000 + "]" * 100_000)},
         ),
         (
@@ -218,7 +225,23 @@ def bad_inputs(tmp: Path, tiny_backbone) -> list[tuple[str, str, dict]]:
             "threshold NaN",
             {"ckpt": ck("nanthr", edit=lambda m: m.update(threshold=float("nan")))},
         ),
-        ("checkpoint: one file", "only hvl.json", {"ckpt": ck("one")[1:]}),
+        ("checkpoint: one file", "only config.json", {"ckpt": ck("one")[1:]}),
+        (
+            "checkpoint: template bomb",
+            "template '{{}}{0:>100000000}'",
+            {"ckpt": ck("bomb", edit=lambda m: m["classes"].update(template="{{}}{0:>100000000}"))},
+        ),
+        (
+            "checkpoint: template field",
+            "template '{} {0.__class__}'",
+            {"ckpt": ck("attr", edit=lambda m: m["classes"].update(template="{} {0.__class__}"))},
+        ),
+        (
+            "checkpoint: listed, other width",
+            "biomedclip-random, 64-d head",
+            {"ckpt": ck("wide", backbone="biomedclip-random")},
+        ),
+        ("PNG 9400² RGBA", "1.5 MB file, 88 M pixels", {"image": f("rgba-9400.png", _png_rgba(9400))}),
         ("checkpoint field: /etc/passwd", "text", {"text": "/etc/passwd"}),
         ("checkpoint field: ../..", "text", {"text": "../../etc"}),
         ("checkpoint field: upload path", "a pickle in the upload folder", {"text": f("evil.pt", pickle_like)}),
@@ -526,7 +549,7 @@ def probe_template_bomb(tmp: Path) -> dict:
                 service.model(spec, ck)
                 messages.add("accepted")
             except USER_ERRORS as e:
-                messages.add(str(e).split(": ", 1)[-1][:160])
+                messages.add(str(e).split(": ", 1)[-1][:300])
     return {
         "uploads": BOMB_UPLOADS,
         "growth_mb": _mb(_rss() - base),
