@@ -236,16 +236,3 @@ def create_named(name: str, weights_file: str | None = None, **kwargs) -> OpenCL
     )
 
 
-def create_clip_vit_b16(**kwargs) -> OpenCLIPBackbone:
-    """The paper's backbone: open_clip ViT-B-16 with OpenAI weights (from the hub, cached)."""
-    return create_named("clip-vit-b16", **kwargs)
-
-
-def create_clip_vit_b16_random(**kwargs) -> OpenCLIPBackbone:
-    """The real ViT-B-16 architecture with seeded random weights (tests, timing)."""
-    return create_named("clip-vit-b16-random", **kwargs)
-
-
-def create_tiny_clip_random(**kwargs) -> OpenCLIPBackbone:
-    """A tiny open_clip config with seeded random weights, for fast tests."""
-    return create_named("tiny-clip-random", **kwargs)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from hvl_core.geometry import hierarchical_crops, square_view
+from hvl_core.head import HVLConfig
 from hvl_core.images import MAX_PIXELS, MAX_SIDE, MIN_SIDE, ImageError, load_image
 
 DECODERS = ("auto", "cpu", "device")
@@ -42,7 +43,7 @@ def _error_text(e: Exception, path: str) -> str:
     return str(e).replace("the image", Path(path).name, 1)
 
 
-def decode_view(path: str, size: int, n: int = 2, detail: str = "upsample") -> Decoded:
+def decode_view(path: str, size: int, n: int = HVLConfig.n, detail: str = "upsample") -> Decoded:
     """The file's ``size``² view through PIL (the model's own loader); for ``detail="native"``
     also its crops, which need the full-resolution image."""
     try:
