@@ -420,7 +420,10 @@ def scales_html(pred, max_classes: int = 3) -> str:
                 f"<span class='hvl-val'>{fmt_num(v, 3)}</span></div>"
             )
         cls = "hvl-class" if known else "hvl-class hvl-rest"
-        rows.append(f"<div class='{cls}'><div class='hvl-class-name'>{html.escape(label)}</div>{''.join(bars)}</div>")
+        rows.append(
+            f"<div class='{cls}'><div class='hvl-class-name'>{html.escape(label)}</div>"
+            f"<div class='hvl-bars'>{''.join(bars)}</div></div>"
+        )
     notes = [
         "Each colour sums to 1 over the rows: the known classes, "
         + (

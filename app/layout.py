@@ -75,7 +75,8 @@ CSS = (
 #examples .grid-container { grid-auto-rows: auto !important; }
 #examples .gallery-item, #examples .thumbnail-item { width: 100% !important; height: auto !important; }
 /* each caption under its picture, never over it (lecture mode's large type would cover the thumbnail) */
-#examples .thumbnail-item { display: flex !important; flex-direction: column; align-items: stretch; overflow: hidden; }
+#examples .thumbnail-item { display: flex !important; flex-direction: column; align-items: stretch;
+  aspect-ratio: auto !important; height: auto !important; overflow: visible !important; }
 #examples .thumbnail-item img { aspect-ratio: 1 / 1; width: 100% !important; height: auto !important; flex: 0 0 auto; }
 #examples .caption-label { position: static !important; max-width: none !important; margin: 0; transform: none !important;
   white-space: normal !important; overflow: visible !important; text-overflow: clip !important; border-radius: 0;
@@ -105,6 +106,7 @@ body.hvl-lecture .hvl-header h1 { font-size: 2rem; }
 body.hvl-lecture .hvl-pic img { max-height: none !important; max-width: none; }
 body.hvl-lecture .hvl-track { height: 1.1em; }
 body.hvl-lecture #upload { height: auto !important; min-height: 150px; }
+body.hvl-lecture #upload .upload-container { height: auto !important; min-height: 120px; padding: 6px 0; }
 body.hvl-lecture label, body.hvl-lecture [data-testid="block-label"], body.hvl-lecture [data-testid="block-info"] { font-size: 18px !important; color: #000; }
 body.hvl-lecture #examples .caption-label { font-size: 15px !important; }
 body.hvl-lecture #examples .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }
@@ -202,8 +204,8 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
     # the reference images' shipped encodings for the score distribution (none encoded at start-up)
     reference = ReferenceSet(examples)
     reference.warm(model)
-    with gr.Blocks(title="HVL — known or unknown?", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
     gpu.warm_up(model)  # the encoder's first call, off the first request's path
+    with gr.Blocks(title="HVL — known or unknown?", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         session = gr.State(Session(model_identity=Spec().identity()), time_to_live=1800)
         shown = gr.State({}, time_to_live=1800)
         head = header.render(model)

@@ -302,19 +302,28 @@ def test_nothing_covers_the_drop_zone_the_thumbnails_or_the_verdict(browser, app
     try:
         # the upload box's label never covers its "Drop File Here"
         label = pg.locator("#upload label[data-testid=block-label]").bounding_box()
-        drop = pg.locator("#upload [data-testid=upload-text]").evaluate(
-            "el => { const w = document.createTreeWalker(el, NodeFilter.SHOW_TEXT); let n; "
-            "while ((n = w.nextNode()) && !n.textContent.includes('Drop File Here')); "
-            "const r = document.createRange(); r.selectNodeContents(n); const b = r.getBoundingClientRect(); "
-            "return {y: b.top, height: b.height}; }"
+        drop, click = (
+            pg.locator("#upload [data-testid=upload-text]").evaluate(
+                "(el, text) => { const w = document.createTreeWalker(el, NodeFilter.SHOW_TEXT); let n; "
+                "while ((n = w.nextNode()) && !n.textContent.includes(text)); "
+                "const r = document.createRange(); r.selectNodeContents(n); const b = r.getBoundingClientRect(); "
+                "return {y: b.top, height: b.height, bottom: b.bottom}; }",
+                text,
+            )
+            for text in ("Drop File Here", "Click to Upload")
         )
         assert drop["height"] > 0 and label["y"] + label["height"] <= drop["y"] + 1, (label, drop)
-        # each gallery caption sits under its picture
+        zone = pg.locator("#upload button.upload-container").bounding_box()
+        assert click["bottom"] <= zone["y"] + zone["height"] + 1, (click, zone)  # not cut off either
+        # each gallery caption sits under its picture, whole (not clipped by its thumbnail)
         boxes = pg.locator("#examples button.thumbnail-item").evaluate_all(
-            "els => els.map(b => [b.querySelector('img').getBoundingClientRect().bottom, "
-            "b.querySelector('.caption-label').getBoundingClientRect().top])"
+            "els => els.map(b => { const r = (e) => e.getBoundingClientRect(); "
+            "const c = r(b.querySelector('.caption-label')); const i = r(b.querySelector('img')); "
+            "return {img: i.bottom, top: c.top, bottom: c.bottom, height: c.height, button: r(b).bottom}; })"
         )
-        assert boxes and all(cap >= img - 1 for img, cap in boxes), boxes
+        assert boxes and all(
+            b["top"] >= b["img"] - 1 and b["bottom"] <= b["button"] + 1 and b["height"] > 8 for b in boxes
+        ), boxes
         if state == "phone":  # the verdict scrolled into view with its top edge on the screen
             box = pg.locator("#decision .hvl-decision").bounding_box()
             assert 0 <= box["y"] < height / 2, box
@@ -323,5 +332,10 @@ def test_nothing_covers_the_drop_zone_the_thumbnails_or_the_verdict(browser, app
             assert chart.bounding_box()["height"] <= 0.75 * 768, chart.bounding_box()
             size = chart.locator(".hvl-class-name").first.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
             assert size >= 15 and pg.locator("#scales .hvl-class").count() <= 6
+            # each row: its name beside its four bars, which stand one under another
+            lefts = chart.locator(".hvl-class").evaluate_all(
+                "els => els.map(c => [...c.querySelectorAll('.hvl-barrow')].map(b => b.getBoundingClientRect().left))"
+            )
+            assert all(len(row) == 4 and max(row) - min(row) < 1 for row in lefts), lefts
     finally:
         pg.close()
