@@ -1,8 +1,8 @@
 """What the server's log may say: no upload's name or path, and the file readers in one line.
 
 ``configure_logging`` sets up the root handler with ``PrivateFilter``: in every record, a path
-under the upload folder (or gradio's default one) becomes ``<upload>``, in the message and in a
-traceback; a record of an image reader's library (``READERS``: wsidicom, tifffile, pydicom, PIL,
+under the upload folder (or gradio's default one) becomes ``<upload>``, with the rest of its line
+(a file name may hold spaces), in the message and in a traceback; a record of an image reader's library (``READERS``: wsidicom, tifffile, pydicom, PIL,
 openslide, imagecodecs) or a Python warning becomes one line — the library and level, without
 its message or traceback, which quote the file and what it holds.
 """
@@ -28,7 +28,8 @@ class PrivateFilter(logging.Filter):
         roots = {str(f) for f in folders if f} | {str(Path(tempfile.gettempdir()) / "gradio")}
         roots |= {os.path.realpath(r) for r in roots}
         alts = "|".join(re.escape(r) for r in sorted(roots, key=len, reverse=True))
-        self._paths = re.compile(rf"(?:{alts})[^\s'\"),;]*")
+        # a file name may hold spaces: the rest of the line goes too (up to a quote, if quoted)
+        self._paths = re.compile(rf"(?:{alts})[^'\"\n]*")
 
     def redact(self, text: str) -> str:
         return self._paths.sub("<upload>", text)
@@ -42,8 +43,10 @@ class PrivateFilter(logging.Filter):
             return True
         record.msg, record.args = self.redact(record.getMessage()), None
         if record.exc_info:
-            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
         return True
 
 
