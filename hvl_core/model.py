@@ -26,8 +26,8 @@ from .presets import ClassSet, class_set_from_names, load_preset
 
 #: MSP threshold used when neither a checkpoint nor the backbone (``Backbone.decision_defaults``)
 #: gives one. With the spec's sub-normalised p1/p2 an untrained head rarely reaches high MSPs;
-#: 0.5 is a neutral middle for teaching. Energy and max-logit have no neutral value.
-DEFAULT_THRESHOLD = 0.5
+#: 0.5 is a neutral middle for teaching (the score registry's). Energy and max-logit have no neutral value.
+DEFAULT_THRESHOLD = SCORES["msp"].default_threshold
 #: crops per encoder call (bounds peak memory for big batches)
 MAX_CROPS_PER_CALL = 256
 #: class sets whose text embeddings are kept per backbone
@@ -202,9 +202,9 @@ class HVLModel:
         loaded = [self._load(im) for im in images]
         S, n = self.backbone.image_size, self.n
         where = self.device if self.crops_on_device else None
-        crops = torch.stack(
-            [hierarchical_crops(li.image, n, S, self.detail, device=where) for li in loaded]
-        )  # (B, M, 3, S, S)
+        per_image = [hierarchical_crops(li.image, n, S, self.detail, device=where) for li in loaded]
+        # (B, M, 3, S, S); one image: a view, not a copy of its 21 crops
+        crops = per_image[0].unsqueeze(0) if len(per_image) == 1 else torch.stack(per_image)
         B, M = crops.shape[:2]
         v = self.encode_crops(crops.flatten(0, 1)).view(B, M, -1).cpu()
         v0, v1, v2 = split_scales(v, n)
