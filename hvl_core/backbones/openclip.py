@@ -234,5 +234,3 @@ def create_named(name: str, weights_file: str | None = None, **kwargs) -> OpenCL
         **create_kwargs,
         **kwargs,
     )
-
-
