@@ -242,7 +242,8 @@ def test_examples_from_the_manifest_and_without_it(tmp_path):
     assert "Out-of-domain: MRI abdomen" in captions and "Fails: IHC colon" in captions
     # the failure set: a sentence each on why, shown under the gallery
     fails = upload.failures_markdown(items)
-    assert fails.count("\n- ") == 2 and "colorectal adenocarcinoma" in fails and "smooth muscle" in fails
+    assert fails.count("\n- ") == 4 and "colorectal adenocarcinoma" in fails and "smooth muscle" in fails
+    assert "melanocytic nevus" in fails  # and the lessons of the others: the MSP retina, wrong-organ H&E
     # no manifest: the images in the folder, kind from the name
     Image.new("RGB", (32, 32)).save(tmp_path / "ood_thing.png")
     Image.new("RGB", (32, 32)).save(tmp_path / "skin_a.jpg")

@@ -204,6 +204,7 @@ def test_the_header_and_the_reference_groups_say_one_thing(browser, app_url):
 def test_compare_image_a_follows_the_class_set(browser, app_url):
     pg = _open(browser, app_url, 1366, 768)
     try:
+        pg.wait_for_selector("#examples button.thumbnail-item img")
         srcs = pg.locator("#examples button.thumbnail-item img").evaluate_all("els => els.map(e => e.src)")
         for kind, caption in (("histology_", "Histology"), ("skin_", "Skin")):
             index = next(i for i, s in enumerate(srcs) if kind in s)
