@@ -19,10 +19,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from . import equations as eq
+
+class ScoreError(ValueError):
+    """A score or threshold that does not fit; the message is one sentence saying which and why."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,18 @@ class Score:
     def per_scale(self) -> bool:
         """Whether the score is a mean of per-scale terms (a logit score, §9)."""
         return self.term is not None
+
+
+def _energy(s: torch.Tensor, T: float) -> torch.Tensor:
+    from .equations import energy  # on use: the registry itself loads without torch (a CLI's help)
+
+    return energy(s, T)
+
+
+def _max_logit(s: torch.Tensor, T: float) -> torch.Tensor:
+    from .equations import max_logit
+
+    return max_logit(s)
 
 
 #: name → Score, in the order the page and the CLI list them
@@ -113,7 +129,7 @@ register(
         meaning="energy = T·log Σ exp(known-class logits); higher = more familiar",
         # logsumexp of C logits in [−lim, lim] lies in [−lim + T·ln C, lim + T·ln C]
         bounds=lambda lim, T, C: (-lim + T * math.log(C), lim + T * math.log(C)),
-        term=eq.energy,
+        term=_energy,
         term_text="T·log Σ exp(logit ÷ T) over the known classes",
     )
 )
@@ -126,7 +142,7 @@ register(
         unit="max-logit units",
         meaning="max-logit = the largest known-class logit; higher = more familiar",
         bounds=lambda lim, T, C: (-lim, lim),
-        term=lambda s, T: eq.max_logit(s),
+        term=_max_logit,
         term_text="the largest known-class logit",
     )
 )

@@ -7,7 +7,7 @@ import pickle
 import sys
 
 from hvl_core.backbones import MEASURED_BACKBONE
-from hvl_core.head import HVLConfig
+from hvl_core.config import HVLConfig
 from hvl_core.scores import SCORES
 
 

@@ -1,4 +1,4 @@
-"""One place per default: the head's defaults live in ``HVLConfig`` and the scores in the score
+"""One place per default: the head's defaults live in ``HVLConfig`` (hvl_core/config.py) and the scores in the score
 registry; nothing else in the code writes them down again."""
 
 import re
@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted(p for d in ("app", "hvl_core", "hvl_tools") for p in (ROOT / d).rglob("*.py"))
 #: the places the defaults are written
-HOMES = {"hvl_core/head.py", "hvl_core/scores.py"}
+HOMES = {"hvl_core/config.py", "hvl_core/scores.py"}
 #: what writing a default down again looks like
 COPIES = {
     "the mid grid n": r"\bn\s*:\s*int\s*=\s*\d|DEFAULT_N\s*=\s*\d|\bn_v or \d",
@@ -37,6 +37,6 @@ def test_defaults_are_written_once(what):
 
 def test_the_homes_hold_them():
     # the pattern list finds the real definitions, so an empty result above means something
-    head = (ROOT / "hvl_core/head.py").read_text()
+    head = (ROOT / "hvl_core/config.py").read_text()
     assert re.search(COPIES["the mid grid n"], head) and re.search(COPIES["tau"], head)
     assert re.search(COPIES["the energy temperature"], head)
