@@ -23,24 +23,9 @@ SKIN_EXAMPLE = ("melanoma", "melanocytic nevus", "dermatofibroma")
 
 
 def backbone_facts(bb) -> dict:
-    """What the page says about a backbone: kind, training data, what it has never seen. The
-    backbone's own attributes first, then the backbone catalog (when the core has one)."""
-    facts = {
-        "kind": getattr(bb, "kind", "") or "vision-language",
-        "trained_on": getattr(bb, "trained_on", ""),
-        "never_seen": getattr(bb, "never_seen", ""),
-    }
-    if not facts["trained_on"]:
-        try:
-            from hvl_core.backbones.catalog import backbone_info
-        except ImportError:
-            backbone_info = None
-        info = backbone_info(bb.name) if backbone_info else None
-        if info is not None:
-            facts["trained_on"] = info.trained_on
-    if "random" in bb.name and not facts["trained_on"]:
-        facts["trained_on"] = "nothing: seeded random weights"
-    return facts
+    """What the page says about a backbone: kind, training data, what it has never seen (the
+    backbone catalog's facts, through the backbone)."""
+    return {"kind": bb.kind or "vision-language", "trained_on": bb.trained_on, "never_seen": bb.never_seen}
 
 
 def backbone_label(name: str, server_default: bool = False) -> str:

@@ -44,9 +44,16 @@ class Backbone(ABC):
     #: "vision-language" (image and text towers: a class is the text of its prompt) or
     #: "label-only" (a classifier: a class is one of its labels, no text is read)
     kind: str = "vision-language"
-    #: one phrase each, for the page: the data its weights learnt from, and what it has never seen
-    trained_on: str = ""
-    never_seen: str = ""
+
+    @property
+    def trained_on(self) -> str:
+        """The data its weights learnt from, one phrase (the catalog's; "" when not recorded)."""
+        return _info(self.name).trained_on if _info(self.name) else ""
+
+    @property
+    def never_seen(self) -> str:
+        """The kinds of picture its weights never learnt from (the catalog's; "" when not recorded)."""
+        return _info(self.name).never_seen if _info(self.name) else ""
 
     def __init__(self) -> None:
         import torch
@@ -95,3 +102,10 @@ class Backbone(ABC):
 
     def describe(self) -> str:
         return self.name + (f" ({self.note})" if self.note else "")
+
+
+def _info(name: str):
+    """The catalog entry of a backbone name (None for names it does not list)."""
+    from .catalog import backbone_info
+
+    return backbone_info(name)

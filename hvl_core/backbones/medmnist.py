@@ -176,14 +176,6 @@ class MedMNISTDenseNet121(Backbone):
     #: selection images, per score.
     decision_defaults = json.loads(MEASURED.read_text())["decision_defaults"]
     kind = "label-only"
-    trained_on = (
-        "MedMNIST+ at 224 px: colorectal H&E tissue (NCT-CRC-HE-100K), dermatoscopic skin-lesion "
-        "images (HAM10000) and blood-cell smears"
-    )
-    never_seen = (
-        "radiology (CT, MRI, X-ray, ultrasound), eye fundus photos, clinical (non-dermoscopic) skin "
-        "photos, other stains (e.g. IHC) and other organs' tissue"
-    )
 
     def __init__(
         self,

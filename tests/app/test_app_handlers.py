@@ -273,7 +273,7 @@ def test_failure_examples_pick_the_histology_classes(ui):
     assert out[ui.session].prediction.classes[0] == "adipose"
 
 
-def test_header_names_the_backbone_its_data_and_what_it_never_saw():
+def test_header_names_the_backbone_its_data_and_what_it_never_saw(tiny_backbone):
     from app.messages import header_markdown
 
     dense = SimpleNamespace(
@@ -282,8 +282,8 @@ def test_header_names_the_backbone_its_data_and_what_it_never_saw():
     text = header_markdown(dense)
     assert "label-only (a classifier" in text and "trained on MedMNIST+ tissue" in text
     assert "never seen radiology" in text and "vision-language" not in text
-    clip = SimpleNamespace(name="tiny-clip-random", kind="vision-language", trained_on="", never_seen="")
-    text = header_markdown(clip)
+    assert tiny_backbone.trained_on == "nothing: seeded random weights"  # the catalog's words
+    text = header_markdown(tiny_backbone)
     assert (
         "vision-language (classes are text prompts)" in text
         and "seeded random weights" in text

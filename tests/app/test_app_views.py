@@ -184,9 +184,11 @@ def test_examples_the_backbone_never_saw_are_not_known_id():
     assert views.reference_groups(ref, {}) == ref.groups()  # a backbone that lists nothing: as before
     # the shipped manifest names the skin examples' imaging in the offline DenseNet's words
     from app.components.upload import load_examples
-    from hvl_core.backbones.medmnist import MedMNISTDenseNet121
+    from hvl_core.backbones.catalog import BY_NAME
 
-    shipped = unseen_examples(load_examples(), MedMNISTDenseNet121)
+    info = BY_NAME["medmnist-densenet121"]  # the catalog's facts, as the backbone reports them
+    dense = SimpleNamespace(name=info.name, kind=info.kind, trained_on=info.trained_on, never_seen=info.never_seen)
+    shipped = unseen_examples(load_examples(), dense)
     assert {n for n in shipped if n.startswith("skin_")} == {"skin_forearm_nevi.jpg", "skin_nevus_closeup.jpg"}
 
 
