@@ -9,7 +9,7 @@
   crops, encoder, head, every figure) ÷ the bare encoder on the same crops, the median of
   per-round ratios with the two interleaved (goal ≤ 1.2);
 - ``batch_per_image_over_single``: the batch tab's analysis (``views_handlers.analyse_batch``:
-  read, one encoder pass over every image's crops, decide) per image ÷ one upload's handler
+  read, one call of the GPU function for all the images, decide) per image ÷ one upload's handler
   (goal ≤ 1.0);
 - ``start_to_serve_s``: ``python app.py`` in a fresh process until its page answers (goal ≤ 10 s),
   then ``first_analysis_over_encoder``: that server's first ``/predict`` (the image as a ``data:``

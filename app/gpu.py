@@ -26,6 +26,8 @@ GPU_BASE_S, GPU_PER_IMAGE_S, GPU_MAX_S = 20, 2, 120
 #: the models the GPU function may run, by key; weak, so the service's caches decide their life
 MODELS: weakref.WeakValueDictionary[str, HVLModel] = weakref.WeakValueDictionary()
 _lock = threading.Lock()
+#: the warm-up thread, when one was started (``warm_up``); a request waits for it, not beside it
+_warming: list[threading.Thread | None] = [None]
 
 
 def model_key(model: HVLModel) -> str:
@@ -43,20 +45,30 @@ def gpu_seconds(key: str, images: Sequence[LoadedImage]) -> int:
 
 @gpu_task(duration=gpu_seconds)
 def encode_on_gpu(key: str, images: list[LoadedImage]) -> list[Encoded]:
-    """The encoder on ``images`` with the registered model ``key``: as many images per pass as fill
-    one encoder chunk (``MAX_CROPS_PER_CALL`` crops), so the crops' pixels stay bounded for a big
-    batch. Its arguments are a string and decoded images only."""
+    """The encoder on ``images`` with the registered model ``key``, in passes of
+    ``images_per_pass``. Its arguments are a string and decoded images only."""
     model = MODELS.get(key)
     if model is None:  # dropped from the service's caches between registering and running
         raise RuntimeError(f"model {key} is no longer loaded; try again")
-    per_pass = max(1, MAX_CROPS_PER_CALL // num_crops(model.n))  # full encoder chunks, bounded pixels
+    per_pass = images_per_pass(model)
     return [e for s in range(0, len(images), per_pass) for e in model.encode_batch(images[s : s + per_pass])]
+
+
+def images_per_pass(model: HVLModel) -> int:
+    """Images per encoder pass: on a GPU as many as fill one chunk (``MAX_CROPS_PER_CALL``
+    crops); on the CPU one, the shape of an upload's pass — a bigger batch buys no throughput
+    there, only memory (a DenseNet-121's activations for 252 crops take gigabytes), and the same
+    shape re-uses the kernels the first call set up."""
+    return max(1, MAX_CROPS_PER_CALL // num_crops(model.n)) if model.device.type != "cpu" else 1
 
 
 def encode_images(model: HVLModel, images: Sequence[LoadedImage]) -> list[Encoded]:
     """``model.encode_batch(images)`` through the GPU function: one call for all the images."""
     if not images:
         return []
+    warming = _warming[0]
+    if warming is not None and warming.is_alive():  # two encoder runs at once would each take twice as long
+        warming.join()
     return encode_on_gpu(model_key(model), list(images))
 
 
@@ -74,5 +86,6 @@ def warm_up(model: HVLModel) -> threading.Thread | None:
     blank = LoadedImage(Image.new("RGB", size, (128, 128, 128)), size)
     # not a daemon: a process that exits meanwhile waits for it (torch aborts if killed mid-call)
     t = threading.Thread(target=model.encode_batch, args=([blank],), name="hvl-warm-up")
+    _warming[0] = t
     t.start()
     return t
