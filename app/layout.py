@@ -13,8 +13,9 @@ import gradio as gr
 
 from . import gpu, views
 from .components import api, batch, compare, controls, header, insight, results, teaching, upload
-from .handlers import UI, on_rerun
+from .handlers import on_rerun
 from .messages import model_markdown
+from .presenting import UI
 from .reference import ReferenceSet
 from .service import ModelService, Session, Spec, configure_queue
 from .settings import Controls

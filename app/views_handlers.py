@@ -21,8 +21,9 @@ import gradio as gr
 
 from . import batch as bt
 from . import figures, views
-from .handlers import UI, check_settings, context
+from .handlers import check_settings
 from .messages import friendly_error, unseen_examples
+from .presenting import UI, context
 from .reference import PRESET_ID_KIND, ReferenceSet, id_kind_for
 from .service import USER_ERRORS, Session, UserError
 from .teaching import STEP_TITLES, teaching_steps

@@ -1,100 +1,20 @@
-"""The demo's figures as HTML: a picture (``app.render``) with its title, the rule it shows,
-a colour bar or legend, and alt text that says what it shows *for this image*.
-
-One function per figure, each a pure function of a ``Prediction`` (and, for the thumbnail, the
-upload): the page re-draws a figure only when its ``*_key`` changes (``app.handlers``). Text
-lives in HTML, not in pixels, so it is crisp, scales with the page (and lecture mode) and is
-read by screen readers; numbers are formatted by ``app.decision`` (no "−0.00").
-"""
+"""The picture figures: the analysed square (thumbnail, or a slide with its tile), the per-patch
+entropy maps, the entropy-gain map with the pseudo-OOD cells, and the per-patch class map."""
 
 from __future__ import annotations
 
-import hashlib
 import html
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
-from matplotlib import colormaps
 
-from hvl_core import scores
-from hvl_core.model import DROPPED_LABEL, OTHER_LABEL
+from hvl_core.model import OTHER_LABEL
 
-from . import render
-from .decision import fmt_num, fmt_signed, separating_digits
-
-SCALE_NAMES = {1: "Mid", 2: "High"}
-#: bar colours of the per-scale chart (Okabe–Ito): p⁰, p¹, p², and p_ID in black
-SERIES = (
-    ("p⁰", "whole image", "#56B4E9"),
-    ("p¹", "mid scale", "#E69F00"),
-    ("p²", "high scale", "#009E73"),
-    ("p_ID", "fused: (p⁰ + p¹ + p²) ÷ 3", "#000000"),
-)
-
-
-def array_key(*parts) -> str:
-    """A short digest of arrays and values: equal keys ⇒ the same figure."""
-    h = hashlib.blake2b(digest_size=12)
-    for p in parts:
-        if isinstance(p, np.ndarray):
-            h.update(str(p.shape).encode() + p.dtype.str.encode())
-            h.update(np.ascontiguousarray(p).tobytes())
-        else:
-            h.update(repr(p).encode())
-        h.update(b"|")
-    return h.hexdigest()
-
-
-def colour_bar(cmap: str, lo: str, hi: str, mid: str = "", label: str = "") -> str:
-    """A CSS gradient of ``cmap`` with its end labels (and a middle one)."""
-    stops = colormaps[cmap](np.linspace(0, 1, 11))
-    grad = ", ".join(
-        f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)}) {i * 10}%" for i, (r, g, b, _) in enumerate(stops)
-    )
-    middle = f"<span>{html.escape(mid)}</span>" if mid else ""
-    return (
-        f"<div class='hvl-cbar' aria-hidden='true'><div class='hvl-cbar-grad' style='background:linear-gradient(to right, {grad})'>"
-        f"</div><div class='hvl-cbar-ticks'><span>{html.escape(lo)}</span>{middle}<span>{html.escape(hi)}</span></div>"
-        f"<div class='hvl-cbar-label'>{html.escape(label)}</div></div>"
-    )
-
-
-def figure(
-    fig_id: str,
-    title: str,
-    images: list[tuple[str, str]],
-    notes: list[str],
-    extra: str = "",
-    captions: list[str] | None = None,
-    img_class: str = "",
-) -> str:
-    """``<figure>``: a title, pictures (``(data URI, alt text)``, each with an optional caption),
-    the rule it shows as text, and extras (colour bar, legend)."""
-    captions = captions or [""] * len(images)
-    cls = f" class='{img_class}'" if img_class else ""
-    pics = []
-    for (uri, alt), cap in zip(images, captions):
-        head = f"<div class='hvl-pic-title'>{html.escape(cap)}</div>" if cap else ""
-        pics.append(f"<div class='hvl-pic'>{head}<img{cls} src='{uri}' alt='{html.escape(alt, quote=True)}'></div>")
-    rules = "".join(f"<p>{n}</p>" for n in notes)
-    return (
-        f"<figure class='hvl-fig' id='{fig_id}-fig'><figcaption class='hvl-fig-title'>{html.escape(title)}</figcaption>"
-        f"<div class='hvl-pics'>{''.join(pics)}</div>{extra}<div class='hvl-fig-notes'>{rules}</div></figure>"
-    )
-
-
-def _cell(rc) -> str:
-    return f"row {rc[0]}, column {rc[1]}"
-
-
-def _grid_labels(values: np.ndarray, digits: int, signed: bool = False) -> list[list[str]] | None:
-    g = values.shape[0]
-    if g > render.MAX_LABELLED_GRID:
-        return None
-    f = fmt_signed if signed else fmt_num
-    return [[f(values[r, c], digits) for c in range(g)] for r in range(g)]
-
+from .. import render
+from ..decision import fmt_num, fmt_signed, separating_digits
+from .base import SCALE_NAMES, Figure, array_key, cell_name, colour_bar, figure, grid_labels
 
 # --------------------------------------------------------------------------- thumbnail
 
@@ -190,7 +110,7 @@ def entropy_html(pred, scale: int, entropy_filter: bool = True) -> str:
     mean = float(h.mean())
     d = separating_digits(h, mean)
     img = render.entropy_overlay(pred.image, h, keep, vmax)
-    labels = _grid_labels(h, d)
+    labels = grid_labels(h, d)
     if labels:
         img = render.label_cells(img, labels)
     dropped = int((~keep).sum())
@@ -212,7 +132,7 @@ def entropy_html(pred, scale: int, entropy_filter: bool = True) -> str:
     alt = (
         f"{name}-scale entropy map: the analysed square cut into {g}×{g} patches, each coloured by its entropy "
         f"from 0 (certain, dark purple) to {fmt_num(vmax)} (no idea, yellow); {alt_rule}; the most certain "
-        f"patch is {_cell((r, c))} (H = {fmt_num(h[r, c], d)})."
+        f"patch is {cell_name((r, c))} (H = {fmt_num(h[r, c], d)})."
     )
     # the ends stay short (they share one line); what the top means is written under the bar
     bar = colour_bar(
@@ -253,7 +173,7 @@ def _gain_layer(pred, lim: float, digits: int) -> np.ndarray:
             _GAIN_LAYERS.move_to_end(key)
             return _GAIN_LAYERS[key]
     img = render.gain_overlay(pred.image, pred.entropy_gain, [], lim)
-    labels = _grid_labels(pred.entropy_gain, digits, signed=True)
+    labels = grid_labels(pred.entropy_gain, digits, signed=True)
     layer = render.label_cells(img, labels) if labels else img
     with _GAIN_LOCK:
         _GAIN_LAYERS[key] = layer
@@ -279,7 +199,7 @@ def gain_html(pred) -> str:
     )
     if left_out:
         rule += f" {left_out} of the top {k} have ΔH ≤ 0 and are not outlined."
-    listed = "; ".join(f"{_cell(rc)} (ΔH {fmt_signed(gain[rc[0], rc[1]], d)})" for rc in cells) or "none"
+    listed = "; ".join(f"{cell_name(rc)} (ΔH {fmt_signed(gain[rc[0], rc[1]], d)})" for rc in cells) or "none"
     alt = (
         f"Entropy gain map over {g}×{g} high-scale patches, from blue (the patch is surer than its mid-scale "
         f"parent) through grey (no change) to yellow (less sure); outlined pseudo-OOD candidates: {listed}."
@@ -360,92 +280,60 @@ def classes_html(pred) -> str:
     )
 
 
-# --------------------------------------------------------------------------- per-scale chart
+# --------------------------------------------------------------------------- as figures
 
 
-def scales_key(pred) -> str:
-    return array_key(
-        pred.p0,
-        pred.p1,
-        pred.p2,
-        pred.p_id,
-        tuple(sorted(pred.p_other.items())),
-        tuple(sorted(pred.p_dropped.items())),
-        round(float(pred.threshold), 6),
-        pred.score_name,
-        tuple(pred.classes),
-    )
+@dataclass(frozen=True)
+class Thumbnail(Figure):
+    """The analysed square on the upload (or the slide, its tile ringed)."""
+
+    loaded: object
+    name: str
+    view_size: int
+
+    def key(self) -> str:
+        return thumbnail_key(self.loaded, self.name)
+
+    def html(self) -> str:
+        return thumbnail_html(self.loaded, self.name, self.view_size)
 
 
-def scale_rows(pred, max_classes: int = 3) -> list[tuple[str, list[float], bool]]:
-    """The chart's rows as (label, [p⁰, p¹, p², p_ID], is a known class): the likeliest known
-    classes, the rest of them together, "other (not a known class)" and the dropped share —
-    each column sums to 1 over the rows."""
-    names = ("p0", "p1", "p2", "p_id")
-    series = [getattr(pred, s) for s in names]
-    order = np.argsort(-pred.p_id, kind="stable")
-    rows = [(pred.classes[i], [float(p[i]) for p in series], True) for i in order[:max_classes]]
-    rest = order[max_classes:]
-    if len(rest):
-        rows.append((f"the {len(rest)} less likely known classes", [float(p[rest].sum()) for p in series], False))
-    if pred.negatives:
-        rows.append((OTHER_LABEL, [float(pred.p_other[s]) for s in names], False))
-    if any(pred.p_dropped[s] > 0 for s in names):
-        rows.append((DROPPED_LABEL, [float(pred.p_dropped[s]) for s in names], False))
-    return rows
+@dataclass(frozen=True)
+class EntropyMap(Figure):
+    """The per-patch entropy of scale 1 (mid) or 2 (high), the filter's dropped cells hatched."""
+
+    pred: object
+    scale: int
+    entropy_filter: bool = True
+
+    def key(self) -> str:
+        return entropy_key(self.pred, self.scale, self.entropy_filter)
+
+    def html(self) -> str:
+        return entropy_html(self.pred, self.scale, self.entropy_filter)
 
 
-def scales_html(pred, max_classes: int = 3) -> str:
-    """Horizontal bars per row of ``scale_rows``: p⁰, p¹, p² and the fused p_ID; with the MSP
-    score, the threshold drawn across the known classes' p_ID bars; the legend above the bars."""
-    rows_data = scale_rows(pred, max_classes)
-    msp = pred.score_name == "msp"
-    thr = min(max(float(pred.threshold), 0.0), 1.0) * 100
-    legend = "".join(
-        f"<li><span class='hvl-swatch' style='background:{col}'></span>{sym} {html.escape(what)}</li>"
-        for sym, what, col in SERIES
-    )
-    rows = []
-    for label, values, known in rows_data:
-        bars = []
-        for (sym, _, col), v in zip(SERIES, values):
-            line = (
-                f"<span class='hvl-thr' style='left:{thr:.2f}%' title='threshold'></span>"
-                if msp and known and sym == "p_ID"
-                else ""
-            )
-            bars.append(
-                f"<div class='hvl-barrow'><span class='hvl-sym'>{sym}</span><div class='hvl-track'>"
-                f"<div class='hvl-fill' style='width:{min(max(v, 0), 1) * 100:.2f}%;background:{col}'></div>{line}</div>"
-                f"<span class='hvl-val'>{fmt_num(v, 3)}</span></div>"
-            )
-        cls = "hvl-class" if known else "hvl-class hvl-rest"
-        rows.append(
-            f"<div class='{cls}'><div class='hvl-class-name'>{html.escape(label)}</div>"
-            f"<div class='hvl-bars'>{''.join(bars)}</div></div>"
-        )
-    notes = [
-        "Each colour sums to 1 over the rows: the known classes, "
-        + (
-            "“other (not a known class)” — the negative classes, in every softmax but never the answer — "
-            if pred.negatives
-            else ""
-        )
-        + "and the share of patches the entropy filter dropped (p¹ and p² divide by all patches)."
-    ]
-    if msp:
-        notes.append(
-            f"The vermillion line across the p_ID bars is the threshold {fmt_num(pred.threshold, 3)}: the "
-            "image is known only if the top p_ID reaches it."
-        )
-    else:
-        notes.append(
-            f"The decision uses the {scores.label(pred.score_name)} score, not these "
-            "probabilities: its threshold is on the verdict's bar."
-        )
-    return (
-        f"<figure class='hvl-fig' id='scales-fig' aria-label='Where the probability of each scale goes'>"
-        f"<figcaption class='hvl-fig-title'>What each scale says, and the fused prediction</figcaption>"
-        f"<ul class='hvl-legend'>{legend}</ul><div class='hvl-chart'>{''.join(rows)}</div>"
-        f"<div class='hvl-fig-notes'>{''.join(f'<p>{n}</p>' for n in notes)}</div></figure>"
-    )
+@dataclass(frozen=True)
+class GainMap(Figure):
+    """The entropy gain ΔH with the K pseudo-OOD cells outlined."""
+
+    pred: object
+
+    def key(self) -> str:
+        return gain_key(self.pred)
+
+    def html(self) -> str:
+        return gain_html(self.pred)
+
+
+@dataclass(frozen=True)
+class ClassMap(Figure):
+    """Each high-scale patch's likeliest class."""
+
+    pred: object
+
+    def key(self) -> str:
+        return classes_key(self.pred)
+
+    def html(self) -> str:
+        return classes_html(self.pred)
