@@ -10,7 +10,20 @@ from app import bench
 def test_bench_merges_its_keys_and_measures_the_handlers(tmp_path, capsys):
     (tmp_path / "bench.json").write_text(json.dumps({"hvl_over_encoder": 1.01}))
     assert (
-        bench.main(["--out", str(tmp_path), "--backbone", "tiny-clip-random", "--repeats", "1", "--redecides", "2"])
+        bench.main(
+            [
+                "--out",
+                str(tmp_path),
+                "--backbone",
+                "tiny-clip-random",
+                "--repeats",
+                "1",
+                "--redecides",
+                "2",
+                "--starts",
+                "2",
+            ]
+        )
         == 0
     )
     data = json.loads((tmp_path / "bench.json").read_text())
@@ -27,5 +40,6 @@ def test_bench_merges_its_keys_and_measures_the_handlers(tmp_path, capsys):
     # app.py started in a process of its own, served, and answered a first /predict
     assert data["start_to_serve_s"] > 0 and r["first_analysis_s"] > 0 and r["first_analysis_encoder_s"] > 0
     assert r["first_verdict"] in ("known", "unknown") and data["first_analysis_over_encoder"] > 0
+    assert len(r["starts"]) == 2 and min(x["start_to_serve_s"] for x in r["starts"]) <= r["start_to_serve_s"]
     md = (tmp_path / "app.md").read_text()
     assert "K change" in md and "`python app.py` → page answers" in md
