@@ -16,9 +16,9 @@ from hvl_core.model import DROPPED_LABEL, OTHER_LABEL
 
 from .decision import fmt_num, fmt_score, fmt_signed, separating_digits, threshold_note
 from .figures import candidates
+from .single_scale import score_noun, single_scale_sentence
 
 MAX_TABLE_GRID = 4  # entropy tables up to 4×4 cells; larger grids get a summary
-SCALE_WORDS = ("whole image", "mid scale", "high scale")
 #: the figures each step of the walk-through is about (element ids on the page); the step
 #: selector highlights them
 STEP_FIGURES = {
@@ -188,76 +188,6 @@ def _shortfall(pred) -> str:
     return f" Of the fused probability, {' and '.join(parts)}; the known classes hold {fmt_num(float(np.sum(pred.p_id)), 2)}."
 
 
-def score_label(pred) -> str:
-    """What the decision score is called in the text: "MSP", "energy score", …"""
-    return scores.noun(pred.score_name)
-
-
-def scale_terms(pred) -> tuple[float, float, float]:
-    """The three per-scale terms whose mean is the fused score (HVL_SPEC §5, §9): for MSP the
-    whole, mid and high probability of the fused winner c* (p_ID = (p⁰ + p¹ + p²) ÷ 3, so MSP =
-    p_ID[c*] is their mean); for a logit score (energy, max-logit) the scale scores themselves."""
-    if pred.scale_scores is None:
-        c = pred.class_index
-        return float(pred.p0[c]), float(pred.p1[c]), float(pred.p2[c])
-    return tuple(float(v) for v in pred.scale_scores)
-
-
-@dataclass(frozen=True)
-class SingleScale:
-    """The verdict of the whole image alone (MCM-style: scale 0, same backbone, same score and
-    threshold) beside the fused HVL verdict, and the scales that changed the answer."""
-
-    score0: float  # the scale-0 score: max p⁰ (MSP) or the scale-0 term (energy, max-logit)
-    label0: str  # argmax p⁰
-    known0: bool
-    terms: tuple[float, float, float]  # per-scale terms of the fused score
-    changed: bool  # the verdict or the class differs
-    movers: tuple[int, ...]  # the scales (1, 2) whose term sits on HVL's side of the threshold
-
-
-def single_scale(pred) -> SingleScale:
-    """Scale 0 alone against the fused decision (same threshold, same score units)."""
-    terms = scale_terms(pred)
-    score0 = pred.score0
-    label0 = pred.classes[int(np.argmax(pred.p0))]
-    known0 = score0 >= pred.threshold
-    movers: tuple[int, ...] = ()
-    if known0 != pred.known:  # the finer scales pulled the mean across the threshold
-        movers = tuple(s for s in (1, 2) if (terms[s] >= pred.threshold) == pred.known)
-    changed = known0 != pred.known or (pred.known and label0 != pred.label)
-    return SingleScale(score0, label0, known0, terms, changed, movers)
-
-
-def verdict_words(known: bool, label: str) -> str:
-    return f"known: {label}" if known else "unknown — refer to a specialist"
-
-
-def single_scale_sentence(pred, ss: SingleScale | None = None) -> str:
-    """Which scale changed the answer, in one or two sentences with this image's numbers."""
-    ss = ss or single_scale(pred)
-    name, thr = score_label(pred), pred.threshold
-    t = ", ".join(f"{w} {fmt_score(v, thr)}" for w, v in zip(SCALE_WORDS, ss.terms))
-    base = (
-        f"The whole image alone (scale 0, MCM-style) gives {name} {fmt_score(ss.score0, thr)}: "
-        f"{verdict_words(ss.known0, ss.label0)}. HVL averages the three scales ({t}) to "
-        f"{fmt_score(pred.score, thr)}: {verdict_words(pred.known, pred.label)}."
-    )
-    if not ss.changed:
-        return base + " Both say the same; the finer scales did not change the answer."
-    if ss.known0 != pred.known:
-        which = " and ".join(SCALE_WORDS[s] for s in ss.movers) or "the finer scales together"
-        way = "raised" if pred.known else "lowered"
-        return base + (
-            f" The {which} {way} the score across the threshold {fmt_score(thr, pred.score)}: "
-            f"{'they' if len(ss.movers) > 1 else 'it'} changed the answer."
-        )
-    return base + (
-        f" Both accept, but the class changed: the whole image says {ss.label0}, the finer scales "
-        f"tip the fused prediction to {pred.label}."
-    )
-
-
 def score_paragraph(pred) -> str:
     """How this image's decision score is made from the fused prediction (every §9 score)."""
     thr = pred.threshold
@@ -266,14 +196,14 @@ def score_paragraph(pred) -> str:
     t = " + ".join(fmt_num(v, 3) for v in pred.scale_scores)
     what = scores.SCORES[pred.score_name].term_text if pred.score_name in scores.SCORES else "its per-scale term"
     return (
-        f"The {score_label(pred)} is {what}, averaged over the kept patches of each scale and then over the "
+        f"The {score_noun(pred)} is {what}, averaged over the kept patches of each scale and then over the "
         f"three scales: ({t}) ÷ 3 = {fmt_score(pred.score, thr)}. The class is the largest p_ID, {pred.label}."
     )
 
 
 def why_sentence(pred) -> str:
     """One or two sentences: why this image was accepted or rejected."""
-    thr, score, name = pred.threshold, pred.score, score_label(pred)
+    thr, score, name = pred.threshold, pred.score, score_noun(pred)
     if not math.isfinite(score):  # a Prediction made without a score: the MSP is the score
         score = pred.msp
     picks = [pred.classes[int(np.argmax(p))] for p in (pred.p0, pred.p1, pred.p2)]
@@ -365,7 +295,7 @@ def teaching_steps(pred, ctx: Context) -> list[tuple[int, str, str]]:
     )
     op = "≥" if pred.known else "<"
     verdict = f"known: **{pred.label}**" if pred.known else "**unknown — refer to a specialist**"
-    name = score_label(pred)
+    name = score_noun(pred)
     steps[6] = "\n".join(
         [
             f"{score_paragraph(pred)} {threshold_note(pred, ctx.threshold_measured, where=True)} "
@@ -392,31 +322,3 @@ def teaching_markdown(pred, ctx: Context) -> str:
     for i, title, text in teaching_steps(pred, ctx):
         out += [f"**{i}. {title}.** {text}", ""]
     return "\n".join(out).rstrip() + "\n"
-
-
-#: what the shipped examples teach about where OOD detection fails beyond the "Fails" set: the
-#: example it is about, a title and why, measured with the offline DenseNet
-#: (bench/results/decision_defaults.md, report images)
-FAILURE_LESSONS = (
-    (
-        "ood_fundus_retina.png",
-        "Fundus retina, with the paper's score",
-        "with the skin classes and MSP (the paper's score) the offline DenseNet calls the retina "
-        "“Known: melanocytic nevus” (MSP 0.833 ≥ 0.573): MSP measures how peaked the softmax is, and a picture "
-        "unlike every class can still pile it on one. The energy score, this class set's default, rejects it "
-        "(−18.5 < −5.80): pick MSP in “Decision score” to see the failure.",
-    ),
-    (
-        "histology_skin_epidermis.jpg",
-        "H&E of another organ",
-        "with the colorectal classes the offline DenseNet accepts H&E of skin as smooth muscle (MSP 0.73 and "
-        "0.77) and the tumour nuclei of unstated origin as normal colon mucosa (0.57): it learnt H&E from colon "
-        "only, and another organ's tissue shares the stain and the textures — near-OOD that no score here rejects.",
-    ),
-)
-
-
-def failure_lessons(names) -> list[str]:
-    """Markdown items of ``FAILURE_LESSONS`` whose example is among ``names`` (file names)."""
-    names = set(names)
-    return [f"- *{title}* — {why}" for name, title, why in FAILURE_LESSONS if name in names]

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import decision as dec
 from .decision import fmt_score
-from .teaching import SCALE_WORDS, score_label, single_scale, single_scale_sentence
+from .single_scale import SCALE_WORDS, score_noun, single_scale, single_scale_sentence
 
 #: Okabe–Ito: ID blue, OOD orange, this image black
 ID_COLOUR, OOD_COLOUR, OTHER_COLOURS = "#0072B2", "#E69F00", ("#009E73", "#CC79A7", "#56B4E9")
@@ -107,7 +107,7 @@ def distribution_summary(ref, pred, unseen: dict[str, str] | None = None) -> lis
 def distribution_html(ref, pred, unseen: dict[str, str] | None = None) -> str:
     """This image's score (black bar) on the reference images' scores (dots, one row per group),
     the threshold drawn across. ``unseen``: see ``reference_groups``."""
-    name = score_label(pred)
+    name = score_noun(pred)
     lo, hi = score_axis(list(ref.scores) + [pred.score], pred, pred.threshold)
     thr = position(pred.threshold, lo, hi)
     groups = reference_groups(ref, unseen)
@@ -175,7 +175,7 @@ def single_scale_html(pred) -> str:
     """Scale 0 alone (MCM-style) beside the fused HVL verdict, the three per-scale terms on one
     axis with the threshold, and which scale changed the answer."""
     ss = single_scale(pred)
-    name = score_label(pred)
+    name = score_noun(pred)
     cards = _card(
         "Whole image alone (scale 0, MCM-style)", ss.known0, ss.label0, ss.score0, pred.threshold, name
     ) + _card("HVL: three scales fused", pred.known, pred.label, pred.score, pred.threshold, name)
@@ -207,7 +207,7 @@ def single_scale_html(pred) -> str:
 def compare_side_html(title: str, pred, thumbnail: str, main_map: str) -> str:
     ss = single_scale(pred)
     facts = (
-        f"<p>{html.escape(score_label(pred))} {fmt_score(pred.score, pred.threshold)} · top class "
+        f"<p>{html.escape(score_noun(pred))} {fmt_score(pred.score, pred.threshold)} · top class "
         f"{html.escape(pred.label)} · whole image alone: "
         f"{html.escape('known' if ss.known0 else 'unknown')} ({fmt_score(ss.score0, pred.threshold)})</p>"
     )

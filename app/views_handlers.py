@@ -163,7 +163,7 @@ def on_compare(ui: UI, v: Views, values: dict) -> dict:
 
 
 def _batch_outputs(v: Views, model, batch: bt.Batch, threshold: float) -> dict:
-    name = views.score_label(batch.predictions[0]) if batch.predictions else "score"
+    name = views.score_noun(batch.predictions[0]) if batch.predictions else "score"
     sentence = bt.flips_sentence(batch, threshold)
     rng = batch.predictions[0].score_range if batch.predictions else (0.0, 1.0)
     return {

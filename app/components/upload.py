@@ -12,7 +12,7 @@ from pathlib import Path
 import gradio as gr
 
 from .. import handlers
-from ..teaching import failure_lessons
+from ..messages import failure_lessons
 
 log = logging.getLogger(__name__)
 

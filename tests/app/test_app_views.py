@@ -22,7 +22,8 @@ from app.components.upload import load_examples
 from app.reference import ReferenceSet, id_kind_for
 from app.service import ModelService, Session, Spec, UserError
 from app.settings import Controls, Settings
-from app.teaching import Context, scale_terms, single_scale, single_scale_sentence, teaching_steps
+from app.single_scale import scale_terms, single_scale, single_scale_sentence
+from app.teaching import Context, teaching_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "assets"
