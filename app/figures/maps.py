@@ -12,7 +12,7 @@ import numpy as np
 
 from hvl_core.model import OTHER_LABEL
 
-from .. import render
+from .. import render, thumbnails
 from ..decision import fmt_num, fmt_signed, separating_digits
 from .base import SCALE_NAMES, Figure, array_key, cell_name, colour_bar, figure, grid_labels
 
@@ -30,7 +30,7 @@ def thumbnail_html(loaded, name: str, view_size: int) -> str:
     if getattr(loaded, "slide", None) is not None:
         return slide_html(loaded.slide, name, view_size)
     w, h = loaded.image.size
-    x0, y0, x1, y1 = render.center_square_box(w, h)
+    x0, y0, x1, y1 = thumbnails.center_square_box(w, h)
     s = x1 - x0
     ow, oh = loaded.original_size
     whole = "the whole image is analysed" if w == h else f"the dimmed {'sides' if w > h else 'top and bottom'} are not"
@@ -44,7 +44,7 @@ def thumbnail_html(loaded, name: str, view_size: int) -> str:
     return figure(
         "thumbnail",
         "Your image and the analysed square",
-        [(render.data_uri(render.thumbnail(loaded.image)), alt)],
+        [(render.data_uri(thumbnails.thumbnail(loaded.image)), alt)],
         notes,
     )
 
@@ -53,7 +53,7 @@ def slide_html(slide, name: str, view_size: int) -> str:
     """A whole-slide image: its thumbnail with the tile the model analysed ringed. Only the
     slide's size and resolution are written (no other metadata of the file)."""
     thumb = slide.thumbnail
-    box = render.tile_box(slide.size, thumb.size, slide.tile_center, slide.tile_side)
+    box = thumbnails.tile_box(slide.size, thumb.size, slide.tile_center, slide.tile_side)
     W, H = slide.size
     x, y = slide.tile_center
     mpp = f"{slide.mpp:.3g} µm/px at full resolution" if slide.mpp else "resolution not recorded (taken as 0.5 µm/px)"
@@ -71,7 +71,7 @@ def slide_html(slide, name: str, view_size: int) -> str:
     return figure(
         "thumbnail",
         "Your slide and the analysed tile",
-        [(render.data_uri(render.slide_thumbnail(thumb, box)), alt)],
+        [(render.data_uri(thumbnails.slide_thumbnail(thumb, box)), alt)],
         notes,
         img_class="hvl-slide",
     )

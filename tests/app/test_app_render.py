@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from app import decision as dec
-from app import figures, render
+from app import figures, render, thumbnails
 from app.teaching import Context, teaching_markdown, why_sentence
 
 WHITE = np.array([255, 255, 255], np.uint8)
@@ -222,7 +222,7 @@ def test_center_square_box_matches_the_backbone_view(w, h):
 
     from hvl_core.geometry import center_square
 
-    x0, y0, x1, y1 = render.center_square_box(w, h)
+    x0, y0, x1, y1 = thumbnails.center_square_box(w, h)
     assert x1 - x0 == y1 - y0 == min(w, h)
     img = PILImage.fromarray(np.arange(w * h * 3, dtype=np.uint32).reshape(h, w, 3).astype(np.uint8))
     assert np.array_equal(np.asarray(center_square(img)), np.asarray(img)[y0:y1, x0:x1])
@@ -232,16 +232,16 @@ def test_thumbnail_marks_the_analysed_square_and_dims_the_rest():
     from PIL import Image as PILImage
 
     img = PILImage.new("RGB", (300, 100), (200, 200, 200))
-    out = render.thumbnail(img, max_side=300, dim=0.5)
+    out = thumbnails.thumbnail(img, max_side=300, dim=0.5)
     assert out.shape == (100, 300, 3)
-    x0, y0, x1, y1 = render.center_square_box(300, 100)  # (100, 0, 200, 100)
+    x0, y0, x1, y1 = thumbnails.center_square_box(300, 100)  # (100, 0, 200, 100)
     assert np.array_equal(out[50, 20], [100, 100, 100])  # outside: dimmed by half
     assert np.array_equal(out[50, 150], [200, 200, 200])  # inside: untouched
-    assert np.array_equal(out[50, x0], render.SQUARE_COLORS[0])  # the dark ring on the square's edge
-    assert np.array_equal(out[50, x1 - 1], render.SQUARE_COLORS[0])
+    assert np.array_equal(out[50, x0], thumbnails.SQUARE_COLORS[0])  # the dark ring on the square's edge
+    assert np.array_equal(out[50, x1 - 1], thumbnails.SQUARE_COLORS[0])
     t = max(2, round(100 / 120))
-    assert np.array_equal(out[50, x0 + t], render.SQUARE_COLORS[1])  # the light ring inside it
-    small = render.thumbnail(PILImage.new("RGB", (1200, 600)), max_side=360)
+    assert np.array_equal(out[50, x0 + t], thumbnails.SQUARE_COLORS[1])  # the light ring inside it
+    small = thumbnails.thumbnail(PILImage.new("RGB", (1200, 600)), max_side=360)
     assert small.shape == (180, 360, 3)
 
 
@@ -659,17 +659,17 @@ def test_tile_box_and_slide_thumbnail():
     from PIL import Image as PILImage
 
     # a 448-px tile centred at (1000, 600) of a 4000×2000 slide, on a 400×200 thumbnail: ÷ 10
-    assert render.tile_box((4000, 2000), (400, 200), (1000, 600), 448) == (78, 38, 122, 82)
+    assert thumbnails.tile_box((4000, 2000), (400, 200), (1000, 600), 448) == (78, 38, 122, 82)
     thumb = PILImage.new("RGB", (400, 200), (200, 100, 150))
-    out = render.slide_thumbnail(thumb, (78, 38, 122, 82))
+    out = thumbnails.slide_thumbnail(thumb, (78, 38, 122, 82))
     assert out.shape == (200, 400, 3)
-    assert np.all(out[38, 90] == render.SQUARE_COLORS[0]) and np.all(out[60, 100] == (200, 100, 150))
+    assert np.all(out[38, 90] == thumbnails.SQUARE_COLORS[0]) and np.all(out[60, 100] == (200, 100, 150))
     assert np.all(out[150, 300] == (200, 100, 150))  # nothing else is touched
     # a tile of a few thumbnail pixels still gets a ring of MIN_TILE_RING px
-    tiny = render.slide_thumbnail(thumb, (200, 100, 202, 102))
-    dark = np.all(tiny == render.SQUARE_COLORS[0], axis=-1)
+    tiny = thumbnails.slide_thumbnail(thumb, (200, 100, 202, 102))
+    dark = np.all(tiny == thumbnails.SQUARE_COLORS[0], axis=-1)
     ys, xs = np.nonzero(dark)
-    assert xs.max() - xs.min() + 1 == render.MIN_TILE_RING and ys.max() - ys.min() + 1 == render.MIN_TILE_RING
+    assert xs.max() - xs.min() + 1 == thumbnails.MIN_TILE_RING and ys.max() - ys.min() + 1 == thumbnails.MIN_TILE_RING
 
 
 def test_slide_figure_is_clickable_and_names_no_metadata():
