@@ -51,24 +51,11 @@ GOALS = {
 BATCH_SIZE = 20
 
 
-class Stub:
-    """A stand-in component: the handlers use components only as dict keys."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
 def stub_ui(service):
     from .components.upload import load_examples
-    from .handlers import UI
-    from .settings import Controls
+    from .headless import stub_ui
 
-    controls = Controls(**{f.name: Stub(f.name) for f in fields(Controls)})
-    names = [f.name for f in fields(UI) if f.name not in ("service", "examples", "controls")]
-    return UI(service=service, examples=load_examples(), controls=controls, **{n: Stub(n) for n in names})
+    return stub_ui(service, load_examples())
 
 
 def inputs(ui, session, shown, upload=None, **settings) -> dict:
@@ -83,6 +70,7 @@ def measure_batch(service, ui, redecides: int, size: int = BATCH_SIZE) -> dict:
     """The batch tab: ``size`` images (the shipped examples, repeated) encoded once, then the
     threshold moved back and forth ``redecides`` times."""
     from . import views_handlers as vh
+    from .headless import stub_views
     from .reference import ReferenceSet
     from .settings import Settings
 
@@ -91,8 +79,7 @@ def measure_batch(service, ui, redecides: int, size: int = BATCH_SIZE) -> dict:
     t0 = time.perf_counter()
     batch, model = vh.analyse_batch(service, Settings(), files)
     batch_s = time.perf_counter() - t0
-    names = [f.name for f in fields(vh.Views) if f.name != "reference"]
-    v = vh.Views(reference=ReferenceSet([]), **{n: Stub(n) for n in names})
+    v = stub_views(ReferenceSet([]))
     scores = sorted(p.score for p in batch.predictions)
     lo, hi = scores[0], scores[-1]
     times = []
@@ -101,7 +88,7 @@ def measure_batch(service, ui, redecides: int, size: int = BATCH_SIZE) -> dict:
         t0 = time.perf_counter()
         out = vh.on_batch_threshold(ui, v, batch, t)
         times.append(time.perf_counter() - t0)
-        batch = out[v.batch_state]
+        batch = out[v.batch.state]
     return {
         "batch_size": size,
         "batch_analyse_s": round(batch_s, 2),

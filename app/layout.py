@@ -229,9 +229,9 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
         teach, step, step_text = teaching.render()
         with gr.Tabs(elem_id="tools-tabs"):
             with gr.Tab("Compare two images", elem_id="tab-compare"):
-                cmp_a, cmp_a_file, cmp_b, cmp_b_file, cmp_btn, cmp_out = compare.render(examples)
+                compare_tab = compare.render(examples)
             with gr.Tab("Batch", elem_id="tab-batch"):
-                (b_files, b_run, b_state, b_thr, b_table, b_hist, b_summary, b_csv, b_csv_btn) = batch.render()
+                batch_tab = batch.render()
         gr.Markdown(FOOTER, elem_id="footer")
         api.register(service)
 
@@ -276,24 +276,14 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
             single=single,
             step=step,
             step_text=step_text,
-            compare_a=cmp_a,
-            compare_a_file=cmp_a_file,
-            compare_b=cmp_b,
-            compare_b_file=cmp_b_file,
-            compare_out=cmp_out,
-            batch_files=b_files,
-            batch_state=b_state,
-            batch_threshold=b_thr,
-            batch_table=b_table,
-            batch_hist=b_hist,
-            batch_summary=b_summary,
-            batch_csv=b_csv,
+            compare=compare_tab,
+            batch=batch_tab,
         )
         header.listen(head.lecture)
         insight.listen(ui, v)
         teaching.listen(ui, v)
-        compare.listen(ui, v, cmp_btn)
-        batch.listen(ui, v, b_run, b_csv_btn)
+        compare.listen(ui, v)
+        batch.listen(ui, v)
         upload.listen(ui)
         controls.listen(ui)
         analyse_btn.click(

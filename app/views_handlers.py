@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
@@ -27,6 +28,10 @@ from .presenting import UI, context
 from .reference import PRESET_ID_KIND, ReferenceSet, id_kind_for
 from .service import USER_ERRORS, Session, UserError
 from .teaching import STEP_TITLES, teaching_steps
+
+if TYPE_CHECKING:
+    from .components.batch import BatchTab
+    from .components.compare import CompareTab
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +47,8 @@ class Views:
     single: gr.HTML
     step: gr.Radio
     step_text: gr.Markdown
-    compare_a: gr.Dropdown
-    compare_a_file: gr.File
-    compare_b: gr.Dropdown
-    compare_b_file: gr.File
-    compare_out: gr.HTML
-    batch_files: gr.File
-    batch_state: gr.State
-    batch_threshold: gr.Slider
-    batch_table: gr.Dataframe
-    batch_hist: gr.HTML
-    batch_summary: gr.Markdown
-    batch_csv: gr.File
+    compare: CompareTab
+    batch: BatchTab
 
 
 def _say(e: BaseException, what: str) -> str:
@@ -135,8 +130,8 @@ def on_compare(ui: UI, v: Views, values: dict) -> dict:
         check_settings(s)
         spec, ck = ui.service.spec(s.preset, s.custom, s.checkpoint, s.n, s.backbone)
         for title, ex, up in (
-            ("Image A", values[v.compare_a], values[v.compare_a_file]),
-            ("Image B", values[v.compare_b], values[v.compare_b_file]),
+            ("Image A", values[v.compare.a], values[v.compare.a_file]),
+            ("Image B", values[v.compare.b], values[v.compare.b_file]),
         ):
             src = _source(ex, up, ui.examples)
             if src is None:
@@ -155,8 +150,8 @@ def on_compare(ui: UI, v: Views, values: dict) -> dict:
     except Exception as e:  # noqa: BLE001
         from .decision import error_html
 
-        return {v.compare_out: error_html(_say(e, "comparison"))}
-    return {v.compare_out: views.compare_html(sides)}
+        return {v.compare.out: error_html(_say(e, "comparison"))}
+    return {v.compare.out: views.compare_html(sides)}
 
 
 # --------------------------------------------------------------------------- batch
@@ -167,10 +162,10 @@ def _batch_outputs(v: Views, model, batch: bt.Batch, threshold: float) -> dict:
     sentence = bt.flips_sentence(batch, threshold)
     rng = batch.predictions[0].score_range if batch.predictions else (0.0, 1.0)
     return {
-        v.batch_state: batch,
-        v.batch_table: bt.rows(batch),
-        v.batch_hist: views.histogram_html([p.score for p in batch.predictions], threshold, rng, name, sentence),
-        v.batch_summary: sentence,
+        v.batch.state: batch,
+        v.batch.table: bt.rows(batch),
+        v.batch.hist: views.histogram_html([p.score for p in batch.predictions], threshold, rng, name, sentence),
+        v.batch.summary: sentence,
     }
 
 
@@ -195,15 +190,15 @@ def analyse_batch(service, s, files) -> tuple[bt.Batch, object]:
 def on_batch(ui: UI, v: Views, values: dict, progress=gr.Progress()) -> dict:
     s = ui.controls.read(values)
     try:
-        batch, model = analyse_batch(ui.service, s, values[v.batch_files])
+        batch, model = analyse_batch(ui.service, s, values[v.batch.files])
     except Exception as e:  # noqa: BLE001
         msg = _say(e, "batch")
         return {
-            v.batch_summary: f"**Could not analyse the batch:** {msg}",
-            v.batch_table: None,
-            v.batch_hist: "",
-            v.batch_state: None,
-            v.batch_csv: None,
+            v.batch.summary: f"**Could not analyse the batch:** {msg}",
+            v.batch.table: None,
+            v.batch.hist: "",
+            v.batch.state: None,
+            v.batch.csv: None,
         }
     t = model.threshold
     lo, hi = views.score_axis(
@@ -212,8 +207,8 @@ def on_batch(ui: UI, v: Views, values: dict, progress=gr.Progress()) -> dict:
     lo, hi, step = bt.slider_range(lo, hi)
     return {
         **_batch_outputs(v, model, batch, t),
-        v.batch_csv: None,
-        v.batch_threshold: gr.update(minimum=lo, maximum=hi, value=t, step=step),
+        v.batch.csv: None,
+        v.batch.threshold: gr.update(minimum=lo, maximum=hi, value=t, step=step),
     }
 
 
@@ -226,10 +221,10 @@ def on_batch_threshold(ui: UI, v: Views, batch: bt.Batch | None, threshold) -> d
         batch = bt.decide(model, batch, float(threshold))
         return _batch_outputs(v, model, batch, float(threshold))
     except Exception as e:  # noqa: BLE001
-        return {v.batch_summary: f"**Could not re-decide:** {_say(e, 'batch threshold')}"}
+        return {v.batch.summary: f"**Could not re-decide:** {_say(e, 'batch threshold')}"}
 
 
 def on_batch_csv(v: Views, batch: bt.Batch | None) -> dict:
     if not batch:
-        return {v.batch_summary: NO_BATCH}
-    return {v.batch_csv: bt.write_csv(batch)}
+        return {v.batch.summary: NO_BATCH}
+    return {v.batch.csv: bt.write_csv(batch)}

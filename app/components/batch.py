@@ -5,6 +5,7 @@ histogram with the threshold, a threshold slider that re-decides the table witho
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import gradio as gr
 
@@ -13,7 +14,22 @@ from ..batch import COLUMNS, MAX_BATCH_BYTES, MAX_BATCH_IMAGES
 from .upload import IMAGE_TYPES
 
 
-def render():
+@dataclass
+class BatchTab:
+    """The batch tab's components."""
+
+    files: gr.File
+    run: gr.Button
+    state: gr.State
+    threshold: gr.Slider
+    table: gr.Dataframe
+    hist: gr.HTML
+    summary: gr.Markdown
+    csv: gr.File
+    csv_btn: gr.Button
+
+
+def render() -> BatchTab:
     gr.Markdown(
         f"Up to {MAX_BATCH_IMAGES} images ({MAX_BATCH_BYTES // 2**20} MB), or zips of them, analysed with "
         "the class set and options above. The threshold here re-decides the whole table without "
@@ -47,29 +63,28 @@ def render():
             )
             csv_btn = gr.Button("Download the table as CSV", size="sm", elem_id="batch-csv-button")
             csv = gr.File(label="CSV", interactive=False, elem_id="batch-csv", height=70)
-    return files, run, state, threshold, table, hist, summary, csv, csv_btn
+    return BatchTab(files, run, state, threshold, table, hist, summary, csv, csv_btn)
 
 
-def listen(ui, v, run: gr.Button, csv_btn: gr.Button) -> None:
-    outs = [v.batch_state, v.batch_table, v.batch_hist, v.batch_summary, v.batch_csv, v.batch_threshold]
-    run.click(
+def listen(ui, v) -> None:
+    b = v.batch
+    outs = [b.state, b.table, b.hist, b.summary, b.csv, b.threshold]
+    b.run.click(
         functools.partial(vh.on_batch, ui, v),
-        ui.inputs() | {v.batch_files},
+        ui.inputs() | {b.files},
         outs,
         concurrency_id="model",
         api_visibility="private",
     )
     redecide = functools.partial(vh.on_batch_threshold, ui, v)
-    for ev in (v.batch_threshold.release, v.batch_threshold.input):
+    for ev in (b.threshold.release, b.threshold.input):
         ev(
             redecide,
-            [v.batch_state, v.batch_threshold],
-            [v.batch_state, v.batch_table, v.batch_hist, v.batch_summary],
+            [b.state, b.threshold],
+            [b.state, b.table, b.hist, b.summary],
             api_visibility="private",
             trigger_mode="always_last",
             show_progress="hidden",
             concurrency_id="batch",
         )
-    csv_btn.click(
-        functools.partial(vh.on_batch_csv, v), v.batch_state, [v.batch_csv, v.batch_summary], api_visibility="private"
-    )
+    b.csv_btn.click(functools.partial(vh.on_batch_csv, v), b.state, [b.csv, b.summary], api_visibility="private")

@@ -4,6 +4,7 @@ verdicts, scores, the analysed squares and the main maps aligned, with the page'
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -13,7 +14,20 @@ from ..service import DEFAULT_PRESET
 from .upload import IMAGE_TYPES, gallery_caption
 
 
-def render(examples: list[dict]):
+@dataclass
+class CompareTab:
+    """The compare tab's components: images A and B (an example or an upload each), the button
+    and the side-by-side result."""
+
+    a: gr.Dropdown
+    a_file: gr.File
+    b: gr.Dropdown
+    b_file: gr.File
+    button: gr.Button
+    out: gr.HTML
+
+
+def render(examples: list[dict]) -> CompareTab:
     choices = [(gallery_caption(e), Path(e["path"]).name) for e in examples]
     first = {e["kind"]: Path(e["path"]).name for e in reversed(examples)}
     a_default = vh.compare_default(examples, DEFAULT_PRESET, None)
@@ -31,24 +45,25 @@ def render(examples: list[dict]):
             )
     button = gr.Button("Compare", variant="secondary", size="sm", elem_id="compare-run")
     out = gr.HTML("", elem_id="compare-out")
-    return a, a_file, b, b_file, button, out
+    return CompareTab(a, a_file, b, b_file, button, out)
 
 
-def listen(ui, v, button: gr.Button) -> None:
+def listen(ui, v) -> None:
+    c = v.compare
     # image A follows the class set (a known image for it), unless the user picked another
     ui.controls.preset.change(
         functools.partial(vh.compare_default, ui.examples),
-        [ui.controls.preset, v.compare_a],
-        v.compare_a,
+        [ui.controls.preset, c.a],
+        c.a,
         queue=False,
         api_visibility="private",
         show_progress="hidden",
     )
-    inputs = ui.inputs() | {v.compare_a, v.compare_a_file, v.compare_b, v.compare_b_file}
-    button.click(
+    inputs = ui.inputs() | {c.a, c.a_file, c.b, c.b_file}
+    c.button.click(
         functools.partial(vh.on_compare, ui, v),
         inputs,
-        [v.compare_out],
+        [c.out],
         concurrency_id="model",
         api_visibility="private",
     )

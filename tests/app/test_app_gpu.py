@@ -20,23 +20,16 @@ import app.gpu
 from app import api, handlers
 from app import views_handlers as vh
 from app.components.upload import load_examples
+from app.headless import stub_ui, stub_views
 from app.reference import ReferenceSet
 from app.service import ModelService, Session, Spec
-from app.settings import Controls, Settings
+from app.settings import Settings
 from hvl_core import HVLModel
 from hvl_core.images import LoadedImage
 
 ROOT = Path(__file__).resolve().parents[2]
 SKIN = ROOT / "assets" / "skin_nevus_closeup.jpg"
 OOD = ROOT / "assets" / "ood_ct_vertebra.png"
-
-
-class Stub:
-    def __init__(self, name):
-        self.name = name
-
-    def __repr__(self):
-        return self.name
 
 
 def stand_in_spaces(calls: list, depth: list) -> types.ModuleType:
@@ -105,12 +98,7 @@ def test_every_encoder_path_runs_inside_spaces_gpu(zero_gpu, tiny_backbone):
     svc = ModelService("tiny-clip-random", device="cpu")
     svc._backbones["tiny-clip-random"] = tiny_backbone
     examples = load_examples()
-    controls = Controls(**{f.name: Stub(f.name) for f in fields(Controls)})
-    names = [f.name for f in fields(handlers.UI) if f.name not in ("service", "examples", "controls")]
-    ui = handlers.UI(service=svc, examples=examples, controls=controls, **{n: Stub(n) for n in names})
-    v = vh.Views(
-        reference=ReferenceSet(examples), **{f.name: Stub(f.name) for f in fields(vh.Views) if f.name != "reference"}
-    )
+    ui, v = stub_ui(svc, examples), stub_views(ReferenceSet(examples))
     s = Settings(threshold=0.5)
     values = {getattr(ui.controls, f.name): getattr(s, f.name) for f in fields(Settings)}
     values.update({ui.session: Session(model_identity=Spec().identity()), ui.shown: {}, ui.upload: str(SKIN)})
@@ -122,7 +110,7 @@ def test_every_encoder_path_runs_inside_spaces_gpu(zero_gpu, tiny_backbone):
         paths[name] = calls[before:]
 
     ran("upload", lambda: handlers.on_upload(ui, values, progress=None))
-    cmp = {**values, v.compare_a: SKIN.name, v.compare_a_file: None, v.compare_b: None, v.compare_b_file: str(OOD)}
+    cmp = {**values, v.compare.a: SKIN.name, v.compare.a_file: None, v.compare.b: None, v.compare.b_file: str(OOD)}
     ran("compare", lambda: vh.on_compare(ui, v, cmp))
     ran("batch tab", lambda: vh.analyse_batch(svc, s, [str(SKIN), str(OOD), str(SKIN)]))
     uri = "data:image/jpeg;base64," + base64.b64encode(SKIN.read_bytes()).decode()

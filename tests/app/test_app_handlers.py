@@ -13,32 +13,21 @@ import pytest
 
 from app import handlers
 from app.components.upload import load_examples
+from app.headless import stub_ui
 from app.messages import class_placeholder, friendly_error
 from app.service import ModelService, Session, Spec
-from app.settings import Controls, Settings
+from app.settings import Settings
 from hvl_core.backbones import UnknownClassError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "assets" / "skin_nevus_closeup.jpg"
 
 
-class Stub:
-    """A stand-in component: hashable, named."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def __repr__(self):
-        return self.name
-
-
 @pytest.fixture(scope="module")
 def ui(tiny_backbone):
     svc = ModelService("tiny-clip-random", device="cpu")
     svc._backbones["tiny-clip-random"] = tiny_backbone
-    controls = Controls(**{f.name: Stub(f.name) for f in fields(Controls)})
-    names = [f.name for f in fields(handlers.UI) if f.name not in ("service", "examples", "controls")]
-    return handlers.UI(service=svc, examples=load_examples(), controls=controls, **{n: Stub(n) for n in names})
+    return stub_ui(svc, load_examples())
 
 
 def values(ui, session, shown=None, upload=None, **settings):

@@ -19,9 +19,10 @@ from app import batch as bt
 from app import handlers, views
 from app import views_handlers as vh
 from app.components.upload import load_examples
+from app.headless import stub_ui, stub_views
 from app.reference import ReferenceSet, id_kind_for
 from app.service import ModelService, Session, Spec, UserError
-from app.settings import Controls, Settings
+from app.settings import Settings
 from app.single_scale import scale_terms, single_scale, single_scale_sentence
 from app.teaching import Context, teaching_steps
 
@@ -29,14 +30,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "assets"
 SKIN = ASSETS / "skin_nevus_closeup.jpg"
 OOD = ASSETS / "ood_ct_vertebra.png"
-
-
-class Stub:
-    def __init__(self, name):
-        self.name = name
-
-    def __repr__(self):
-        return self.name
 
 
 def fake_pred(p0, p1, p2, threshold, classes=("a", "b")):
@@ -252,13 +245,8 @@ def test_flips_by_hand():
 def env(tiny_backbone):
     svc = ModelService("tiny-clip-random", device="cpu")
     svc._backbones["tiny-clip-random"] = tiny_backbone
-    controls = Controls(**{f.name: Stub(f.name) for f in fields(Controls)})
-    names = [f.name for f in fields(handlers.UI) if f.name not in ("service", "examples", "controls")]
     examples = load_examples()
-    ui = handlers.UI(service=svc, examples=examples, controls=controls, **{n: Stub(n) for n in names})
-    vnames = [f.name for f in fields(vh.Views) if f.name != "reference"]
-    v = vh.Views(reference=ReferenceSet(examples), **{n: Stub(n) for n in vnames})
-    return ui, v
+    return stub_ui(svc, examples), stub_views(ReferenceSet(examples))
 
 
 def values(ui, session=None, **settings):
@@ -306,34 +294,34 @@ def test_batch_encodes_once_and_redecides_with_the_head(env, tmp_path, monkeypat
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
     z = zip_of(tmp_path / "x.zip", {"inner/ct.png": OOD.read_bytes()})
-    out = vh.on_batch(ui, v, {**values(ui), v.batch_files: [str(SKIN), str(bad), z]}, progress=None)
-    batch = out[v.batch_state]
-    assert [r[0] for r in out[v.batch_table]] == [SKIN.name, "bad.png", "ct.png"]
-    assert out[v.batch_table][1][1].startswith("not read:") and len(batch.predictions) == 2
+    out = vh.on_batch(ui, v, {**values(ui), v.batch.files: [str(SKIN), str(bad), z]}, progress=None)
+    batch = out[v.batch.state]
+    assert [r[0] for r in out[v.batch.table]] == [SKIN.name, "bad.png", "ct.png"]
+    assert out[v.batch.table][1][1].startswith("not read:") and len(batch.predictions) == 2
     model = ui.service.model(batch.spec)
     # the threshold just above the first score: it flips to unknown, and the encoder never runs
     monkeypatch.setattr(type(model), "encode_batch", lambda *a, **k: pytest.fail("re-encoded"))
     s0 = batch.predictions[0].score
     t = min(s0 + 1e-4, 1.0)
     res = vh.on_batch_threshold(ui, v, batch, t)
-    assert res[v.batch_table][0][3] == "no"
+    assert res[v.batch.table][0][3] == "no"
     expected = sum(p.score >= batch.analysed_threshold and p.score < t for p in batch.predictions)
-    assert f"{expected} known → unknown" in res[v.batch_summary]
-    path = vh.on_batch_csv(v, res[v.batch_state])[v.batch_csv]
+    assert f"{expected} known → unknown" in res[v.batch.summary]
+    path = vh.on_batch_csv(v, res[v.batch.state])[v.batch.csv]
     assert Path(path).is_relative_to(tmp_path / "gradio")
     rows = list(csv.reader(io.StringIO(Path(path).read_text())))
     assert rows[0] == bt.CSV_COLUMNS and rows[1][0] == SKIN.name and rows[1][5] == "no"
     # the score's name and the threshold beside each score, as the /batch endpoint gives them
-    p0 = res[v.batch_state].predictions[0]
+    p0 = res[v.batch.state].predictions[0]
     assert rows[1][3] == p0.score_name and float(rows[1][4]) == pytest.approx(t) and float(rows[1][2]) == p0.score
     # the table: every number with the same three decimals
-    assert all(re.fullmatch(r"-?\d+\.\d{3}", c) for r in res[v.batch_table] for c in (r[2], r[4]) if c is not None)
+    assert all(re.fullmatch(r"-?\d+\.\d{3}", c) for r in res[v.batch.table] for c in (r[2], r[4]) if c is not None)
 
 
 def test_batch_failure_is_one_sentence(env):
     ui, v = env
-    out = vh.on_batch(ui, v, {**values(ui), v.batch_files: []}, progress=None)
-    assert out[v.batch_summary].startswith("**Could not analyse the batch:**") and out[v.batch_state] is None
+    out = vh.on_batch(ui, v, {**values(ui), v.batch.files: []}, progress=None)
+    assert out[v.batch.summary].startswith("**Could not analyse the batch:**") and out[v.batch.state] is None
     assert vh.on_batch_threshold(ui, v, None, 0.3) == {}
 
 
@@ -343,15 +331,15 @@ def test_compare_two_images(env):
     out = vh.on_compare(
         ui,
         v,
-        {**values(ui), v.compare_a: names[0], v.compare_a_file: None, v.compare_b: None, v.compare_b_file: str(OOD)},
+        {**values(ui), v.compare.a: names[0], v.compare.a_file: None, v.compare.b: None, v.compare.b_file: str(OOD)},
     )
-    html = out[v.compare_out]
+    html = out[v.compare.out]
     assert html.count("hvl-compare-side") == 2 and html.count("hvl-decision") == 2 and "entropy-high-fig" in html
     assert f"Image A: {names[0]}" in html and f"Image B: {OOD.name}" in html
     none = vh.on_compare(
-        ui, v, {**values(ui), v.compare_a: None, v.compare_a_file: None, v.compare_b: None, v.compare_b_file: None}
+        ui, v, {**values(ui), v.compare.a: None, v.compare.a_file: None, v.compare.b: None, v.compare.b_file: None}
     )
-    assert "hvl-error" in none[v.compare_out] and "both sides" in none[v.compare_out]
+    assert "hvl-error" in none[v.compare.out] and "both sides" in none[v.compare.out]
 
 
 def test_energy_single_scale_by_hand():
