@@ -5,18 +5,25 @@ which changes whenever the probabilities or the threshold do)."""
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import gradio as gr
 
 from .. import views_handlers as vh
 
 
-def render() -> tuple[gr.HTML, gr.HTML]:
+@dataclass
+class Insight:
+    distribution: gr.HTML  # this image's score among the reference images
+    single: gr.HTML  # scale 0 alone beside the fused verdict
+
+
+def render() -> Insight:
     gr.Markdown("## Where this image stands", elem_id="insight-title")
     with gr.Row(elem_classes="hvl-maps-row"):
         distribution = gr.HTML("", elem_id="distribution", min_width=320)
         single = gr.HTML("", elem_id="single-scale", min_width=320)
-    return distribution, single
+    return Insight(distribution, single)
 
 
 def listen(ui, v) -> None:

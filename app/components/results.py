@@ -55,15 +55,29 @@ def render_top() -> gr.Label:
     )
 
 
-def render_first_maps() -> tuple[gr.HTML, gr.HTML]:
+@dataclass
+class FirstMaps:
+    thumbnail: gr.HTML
+    main_map: gr.HTML
+
+
+@dataclass
+class MoreMaps:
+    mid_map: gr.HTML
+    gain_map: gr.HTML
+    class_map: gr.HTML
+    scales: gr.HTML
+
+
+def render_first_maps() -> FirstMaps:
     """The analysed image and the main map, side by side under the verdict."""
     with gr.Row(elem_id="first-maps", elem_classes="hvl-maps-row"):
         thumbnail = gr.HTML("", elem_id="thumbnail", min_width=200, js_on_load=THUMBNAIL_JS)
         main_map = gr.HTML("", elem_id="entropy-high", min_width=260)
-    return thumbnail, main_map
+    return FirstMaps(thumbnail, main_map)
 
 
-def render_more_maps() -> tuple[gr.HTML, gr.HTML, gr.HTML, gr.HTML]:
+def render_more_maps() -> MoreMaps:
     gr.Markdown("## What the model looked at", elem_id="more-title")
     with gr.Row(elem_classes="hvl-maps-row"):  # two per row on a screen, one per row on a phone
         scales = gr.HTML("", elem_id="scales", min_width=320)
@@ -71,4 +85,4 @@ def render_more_maps() -> tuple[gr.HTML, gr.HTML, gr.HTML, gr.HTML]:
     with gr.Row(elem_classes="hvl-maps-row"):
         gain_map = gr.HTML("", elem_id="entropy-gain", min_width=320)
         class_map = gr.HTML("", elem_id="patch-classes", min_width=320)
-    return mid_map, gain_map, class_map, scales
+    return MoreMaps(mid_map, gain_map, class_map, scales)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 
 import gradio as gr
 
@@ -45,7 +46,14 @@ CSS = """
 """
 
 
-def render() -> tuple[gr.Markdown, gr.Radio, gr.Markdown]:
+@dataclass
+class Teaching:
+    text: gr.Markdown  # the whole walk-through
+    step: gr.Radio  # the step picker
+    step_text: gr.Markdown  # the picked step, pinned
+
+
+def render() -> Teaching:
     with gr.Accordion("Teaching mode: how HVL decided, step by step", open=True, elem_id="teaching-panel"):
         with gr.Column(elem_id="teach-steps"):
             step = gr.Radio(
@@ -56,7 +64,7 @@ def render() -> tuple[gr.Markdown, gr.Radio, gr.Markdown]:
             )
             step_text = gr.Markdown("", elem_id="step-text")
         text = gr.Markdown(PLACEHOLDER, elem_id="teaching")
-    return text, step, step_text
+    return Teaching(text, step, step_text)
 
 
 def listen(ui, v) -> None:
