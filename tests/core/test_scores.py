@@ -2,6 +2,7 @@
 the checkpoint checks, the CLI, the reports and the page then know it."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,16 +17,18 @@ def mean_logit(s: torch.Tensor, T: float = 1.0) -> torch.Tensor:
     return s.mean(-1)
 
 
-TOY = scores.Score(
-    name="meanlogit",
-    label="mean-logit",
-    noun="mean-logit score",
-    axis="mean-logit score (toy)",
-    unit="mean-logit units",
-    meaning="mean-logit = the mean known-class logit",
-    bounds=lambda lim, T, C: (-lim, lim),
-    term=mean_logit,
-    term_text="the mean known-class logit",
+TOY = replace(
+    scores.SCORES["maxlogit"],  # the range of max-logit; everything else its own
+    **{
+        "name": "meanlogit",
+        "label": "mean-logit",
+        "noun": "mean-logit score",
+        "axis": "mean-logit score (toy)",
+        "unit": "mean-logit units",
+        "meaning": "mean-logit = the mean known-class logit",
+        "term": mean_logit,
+        "term_text": "the mean known-class logit",
+    },
 )
 
 
