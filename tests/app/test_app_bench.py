@@ -4,9 +4,12 @@ in a process of its own."""
 
 import json
 
+import pytest
+
 from app import bench
 
 
+@pytest.mark.slow
 def test_bench_merges_its_keys_and_measures_the_handlers(tmp_path, capsys):
     (tmp_path / "bench.json").write_text(json.dumps({"hvl_over_encoder": 1.01}))
     assert (

@@ -191,6 +191,7 @@ def test_a_torn_last_line_is_cut_on_reopen(tmp_path):
     ] == [("a.jpg", "x", 0.5, True, 0.2), ("b.jpg", "y", 0.25, False, None)]
 
 
+@pytest.mark.slow
 def test_kill_9_loses_at_most_the_batch_in_flight(tmp_path):
     """A real process, killed with SIGKILL while scoring: every row on disk is whole, and a rerun
     completes the file with each image once and the same scores as an uninterrupted run."""

@@ -179,7 +179,7 @@ def test_resume_refuses_other_data_and_corrupt_state(tmp_path):
 
 
 def test_truncated_checkpoint_is_refused(tmp_path):
-    head, _ = _head()
+    head, _ = _head(d=64)  # tiny-clip-random's width: a checkpoint is checked against its backbone's
     torch.nn.init.normal_(head.W)
     from hvl_core.presets import class_set_from_names
 
