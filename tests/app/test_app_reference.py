@@ -44,11 +44,12 @@ def test_shipped_encodings_round_trip_and_refuse_what_does_not_fit(service, tmp_
     assert rf.load_shipped(model, changed, tmp_path) is None
     with torch.no_grad():
         w = next(iter(model.backbone.modules()[0].parameters()))
+        kept = w.clone()  # restored bit for bit: the backbone is shared by the whole session
         w.add_(1.0)
         try:
             assert rf.load_shipped(model, examples, tmp_path) is None
         finally:
-            w.sub_(1.0)
+            w.copy_(kept)
     assert not rf.ReferenceSet(examples).warm(service.model(Spec(n=1)), tmp_path)  # nothing there: nothing encoded
 
 
