@@ -13,7 +13,12 @@ from .scorer import Batch, Scorer, collate
 
 
 def default_workers(device: torch.device) -> int:
-    """Decode processes: all cores but one (at most 8); the encoder's thread is the one left."""
+    """Decode processes. With a GPU: all cores but one (at most 8), so decoding keeps up with the
+    device. On the CPU: none. The encoder's threads use every core there, so a decode process
+    would only take a core from them (and seconds to start), while decoding in-line costs a few
+    percent of the encoder's time."""
+    if device.type != "cuda":
+        return 0
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
