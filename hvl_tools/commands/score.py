@@ -43,7 +43,11 @@ def register(sub) -> None:
         "at this false discovery rate over their conformal p-values (summary.json 'bh'; default 0.05)",
     )
     p.add_argument("--batch-size", type=int, default=16, help="images per encoder batch (default 16)")
-    p.add_argument("--workers", type=int, help="local engine: decode processes (default: with a GPU cores - 1, at most 8; on the CPU 0)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="local engine: decode processes (default: with a GPU cores - 1, at most 8; on the CPU 0)",
+    )
     p.add_argument(
         "--decode",
         choices=["auto", "cpu", "device"],
