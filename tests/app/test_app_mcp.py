@@ -9,6 +9,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -24,30 +25,17 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 SKIN = ROOT / "assets" / "skin_nevus_closeup.jpg"
 OOD = ROOT / "assets" / "ood_ct_vertebra.png"
-#: the documented answer of /predict (and of each /batch row): README "The API"
-FIELDS = [
-    "file",
-    "verdict",
-    "known",
-    "label",
-    "decision",
-    "score",
-    "score_name",
-    "score_range",
-    "threshold",
-    "threshold_source",
-    "p_value",
-    "n_calibration",
-    "msp",
-    "top",
-    "classes",
-    "backbone",
-    "checkpoint",
-    "n",
-    "k",
-    "notes",
-    "error",
-]
+
+
+def documented_fields() -> list[str]:
+    """The field names of the answer table in the README's "The API" section, in order."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("always with these fields (pinned by") :].split("\n\n")[1]
+    return [f for row in table.splitlines()[2:] for f in re.findall(r"`(\w+)`", row.split("|")[1])]
+
+
+#: the documented answer of /predict (and of each /batch row)
+FIELDS = documented_fields()
 
 
 def data_uri(path: Path) -> str:
