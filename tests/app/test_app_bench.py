@@ -1,4 +1,4 @@
-"""``python -m app.bench``: merges its keys into an existing bench.json, and what it measures is
+"""``bench/app_bench.py``: merges its keys into an existing bench.json, and what it measures is
 the app's handlers (a K change redraws only the ΔH map), the batch tab, and ``app.py`` started
 in a process of its own."""
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app import bench
+from bench import app_bench as bench
 
 
 @pytest.mark.slow

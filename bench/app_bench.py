@@ -1,4 +1,4 @@
-"""How fast the demo answers: ``python -m app.bench --out DIR``.
+"""How fast the demo answers: ``bench/app_bench.py --out DIR``.
 
 - ``app_redecide_ms``: median time for the app's handler (``handlers.on_options``) to return all
   its outputs after a K change on a cached encoding (goal ≤ 150 ms on two cores);
@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the app/ package of this checkout
 DEFAULT_IMAGE = ROOT / "assets" / "histology_tumor_nuclei.jpg"
 GOALS = {
     "app_redecide_ms": 150.0,
@@ -52,14 +53,14 @@ BATCH_SIZE = 20
 
 
 def stub_ui(service):
-    from .components.upload import load_examples
-    from .headless import stub_ui
+    from app.components.upload import load_examples
+    from app.headless import stub_ui
 
     return stub_ui(service, load_examples())
 
 
 def inputs(ui, session, shown, upload=None, **settings) -> dict:
-    from .settings import Settings
+    from app.settings import Settings
 
     s = Settings(**settings)
     v = {getattr(ui.controls, f.name): getattr(s, f.name) for f in fields(Settings)}
@@ -69,10 +70,10 @@ def inputs(ui, session, shown, upload=None, **settings) -> dict:
 def measure_batch(service, ui, redecides: int, size: int = BATCH_SIZE) -> dict:
     """The batch tab: ``size`` images (the shipped examples, repeated) encoded once, then the
     threshold moved back and forth ``redecides`` times."""
-    from . import views_handlers as vh
-    from .headless import stub_views
-    from .reference import ReferenceSet
-    from .settings import Settings
+    from app import views_handlers as vh
+    from app.headless import stub_views
+    from app.reference import ReferenceSet
+    from app.settings import Settings
 
     paths = [e["path"] for e in ui.examples]
     files = [paths[i % len(paths)] for i in range(size)]
@@ -99,11 +100,10 @@ def measure_batch(service, ui, redecides: int, size: int = BATCH_SIZE) -> dict:
 
 
 def measure(backbone: str, image: Path, repeats: int, redecides: int) -> dict:
+    from app import handlers
+    from app.service import ModelService, Session, Spec
     from hvl_core import load_image
     from hvl_core.geometry import hierarchical_crops
-
-    from . import handlers
-    from .service import ModelService, Session, Spec
 
     service = ModelService(backbone, device="cpu")
     model = service.preload(Spec())
@@ -133,7 +133,7 @@ def measure(backbone: str, image: Path, repeats: int, redecides: int) -> dict:
         ratios.append((t1 - t0) / (t2 - t1))
     sess, shown = out[ui.session], out[ui.shown]
     # the app's own share: drawing every output of an upload, from the finished prediction
-    from .settings import Settings
+    from app.settings import Settings
 
     draw_s = []
     for _ in range(repeats):
@@ -201,10 +201,9 @@ def measure_start(backbone: str, image: Path, encoder_repeats: int = 3, timeout_
 
     from gradio_client import Client
 
+    from app.service import ModelService, Spec
     from hvl_core import load_image
     from hvl_core.geometry import hierarchical_crops
-
-    from .service import ModelService, Spec
 
     model = ModelService(backbone, device="cpu").preload(Spec())  # built before the server starts
     crops = hierarchical_crops(load_image(str(image)).image, model.n, model.backbone.image_size, model.detail)
@@ -276,7 +275,7 @@ def summary(results: list[dict], env: dict) -> str:
         for r in results
     )
     return (
-        f"# Demo latency (`python -m app.bench`)\n\nCPU {env['cpu']}, {env['threads']} torch threads on {env['cores']} "
+        f"# Demo latency (`bench/app_bench.py`)\n\nCPU {env['cpu']}, {env['threads']} torch threads on {env['cores']} "
         f"cores, load average {env['load_average']} at start; torch {env['torch']}, Python {env['python']}; "
         f"{env['date']}. Image: `assets/{results[0]['image']}`; {results[0]['repeats']} upload rounds (interleaved "
         f"with the bare encoder), {results[0]['redecides']} K changes.\n\n"
@@ -301,7 +300,7 @@ def summary(results: list[dict], env: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="bench/app_bench.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, type=Path, help="folder: bench.json gets the keys, app.md the summary")
     ap.add_argument(
         "--backbone",
