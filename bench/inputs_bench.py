@@ -344,21 +344,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_concurrency(clients: int = 20, per_client: int = 5) -> dict:
-    from gradio_client import Client, handle_file
-
-    port = _free_port()
-    uploads = Path(tempfile.mkdtemp(prefix="hvl-bench-uploads-"))
-    tmp_before = {p.name for p in Path(tempfile.gettempdir()).iterdir()}
-    env = {
+def server_env(port: int, upload_parent) -> dict:
+    """The environment of an ``app.py`` started for a measurement: the tiny backbone on the CPU, on
+    loopback at ``port``, its upload folder under ``upload_parent``."""
+    return {
         **os.environ,
         "HVL_BACKBONE": "tiny-clip-random",
         "HVL_DEVICE": "cpu",
         "GRADIO_SERVER_PORT": str(port),
         "GRADIO_SERVER_NAME": "127.0.0.1",
         "PYTHONPATH": str(ROOT),
-        "GRADIO_TEMP_DIR": str(uploads),
+        "GRADIO_TEMP_DIR": str(upload_parent),
     }
+
+
+def run_concurrency(clients: int = 20, per_client: int = 5) -> dict:
+    from gradio_client import Client, handle_file
+
+    port = _free_port()
+    uploads = Path(tempfile.mkdtemp(prefix="hvl-bench-uploads-"))
+    tmp_before = {p.name for p in Path(tempfile.gettempdir()).iterdir()}
+    env = server_env(port, uploads)
     log = tempfile.TemporaryFile()
     server = subprocess.Popen([sys.executable, str(ROOT / "app.py")], env=env, stdout=log, stderr=subprocess.STDOUT)
     proc = psutil.Process(server.pid)
@@ -691,15 +697,7 @@ def run_sigterm() -> dict:
 
     parent = Path(tempfile.mkdtemp(prefix="hvl-bench-parent-"))
     port = _free_port()
-    env = {
-        **os.environ,
-        "HVL_BACKBONE": "tiny-clip-random",
-        "HVL_DEVICE": "cpu",
-        "GRADIO_SERVER_PORT": str(port),
-        "GRADIO_SERVER_NAME": "127.0.0.1",
-        "PYTHONPATH": str(ROOT),
-        "GRADIO_TEMP_DIR": str(parent),
-    }
+    env = server_env(port, parent)
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "app.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
     )
