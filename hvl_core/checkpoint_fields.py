@@ -124,7 +124,7 @@ def _check_calibration(cal, cfg: dict, classes: int) -> None:
         raise ValueError("calibration must be an object")
     if cal.get("scores") is not None:
         _check_scores(cal["scores"], "calibration.scores")
-        if cal.get("score") != cfg.get("score", "msp"):
+        if cal.get("score") != cfg.get("score", HVLConfig.score):
             raise ValueError("calibration.score must be the config's score")
     by = cal.get("by_score")
     if by is None:

@@ -19,7 +19,7 @@ import torch
 from .backbones import Backbone, create_backbone, same_backbone
 from .checkpoint import Checkpoint, CheckpointError, head_from_checkpoint, load_checkpoint
 from .geometry import hierarchical_crops, split_scales
-from .head import SCORES, HVLHead, HVLOutput, ScoreError, check_threshold
+from .head import SCORES, HVLConfig, HVLHead, HVLOutput, ScoreError, check_threshold
 from .images import LoadedImage, load_image
 from .prediction import DROPPED_LABEL, OTHER_LABEL, Prediction, predictions  # noqa: F401 — the labels: old home
 from .presets import ClassSet, class_set_from_names, load_preset
@@ -58,7 +58,8 @@ def decision_default(backbone: Backbone, preset: str | None) -> dict:
     ``DEFAULT_THRESHOLD`` (not measured)."""
     entry = getattr(backbone, "decision_defaults", {}).get(preset) if preset else None
     if entry is None:
-        return {"score": "msp", "thresholds": {"msp": DEFAULT_THRESHOLD}, "measured": False}
+        paper = HVLConfig.score  # the paper's MSP, whose registry entry has a neutral threshold
+        return {"score": paper, "thresholds": {paper: SCORES[paper].default_threshold}, "measured": False}
     return {"score": entry["score"], "thresholds": dict(entry["thresholds"]), "measured": True}
 
 

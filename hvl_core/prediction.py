@@ -13,6 +13,7 @@ import torch
 
 from .conformal import conformal_pvalue
 from .head import HVLConfig, HVLOutput, scale_scores, score_range
+from .scores import SCORES
 
 #: how the page names the probability mass of the negative classes, and the mass of the patches
 #: the entropy filter dropped (the remainder of the sub-normalised p¹, p²)
@@ -164,7 +165,7 @@ def predictions(
     lo, hi = score_range(cfg, C)
     rng = (lo if math.isfinite(lo) else None, hi if math.isfinite(hi) else None)
     logit_terms = None
-    if cfg.score != "msp":
+    if SCORES[cfg.score].per_scale:  # a logit score: its per-scale terms (§9)
         terms = scale_scores(cfg.score, out.logits0, out.logits1, out.logits2, out.keep1, out.keep2, cfg.energy_t)
         logit_terms = torch.stack(terms, -1).float().cpu().numpy()
     o = {f: _numpy(getattr(out, f)) for f in _FIELDS}
