@@ -46,6 +46,7 @@ from .head import HVLConfig, HVLHead, check_threshold
 from .hub import is_hub_id, offline_unless_reachable
 from .model_card import model_card
 from .presets import ClassSet
+from .scope import SCOPE_WEIGHTS, ScopeDetector, read_scope, scope_blob
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -68,6 +69,8 @@ class Checkpoint:
     source: str
     #: sha256 of the weights file as read (not as claimed)
     weights_sha256: str = ""
+    #: stage 1 of HVL_SPEC §11 (in scope?), when the checkpoint ships one
+    scope: ScopeDetector | None = None
 
     @property
     def config(self) -> HVLConfig:
@@ -118,6 +121,7 @@ class Checkpoint:
             "detail": m.get("detail", "upsample"),
             "threshold": m.get("threshold"),
             "calibration_scores": self.calibration_scores,
+            "scope": m.get("scope"),
         }
         return hashlib.sha256(json.dumps(decision, sort_keys=True, allow_nan=False).encode()).hexdigest()
 
@@ -149,9 +153,10 @@ def save_checkpoint(
     threshold: float | None = None,
     detail: str = "upsample",
     extra: dict | None = None,
+    scope: ScopeDetector | None = None,
 ) -> Path:
     """Write ``model.safetensors``, ``config.json`` and a model card ``README.md`` into
-    ``directory``; returns the folder."""
+    ``directory`` (and ``scope.safetensors`` with a stage 1, HVL_SPEC §11); returns the folder."""
     if threshold is not None:  # finite and within the score's range: never NaN in the JSON
         threshold = check_threshold(threshold, head.config, head.num_classes)
     d = Path(directory)
@@ -173,6 +178,9 @@ def save_checkpoint(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **(extra or {}),
     }
+    if scope is not None:
+        scope_bytes, meta["scope"] = scope_blob(scope)
+        atomic_write(d / SCOPE_WEIGHTS, scope_bytes)
     text = json.dumps(meta, indent=2, allow_nan=False)  # never write NaN: it is not JSON
     atomic_write(d / WEIGHTS_NAME, blob)
     atomic_write(d / CONFIG_NAME, text.encode())
@@ -286,7 +294,30 @@ def load_checkpoint(source: str | os.PathLike) -> Checkpoint:
             raise CheckpointError(f"checkpoint {source}: {k} has shape {tuple(state[k].shape)}, expected {shape}")
         if not state[k].is_floating_point() or not torch.isfinite(state[k]).all():
             raise CheckpointError(f"checkpoint {source}: {k} holds non-finite or non-float values")
-    return Checkpoint(state=state, meta=meta, source=source, weights_sha256=sha)
+    scope = None
+    if meta.get("scope") is not None:
+        try:
+            if not isinstance(meta["scope"], dict):
+                raise ValueError("scope must be an object")
+            scope = read_scope(_scope_file(weights, source), meta["scope"], meta["embed_dim"])
+        except (ValueError, TypeError, KeyError) as e:
+            raise CheckpointError(f"checkpoint {source}: its in-scope stage cannot be used ({e})") from None
+    return Checkpoint(state=state, meta=meta, source=source, weights_sha256=sha, scope=scope)
+
+
+def _scope_file(weights: Path, source: str) -> Path:
+    """``scope.safetensors`` beside the weights; from the hub when the checkpoint came from there."""
+    local = weights.parent / SCOPE_WEIGHTS
+    if local.is_file() or _local_pair(Path(source)) is not None:
+        return local
+    from huggingface_hub import hf_hub_download
+
+    repo = source[len("hf://") :] if source.startswith("hf://") else source
+    try:
+        with offline_unless_reachable():
+            return Path(hf_hub_download(repo, SCOPE_WEIGHTS))
+    except Exception as e:  # the hub client raises many kinds; all mean "cannot have it"
+        raise ValueError(f"could not download {SCOPE_WEIGHTS} ({type(e).__name__})") from None
 
 
 #: trained checkpoints ship as ``<weights>/hvl-<backbone>-<preset>/`` (hub layout)

@@ -110,14 +110,27 @@ def aggregate_patches(p: torch.Tensor, keep: torch.Tensor, renormalize: bool = F
     return kept / denom
 
 
-def cross_entropy(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """CE(p, y) = −log(max(p_y, 1e-12)), per sample."""
-    return -p.gather(-1, y.view(-1, 1)).squeeze(-1).clamp_min(EPS_LOG).log()
+def log_aggregate_patches(logp: torch.Tensor, keep: torch.Tensor, renormalize: bool = False) -> torch.Tensor:
+    """log of :func:`aggregate_patches`, in the log domain (§10): ``logsumexp_i∈kept(log p_i) − log N``
+    (N: all patches, or the kept ones with ``renormalize``). ``logp (B,N,C)``, ``keep (B,N)`` → ``(B,C)``.
+    Finite and with a gradient however small the kept probabilities are."""
+    masked = logp.masked_fill(~keep.unsqueeze(-1), float("-inf"))
+    denom = (
+        keep.sum(1, keepdim=True).to(logp.dtype).clamp_min(1) if renormalize else logp.new_tensor(float(logp.shape[1]))
+    )
+    return torch.logsumexp(masked, dim=1) - denom.log()
 
 
-def id_loss(p0: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Eq. 3: L_ID = mean_batch [CE(p⁰, y) + CE(p¹, y) + CE(p², y)]."""
-    return (cross_entropy(p0, y) + cross_entropy(p1, y) + cross_entropy(p2, y)).mean()
+def cross_entropy(log_p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """CE(p, y) = −log p_y from log-probabilities ``log_p (B,C)`` (§10: never ``log(clamp(p, ε))``,
+    whose clamp has zero gradient, so an image with p_y < ε would stop learning), per sample."""
+    return -log_p.gather(-1, y.view(-1, 1)).squeeze(-1)
+
+
+def id_loss(logp0: torch.Tensor, logp1: torch.Tensor, logp2: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Eq. 3: L_ID = mean_batch [CE(p⁰, y) + CE(p¹, y) + CE(p², y)], from log p⁰, log p¹, log p²
+    (``log_softmax`` and :func:`log_aggregate_patches`, §10)."""
+    return (cross_entropy(logp0, y) + cross_entropy(logp1, y) + cross_entropy(logp2, y)).mean()
 
 
 def entropy_gain(h2: torch.Tensor, h1: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:

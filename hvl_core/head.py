@@ -29,6 +29,7 @@ class HVLOutput:
     p0: torch.Tensor  # (B, C) scale 0
     p1: torch.Tensor  # (B, C) mid scale, entropy-filtered aggregate
     p2: torch.Tensor  # (B, C) high scale
+    logp: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # log p0, log p1, log p2 (B, C), in the log domain (§10)
     p_id: torch.Tensor  # (B, C) fused
     msp: torch.Tensor  # (B,)
     score: torch.Tensor  # (B,) the decision score of the config (fused; msp for the paper)
@@ -123,6 +124,12 @@ class HVLHead(nn.Module):
         else:
             keep1, keep2 = torch.ones_like(h1, dtype=torch.bool), torch.ones_like(h2, dtype=torch.bool)
         p0 = p0_all[..., :C]
+        # L_ID reads these: log p computed without ever taking the log of a rounded-down p (§10)
+        logp = (
+            torch.log_softmax(z0, dim=-1)[..., :C],
+            eq.log_aggregate_patches(torch.log_softmax(z1, dim=-1)[..., :C], keep1, cfg.renormalize),
+            eq.log_aggregate_patches(torch.log_softmax(z2, dim=-1)[..., :C], keep2, cfg.renormalize),
+        )
         p1 = eq.aggregate_patches(p1_all[..., :C], keep1, cfg.renormalize)
         p2 = eq.aggregate_patches(p2_all[..., :C], keep2, cfg.renormalize)
         p_id = eq.fused_prediction(p0, p1, p2)
@@ -149,6 +156,7 @@ class HVLHead(nn.Module):
             p0=p0,
             p1=p1,
             p2=p2,
+            logp=logp,
             p_id=p_id,
             msp=eq.msp(p_id),
             score=fused,
@@ -172,7 +180,7 @@ class HVLHead(nn.Module):
 
     def loss(self, out: HVLOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """L_ID (Eq. 3), L_OOD (Eq. 5) and total = L_ID + lambda_ood · L_OOD."""
-        l_id = eq.id_loss(out.p0, out.p1, out.p2, labels)
+        l_id = eq.id_loss(*out.logp, labels)
         if self.config.use_ood_loss:
             l_ood = eq.ood_loss(*out.pseudo_ood_probs)
         else:

@@ -18,8 +18,9 @@ import torch
 
 from .backbones import Backbone, create_backbone, same_backbone
 from .checkpoint import Checkpoint, CheckpointError, head_from_checkpoint, load_checkpoint
+from .defaults import decision_default, default_threshold
 from .geometry import hierarchical_crops, split_scales
-from .head import SCORES, HVLConfig, HVLHead, HVLOutput, ScoreError, check_threshold
+from .head import SCORES, HVLHead, HVLOutput, ScoreError, check_threshold
 from .images import LoadedImage, load_image
 from .prediction import DROPPED_LABEL, OTHER_LABEL, Prediction, predictions  # noqa: F401 — the labels: old home
 from .presets import ClassSet, class_set_from_names, load_preset
@@ -52,31 +53,6 @@ class Encoded:
     notes: list[str] = field(default_factory=list)
 
 
-def decision_default(backbone: Backbone, preset: str | None) -> dict:
-    """The default decision for a backbone and class set: ``{"score", "thresholds", "measured"}``.
-    The backbone's measured entry for the preset (``Backbone.decision_defaults``), else MSP with
-    ``DEFAULT_THRESHOLD`` (not measured)."""
-    entry = getattr(backbone, "decision_defaults", {}).get(preset) if preset else None
-    if entry is None:
-        paper = HVLConfig.score  # the paper's MSP, whose registry entry has a neutral threshold
-        return {"score": paper, "thresholds": {paper: SCORES[paper].default_threshold}, "measured": False}
-    return {"score": entry["score"], "thresholds": dict(entry["thresholds"]), "measured": True}
-
-
-def default_threshold(backbone: Backbone, score: str, preset: str | None = None) -> tuple[float, str]:
-    """(threshold, source) for ``score`` without a calibrated one: the backbone's measured
-    threshold for the preset (source "measured"), else 0.5 for MSP ("default"). Energy and
-    max-logit have no neutral value: without a measured one, ``ScoreError`` says what to give."""
-    d = decision_default(backbone, preset)
-    if score in d["thresholds"]:
-        return float(d["thresholds"][score]), "measured" if d["measured"] else "default"
-    what = f"the {preset} classes" if preset else "a custom class set"
-    raise ScoreError(
-        f"the {score} score has no measured default threshold for backbone {backbone.name} with "
-        f"{what}: give a threshold in {score} units, or calibrate a checkpoint with this score"
-    )
-
-
 def class_embeddings(backbone: Backbone, classes: ClassSet) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Class embeddings (C + negatives, d) and the optional logit bias, computed once per backbone
     and class set; the ``MAX_CLASS_SETS`` most recently used class sets are kept per backbone."""
@@ -97,7 +73,11 @@ def class_embeddings(backbone: Backbone, classes: ClassSet) -> tuple[torch.Tenso
 
 
 class HVLModel:
-    """A frozen backbone, an HVL head and a class set."""
+    """A frozen backbone, an HVL head and a class set; with a checkpoint's stage 1 (``scope``,
+    HVL_SPEC §11) and its classes' measured ``precision`` when it ships them."""
+
+    scope = None
+    precision = None
 
     def __init__(
         self,
@@ -244,6 +224,8 @@ class HVLModel:
             source,
             (self.backbone.name, self.backbone.note),
             self.calibration.get(cfg.score),
+            self.scope,
+            self.precision,
         )
 
     def decide(self, encoded: Encoded, threshold: float | None = None, **overrides) -> Prediction:
@@ -324,7 +306,7 @@ def load_model(
             )
         calibrated = threshold is None and own is not None
         thresholds = {s: t for s in SCORES if (t := ck.calibrated_threshold(s)) is not None}
-        return HVLModel(
+        model = HVLModel(
             bb,
             head,
             ck.classes,
@@ -336,6 +318,8 @@ def load_model(
             calibration=ck.calibration_scores,
             calibrated_thresholds=thresholds,
         )
+        model.scope, model.precision = ck.scope, (ck.meta.get("measured") or {}).get("precision")
+        return model
     bb = backbone if isinstance(backbone, Backbone) else create_backbone(backbone)
     cs = resolve_classes(classes, preset, template)
     options = {**bb.head_defaults, "score": decision_default(bb, cs.preset)["score"], **head_options}

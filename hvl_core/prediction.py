@@ -65,6 +65,10 @@ class Prediction:
     patches the filter dropped (0 for p0, and with ``renormalize``). ``p_negatives`` (Q,) splits
     ``p_other["p_id"]`` by negative class. ``shares(s)`` lists all of it, summing to 1.
 
+    The decision (HVL_SPEC §11) has two stages: ``scope`` (in scope?) and then the score against
+    the threshold (known class?); ``p_value`` is stage 2's, ``scope["p_value"]`` stage 1's, and
+    ``deciding_p_value`` the one of the stage that decided.
+
     Entropies (``entropy1``, ``entropy2``, ``entropy_gain``) are over the full softmax of
     ``entropy_classes`` = C + Q classes, so their maximum (an even split) is
     ``entropy_max`` = ln(C + Q).
@@ -109,8 +113,21 @@ class Prediction:
     p_dropped: dict = field(default_factory=dict)  # {"p0", "p1", "p2", "p_id"} -> mass the filter dropped
     entropy_classes: int = 0
     entropy_max: float = 0.0
+    #: HVL_SPEC §11: "out of scope" (stage 1 said this is not the kind of image the model reads),
+    #: "unknown" (in scope, score under the threshold) or "known"; ``known`` is outcome == "known"
+    outcome: str = "known"
+    #: stage 1's answer when the model has one: {"in_scope", "knn", "gate", "t_knn", "t_gate",
+    #: "p_value", "n_calibration", "scope"}; None: no stage 1 (every image counts as in scope)
+    scope: dict | None = None
+    #: the predicted class's precision on held-out sources, {"value", "n"}, when it was measured
+    precision: dict | None = None
     image: np.ndarray = field(repr=False, default=None)  # the view the grids cover (S, S, 3) uint8
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def deciding_p_value(self) -> float | None:
+        """The p-value of the stage that decided: stage 1's for an image out of scope, else stage 2's."""
+        return self.scope["p_value"] if self.outcome == "out of scope" else self.p_value
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         order = np.argsort(-self.p_id, kind="stable")[:k]
@@ -154,11 +171,14 @@ def predictions(
     source: str,
     backbone: tuple[str, str],
     calibration: np.ndarray | None = None,
+    scope=None,
+    precision: dict | None = None,
 ) -> list[Prediction]:
     """One ``Prediction`` per image of a head pass (``out``, batch-first) under ``cfg``: the
     known classes ``names`` (C), the negative ones (Q), each image's ``Encoded`` (its view and
-    notes), the threshold and its source, ``backbone`` = (name, note), and the sorted known
-    calibration scores for conformal p-values (§ HVL_SPEC 9; None: no p-value)."""
+    notes), the threshold and its source, ``backbone`` = (name, note), the sorted known
+    calibration scores for conformal p-values (§ HVL_SPEC 9; None: no p-value), the stage 1
+    ``ScopeDetector`` (§11; None: none) and the classes' measured ``precision`` ({name: {value, n}})."""
     n, C = cfg.n, len(names)
     g = 2 * n
     negatives = list(negatives)
@@ -177,6 +197,7 @@ def predictions(
     other_all = np.stack([o[f"neg{j}"].sum(-1) for j in range(3)], -1)  # (B, 3)
     kept = np.stack([o["keep1"].mean(-1), o["keep2"].mean(-1)], -1)  # (B, 2)
     labels = o["p_id"].argmax(-1)
+    stage1 = None if scope is None else scope.predict(torch.stack([e.v0 for e in encoded]))
     preds = []
     for i, e in enumerate(encoded):
         idx = int(labels[i])
@@ -187,12 +208,14 @@ def predictions(
         # dropped, since §4 divides the kept patches' sum by all patches
         d1, d2 = (0.0, 0.0) if cfg.renormalize else (1.0 - float(kept[i, 0]), 1.0 - float(kept[i, 1]))
         dropped = {"p0": 0.0, "p1": d1, "p2": d2, "p_id": (d1 + d2) / 3}
+        in_scope = True if stage1 is None else bool(stage1.in_scope[i])
+        outcome = "out of scope" if not in_scope else ("known" if score >= threshold else "unknown")
         preds.append(
             Prediction(
                 label=names[idx],
                 class_index=idx,
                 msp=float(o["msp"][i]),
-                known=score >= threshold,
+                known=outcome == "known",
                 threshold=threshold,
                 classes=list(names),
                 p_id=o["p_id"][i],
@@ -226,8 +249,24 @@ def predictions(
                 p_dropped=dropped,
                 entropy_classes=rows,
                 entropy_max=math.log(rows),
+                outcome=outcome,
+                scope=None if stage1 is None else _scope_entry(scope, stage1, i),
+                precision=(precision or {}).get(names[idx]),
                 image=e.view,
                 notes=list(e.notes),
             )
         )
     return preds
+
+
+def _scope_entry(scope, result, i: int) -> dict:
+    return {
+        "in_scope": bool(result.in_scope[i]),
+        "knn": float(result.knn[i]),
+        "gate": float(result.gate[i]),
+        "t_knn": scope.t_knn,
+        "t_gate": scope.t_gate,
+        "p_value": float(result.p_value[i]),
+        "n_calibration": scope.n_calibration,
+        "scope": scope.scope,
+    }

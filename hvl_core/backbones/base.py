@@ -39,7 +39,7 @@ class Backbone(ABC):
     #: whether ``load_model`` adds ``negative_classes`` to a class set by default
     negatives_by_default: bool = False
     #: decision defaults measured on real images, per preset name: {"score": name, "thresholds":
-    #: {score: threshold}}; class sets not listed get MSP at 0.5 (``hvl_core.model.decision_default``)
+    #: {score: threshold}}; class sets not listed get MSP at 0.5 (``hvl_core.defaults.decision_default``)
     decision_defaults: dict = {}
     #: "vision-language" (image and text towers: a class is the text of its prompt) or
     #: "label-only" (a classifier: a class is one of its labels, no text is read)

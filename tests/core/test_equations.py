@@ -163,14 +163,37 @@ def test_aggregate_divides_by_all_patches_unless_renormalized():
 
 
 def test_cross_entropy_and_id_loss_by_hand():
-    p = T([[0.25, 0.75]])
     y = T([1])
-    close(eq.cross_entropy(p, y), [-math.log(0.75)])
-    close(eq.cross_entropy(T([[1.0, 0.0]]), y), [-math.log(1e-12)])  # clamped, finite
+    close(eq.cross_entropy(T([[0.25, 0.75]]).log(), y), [-math.log(0.75)])
     p0, p1, p2 = T([[0.5, 0.5], [0.9, 0.1]]), T([[0.2, 0.6], [0.3, 0.1]]), T([[0.1, 0.9], [0.4, 0.4]])
     y = T([1, 0])
     want = ((-math.log(0.5) - math.log(0.6) - math.log(0.9)) + (-math.log(0.9) - math.log(0.3) - math.log(0.4))) / 2
-    close(eq.id_loss(p0, p1, p2, y), want)
+    close(eq.id_loss(p0.log(), p1.log(), p2.log(), y), want)
+
+
+def test_log_aggregate_is_the_log_of_the_aggregate():
+    p = T([[[0.8, 0.2], [0.5, 0.5], [0.1, 0.9]]])
+    keep = T([[True, False, True]])
+    close(eq.log_aggregate_patches(p.log(), keep).exp(), [[0.9 / 3, 1.1 / 3]])  # divide by all 3
+    close(eq.log_aggregate_patches(p.log(), keep, renormalize=True).exp(), [[0.45, 0.55]])
+    close(eq.log_aggregate_patches(p.log(), keep), eq.aggregate_patches(p, keep).log())
+
+
+def test_id_loss_keeps_a_gradient_where_p_y_is_1e_30():
+    # §10: with p_y = 1e-30 the old −log(clamp(p_y, 1e-12)) had gradient 0, so the image never learned
+    z = torch.tensor([[0.0, 69.0776]], dtype=torch.float64, requires_grad=True)  # p_0 = e^-69.08 ≈ 1e-30
+    logp = torch.log_softmax(z, -1)
+    assert logp[0, 0].exp().item() == pytest.approx(1e-30, rel=1e-3)
+    y = T([0])
+    loss = eq.id_loss(logp, logp, logp, y)
+    assert loss.item() == pytest.approx(3 * 69.0776, rel=1e-6)  # 3 × −log(1e-30), not 3 × −log(1e-12)
+    (g,) = torch.autograd.grad(loss, z)
+    assert g[0, 0].item() == pytest.approx(-3.0, rel=1e-6)  # ∂(−log softmax_0)/∂z_0 = p_0 − 1 ≈ −1, per scale
+    # the patch mean too: one kept patch at 1e-30, the mean of the log domain still moves
+    zp = torch.tensor([[[0.0, 69.0776], [0.0, 69.0776]]], dtype=torch.float64, requires_grad=True)
+    lp = eq.log_aggregate_patches(torch.log_softmax(zp, -1), T([[True, True]]))
+    (gp,) = torch.autograd.grad(eq.cross_entropy(lp, y).sum(), zp)
+    assert gp[0, :, 0].abs().min().item() > 0.4
 
 
 # --- Eq. 4–5 ------------------------------------------------------------------------------------

@@ -141,8 +141,9 @@ def check_against_reference(head, inputs, **ref_opts):
     want_ood = sum(r["l_ood"] for r in refs) / len(refs)
     if head.config.use_ood_loss:
         assert loss["ood"].item() == pytest.approx(want_ood, abs=1e-9)
-    want_id = sum(-math.log(max(float(r[s][0]), 1e-12)) for r in refs for s in ("p0", "p1", "p2")) / len(refs)
-    assert loss["id"].item() == pytest.approx(want_id, abs=1e-9)
+    # the exact −log p_y (§10: no clamp at 1e-12, whose zero gradient froze images that fell under it)
+    want_id = sum(-math.log(float(r[s][0])) for r in refs for s in ("p0", "p1", "p2")) / len(refs)
+    assert loss["id"].item() == pytest.approx(want_id, rel=1e-9, abs=1e-9)
     return out, loss
 
 

@@ -9,8 +9,9 @@ import torch
 
 from hvl_core import BackboneUnavailable, ImageError, ScoreError, create_backbone, load_model, save_checkpoint
 from hvl_core import equations as eq
+from hvl_core.defaults import decision_default
 from hvl_core.head import HVLHead
-from hvl_core.model import DROPPED_LABEL, OTHER_LABEL, class_embeddings, decision_default
+from hvl_core.model import DROPPED_LABEL, OTHER_LABEL, class_embeddings
 from hvl_core.presets import load_preset
 
 
