@@ -60,4 +60,15 @@ def bh_select(p_values, fdr: float = ALPHA) -> np.ndarray:
     return false_discovery_control(p, method="bh") <= fdr
 
 
-__all__ = ["ALPHA", "conformal_pvalue", "conformal_threshold", "bh_select"]
+def bh_min_flagged(p_min: float, m: int, fdr: float = ALPHA) -> int | None:
+    """The fewest images Benjamini–Hochberg at ``fdr`` over ``m`` images can flag, when no p-value
+    can be under ``p_min`` (``1/(N+1)`` with N calibration scores): it flags the k smallest only if
+    the k-th is ``≤ k·fdr/m``, so at least ``⌈m·p_min/fdr⌉`` images must be that unusual together.
+    None when that is more than ``m``: BH can flag nothing at this size (HVL_SPEC §11)."""
+    if m < 1:
+        return None
+    k = max(1, math.ceil(m * p_min / fdr - 1e-12))
+    return k if k <= m else None
+
+
+__all__ = ["ALPHA", "conformal_pvalue", "conformal_threshold", "bh_select", "bh_min_flagged"]

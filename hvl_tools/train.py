@@ -170,6 +170,25 @@ def _make_scheduler(opt, cfg: TrainConfig):
     return None  # constant learning rate
 
 
+#: the most one Adam step may move a linear logit (§10), bound taken over the mean training image
+MAX_LOGIT_STEP = 0.25
+
+
+def step_size(head: HVLHead, text: torch.Tensor, v: torch.Tensor, lr: float) -> float:
+    """The learning rate a head trains with (HVL_SPEC §10). Adam moves every parameter by about
+    ``lr`` a step. The paper's ``lr`` suits cosine logits of unit CLIP features, and is kept for
+    them. A linear logit ``(u·t_c + bias)/tau`` on raw features moves by up to
+    ``lr·(|u|₁ + |v|₁·|t_c|₁)/tau`` (b⁰/b² through u, W through v and t): tens on DenseNet features
+    (|v|₁ ≈ 300), which froze the old head in a few steps; there ``lr`` is scaled so this bound, for
+    the mean image ``v (N, crops, d)`` and the largest class row, is ``MAX_LOGIT_STEP``."""
+    if head.config.similarity != "linear":
+        return lr
+    v1 = float(v.abs().sum(-1).mean())
+    t1 = float(text.abs().sum(-1).max())
+    bound = lr * (v1 + v1 * t1) / head.config.tau
+    return lr * min(1.0, MAX_LOGIT_STEP / bound) if bound > 0 else lr
+
+
 def train_head(
     head: HVLHead,
     text: torch.Tensor,
@@ -243,7 +262,10 @@ def _train_head(
     text = text.to(device)
     bias = logit_bias.to(device) if logit_bias is not None else None
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lr = step_size(head, text, feats.v, cfg.lr)
+    if lr != cfg.lr:
+        log(f"linear logits on raw features: learning rate {cfg.lr:g} scaled to {lr:.3g} (HVL_SPEC §10)")
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=cfg.weight_decay)
     sched = _make_scheduler(opt, cfg)
     info = {
         "train_config": cfg.to_dict(),

@@ -35,6 +35,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from hvl_core import verdicts
     from hvl_core.slides import parse_tile
 
     from .common import fail
@@ -76,11 +77,14 @@ def run(args) -> int:
                     "score": round(pred.score, 6),
                     "score_name": pred.score_name,
                     "msp": round(pred.msp, 6),
+                    **verdicts.summary(pred),
                     "known": pred.known,
+                    "scope": pred.scope,
+                    "precision": pred.precision,
                     "threshold": pred.threshold,
                     "threshold_source": pred.threshold_source,
                     "score_range": list(pred.score_range),
-                    "p_value": None if pred.p_value is None else round(pred.p_value, 6),
+                    "p_value_known_class": None if pred.p_value is None else round(pred.p_value, 6),
                     "n_calibration": pred.n_calibration,
                     "backbone": pred.backbone,
                     "backbone_note": pred.backbone_note,
@@ -92,12 +96,13 @@ def run(args) -> int:
                 }
                 print(json.dumps(d), flush=True)
             else:
-                verdict = f"Known: {pred.label}" if pred.known else "Unknown — refer to a specialist"
-                rel = "≥" if pred.known else "<"
-                pv = "" if pred.p_value is None else f"; conformal p {pred.p_value:.3f} of {pred.n_calibration}"
+                rel = "≥" if pred.score >= pred.threshold else "<"
+                print(f"{path}: {verdicts.headline(pred)}")
+                print(f"  {verdicts.meaning(pred)}")
+                if verdicts.p_value_words(pred):
+                    print(f"  {verdicts.p_value_words(pred)}")
                 print(
-                    f"{path}: {verdict} ({pred.score_name} {pred.score:.4g} {rel} {pred.threshold:.4g}{pv}; "
-                    f"top: {pred.label})"
+                    f"  ({pred.score_name} {pred.score:.4g} {rel} {pred.threshold:.4g}; best known class: {pred.label})"
                 )
                 for note in pred.notes:
                     print(f"  note: {note}")

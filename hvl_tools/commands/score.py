@@ -119,7 +119,8 @@ def run(args) -> int:
     r = s["run"]
     speed = f", {r['images_per_s']:.2f} images/s" if r["images_per_s"] else ""
     print(
-        f"{s['scored']} scored ({s['known']} known, {s['unknown']} unknown at {s['score']} ≥ {s['threshold']:.3g}), "
+        f"{s['scored']} scored ({s['known']} known, {s['unknown']} unknown at {s['score']} ≥ {s['threshold']:.3g}, "
+        f"{s['out_of_scope']} out of scope), "
         f"{s['errors']} unreadable; {r['scored_now']} now in {r['seconds']:.1f} s{speed}, "
         f"{r['skipped_as_done']} already done → {args.out}/scores.csv",
         file=sys.stderr,
@@ -130,4 +131,6 @@ def run(args) -> int:
             "(among them, at most that share of known images expected)",
             file=sys.stderr,
         )
+        if s["bh"]["note"]:
+            print(s["bh"]["note"], file=sys.stderr)
     return 1 if s["errors"] else 0

@@ -84,7 +84,7 @@ class RayScorer:
             b = batch_of_columns(batch, self.scorer.size)
         rows = self.scorer.score(b)
         out = {
-            c: np.array([r[c] for r in rows], dtype=object if c in ("path", "label", "error") else None)
+            c: np.array([r[c] for r in rows], dtype=object if c in ("path", "label", "outcome", "error") else None)
             for c in COLUMNS
         }
         out["score_name"] = np.array([self.scorer.score_name] * len(rows), dtype=object)
@@ -190,6 +190,7 @@ def ray_batches(
                     "score": float(out["score"][i]),
                     "msp": float(out["msp"][i]),
                     "p_value": float(out["p_value"][i]),
+                    "outcome": str(out["outcome"][i]),
                     "known": bool(out["known"][i]),
                     "error": str(out["error"][i]),
                 }

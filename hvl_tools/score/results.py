@@ -132,9 +132,11 @@ def check_run(out_dir: str | os.PathLike, identity: dict) -> None:
     atomic_write(p, json.dumps({"format": "hvl-score-run", "model": identity}, indent=1) + "\n")
 
 
-def bh_summary(rows: list[dict], fdr: float) -> dict | None:
-    """Benjamini–Hochberg over the rows' conformal p-values (None when there are none)."""
+def bh_summary(rows: list[dict], fdr: float, smallest_p: float | None = None) -> dict | None:
+    """Benjamini–Hochberg over the rows' conformal p-values — each the p-value of the stage that
+    decided — (None when there are none); ``note`` says when BH cannot flag single images at this size."""
     from hvl_core.conformal import bh_select
+    from hvl_core.verdicts import bh_note
 
     ok = [r for r in rows if not r["error"] and not math.isnan(r["p_value"])]
     if not ok:
@@ -145,6 +147,7 @@ def bh_summary(rows: list[dict], fdr: float) -> dict | None:
         "unknown": int(flagged.sum()),
         "known": int((~flagged).sum()),
         "unknown_paths": [r["path"] for r, f in zip(ok, flagged) if f],
+        "note": bh_note(smallest_p, len(ok), fdr),
     }
 
 
@@ -157,6 +160,7 @@ def summarize(rows: list[dict], identity: dict, score_name: str, run: dict, fdr:
     for r in ok:
         labels[r["label"]] = labels.get(r["label"], 0) + 1
     known = sum(r["known"] for r in ok)
+    out_of_scope = sum(r["outcome"] == "out of scope" for r in ok)
     q = {f"p{int(p)}": round(float(np.percentile(s, p)), 6) for p in (1, 5, 25, 50, 75, 95, 99)} if len(s) else {}
     return {
         "format": "hvl-score-summary",
@@ -164,7 +168,8 @@ def summarize(rows: list[dict], identity: dict, score_name: str, run: dict, fdr:
         "scored": len(ok),
         "errors": len(rows) - len(ok),
         "known": known,
-        "unknown": len(ok) - known,
+        "unknown": len(ok) - known - out_of_scope,
+        "out_of_scope": out_of_scope,
         "threshold": identity["threshold"],
         "score": score_name,
         "score_mean": round(float(s.mean()), 6) if len(s) else None,
@@ -172,7 +177,7 @@ def summarize(rows: list[dict], identity: dict, score_name: str, run: dict, fdr:
         "predicted_labels": dict(sorted(labels.items())),
         "model": identity,
         "run": run,
-        "bh": bh_summary(rows, fdr),
+        "bh": bh_summary(rows, fdr, identity.get("smallest_p")),
     }
 
 

@@ -22,7 +22,7 @@ from .views import DECODERS, Decoded, crops_of_views, decode_jpegs, decode_view
 
 #: the columns of scores.csv, in order
 #: p_value: conformal, against a calibrated checkpoint's known images (empty without one)
-COLUMNS = ("path", "label", "score", "msp", "p_value", "known", "error")
+COLUMNS = ("path", "label", "score", "msp", "p_value", "outcome", "known", "error")
 
 
 @dataclass
@@ -125,6 +125,7 @@ class Scorer:
 
     def identity(self) -> dict:
         """What the scores depend on; a resumed run must match it."""
+        from hvl_core.verdicts import smallest_p
         from hvl_tools.features import backbone_fingerprint, precision_of
 
         m = self.model
@@ -137,6 +138,10 @@ class Scorer:
             "head_weights": state_digest(m.head),
             "detail": m.detail,
             "threshold": self.threshold,
+            "scope": None if m.scope is None else {"t_knn": m.scope.t_knn, "t_gate": m.scope.t_gate},
+            "smallest_p": smallest_p(
+                len(m.calibration.get(m.score_name, ())), 0 if m.scope is None else m.scope.n_calibration
+            ),
             "precision": precision_of(m.device),
             "decoder": "device" if self.decode_on_device else "cpu",
         }
@@ -188,7 +193,8 @@ class Scorer:
                     "label": pred.label,
                     "score": float(pred.score),
                     "msp": float(pred.msp),
-                    "p_value": float("nan") if pred.p_value is None else float(pred.p_value),
+                    "p_value": float("nan") if pred.deciding_p_value is None else float(pred.deciding_p_value),
+                    "outcome": pred.outcome,
                     "known": bool(pred.known),
                     "error": "",
                 }
@@ -202,6 +208,7 @@ def _error_row(path: str, error: str) -> dict:
         "score": float("nan"),
         "msp": float("nan"),
         "p_value": float("nan"),
+        "outcome": "",
         "known": False,
         "error": error,
     }

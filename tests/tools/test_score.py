@@ -165,7 +165,18 @@ def test_rerun_with_another_model_is_refused(archive, tmp_path, tiny_model):
 def test_a_torn_last_line_is_cut_on_reopen(tmp_path):
     with ScoresFile(tmp_path) as f:
         f.append(
-            [{"path": "a.jpg", "label": "x", "score": 0.5, "msp": 0.5, "p_value": 0.2, "known": True, "error": ""}]
+            [
+                {
+                    "path": "a.jpg",
+                    "label": "x",
+                    "score": 0.5,
+                    "msp": 0.5,
+                    "p_value": 0.2,
+                    "outcome": "known",
+                    "known": True,
+                    "error": "",
+                }
+            ]
         )
     with open(tmp_path / "scores.csv", "a") as fh:
         fh.write("b.jpg,x,0.2")  # a write cut short by a kill
@@ -179,6 +190,7 @@ def test_a_torn_last_line_is_cut_on_reopen(tmp_path):
                     "score": 0.25,
                     "msp": 0.25,
                     "p_value": float("nan"),
+                    "outcome": "unknown",
                     "known": False,
                     "error": "",
                 }
@@ -186,9 +198,9 @@ def test_a_torn_last_line_is_cut_on_reopen(tmp_path):
         )
     rows = read_scores(tmp_path / "scores.csv")
     assert [
-        (r["path"], r["label"], r["score"], r["known"], r["p_value"] if r["p_value"] == r["p_value"] else None)
+        (r["path"], r["label"], r["score"], r["outcome"], r["p_value"] if r["p_value"] == r["p_value"] else None)
         for r in rows
-    ] == [("a.jpg", "x", 0.5, True, 0.2), ("b.jpg", "y", 0.25, False, None)]
+    ] == [("a.jpg", "x", 0.5, "known", 0.2), ("b.jpg", "y", 0.25, "unknown", None)]
 
 
 @pytest.mark.slow

@@ -1,0 +1,122 @@
+"""Stage 1 on the corpus (HVL_SPEC §11): fit the in-scope detector of a preset on its train and
+calib sources, and measure it, alone and against the classifier's own scores, on the test sources.
+
+- **Positives / the KNN bank**: the preset's ID images of the train and calib sources.
+- **Negatives** (the gate's outlier exposure): far-OOD images, the other preset's ID images and
+  the other preset's near-OOD images, of the same splits. The preset's own near-OOD images (other
+  skin lesions; other tissue) are neither: they are in scope, stage 2's question.
+- **Thresholds**: pooled leave-one-source-out over the positives (``ScopeDetector.fit``).
+- **Measured** on test sources only: the in-scope share per role, kind and source with bootstrap
+  CIs; far-OOD AUROC of KNN, gate and the classifier's MSP/energy; and leave-kind-out rows: the
+  gate refitted without one far-OOD kind among its negatives, that kind's test images then.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import torch
+
+from hvl_core.scope import ScopeDetector
+
+#: what each preset reads, in the words of the verdict
+SCOPE_OF = {
+    "dermatology-isic4": "a skin-lesion photo (dermoscopic or clinical)",
+    "histology-nct-crc": "an H&E-stained colorectal tissue tile",
+}
+FIT_SPLITS = ("train", "calib")
+#: roles whose images the gate learns as out of scope
+NEGATIVE_ROLES = ("far", "other", "near-other")
+
+
+def _mask(rows, test) -> np.ndarray:
+    return np.array([test(r) for r in rows])
+
+
+def fit_scope(preset: str, rows, v0: torch.Tensor, exclude_kind: str | None = None) -> ScopeDetector:
+    """The preset's stage 1 from the rows of the fitting splits (optionally without one far-OOD kind)."""
+    fit = _mask(rows, lambda r: r.split in FIT_SPLITS)
+    pos = fit & _mask(rows, lambda r: r.role(preset) == "id")
+    neg = (
+        fit
+        & _mask(rows, lambda r: r.role(preset) in NEGATIVE_ROLES)
+        & _mask(rows, lambda r: not (r.role(preset) == "far" and r.kind == exclude_kind))
+    )
+    pos_rows = [r for r, m in zip(rows, pos) if m]
+    neg_rows = [r for r, m in zip(rows, neg) if m]
+    fitted_on = {
+        "id_sources": dict(sorted(Counter(r.source for r in pos_rows).items())),
+        "negative_sources": dict(sorted(Counter(r.source for r in neg_rows).items())),
+        "negative_kinds": dict(sorted(Counter(f"{r.category}: {r.kind}" for r in neg_rows).items())),
+    }
+    return ScopeDetector.fit(
+        v0[torch.from_numpy(pos)],
+        [r.source for r in pos_rows],
+        v0[torch.from_numpy(neg)],
+        scope=SCOPE_OF.get(preset, ""),
+        fitted_on=fitted_on,
+    )
+
+
+def _rate(x: np.ndarray) -> float:
+    return float(x.mean()) if len(x) else math.nan
+
+
+def evaluate_scope(preset: str, rows, v0: torch.Tensor, det: ScopeDetector, classifier: dict, n_boot: int) -> dict:
+    """Stage 1 on the test sources: in-scope shares (CIs), AUROCs of each detector, per kind and source,
+    and leave-kind-out rows."""
+    from .corpus_eval import auroc_fast, bootstrap_ci, role_masks, split_mask
+
+    test = split_mask(rows, "test")
+    masks = role_masks(rows, preset)
+    res = det.predict(v0)
+    inside = res.in_scope
+    groups = {g: m & test for g, m in masks.items()}
+    out = {
+        "t_knn": det.t_knn,
+        "t_gate": det.t_gate,
+        "n_calibration": det.n_calibration,
+        "fitted_on": det.fitted_on,
+        "in_scope": {g: bootstrap_ci(_rate, [inside[m]], n_boot) for g, m in groups.items()},
+        "n": {g: int(m.sum()) for g, m in groups.items()},
+    }
+    far_like = groups["far"] | groups["other"]
+    detectors = {"KNN": res.knn, "gate": res.gate, "KNN and gate": np.minimum(res.p_value, 1.0), **classifier}
+    out["auroc_far"] = {
+        name: bootstrap_ci(auroc_fast, [s[groups["id"]], s[far_like]], n_boot) for name, s in detectors.items()
+    }
+    out["auroc_near"] = {name: auroc_fast(s[groups["id"]], s[groups["near"]]) for name, s in detectors.items()}
+    out["per_kind"] = _table(rows, inside, test & ~masks["id"], lambda r: f"{r.category}: {r.kind}")
+    out["per_source"] = _table(rows, inside, test, lambda r: f"{r.source} ({r.role(preset)})")
+    out["leave_kind_out"] = leave_kind_out(preset, rows, v0, test, masks)
+    return out
+
+
+def _table(rows, inside, mask, key) -> list[dict]:
+    t: dict[str, list[bool]] = {}
+    for r, s, m in zip(rows, inside, mask):
+        if m:
+            t.setdefault(key(r), []).append(bool(s))
+    return [{"group": k, "n": len(v), "in_scope": sum(v)} for k, v in sorted(t.items())]
+
+
+def leave_kind_out(preset: str, rows, v0: torch.Tensor, test, masks) -> list[dict]:
+    """For each far-OOD kind among the negatives: refit without it, then its test images' in-scope share
+    (and the ID images', which the refit may move)."""
+    kinds = sorted({r.kind for r, m in zip(rows, masks["far"]) if m and r.split in FIT_SPLITS})
+    out = []
+    for kind in kinds:
+        det = fit_scope(preset, rows, v0, exclude_kind=kind)
+        inside = det.predict(v0).in_scope
+        own = test & masks["far"] & _mask(rows, lambda r, k=kind: r.kind == k)
+        out.append(
+            {
+                "kind": kind,
+                "n_test": int(own.sum()),
+                "in_scope": int(inside[own].sum()),
+                "id_in_scope": _rate(inside[test & masks["id"]]),
+            }
+        )
+    return out
