@@ -19,7 +19,7 @@ import logging
 import math
 import os
 
-from hvl_core import ImageError, load_image
+from hvl_core import ImageError, load_image, verdicts
 from hvl_core.presets import split_class_list
 from hvl_core.scores import SCORES
 
@@ -36,13 +36,18 @@ PREDICT_FIELDS = (
     "known",
     "label",
     "decision",
+    "meaning",
+    "decided_by",
     "score",
     "score_name",
     "score_range",
     "threshold",
     "threshold_source",
     "p_value",
+    "p_value_words",
     "n_calibration",
+    "scope",
+    "precision",
     "msp",
     "top",
     "classes",
@@ -156,17 +161,22 @@ def result(name: str, pred, model) -> dict:
     lo, hi = pred.score_range
     return {
         "file": name,
-        "verdict": "known" if pred.known else "unknown",
+        "verdict": pred.outcome,
         "known": bool(pred.known),
         "label": pred.label,
         "decision": decision_text(pred),
+        "meaning": verdicts.meaning(pred),
+        "decided_by": verdicts.summary(pred)["decided_by"],
         "score": float(pred.score),
         "score_name": pred.score_name,
         "score_range": [lo, hi],
         "threshold": float(pred.threshold),
         "threshold_source": pred.threshold_source,
-        "p_value": pred.p_value,
+        "p_value": pred.deciding_p_value,
+        "p_value_words": verdicts.p_value_words(pred),
         "n_calibration": int(pred.n_calibration),
+        "scope": pred.scope,
+        "precision": pred.precision,
         "msp": float(pred.msp),
         "top": [{"class": c, "p": p} for c, p in pred.top(TOP)],
         "classes": list(pred.classes),

@@ -1,6 +1,8 @@
 """The decision as words and as a bar: what the clinician reads first.
 
-Pure functions of a ``Prediction``: ``pred.known`` is hvl_core's verdict (score ≥ threshold),
+Pure functions of a ``Prediction``: ``pred.outcome`` is hvl_core's verdict (HVL_SPEC §11: out of
+scope, unknown or known; ``pred.known`` when known: in scope and score ≥ threshold), worded by
+``hvl_core.verdicts``;
 ``pred.score`` the decision score named ``pred.score_name`` ("msp", "energy" or "maxlogit",
 HVL_SPEC §9) and the threshold is in its units. ``score_window`` is the stretch of the score
 that the threshold slider and the verdict bar cover.
@@ -14,7 +16,7 @@ import math
 
 import numpy as np
 
-from hvl_core import scores
+from hvl_core import scores, verdicts
 from hvl_core.head import score_range
 
 UNKNOWN_TEXT = "Unknown — refer to a specialist"
@@ -100,18 +102,32 @@ def model_score_range(model, score: str | None = None) -> tuple:
     return (lo if math.isfinite(lo) else None, hi if math.isfinite(hi) else None)
 
 
+#: verdict colours (text, background), each ≥ 4.5:1 on its background
+COLOURS = {
+    verdicts.KNOWN: ("#1a7f37", "#e9f7ee"),
+    verdicts.UNKNOWN: ("#b35900", "#fff4e5"),
+    verdicts.OUT_OF_SCOPE: ("#44546a", "#eef1f5"),
+}
+
+
 def decision_text(pred) -> str:
-    """``"Known: <class> (score)"`` — the score named unless it is the paper's MSP — or
-    ``"Unknown — refer to a specialist"``."""
-    if pred.known:
+    """``"Known: <class> (score)"`` — the score named unless it is the paper's MSP —,
+    ``"Unknown — refer to a specialist"`` or ``"Out of scope — this model cannot judge it"``."""
+    o = pred.outcome
+    if o == verdicts.KNOWN:
         name = "" if pred.score_name == "msp" else score_label(pred) + " "
         return f"Known: {pred.label} ({name}{fmt_score(pred.score, pred.threshold)})"
-    return UNKNOWN_TEXT
+    return UNKNOWN_TEXT if o == verdicts.UNKNOWN else verdicts.headline(pred)
+
+
+def above(pred) -> bool:
+    """Stage 2's answer alone: the score reaches the threshold (known, if the image is in scope)."""
+    return pred.score >= pred.threshold
 
 
 def comparison_text(pred) -> str:
     """``"MSP 0.612 ≥ threshold 0.500"`` (or ``<``), in the decision score's units."""
-    op = "≥" if pred.known else "<"
+    op = "≥" if above(pred) else "<"
     return (
         f"{score_label(pred)} {fmt_score(pred.score, pred.threshold)} {op} threshold "
         f"{fmt_score(pred.threshold, pred.score)}"
@@ -129,37 +145,30 @@ def decision_html(pred, threshold_note: str = "", window: tuple[float, float] | 
     ``window`` (default: the score's own range, or one around the score and the threshold)."""
     window = window or score_window(pred.score_range, (pred.score, pred.threshold))
     known = bool(pred.known)
-    colour = "#1a7f37" if known else "#b35900"
-    bg = "#e9f7ee" if known else "#fff4e5"
+    o = pred.outcome
+    colour, bg = COLOURS[o]
     pos, thr = bar_position(pred.score, window), bar_position(pred.threshold, window)
     sub = html.escape(comparison_text(pred))
-    closest = f"{html.escape(pred.label)} (p_ID {fmt_score(pred.msp)})"
-    best = (
-        ""
-        if known
-        else (
-            f"<div style='font-size:0.95em;margin-top:2px'>Closest known class: {closest}; the "
-            f"{html.escape(score_label(pred))} is under the threshold.</div>"
-        )
-    )
+    lines = [verdicts.meaning(pred)]
+    if o == verdicts.OUT_OF_SCOPE and pred.score >= pred.threshold:
+        lines.append(f"The known-class score alone would have said {pred.label}: the in-scope check stopped it first.")
+    elif o == verdicts.UNKNOWN:
+        lines.append(f"Nearest known class, for reference only: {pred.label} (p_ID {fmt_score(pred.msp)}).")
+    said = "".join(f"<div class='hvl-meaning' style='margin-top:2px'>{html.escape(t)}</div>" for t in lines)
     note = (
-        f"<div style='font-size:0.85em;color:#555;margin-top:4px'>{html.escape(threshold_note)}</div>"
+        f"<div style='font-size:0.85em;color:#444;margin-top:4px'>{html.escape(threshold_note)}</div>"
         if threshold_note
         else ""
     )
-    pv = pvalue_text(pred)
-    if pv:  # short on the first screen; the whole sentence as its title
-        sub += (
-            f" <span class='hvl-pvalue' title='{html.escape(pv, quote=True)}' style='font-size:0.88em'>&nbsp;·&nbsp; "
-            f"p {pred.p_value:.2f} vs {pred.n_calibration} known</span>"
-        )
+    pv = verdicts.p_value_words(pred)
+    pv_line = f"<div class='hvl-pvalue' style='margin-top:4px'>{html.escape(pv)}</div>" if pv else ""
     lo, hi = (fmt_num(v, 0 if float(v).is_integer() else 2) for v in window)
     return f"""
-<div class="hvl-decision" data-known="{int(known)}" data-score="{pred.score:.6f}" data-msp="{pred.msp:.6f}"
+<div class="hvl-decision" data-known="{int(known)}" data-outcome="{html.escape(o)}" data-score="{pred.score:.6f}" data-msp="{pred.msp:.6f}"
      data-threshold="{pred.threshold:.6f}" data-score-name="{html.escape(pred.score_name)}"
      style="border:2px solid {colour};background:{bg};border-radius:10px;padding:12px 16px;color:#111">
   <div class="hvl-verdict" style="font-size:1.6em;font-weight:700;color:{colour}">{html.escape(decision_text(pred))}</div>
-  {best}
+  {said}
   <div style="font-size:0.95em;margin-top:4px">{sub} <span style="font-size:0.88em">&nbsp;·&nbsp; {scores.SCORES[pred.score_name].meaning if pred.score_name in scores.SCORES else ""}</span></div>
   <div class="hvl-bar" style="position:relative;height:22px;margin:10px 0 4px 0;background:#ddd;border-radius:4px">
     <div class="hvl-bar-fill" style="position:absolute;left:0;top:0;bottom:0;width:{pos}%;background:{colour};border-radius:4px"></div>
@@ -170,6 +179,7 @@ def decision_html(pred, threshold_note: str = "", window: tuple[float, float] | 
     <span class="hvl-threshold-label" style="position:absolute;left:clamp(2.5em, calc({thr}% - 5em), calc(100% - 12.5em));width:10em;text-align:center">threshold {fmt_score(pred.threshold, pred.score)}</span>
     <span style="position:absolute;right:0">{hi}</span>
   </div>
+  {pv_line}
   {note}
 </div>"""
 
@@ -196,17 +206,6 @@ def threshold_note(pred, measured_elsewhere: bool = True, where: bool = False) -
             "so it started just under the image's own score; set it yourself."
         )
     return f"{t}: set by you."
-
-
-def pvalue_text(pred) -> str:
-    """The conformal p-value in words, or "" without calibration scores."""
-    if getattr(pred, "p_value", None) is None:
-        return ""
-    share = 100 * pred.p_value
-    return (
-        f"conformal p = {pred.p_value:.3f}: {share:.0f}% of {pred.n_calibration} known calibration images "
-        "(and this one) score this low or lower"
-    )
 
 
 def error_html(message: str) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 
 from hvl_core import scores
 
-from .decision import fmt_score
+from .decision import above, fmt_score
 
 SCALE_WORDS = ("whole image", "mid scale", "high scale")
 
@@ -48,10 +48,11 @@ def single_scale(pred) -> SingleScale:
     score0 = pred.score0
     label0 = pred.classes[int(np.argmax(pred.p0))]
     known0 = score0 >= pred.threshold
+    fused = above(pred)  # stage 2 alone: the scales compared, whatever stage 1 said
     movers: tuple[int, ...] = ()
-    if known0 != pred.known:  # the finer scales pulled the mean across the threshold
-        movers = tuple(s for s in (1, 2) if (terms[s] >= pred.threshold) == pred.known)
-    changed = known0 != pred.known or (pred.known and label0 != pred.label)
+    if known0 != fused:  # the finer scales pulled the mean across the threshold
+        movers = tuple(s for s in (1, 2) if (terms[s] >= pred.threshold) == fused)
+    changed = known0 != fused or (fused and label0 != pred.label)
     return SingleScale(score0, label0, known0, terms, changed, movers)
 
 
@@ -67,13 +68,13 @@ def single_scale_sentence(pred, ss: SingleScale | None = None) -> str:
     base = (
         f"The whole image alone (scale 0, MCM-style) gives {name} {fmt_score(ss.score0, thr)}: "
         f"{verdict_words(ss.known0, ss.label0)}. HVL averages the three scales ({t}) to "
-        f"{fmt_score(pred.score, thr)}: {verdict_words(pred.known, pred.label)}."
+        f"{fmt_score(pred.score, thr)}: {verdict_words(above(pred), pred.label)}."
     )
     if not ss.changed:
         return base + " Both say the same; the finer scales did not change the answer."
-    if ss.known0 != pred.known:
+    if ss.known0 != above(pred):
         which = " and ".join(SCALE_WORDS[s] for s in ss.movers) or "the finer scales together"
-        way = "raised" if pred.known else "lowered"
+        way = "raised" if above(pred) else "lowered"
         return base + (
             f" The {which} {way} the score across the threshold {fmt_score(thr, pred.score)}: "
             f"{'they' if len(ss.movers) > 1 else 'it'} changed the answer."

@@ -14,7 +14,7 @@ import numpy as np
 from hvl_core import scores
 from hvl_core.model import DROPPED_LABEL, OTHER_LABEL
 
-from .decision import fmt_num, fmt_score, fmt_signed, separating_digits, threshold_note
+from .decision import above, decision_text, fmt_num, fmt_score, fmt_signed, separating_digits, threshold_note
 from .figures import candidates
 from .single_scale import score_noun, single_scale_sentence
 
@@ -212,6 +212,8 @@ def why_sentence(pred) -> str:
     else:
         agree = f"the scales disagree (whole image: {picks[0]}, mid: {picks[1]}, high: {picks[2]})"
     conf = "fused confidence" if pred.score_name == "msp" else f"fused {name}"
+    if pred.outcome == "out of scope":
+        return f"**Out of scope — not judged**: {stage_words(pred)}"
     if pred.known:
         return (
             f"**Accepted** as {pred.label}: its {conf} {fmt_score(score, thr)} reaches the threshold "
@@ -293,13 +295,12 @@ def teaching_steps(pred, ctx: Context) -> list[tuple[int, str, str]]:
         "on the ΔH map as candidates. In training, HVL pushes these patches towards 'no known class' (high "
         "entropy at every scale), which teaches it what unknown looks like; at inference they are only shown."
     )
-    op = "≥" if pred.known else "<"
-    verdict = f"known: **{pred.label}**" if pred.known else "**unknown — refer to a specialist**"
+    op = "≥" if above(pred) else "<"
     name = score_noun(pred)
     steps[6] = "\n".join(
         [
             f"{score_paragraph(pred)} {threshold_note(pred, ctx.threshold_measured, where=True)} "
-            f"{name} {op} threshold, so the image is {verdict}. Move the threshold slider to see where the decision flips: a "
+            f"{name} {op} threshold; {stage_words(pred)} Verdict: **{decision_text(pred)}**. Move the threshold slider to see where the decision flips: a "
             "higher threshold rejects more. The score distribution shows where this image sits among the reference "
             "images.",
             "",
@@ -322,3 +323,18 @@ def teaching_markdown(pred, ctx: Context) -> str:
     for i, title, text in teaching_steps(pred, ctx):
         out += [f"**{i}. {title}.** {text}", ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def stage_words(pred) -> str:
+    """How the two questions (HVL_SPEC §11) were answered for this image, one sentence."""
+    if pred.scope is None:
+        return "this model has no in-scope check, so the score alone decides."
+    s = pred.scope
+    asked = (
+        f"first, is it {s['scope'] or 'the kind of image the model reads'}? KNN similarity "
+        f"{fmt_num(s['knn'], 3)} (needs ≥ {fmt_num(s['t_knn'], 3)}), gate {fmt_num(s['gate'], 2)} "
+        f"(needs ≥ {fmt_num(s['t_gate'], 2)})"
+    )
+    if not s["in_scope"]:
+        return f"but {asked}: no, so the score is not asked — the model cannot judge this image."
+    return f"{asked}: yes, so the score decides."

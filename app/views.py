@@ -178,7 +178,7 @@ def single_scale_html(pred) -> str:
     name = score_noun(pred)
     cards = _card(
         "Whole image alone (scale 0, MCM-style)", ss.known0, ss.label0, ss.score0, pred.threshold, name
-    ) + _card("HVL: three scales fused", pred.known, pred.label, pred.score, pred.threshold, name)
+    ) + _card("HVL: three scales fused", dec.above(pred), pred.label, pred.score, pred.threshold, name)
     lo, hi = score_axis(list(ss.terms) + [pred.score, ss.score0], pred, pred.threshold)
     thr = position(pred.threshold, lo, hi)
     term = "p(c*)" if pred.score_name == "msp" else "term"

@@ -15,28 +15,26 @@ A classifier's own scores cannot tell "another kind of image altogether" (a fund
   source. The stage's p-value is the Bonferroni ``min(1, 2·min(p_knn, p_gate))``: it is ``≤ α``
   exactly when one of the two scores falls under its threshold.
 
-``ScopeDetector`` has ``fit`` (scikit-learn's logistic regression, needed only for fitting) and
-``predict``; it ships beside a checkpoint as ``scope.safetensors`` (bank, gate weights) with its
-thresholds and calibration scores in the checkpoint's ``config.json`` (``scope``).
+``ScopeDetector`` holds a fitted stage 1 and ``predict``s with it (fitting, with scikit-learn's
+logistic regression, is a workflow: ``hvl_tools.scope_eval.fit_detector``). It ships beside a
+checkpoint as ``scope.safetensors`` (bank, gate weights) with its thresholds and calibration
+scores in the checkpoint's ``config.json`` (``scope``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .conformal import ALPHA, conformal_pvalue, conformal_threshold
+from .conformal import ALPHA, conformal_pvalue
 from .files import sha256_bytes
 
 SCOPE_WEIGHTS = "scope.safetensors"
 KNN_K = 10
-#: the gate's inverse regularisation (scikit-learn's C) on unit-norm features, fixed before any run
-GATE_C = 10.0
 
 
 def unit(v: torch.Tensor) -> torch.Tensor:
@@ -59,33 +57,6 @@ def gate_logodds(f: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Ten
 def stage_pvalue(p_knn, p_gate) -> np.ndarray:
     """The stage's p-value, Bonferroni over its two tests: ``min(1, 2·min(p_knn, p_gate))``."""
     return np.minimum(1.0, 2.0 * np.minimum(p_knn, p_gate))
-
-
-def fit_gate(pos: torch.Tensor, neg: torch.Tensor, c: float = GATE_C) -> tuple[torch.Tensor, torch.Tensor]:
-    """(w, b) of a class-balanced logistic regression, positives ``pos`` against ``neg`` (unit rows)."""
-    from sklearn.linear_model import LogisticRegression
-
-    x = torch.cat([pos, neg]).double().numpy()
-    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-    lr = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(x, y)
-    return torch.from_numpy(lr.coef_[0]).float(), torch.tensor(float(lr.intercept_[0]))
-
-
-def loso_scores(
-    pos: torch.Tensor, sources: Sequence[str], neg: torch.Tensor, k: int = KNN_K, c: float = GATE_C
-) -> tuple[np.ndarray, np.ndarray]:
-    """(knn, gate) of every ID embedding ``pos (N,d)``, each scored by a bank and gate fitted
-    without its own source (``sources``, one per row): the pooled leave-one-source-out scores."""
-    src = np.asarray(sources)
-    if len(set(src)) < 2:
-        raise ValueError("leave-one-source-out needs ID images from at least two sources")
-    knn, gate = np.empty(len(src)), np.empty(len(src))
-    for s in sorted(set(src)):
-        out, keep = torch.from_numpy(src == s), torch.from_numpy(src != s)
-        w, b = fit_gate(pos[keep], neg, c)
-        knn[out.numpy()] = knn_similarity(pos[out], pos[keep], k).double().numpy()
-        gate[out.numpy()] = gate_logodds(pos[out], w, b).double().numpy()
-    return knn, gate
 
 
 @dataclass
@@ -113,36 +84,6 @@ class ScopeDetector:
     #: what is in scope, for the verdict ("a skin-lesion photo"), and what the stage was fitted on
     scope: str = ""
     fitted_on: dict = field(default_factory=dict)
-
-    @classmethod
-    def fit(
-        cls,
-        pos: torch.Tensor,
-        sources: Sequence[str],
-        neg: torch.Tensor,
-        scope: str = "",
-        k: int = KNN_K,
-        alpha: float = ALPHA,
-        c: float = GATE_C,
-        fitted_on: dict | None = None,
-    ) -> ScopeDetector:
-        """Bank = ``pos``; gate = ``pos`` against ``neg`` (raw or unit embeddings); thresholds at
-        ``alpha/2`` each over the pooled leave-one-source-out ID scores."""
-        pos, neg = unit(pos), unit(neg)
-        knn, gate = loso_scores(pos, sources, neg, k, c)
-        w, b = fit_gate(pos, neg, c)
-        return cls(
-            bank=pos,
-            w=w,
-            b=b,
-            t_knn=conformal_threshold(knn, alpha / 2),
-            t_gate=conformal_threshold(gate, alpha / 2),
-            calibration={"knn": np.sort(knn), "gate": np.sort(gate)},
-            k=k,
-            alpha=alpha,
-            scope=scope,
-            fitted_on=dict(fitted_on or {}),
-        )
 
     @torch.inference_mode()
     def predict(self, v0: torch.Tensor) -> ScopeResult:

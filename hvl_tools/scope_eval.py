@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from hvl_core.scope import ScopeDetector
+from hvl_core.conformal import ALPHA, conformal_threshold
+from hvl_core.scope import KNN_K, ScopeDetector, gate_logodds, knn_similarity, unit
 
 #: what each preset reads, in the words of the verdict
 SCOPE_OF = {
@@ -29,6 +31,64 @@ SCOPE_OF = {
 FIT_SPLITS = ("train", "calib")
 #: roles whose images the gate learns as out of scope
 NEGATIVE_ROLES = ("far", "other", "near-other")
+#: the gate's inverse regularisation (scikit-learn's C) on unit-norm features, fixed before any run
+GATE_C = 10.0
+
+
+def fit_gate(pos: torch.Tensor, neg: torch.Tensor, c: float = GATE_C) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w, b) of a class-balanced logistic regression, positives ``pos`` against ``neg`` (unit rows)."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = torch.cat([pos, neg]).double().numpy()
+    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    lr = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(x, y)
+    return torch.from_numpy(lr.coef_[0]).float(), torch.tensor(float(lr.intercept_[0]))
+
+
+def loso_scores(
+    pos: torch.Tensor, sources: Sequence[str], neg: torch.Tensor, k: int = KNN_K, c: float = GATE_C
+) -> tuple[np.ndarray, np.ndarray]:
+    """(knn, gate) of every ID embedding ``pos (N,d)``, each scored by a bank and gate fitted
+    without its own source (``sources``, one per row): the pooled leave-one-source-out scores."""
+    src = np.asarray(sources)
+    if len(set(src)) < 2:
+        raise ValueError("leave-one-source-out needs ID images from at least two sources")
+    knn, gate = np.empty(len(src)), np.empty(len(src))
+    for s in sorted(set(src)):
+        out, keep = torch.from_numpy(src == s), torch.from_numpy(src != s)
+        w, b = fit_gate(pos[keep], neg, c)
+        knn[out.numpy()] = knn_similarity(pos[out], pos[keep], k).double().numpy()
+        gate[out.numpy()] = gate_logodds(pos[out], w, b).double().numpy()
+    return knn, gate
+
+
+def fit_detector(
+    pos: torch.Tensor,
+    sources: Sequence[str],
+    neg: torch.Tensor,
+    scope: str = "",
+    k: int = KNN_K,
+    alpha: float = ALPHA,
+    c: float = GATE_C,
+    fitted_on: dict | None = None,
+) -> ScopeDetector:
+    """Stage 1 fitted: bank = ``pos``; gate = ``pos`` against ``neg`` (raw or unit embeddings);
+    thresholds at ``alpha/2`` each over the pooled leave-one-source-out ID scores (HVL_SPEC §11)."""
+    pos, neg = unit(pos), unit(neg)
+    knn, gate = loso_scores(pos, sources, neg, k, c)
+    w, b = fit_gate(pos, neg, c)
+    return ScopeDetector(
+        bank=pos,
+        w=w,
+        b=b,
+        t_knn=conformal_threshold(knn, alpha / 2),
+        t_gate=conformal_threshold(gate, alpha / 2),
+        calibration={"knn": np.sort(knn), "gate": np.sort(gate)},
+        k=k,
+        alpha=alpha,
+        scope=scope,
+        fitted_on=dict(fitted_on or {}),
+    )
 
 
 def _mask(rows, test) -> np.ndarray:
@@ -51,7 +111,7 @@ def fit_scope(preset: str, rows, v0: torch.Tensor, exclude_kind: str | None = No
         "negative_sources": dict(sorted(Counter(r.source for r in neg_rows).items())),
         "negative_kinds": dict(sorted(Counter(f"{r.category}: {r.kind}" for r in neg_rows).items())),
     }
-    return ScopeDetector.fit(
+    return fit_detector(
         v0[torch.from_numpy(pos)],
         [r.source for r in pos_rows],
         v0[torch.from_numpy(neg)],

@@ -468,6 +468,12 @@ def fake_pred(
         p1=p,
         p2=p,
         top=lambda k=3: [(label, msp), ("other", 1 - msp)][:k],
+        outcome="known" if known else "unknown",
+        scope=None,
+        precision=None,
+        p_value=None,
+        deciding_p_value=None,
+        n_calibration=0,
     )
 
 

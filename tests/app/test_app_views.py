@@ -101,7 +101,7 @@ def test_scale_terms_average_to_the_score(tiny_model, score, threshold):
     steps = dict((i, md) for i, _, md in teaching_steps(pred, Context()))
     name = {"msp": "MSP", "energy": "energy score", "maxlogit": "max-logit score"}[score]
     assert name in steps[6] and f"{pred.score:.3f}" in steps[6]
-    assert ("known: **" in steps[6]) == pred.known
+    assert ("Verdict: **Known: " in steps[6]) == pred.known
     html = views.single_scale_html(pred)
     assert f"data-changed='{int(single_scale(pred).changed)}'" in html
 

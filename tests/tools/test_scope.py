@@ -1,4 +1,4 @@
-"""Stage 1 (HVL_SPEC §11): KNN bank, outlier-exposure gate, pooled leave-one-source-out thresholds."""
+"""Stage 1 (HVL_SPEC §11), fitted and stored: KNN bank, outlier-exposure gate, pooled leave-one-source-out thresholds."""
 
 import json
 
@@ -9,16 +9,8 @@ import torch
 from hvl_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from hvl_core.head import HVLHead
 from hvl_core.presets import class_set_from_names
-from hvl_core.scope import (
-    SCOPE_WEIGHTS,
-    ScopeDetector,
-    fit_gate,
-    gate_logodds,
-    knn_similarity,
-    loso_scores,
-    stage_pvalue,
-    unit,
-)
+from hvl_core.scope import SCOPE_WEIGHTS, gate_logodds, knn_similarity, stage_pvalue, unit
+from hvl_tools.scope_eval import fit_detector, fit_gate, loso_scores
 
 T = torch.tensor
 
@@ -50,7 +42,7 @@ def test_loso_knn_scores_and_threshold_by_hand():
     # every gate score comes from a gate fitted without its own source
     w, b = fit_gate(pos[2:], neg)
     assert gate[:2] == pytest.approx(gate_logodds(pos[:2], w, b).double().numpy(), abs=1e-6)
-    det = ScopeDetector.fit(pos, src, neg, k=1, alpha=0.8)
+    det = fit_detector(pos, src, neg, k=1, alpha=0.8)
     # α/2 = 0.4 over N = 4 pooled scores: the ⌊0.4·5⌋ = 2nd smallest, 0.6
     assert det.t_knn == pytest.approx(0.6)
     assert det.t_gate == pytest.approx(np.sort(gate)[1])
@@ -60,7 +52,7 @@ def test_loso_knn_scores_and_threshold_by_hand():
 
 def test_predict_needs_both_tests_and_gives_the_stage_pvalue():
     pos, src, neg = _two_sources()
-    det = ScopeDetector.fit(pos, src, neg, k=1, alpha=0.8, scope="a test image")
+    det = fit_detector(pos, src, neg, k=1, alpha=0.8, scope="a test image")
     r = det.predict(T([[0.7, 0.7], [-1.0, 0.1], [5.0, 0.0]]))  # raw embeddings: normalised inside
     assert r.in_scope.tolist() == [True, False, True]
     knn = knn_similarity(unit(T([[-1.0, 0.1]])), det.bank, 1).item()
@@ -82,9 +74,7 @@ def _saved(tmp_path, det):
 
 def test_scope_round_trips_through_a_checkpoint(tmp_path):
     pos, src, neg = _two_sources()
-    det = ScopeDetector.fit(
-        _pad(pos), src, _pad(neg), k=1, alpha=0.8, scope="a test image", fitted_on={"id": ["A", "B"]}
-    )
+    det = fit_detector(_pad(pos), src, _pad(neg), k=1, alpha=0.8, scope="a test image", fitted_on={"id": ["A", "B"]})
     ck = load_checkpoint(_saved(tmp_path, det))
     assert ck.scope is not None and ck.scope.scope == "a test image"
     x = _pad(T([[0.7, 0.7], [-1.0, 0.1]]))
@@ -96,7 +86,7 @@ def test_scope_round_trips_through_a_checkpoint(tmp_path):
 
 def test_a_tampered_or_missing_scope_file_is_one_sentence(tmp_path):
     pos, src, neg = _two_sources()
-    folder = _saved(tmp_path, ScopeDetector.fit(_pad(pos), src, _pad(neg), k=1, alpha=0.8))
+    folder = _saved(tmp_path, fit_detector(_pad(pos), src, _pad(neg), k=1, alpha=0.8))
     blob = (folder / SCOPE_WEIGHTS).read_bytes()
     mid = len(blob) - 8  # a byte of the tensors, flipped
     (folder / SCOPE_WEIGHTS).write_bytes(blob[:mid] + bytes([blob[mid] ^ 0xFF]) + blob[mid + 1 :])
