@@ -20,7 +20,7 @@ import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
-from hvl_core import ImageError, load_image
+from hvl_core import ImageError, load_image, verdicts
 
 from . import gpu
 from .decision import fmt_num, fmt_score
@@ -31,12 +31,22 @@ MAX_BATCH_BYTES = 64 * 1024 * 1024
 #: pixels (by the files' headers) a batch may decode: files past it get an error row of their own
 MAX_BATCH_PIXELS = 100_000_000
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".dcm"}
-#: the false discovery rate of the Benjamini–Hochberg column (over the batch's conformal p-values)
+#: the false discovery rate of the Benjamini–Hochberg column (over the conformal p-values of the
+#: stage that decided each image, HVL_SPEC §11)
 BATCH_FDR = 0.05
-COLUMNS = ["file", "class", "score", "known", "p-value", f"BH unknown (FDR {BATCH_FDR:.0%})"]
+COLUMNS = ["file", "class", "score", "verdict", "p-value", f"BH unknown (FDR {BATCH_FDR:.0%})"]
 #: the CSV: the table's columns with the score's name and the threshold beside the score (the
 #: ``/batch`` endpoint's fields), numbers unrounded
-CSV_COLUMNS = ["file", "class", "score", "score_name", "threshold", "known", "p_value", f"bh_unknown_fdr_{BATCH_FDR:g}"]
+CSV_COLUMNS = [
+    "file",
+    "class",
+    "score",
+    "score_name",
+    "threshold",
+    "verdict",
+    "p_value",
+    f"bh_unknown_fdr_{BATCH_FDR:g}",
+]
 #: decimals of every number in the table
 TABLE_DIGITS = 3
 
@@ -128,20 +138,22 @@ def decide(model, batch: Batch, threshold: float) -> Batch:
 
 
 def bh_flags(batch: Batch) -> list[bool | None]:
-    """Per prediction: flagged unknown by Benjamini–Hochberg at ``BATCH_FDR`` over the batch's
-    conformal p-values (None without calibration scores)."""
+    """Per prediction: flagged unknown by Benjamini–Hochberg at ``BATCH_FDR`` over the conformal
+    p-values of the stage that decided each image (None without calibration scores)."""
     from hvl_core.conformal import bh_select
 
-    have = [i for i, p in enumerate(batch.predictions) if getattr(p, "p_value", None) is not None]
+    p_values = [p.deciding_p_value for p in batch.predictions]
+    have = [i for i, p in enumerate(p_values) if p is not None]
     flags: list[bool | None] = [None] * len(batch.predictions)
-    for i, f in zip(have, bh_select([batch.predictions[i].p_value for i in have], BATCH_FDR)):
+    for i, f in zip(have, bh_select([p_values[i] for i in have], BATCH_FDR)):
         flags[i] = bool(f)
     return flags
 
 
 def csv_rows(batch: Batch) -> list[list]:
-    """The CSV's rows (``CSV_COLUMNS``): file, class, score, score name, threshold, known, p-value,
-    BH flag (an unreadable file: its reason in the class column)."""
+    """The CSV's rows (``CSV_COLUMNS``): file, class, score, score name, threshold, verdict (out of
+    scope, unknown, known), the deciding stage's p-value, BH flag (an unreadable file: its reason
+    in the class column)."""
     out, preds = [], iter(zip(batch.predictions, bh_flags(batch)))
     for i, name in enumerate(batch.names):
         if i in batch.errors:
@@ -155,8 +167,8 @@ def csv_rows(batch: Batch) -> list[list]:
                 float(p.score),
                 p.score_name,
                 float(p.threshold),
-                "yes" if p.known else "no",
-                None if p.p_value is None else float(p.p_value),
+                p.outcome,
+                None if p.deciding_p_value is None else float(p.deciding_p_value),
                 "" if flag is None else "yes" if flag else "no",
             ]
         )
@@ -164,7 +176,7 @@ def csv_rows(batch: Batch) -> list[list]:
 
 
 def rows(batch: Batch) -> list[list]:
-    """The table (``COLUMNS``): file, class, score, known, p-value, BH flag, every number with
+    """The table (``COLUMNS``): file, class, score, verdict, p-value, BH flag, every number with
     ``TABLE_DIGITS`` decimals (an unreadable file: its reason in the class column)."""
     fmt = lambda x: None if x is None else fmt_num(x, TABLE_DIGITS)  # noqa: E731
     return [[r[0], r[1], fmt(r[2]), r[5], fmt(r[6]), r[7]] for r in csv_rows(batch)]
@@ -172,19 +184,23 @@ def rows(batch: Batch) -> list[list]:
 
 def flips(batch: Batch, threshold: float) -> tuple[int, int]:
     """(to unknown, to known): how many images change verdict at ``threshold`` against the
-    threshold the batch was analysed at."""
+    threshold the batch was analysed at (images out of scope stay so at any threshold)."""
     if batch.analysed_threshold is None:
         return 0, 0
     t0 = batch.analysed_threshold
-    down = sum(1 for p in batch.predictions if p.score >= t0 and p.score < threshold)
-    up = sum(1 for p in batch.predictions if p.score < t0 and p.score >= threshold)
+    judged = [p for p in batch.predictions if p.outcome != verdicts.OUT_OF_SCOPE]
+    down = sum(1 for p in judged if p.score >= t0 and p.score < threshold)
+    up = sum(1 for p in judged if p.score < t0 and p.score >= threshold)
     return down, up
 
 
 def flips_sentence(batch: Batch, threshold: float) -> str:
     n = len(batch.predictions)
-    known = sum(p.known for p in batch.predictions)
-    s = f"At threshold {fmt_score(threshold)}: {known} of {n} known, {n - known} unknown."
+    count = {o: sum(p.outcome == o for p in batch.predictions) for o in verdicts.OUTCOMES}
+    s = (
+        f"At threshold {fmt_score(threshold)}: {count['known']} of {n} known, {count['unknown']} unknown, "
+        f"{count['out of scope']} out of scope."
+    )
     if batch.analysed_threshold is not None and threshold != batch.analysed_threshold:
         down, up = flips(batch, threshold)
         s += (
@@ -194,9 +210,14 @@ def flips_sentence(batch: Batch, threshold: float) -> str:
     flags = [f for f in bh_flags(batch) if f is not None]
     if flags:
         s += (
-            f" Benjamini–Hochberg over the conformal p-values flags {sum(flags)} of {len(flags)} as unknown "
-            f"(among those flagged, at most {BATCH_FDR:.0%} known images expected)."
+            f" Benjamini–Hochberg over the deciding stage's p-values flags {sum(flags)} of {len(flags)} as not "
+            f"known (among those flagged, at most {BATCH_FDR:.0%} known images expected)."
         )
+        p = batch.predictions[0]
+        note = verdicts.bh_note(
+            verdicts.smallest_p(p.n_calibration, (p.scope or {}).get("n_calibration", 0)), len(flags), BATCH_FDR
+        )
+        s += f" {note}" if note else ""
     if batch.errors:
         s += f" {len(batch.errors)} file(s) could not be read."
     return s

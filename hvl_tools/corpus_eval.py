@@ -266,7 +266,10 @@ def run_preset(
         selection = {s: auroc_fast(scores[s][masks["id"] & calib], scores[s][masks["near"] & calib]) for s in SCORES}
         best = max(SCORES, key=lambda s: selection[s])
         pooled = pooled_id_scores(which, h, model, fs, rows, labels, masks, train, calib, cfg, scores)
-        entry = {"selection_auroc_calib": selection, "score": best, "pooled_calibration": pooled}
+        # as the checkpoint stores them (rounded down), so a threshold is one of its calibration scores
+        pooled = {s: np.array(_rounded(np.sort(v))) for s, v in pooled.items()}
+        entry = {"selection_auroc_calib": selection, "score": best}
+        entry["pooled_calibration"] = {s: [float(x) for x in v] for s, v in pooled.items()}
         for s in SCORES:
             thr = conformal_threshold(pooled[s], alpha)
             entry[s] = {
@@ -286,8 +289,9 @@ def run_preset(
     head, entry = heads[which], result[which]
     thr = entry[best]["threshold"]
     result["default"] = {"head": which, "score": best, "threshold": thr}
+    result["mixed_batch"] = mixed_batch(rows, masks, test, scope, entry, best, model, fs, head)
     if weights is not None:
-        cal_scores = {s: _rounded(np.sort(entry["pooled_calibration"][s])) for s in SCORES}
+        cal_scores = {s: entry["pooled_calibration"][s] for s in SCORES}
         head.config = dataclasses.replace(head.config, score=best)
         calibration = {
             "rule": "conformal over ID scores pooled leave-one-source-out (HVL_SPEC §11)",
@@ -338,18 +342,50 @@ def run_preset(
     return result
 
 
+def mixed_batch(rows, masks, test, scope, entry, best, model, fs, head, size: int = 10) -> dict:
+    """Benjamini–Hochberg at 5% over the deciding stage's p-values of a batch of ``size`` ID and
+    ``size`` far-OOD test images (every ``k``-th of each, spread over sources): how many of each it flags."""
+    from hvl_core.conformal import bh_select, conformal_pvalue
+
+    ids, fars = np.flatnonzero(masks["id"] & test), np.flatnonzero(masks["far"] & test)
+    pick = np.r_[ids[:: max(1, len(ids) // size)][:size], fars[:: max(1, len(fars) // size)][:size]]
+    sub = subset(fs, np.isin(np.arange(len(rows)), pick))
+    order = np.argsort(np.argsort(pick))  # subset keeps row order; back to pick's order
+    s2 = all_scores(head, model, sub)[0][best][order]
+    p2 = conformal_pvalue(s2, np.sort(entry["pooled_calibration"][best]))
+    r1 = scope.predict(sub.v[order][:, 0])
+    p = np.where(r1.in_scope, p2, r1.p_value)
+    flagged = bh_select(p, 0.05)
+    n_id = min(size, len(ids))
+    return {
+        "n_id": n_id,
+        "n_far": len(pick) - n_id,
+        "flagged_id": int(flagged[:n_id].sum()),
+        "flagged_far": int(flagged[n_id:].sum()),
+        "sources": sorted({rows[i].source for i in pick}),
+    }
+
+
+#: the trained head's pooled ID scores come from this many heads, each trained without a share of
+#: the train sources (cross-fitting by source: every image is scored by a head that never saw its source)
+SOURCE_FOLDS = 3
+
+
 def pooled_id_scores(which, head, model, fs, rows, labels, masks, train, calib, cfg, scores) -> dict:
     """{score: the ID images' scores of the train and calib sources}, each from a head that never saw
-    its source: the untrained head as it is; for the trained head, a train source's images by a head
-    trained without that source, the calib sources' by the head trained on all train sources."""
+    its source: the untrained head as it is; for the trained head, the train sources' images by heads
+    trained without their source (``SOURCE_FOLDS`` folds of sources), the calib sources' by the head
+    trained on all train sources."""
     pooled_mask = masks["id"] & (train | calib)
     if which == "untrained":
         return {s: scores[s][pooled_mask] for s in SCORES}
     out = {s: scores[s].copy() for s in SCORES}
     src = np.array([r.source for r in rows])
-    for source in sorted(set(src[masks["id"] & train])):
-        fold = subset(fs, masks["id"] & train & (src != source), labels)
-        held = masks["id"] & train & (src == source)
+    sources = sorted(set(src[masks["id"] & train]))
+    for f in range(min(SOURCE_FOLDS, len(sources))):
+        held_sources = sources[f :: min(SOURCE_FOLDS, len(sources))]
+        held = masks["id"] & train & np.isin(src, held_sources)
+        fold = subset(fs, masks["id"] & train & ~np.isin(src, held_sources), labels)
         fold_scores, _ = all_scores(train_hvl(model, fold, cfg), model, subset(fs, held))
         for s in SCORES:
             out[s][held] = fold_scores[s]
@@ -412,13 +448,16 @@ def classifier_logits(model, v0: torch.Tensor) -> torch.Tensor:
     return v0 @ w.T + b
 
 
-def zoo_scores(model, fit: FeatureSet, test: FeatureSet, cfg: TrainConfig) -> dict[str, np.ndarray]:
-    """Every method's score on ``test`` (higher = more ID), fitted on ``fit`` (ID, labelled)."""
+def zoo_scores(
+    model, fit: FeatureSet, test: FeatureSet, cfg: TrainConfig, trained: bool = True
+) -> dict[str, np.ndarray]:
+    """Every method's score on ``test`` (higher = more ID), fitted on ``fit`` (ID, labelled);
+    ``trained=False`` leaves out the HVL head trained per fold (the costliest row)."""
     from pytorch_ood.detector import KNN, Mahalanobis, ViM
 
     out: dict[str, np.ndarray] = {}
-    head = train_hvl(model, fit, cfg)
-    for name, h in (("HVL trained", head), ("HVL untrained", model.head)):
+    heads = [("HVL trained", train_hvl(model, fit, cfg))] if trained else []
+    for name, h in (*heads, ("HVL untrained", model.head)):
         sc, _ = all_scores(h, model, test)
         for s in SCORES:
             out[f"{name} ({s})"] = sc[s]
@@ -447,7 +486,9 @@ def zoo_scores(model, fit: FeatureSet, test: FeatureSet, cfg: TrainConfig) -> di
     return out
 
 
-def run_zoo(preset: str, enc: EncodedCorpus, model, cfg: TrainConfig, n_boot: int, log=print) -> dict:
+def run_zoo(
+    preset: str, enc: EncodedCorpus, model, cfg: TrainConfig, n_boot: int, log=print, trained: bool = True
+) -> dict:
     """Leave one ID source out; the metrics pool the held-out sources' scores per method only
     through their per-fold AUROC/FPR95 (means over folds, CIs from the bootstrap of each fold)."""
     rows, fs = enc.rows, enc.feats
@@ -464,7 +505,7 @@ def run_zoo(preset: str, enc: EncodedCorpus, model, cfg: TrainConfig, n_boot: in
         if len(np.unique(labels[fit_mask])) < model.head.num_classes:
             log(f"  zoo fold {s}: the other sources lack a class; fold skipped")
             continue
-        sc = zoo_scores(model, fit, test, cfg)
+        sc = zoo_scores(model, fit, test, cfg, trained)
         is_id = masks["id"][test_mask]
         group = {g: masks[g][test_mask] for g in GROUPS}
         fold = {"held_out": s, "n_id": int(is_id.sum()), "methods": {}}
@@ -497,6 +538,7 @@ def run_zoo(preset: str, enc: EncodedCorpus, model, cfg: TrainConfig, n_boot: in
         "preset": preset,
         "folds": folds,
         "summary": summary,
+        "trained_hvl": trained,
         "note": "mean over held-out ID sources; CI: bootstrap over those sources",
     }
 
@@ -514,6 +556,7 @@ def run(
     device: str = "cpu",
     zoo: bool = True,
     log=print,
+    zoo_trained: bool = True,
 ) -> dict:
     from hvl_core import load_model
 
@@ -534,7 +577,7 @@ def run(
             preset, enc, model, cfg, out, Path(weights) if weights else None, n_boot, log=log
         )
         if zoo:
-            results["zoo"][preset] = run_zoo(preset, enc, model, cfg, n_boot, log=log)
+            results["zoo"][preset] = run_zoo(preset, enc, model, cfg, n_boot, log=log, trained=zoo_trained)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     write_corpus_report(results, out)
     return results

@@ -32,6 +32,11 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, help="run: training epochs (default: the paper's 100)")
     p.add_argument("--bootstrap", type=int, default=1000, help="run: bootstrap resamples for the CIs")
     p.add_argument("--no-zoo", action="store_true", help="run: skip the leave-one-source-out zoo")
+    p.add_argument(
+        "--zoo-untrained",
+        action="store_true",
+        help="run: the zoo without the HVL head trained per fold (its costliest row)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--cache-dir", help="feature cache (default $HVL_CACHE_DIR or .hvl_cache)")
     p.set_defaults(func=run)
@@ -71,6 +76,7 @@ def run(args) -> int:
         args.cache_dir,
         args.device,
         zoo=not args.no_zoo,
+        zoo_trained=not args.zoo_untrained,
         log=lambda m: print(m, file=sys.stderr, flush=True),
     )
     print(f"wrote {args.out}/README.md and results.json", file=sys.stderr)

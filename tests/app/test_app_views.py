@@ -304,13 +304,13 @@ def test_batch_encodes_once_and_redecides_with_the_head(env, tmp_path, monkeypat
     s0 = batch.predictions[0].score
     t = min(s0 + 1e-4, 1.0)
     res = vh.on_batch_threshold(ui, v, batch, t)
-    assert res[v.batch.table][0][3] == "no"
+    assert res[v.batch.table][0][3] == "unknown"
     expected = sum(p.score >= batch.analysed_threshold and p.score < t for p in batch.predictions)
     assert f"{expected} known → unknown" in res[v.batch.summary]
     path = vh.on_batch_csv(v, res[v.batch.state])[v.batch.csv]
     assert Path(path).is_relative_to(tmp_path / "gradio")
     rows = list(csv.reader(io.StringIO(Path(path).read_text())))
-    assert rows[0] == bt.CSV_COLUMNS and rows[1][0] == SKIN.name and rows[1][5] == "no"
+    assert rows[0] == bt.CSV_COLUMNS and rows[1][0] == SKIN.name and rows[1][5] == "unknown"
     # the score's name and the threshold beside each score, as the /batch endpoint gives them
     p0 = res[v.batch.state].predictions[0]
     assert rows[1][3] == p0.score_name and float(rows[1][4]) == pytest.approx(t) and float(rows[1][2]) == p0.score

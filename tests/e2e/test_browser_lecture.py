@@ -250,7 +250,7 @@ def test_batch_ends_table_histogram_and_csv(browser, app_url):
         link.wait_for()
         lines = pg.request.get(link.get_attribute("href")).text().splitlines()
         head = lines[0].split(",")
-        assert head[:6] == ["file", "class", "score", "score_name", "threshold", "known"], head
+        assert head[:6] == ["file", "class", "score", "score_name", "threshold", "verdict"], head
         rows = [line.split(",") for line in lines[1:]]
         assert len(rows) == 3 and len({r[3] for r in rows}) == 1 and rows[0][3] in ("msp", "energy", "maxlogit")
         assert all(float(r[4]) == pytest.approx(thr, abs=1e-6) for r in rows)

@@ -95,16 +95,25 @@ def test_run_trains_calibrates_and_measures_per_preset(tiny_corpus, tmp_path, mo
             "untrained",
         )
         assert ck.threshold == pytest.approx(conformal_threshold(cal["scores"], 0.05))
+        # pooled over the ID images of the train and calib sources (16 + 24), each from a head or stage 1
+        # fitted without its source; stage 1 ships with the checkpoint
+        assert cal["n"] == len(cal["scores"]) == 40 and cal["sources"] == ["gh:a", "gh:b", "gh:c"]
+        assert ck.scope is not None and ck.meta["scope"]["n_bank"] == 40 and ck.scope.n_calibration == 40
+        assert r["scope"]["n"]["id"] == 8 and set(r["scope"]["auroc_far"]) >= {"KNN", "gate", "KNN and gate"}
+        o = r[r["default"]["head"]][r["default"]["score"]]["outcomes"]
+        assert all(0 <= o[k]["far"][0] <= 1 for k in ("known", "out_of_scope", "unknown"))
+        assert o["known"]["far"][0] + o["out_of_scope"]["far"][0] + o["unknown"]["far"][0] == pytest.approx(1)
         assert ck.meta["measured"]["sources"] == ["gh:d"] and ck.meta["training"]["sources"] == ["gh:a", "gh:b"]
         t = r["trained"][r["default"]["score"]]["test"]
         assert t["n"]["id"] == 8  # histology: BACK is the preset's negative class, so near-OOD
         for v, lo, hi in t["accepted"].values():
             assert 0 <= v <= 1 and (np.isnan(lo) or lo <= v <= hi)
         m = load_model(checkpoint=weights / f"hvl-tiny-clip-random-{preset}", backbone="tiny-clip-random")
-        assert m.threshold_source == "calibrated" and set(m.calibration) == set(E.SCORES)
+        assert m.threshold_source == "calibrated" and set(m.calibration) == set(E.SCORES) and m.scope is not None
         assert res["zoo"][preset]["folds"], preset
     report = (out / "README.md").read_text()
     assert "Zoo: dermatology-isic4" in report and "Mahalanobis (pytorch-ood)" in report
+    assert "Stage 1 — in scope?" in report and "Leave one kind out" in report
     assert json.loads((out / "results.json").read_text())["presets"].keys() == set(E.PRESETS)
 
 
