@@ -18,6 +18,7 @@ from hvl_core import CheckpointError, load_checkpoint
 from hvl_core.backbones import list_backbones
 from hvl_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, hub_files
 from hvl_core.hub import is_hub_id
+from hvl_core.scope import SCOPE_WEIGHTS
 
 from .errors import UserError
 
@@ -25,13 +26,16 @@ from .errors import UserError
 MAX_UPLOADED_CHECKPOINTS = 4
 
 
-def _load_pair(weights, config, label: str) -> Checkpoint:
-    """``load_checkpoint`` on two files that may sit in different folders (gradio keeps each
-    upload in its own): linked side by side in a temporary folder removed at once (everything
-    is read into memory). Messages name ``label``, never the server's temporary paths."""
+def _load_pair(weights, config, label: str, scope=None) -> Checkpoint:
+    """``load_checkpoint`` on two files (three with a stage 1, ``scope``) that may sit in different
+    folders (gradio keeps each upload in its own): linked side by side in a temporary folder
+    removed at once (everything is read into memory). Messages name ``label``, never the server's
+    temporary paths."""
     with tempfile.TemporaryDirectory(prefix="hvl-ckpt-") as d:
         os.symlink(os.path.abspath(weights), Path(d) / WEIGHTS_NAME)
         os.symlink(os.path.abspath(config), Path(d) / CONFIG_NAME)
+        if scope is not None:
+            os.symlink(os.path.abspath(scope), Path(d) / SCOPE_WEIGHTS)
         try:
             ck = load_checkpoint(d)
         except CheckpointError as e:
@@ -109,13 +113,23 @@ class CheckpointSources:
             weights, cfg = hub_files(repo)
         except CheckpointError as e:
             raise UserError(str(e).split("; pass a local")[0]) from None
-        return _load_pair(weights, cfg, f"hub {repo}")
+        scope = weights.parent / SCOPE_WEIGHTS  # the hub client put it beside them, if the repo has one
+        return _load_pair(weights, cfg, f"hub {repo}", scope if scope.is_file() else None)
 
     @staticmethod
     def _load_uploaded(paths) -> tuple[Checkpoint, str]:
-        weights = [p for p in paths if str(p).endswith(".safetensors")]
+        scope = [p for p in paths if Path(p).name == SCOPE_WEIGHTS]
+        weights = [p for p in paths if str(p).endswith(".safetensors") and Path(p).name != SCOPE_WEIGHTS]
         configs = [p for p in paths if str(p).endswith(".json")]
-        if len(weights) != 1 or len(configs) != 1 or len(paths) != 2:
-            raise UserError(f"upload exactly the two files of a checkpoint folder: {WEIGHTS_NAME} and {CONFIG_NAME}")
-        ck = _load_pair(weights[0], configs[0], f"uploaded {Path(configs[0]).name} + {Path(weights[0]).name}")
+        if len(weights) != 1 or len(configs) != 1 or len(scope) > 1 or len(paths) != 2 + len(scope):
+            raise UserError(
+                f"upload the files of a checkpoint folder: {WEIGHTS_NAME} and {CONFIG_NAME} "
+                f"(and {SCOPE_WEIGHTS} when it has one)"
+            )
+        ck = _load_pair(
+            weights[0],
+            configs[0],
+            f"uploaded {Path(configs[0]).name} + {Path(weights[0]).name}",
+            scope[0] if scope else None,
+        )
         return ck, ck.fingerprint()

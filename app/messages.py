@@ -247,31 +247,3 @@ def unseen_examples(examples: list[dict], bb) -> dict[str, str]:
     never calls such an example in-distribution while the header says the backbone never saw it."""
     never = set(never_seen_items(bb))
     return {Path(e["path"]).name: e["imaging"] for e in examples if e.get("imaging") in never}
-
-
-#: what the shipped examples teach about where OOD detection fails beyond the "Fails" set: the
-#: example it is about, a title and why, measured with the offline DenseNet
-#: (bench/results/decision_defaults.md, report images)
-FAILURE_LESSONS = (
-    (
-        "ood_fundus_retina.png",
-        "Fundus retina, with the paper's score",
-        "with the skin classes and MSP (the paper's score) the offline DenseNet calls the retina "
-        "“Known: melanocytic nevus” (MSP 0.833 ≥ 0.573): MSP measures how peaked the softmax is, and a picture "
-        "unlike every class can still pile it on one. The energy score, this class set's default, rejects it "
-        "(−18.5 < −5.80): pick MSP in “Decision score” to see the failure.",
-    ),
-    (
-        "histology_skin_epidermis.jpg",
-        "H&E of another organ",
-        "with the colorectal classes the offline DenseNet accepts H&E of skin as smooth muscle (MSP 0.73 and "
-        "0.77) and the tumour nuclei of unstated origin as normal colon mucosa (0.57): it learnt H&E from colon "
-        "only, and another organ's tissue shares the stain and the textures — near-OOD that no score here rejects.",
-    ),
-)
-
-
-def failure_lessons(names) -> list[str]:
-    """Markdown items of ``FAILURE_LESSONS`` whose example is among ``names`` (file names)."""
-    names = set(names)
-    return [f"- *{title}* — {why}" for name, title, why in FAILURE_LESSONS if name in names]

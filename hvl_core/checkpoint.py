@@ -208,8 +208,8 @@ def _local_pair(p: Path) -> tuple[Path, Path] | None:
 
 
 def hub_files(repo: str) -> tuple[Path, Path]:
-    """Download a hub checkpoint's (weights, config), whichever layout the repo has; never a
-    local folder of the same name."""
+    """Download a hub checkpoint's (weights, config), whichever layout the repo has, and its
+    ``scope.safetensors`` beside them when it has one; never a local folder of the same name."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
@@ -220,7 +220,12 @@ def hub_files(repo: str) -> tuple[Path, Path]:
                     cfg = hf_hub_download(repo, cfg_name)
                 except RemoteEntryNotFoundError:  # the repo exists without this layout
                     continue
-                return Path(hf_hub_download(repo, weights_name)), Path(cfg)
+                weights = Path(hf_hub_download(repo, weights_name))
+                try:  # stage 1 (§11), when the repo has one: beside the weights in the snapshot
+                    hf_hub_download(repo, SCOPE_WEIGHTS)
+                except RemoteEntryNotFoundError:
+                    pass
+                return weights, Path(cfg)
     except Exception as e:  # the hub client raises many kinds; all mean "cannot have it"
         raise CheckpointError(
             f"checkpoint {repo}: could not download it from the Hugging Face hub "
@@ -299,25 +304,10 @@ def load_checkpoint(source: str | os.PathLike) -> Checkpoint:
         try:
             if not isinstance(meta["scope"], dict):
                 raise ValueError("scope must be an object")
-            scope = read_scope(_scope_file(weights, source), meta["scope"], meta["embed_dim"])
+            scope = read_scope(weights.parent / SCOPE_WEIGHTS, meta["scope"], meta["embed_dim"])
         except (ValueError, TypeError, KeyError) as e:
             raise CheckpointError(f"checkpoint {source}: its in-scope stage cannot be used ({e})") from None
     return Checkpoint(state=state, meta=meta, source=source, weights_sha256=sha, scope=scope)
-
-
-def _scope_file(weights: Path, source: str) -> Path:
-    """``scope.safetensors`` beside the weights; from the hub when the checkpoint came from there."""
-    local = weights.parent / SCOPE_WEIGHTS
-    if local.is_file() or _local_pair(Path(source)) is not None:
-        return local
-    from huggingface_hub import hf_hub_download
-
-    repo = source[len("hf://") :] if source.startswith("hf://") else source
-    try:
-        with offline_unless_reachable():
-            return Path(hf_hub_download(repo, SCOPE_WEIGHTS))
-    except Exception as e:  # the hub client raises many kinds; all mean "cannot have it"
-        raise ValueError(f"could not download {SCOPE_WEIGHTS} ({type(e).__name__})") from None
 
 
 #: trained checkpoints ship as ``<weights>/hvl-<backbone>-<preset>/`` (hub layout)

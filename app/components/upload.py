@@ -11,8 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from .. import handlers
-from ..messages import failure_lessons
+from .. import handlers, lessons
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,8 @@ def load_examples(assets_dir: Path = ASSETS_DIR) -> list[dict]:
                         "kind": e.get("kind", ""),
                         "caption": e.get("caption", path.stem),
                         "preset": e.get("preset"),
-                        "why": e.get("why", ""),
+                        "why": e.get("why") or {},
+                        "title": e.get("title", ""),
                         # what kind of picture it is, in the words of a backbone's "never seen" list
                         "imaging": e.get("imaging", ""),
                     }
@@ -88,13 +88,9 @@ def gallery_caption(item: dict, width: int = CAPTION_WIDTH) -> str:
 
 
 def failures_markdown(examples: list[dict]) -> str:
-    """A sentence on each example of the failure set: why OOD detection gets it wrong."""
-    lines = [
-        f"- *{gallery_caption(it).split(': ', 1)[-1]}* — {it['why']}"
-        for it in examples
-        if it["kind"] == "failure" and it.get("why")
-    ]
-    lines += failure_lessons(Path(it["path"]).name for it in examples)
+    """A sentence on each example of the failure set and each lesson of the others: the shipped
+    model's verdict on it and why (``app.lessons``)."""
+    lines = lessons.markdown(examples)
     return (
         "**Where OOD detection fails** (the “Fails” examples, and two lessons of the others):\n" + "\n".join(lines)
         if lines

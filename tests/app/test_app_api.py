@@ -206,7 +206,7 @@ def test_checkpoints_from_a_folder_and_from_uploaded_files(service, tiny_backbon
     assert pred_u.msp == pytest.approx(pred.msp, abs=1e-5) and m_u.threshold == pytest.approx(0.42)
     assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("hvl-ckpt-*"))  # temp links removed
     # bad checkpoints: readable messages
-    with pytest.raises(UserError, match="exactly the two files"):
+    with pytest.raises(UserError, match="upload the files of a checkpoint folder"):
         service.spec("dermatology-isic4", "", checkpoint_ref("", [str(a / "head.safetensors")]), 2)
     with pytest.raises(CheckpointError):
         service.spec("dermatology-isic4", "", checkpoint_ref(str(tmp_path / "missing"), None), 2)
@@ -242,8 +242,8 @@ def test_examples_from_the_manifest_and_without_it(tmp_path):
     assert "Out-of-domain: MRI abdomen" in captions and "Fails: IHC colon" in captions
     # the failure set: a sentence each on why, shown under the gallery
     fails = upload.failures_markdown(items)
-    assert fails.count("\n- ") == 4 and "colorectal adenocarcinoma" in fails and "smooth muscle" in fails
-    assert "melanocytic nevus" in fails  # and the lessons of the others: the MSP retina, wrong-organ H&E
+    assert fails.count("\n- ") == 4 and "IHC of colonic glands" in fails and "Blank glass" in fails
+    assert "Fundus retina" in fails and "another organ" in fails  # the lessons of the others
     # no manifest: the images in the folder, kind from the name
     Image.new("RGB", (32, 32)).save(tmp_path / "ood_thing.png")
     Image.new("RGB", (32, 32)).save(tmp_path / "skin_a.jpg")
