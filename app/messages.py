@@ -71,9 +71,11 @@ def measured_sentence(name: str) -> str:
             continue
         far = m.get("accepted_far", [float("nan")])[0]
         near = m.get("accepted_near", [float("nan")])[0]
+        scope = m.get("out_of_scope_far")
         parts.append(
             f"{preset.split('-')[0]} refers {100 * m['false_rejection'][0]:.0f}% of known, accepts "
             f"{100 * far:.0f}% far- / {100 * near:.0f}% near-OOD"
+            + (f" ({100 * scope[0]:.0f}% of far-OOD out of scope)" if scope else "")
         )
     if not parts:
         return (

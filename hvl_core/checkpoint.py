@@ -221,10 +221,8 @@ def hub_files(repo: str) -> tuple[Path, Path]:
                 except RemoteEntryNotFoundError:  # the repo exists without this layout
                     continue
                 weights = Path(hf_hub_download(repo, weights_name))
-                try:  # stage 1 (§11), when the repo has one: beside the weights in the snapshot
+                if _has_scope(Path(cfg)):  # stage 1 (§11): beside the weights in the snapshot
                     hf_hub_download(repo, SCOPE_WEIGHTS)
-                except RemoteEntryNotFoundError:
-                    pass
                 return weights, Path(cfg)
     except Exception as e:  # the hub client raises many kinds; all mean "cannot have it"
         raise CheckpointError(
@@ -232,6 +230,13 @@ def hub_files(repo: str) -> tuple[Path, Path]:
             f"({type(e).__name__}); pass a local checkpoint folder instead"
         ) from e
     raise CheckpointError(f"checkpoint {repo}: the hub repo has neither {CONFIG_NAME} nor {LEGACY_CONFIG_NAME}")
+
+
+def _has_scope(cfg: Path) -> bool:
+    try:
+        return cfg.stat().st_size <= MAX_CONFIG_BYTES and "scope" in json.loads(cfg.read_bytes())
+    except (OSError, ValueError):
+        return False  # _read_config says what is wrong with it
 
 
 def _resolve(source: str) -> tuple[Path, Path]:

@@ -118,13 +118,33 @@ def _provenance(meta: dict) -> list[str]:
             "for conformal p-values.",
             "",
         ]
+    sc = meta.get("scope") or {}
+    if sc.get("fitted_on"):
+        fit = sc["fitted_on"]
+        kinds = ", ".join(k.split(": ", 1)[-1] for k in fit.get("negative_kinds", {}))
+        lines += [
+            f"**In scope?** (stage 1, HVL_SPEC §11; `scope.safetensors`) {sc.get('scope') or 'the preset’s images'}: "
+            f"a KNN bank of {sc['n_bank']} known images of {len(fit.get('id_sources', {}))} sources (k = {sc['k']}) "
+            f"and a logistic gate fitted against {sum(fit.get('negative_sources', {}).values())} images of "
+            f"{len(fit.get('negative_sources', {}))} sources ({kinds}); thresholds KNN ≥ {sc['t_knn']:.4f} and gate "
+            f"≥ {sc['t_gate']:.3f} from {len(sc['calibration']['knn'])} known images' scores pooled "
+            "leave-one-source-out. An image out of scope is not judged.",
+            "",
+        ]
     m = meta.get("measured") or {}
     if m.get("false_rejection"):
         lines += [
             f"**Measured** on {m['n']['id']} known images of sources never trained or calibrated on "
             f"({', '.join(m.get('sources', []))}): {_pct(m['false_rejection'])} referred; accepted as known: "
             f"far-OOD {_pct(m['accepted_far'])}, the other class set {_pct(m['accepted_other'])}, "
-            f"near-OOD {_pct(m['accepted_near'])}. Details: results/corpus/README.md.",
+            f"near-OOD {_pct(m['accepted_near'])}"
+            + (
+                f"; out of scope: far-OOD {_pct(m['out_of_scope_far'])}, the other class set "
+                f"{_pct(m['out_of_scope_other'])}"
+                if m.get("out_of_scope_far")
+                else ""
+            )
+            + ". Details: results/corpus/README.md.",
             "",
             "**Never seen**: any image unlike those sources — other cameras, scanners, stains, "
             "populations (corpus/README.md lists what they hold); its verdicts there are unmeasured.",

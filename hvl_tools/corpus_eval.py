@@ -294,7 +294,8 @@ def run_preset(
         cal_scores = {s: entry["pooled_calibration"][s] for s in SCORES}
         head.config = dataclasses.replace(head.config, score=best)
         calibration = {
-            "rule": "conformal over ID scores pooled leave-one-source-out (HVL_SPEC §11)",
+            "rule": "conformal",
+            "pooled": "ID scores of the train and calibration sources, none from a head that saw its source (HVL_SPEC §11)",
             "score": best,
             "alpha": alpha,
             "threshold": thr,

@@ -5,6 +5,7 @@ hostile files refused with one sentence."""
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,7 +19,7 @@ from hvl_core.checkpoint import (
     head_from_checkpoint,
 )
 from hvl_core.head import HVLHead
-from hvl_core.presets import load_preset
+from hvl_core.presets import class_set_from_names, load_preset
 
 
 @pytest.fixture
@@ -203,6 +204,25 @@ def test_hub_checkpoint_loads_through_hf_hub_download(trained_ckpt, monkeypatch)
     ck = load_checkpoint("org/hvl-isic4")
     assert sorted(calls) == sorted([("org/hvl-isic4", CONFIG_NAME), ("org/hvl-isic4", WEIGHTS_NAME)])
     assert torch.equal(ck.state["W"], head.W.detach())
+
+
+def test_a_hub_checkpoint_brings_its_in_scope_stage(tmp_path, monkeypatch):
+    from hvl_core.scope import SCOPE_WEIGHTS, ScopeDetector
+
+    d = tmp_path / "ck"
+    bank = torch.nn.functional.normalize(torch.randn(12, 64), dim=-1)
+    det = ScopeDetector(bank, torch.zeros(64), torch.tensor(0.5), 0.1, 0.2, {"knn": np.zeros(3), "gate": np.ones(3)})
+    save_checkpoint(d, HVLHead(64, 2), "tiny-clip-random", class_set_from_names(["a", "b"]), scope=det)
+    calls = []
+
+    def fake_download(repo_id, filename, **kw):
+        calls.append(filename)
+        return str(d / filename)
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download)
+    ck = load_checkpoint("org/hvl-scoped")
+    assert sorted(calls) == sorted([CONFIG_NAME, WEIGHTS_NAME, SCOPE_WEIGHTS])
+    assert ck.scope is not None and ck.scope.t_gate == 0.2 and torch.equal(ck.scope.bank, bank)
 
 
 def test_hub_tooling_reads_the_layout(trained_ckpt):
