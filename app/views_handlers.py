@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import gradio as gr
 
@@ -27,11 +26,8 @@ from .messages import friendly_error, unseen_examples
 from .presenting import UI, context
 from .reference import PRESET_ID_KIND, ReferenceSet, id_kind_for
 from .service import USER_ERRORS, Session, UserError
+from .tabs import BatchTab, CompareTab
 from .teaching import STEP_TITLES, teaching_steps
-
-if TYPE_CHECKING:
-    from .components.batch import BatchTab
-    from .components.compare import CompareTab
 
 log = logging.getLogger(__name__)
 
