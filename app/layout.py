@@ -11,7 +11,7 @@ import os
 
 import gradio as gr
 
-from . import gpu, views
+from . import gpu, styles, views
 from .components import api, batch, compare, controls, header, insight, results, teaching, upload
 from .handlers import on_rerun
 from .messages import model_markdown
@@ -116,6 +116,7 @@ body.hvl-lecture .hvl-barrow { font-size: 17px; line-height: 18px; }
 """
     + views.CSS
     + teaching.CSS
+    + styles.CSS
 )
 
 
@@ -153,6 +154,19 @@ def theme() -> gr.themes.Base:
 #: and the "jump to" links put the focus on the verdict or the threshold
 PAGE_JS = """() => {
   const tidy = () => {
+    // a dropdown's option list scrolls, so Chromium makes it a Tab stop that vanishes on blur,
+    // leaving the focus on <body>: the arrow keys move through the options instead
+    document.querySelectorAll('ul.option-list:not([tabindex])').forEach((u) => { u.tabIndex = -1; });
+    // a file box's "add files" button holds gradio's drop zone, itself a button (nested controls, named
+    // by an untranslated key): the outer one keeps the name and the Tab stop and opens the file dialog
+    document.querySelectorAll('button.icon-button[aria-label="common.upload"]').forEach((b) => {
+      b.setAttribute('aria-label', 'Add files');
+      b.title = 'Add files';
+      const inner = b.querySelector('button.upload-container');
+      if (!inner || inner.inert) return;
+      inner.inert = true;
+      b.addEventListener('click', () => { const f = inner.querySelector('input[type=file]'); if (f) f.click(); });
+    });
     document.querySelectorAll('fieldset[id]').forEach((fs) => {
       fs.querySelectorAll('input[type=radio]').forEach((r) => { if (r.name !== fs.id + '-choice') r.name = fs.id + '-choice'; });
     });

@@ -212,7 +212,7 @@ def compare_side_html(title: str, pred, thumbnail: str, main_map: str) -> str:
         f"{html.escape('known' if ss.known0 else 'unknown')} ({fmt_score(ss.score0, pred.threshold)})</p>"
     )
     return (
-        f"<div class='hvl-compare-side'><h4>{html.escape(title)}</h4>{dec.decision_html(pred)}"
+        f"<div class='hvl-compare-side'><h3>{html.escape(title)}</h3>{dec.decision_html(pred)}"
         f"<div class='hvl-fig-notes'>{facts}</div>{thumbnail}{main_map}</div>"
     )
 
