@@ -219,7 +219,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
     # the reference images' shipped encodings for the score distribution (none encoded at start-up)
     reference = ReferenceSet(examples)
     reference.warm(model)
-    gpu.warm_up(model)  # the encoder's first call, off the first request's path
+    warming = gpu.warm_up(model)  # the encoder's first call, beside the page's construction
     with gr.Blocks(title="HVL — known or unknown?", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         session = gr.State(Session(model_identity=Spec().identity()), time_to_live=1800)
         shown = gr.State({}, time_to_live=1800)
@@ -304,6 +304,8 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
         analyse_btn.click(
             ui.bind(on_rerun), ui.inputs(), ui.outputs(), concurrency_id="model", api_visibility="private"
         )
+    if warming is not None:  # served only once it is done: a request right after the start waits for no warm-up
+        warming.join()
     return configure_queue(demo)
 
 
