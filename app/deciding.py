@@ -36,11 +36,22 @@ def decide_on(
     except ScoreError:
         if threshold is not None or has_threshold(model, opts["score"]):
             raise
-    lo, hi = score_range(replace(model.head.config, score=opts["score"]), len(model.classes.names))
-    probe = model.decide(encoded, threshold=max(lo, min(0.0, hi)), **opts)
-    # just under the image's score, on the slider's 0.01 steps
-    start = max(lo, math.floor(probe.score * 100) / 100)
-    return model.decide(encoded, threshold=start, **opts)
+    lo, _ = score_range(replace(model.head.config, score=opts["score"]), len(model.classes.names))
+    probe = model.decide(encoded, threshold=probe_threshold(model, opts["score"]), **opts)
+    return model.decide(encoded, threshold=max(lo, start_threshold([probe.score])), **opts)
+
+
+def probe_threshold(model: HVLModel, score: str) -> float:
+    """A threshold inside ``score``'s range, to read the scores with where the model has none."""
+    lo, hi = score_range(replace(model.head.config, score=score), len(model.classes.names))
+    return max(lo, min(0.0, hi))
+
+
+def start_threshold(scores) -> float:
+    """Where a score the model has no threshold for starts: just under ``scores``' median, on the
+    slider's 0.01 steps (one image: its own score)."""
+    s = sorted(float(x) for x in scores)
+    return math.floor(s[(len(s) - 1) // 2] * 100) / 100
 
 
 def own_threshold(model: HVLModel, score: str) -> float | None:

@@ -162,10 +162,17 @@ def noted(ui: UI, shown: dict | None, note: gr.Markdown | None, name: str, text:
     return {note: text, ui.shown: shown}
 
 
-def on_options(ui: UI, values: dict) -> dict:
+def restore(control, value) -> dict:
+    """The control (its box and its slider) back on ``value``, the one in use."""
+    return {control: gr.update(value=value)}
+
+
+def on_options(ui: UI, values: dict, committed: bool = False) -> dict:
     """Threshold, K, entropy filter, renormalise: the head only, from the cached encoding. A typed
     threshold outside the slider, or a K that is not a whole number from 1 to 4n², is answered
-    with a sentence beside it; a value the head was last run with is not run again."""
+    with a sentence beside it; once the box is left (``committed``: its .release), the control
+    goes back to the value in use too (gradio would leave it clamped to the slider's end, not the
+    value the verdict uses). A value the head was last run with is not run again."""
     sess, shown = values[ui.session], values[ui.shown]
     if sess.prediction is None:  # nothing analysed yet: the new value waits for the first analysis
         return {ui.shown: shown}
@@ -181,9 +188,13 @@ def on_options(ui: UI, values: dict) -> dict:
         if units != pred.score_name or (s.score or pred.score_name) != pred.score_name:
             return {ui.shown: shown}  # sent in another score's units, before the slider moved: stale
         text = threshold_not_applied(s.threshold, window, dec.unit(pred.score_name), pred.threshold)
-        return noted(ui, shown, ui.threshold_note, "threshold_note", text)
+        return {
+            **noted(ui, shown, ui.threshold_note, "threshold_note", text),
+            **(restore(c.threshold, pred.threshold) if committed else {}),
+        }
     if not (1 <= raw_k <= 4 * pred.n**2 and float(raw_k).is_integer()):
-        return noted(ui, shown, ui.kn_note, "kn_note", k_not_applied(raw_k, pred.n, pred.k))
+        note = noted(ui, shown, ui.kn_note, "kn_note", k_not_applied(raw_k, pred.n, pred.k))
+        return {**note, **(restore(c.k, pred.k) if committed else {})}
     options = (s.threshold, s.k, s.entropy_filter, s.renormalize, s.score or pred.score_name)
     if (shown or {}).get("options") == options:
         return {ui.shown: shown}
@@ -194,16 +205,18 @@ def on_options(ui: UI, values: dict) -> dict:
         return failed(ui, sess, e, clear=False)
 
 
-def on_n(ui: UI, values: dict, progress=gr.Progress()) -> dict:
+def on_n(ui: UI, values: dict, progress=gr.Progress(), committed: bool = False) -> dict:
     """n changed (a key, a drag, a typed value): re-encode (``on_settings``) unless it is the n
-    already analysed; a value that is not a whole number from 1 to ``MAX_N`` is answered beside it."""
+    already analysed; a value that is not a whole number from 1 to ``MAX_N`` is answered beside it
+    (and, ``committed``, the control goes back to the n in use)."""
     sess, shown = values[ui.session], values[ui.shown]
     raw = values.get(ui.controls.n)
     if raw is None:  # a box emptied while typing: wait for a number
         return {ui.shown: shown}
     current = sess.spec.n if sess.spec is not None else (shown or {}).get("n")
     if not (1 <= raw <= MAX_N and float(raw).is_integer()):
-        return noted(ui, shown, ui.kn_note, "kn_note", n_not_applied(raw, MAX_N, current))
+        note = noted(ui, shown, ui.kn_note, "kn_note", n_not_applied(raw, MAX_N, current))
+        return {**note, **(restore(ui.controls.n, current) if committed and current else {})}
     if sess.prediction is not None and (shown or {}).get("n") == int(raw):
         return {ui.shown: shown}
     out = on_settings(ui, values, progress)

@@ -29,8 +29,7 @@ def stub_ui(service, examples):
 
 def stub_views(reference):
     """The views' ``Views`` with ``reference``, every component a ``Stub``."""
-    from .components.batch import BatchTab
-    from .components.compare import CompareTab
+    from .tabs import BatchTab, CompareTab
     from .views_handlers import Views
 
     return stubbed(

@@ -11,7 +11,7 @@ import os
 
 import gradio as gr
 
-from . import gpu, views
+from . import gpu, styles, views
 from .components import api, batch, compare, controls, header, insight, results, teaching, upload
 from .handlers import on_rerun
 from .messages import model_markdown
@@ -35,9 +35,9 @@ FOOTER = (
 CSS = (
     """
 :root, .dark { --body-text-color-subdued: #3d3d3d; }
-.hvl-header h1 { margin: 0 0 0.15em 0; font-size: 1.45rem; }
+.hvl-header h1 { margin: 0 0 0.15em 0; font-size: var(--hvl-title, 1.45rem); }
 .hvl-header p { margin: 0; }
-.hvl-header p.hvl-backbone { font-size: 0.8em; line-height: 1.25; margin-top: 2px; color: #333; }
+.hvl-header p.hvl-backbone { font-size: var(--hvl-small); line-height: 1.25; margin-top: 2px; color: #333; }
 #decision { min-height: 120px; }
 #model-info p { margin: 0.15em 0; }
 #status p { margin: 0; }
@@ -45,34 +45,34 @@ CSS = (
 .hvl-fig-title { font-weight: 700; margin: 0 0 4px 0; color: #111; }
 .hvl-pics { display: flex; gap: 8px; }
 .hvl-pic { flex: 1 1 0; min-width: 0; }
-.hvl-pic-title { font-weight: 600; font-size: 0.9em; }
+.hvl-pic-title { font-weight: 600; font-size: max(var(--hvl-small), 0.9em); }
 .hvl-pic img { display: block; width: 100%; max-width: 480px; height: auto; object-fit: contain; }
 #thumbnail .hvl-pic img { max-height: 260px; }
 #thumbnail img.hvl-slide { cursor: crosshair; }
 .hvl-rest .hvl-class-name { font-style: italic; font-weight: 500; }
 #entropy-high .hvl-pic img { max-height: 316px; }
-.hvl-fig-notes p { margin: 4px 0; font-size: 0.9em; line-height: 1.35; color: #1a1a1a; max-width: 75ch; }
-.hvl-cbar { margin-top: 6px; max-width: 448px; font-size: 0.82em; color: #1a1a1a; }
+.hvl-fig-notes p { margin: 4px 0; font-size: var(--hvl-small); line-height: 1.35; color: #1a1a1a; max-width: 75ch; }
+.hvl-cbar { margin-top: 6px; max-width: 448px; font-size: var(--hvl-small); color: #1a1a1a; }
 .hvl-cbar-grad { height: 12px; border: 1px solid #555; }
 .hvl-cbar-ticks { display: flex; justify-content: space-between; }
-.hvl-legend { list-style: none; display: flex; flex-wrap: wrap; gap: 4px 14px; padding: 0; margin: 6px 0; font-size: 0.88em; }
+.hvl-legend { list-style: none; display: flex; flex-wrap: wrap; gap: 4px 14px; padding: 0; margin: 6px 0; font-size: var(--hvl-small); }
 .hvl-swatch { display: inline-block; min-width: 1.35em; height: 1.35em; line-height: 1.35em; margin-right: 5px;
-  text-align: center; font-weight: 700; font-size: 0.85em; border: 1px solid #333; border-radius: 3px; vertical-align: middle; }
+  text-align: center; font-weight: 700; font-size: 1em; border: 1px solid #333; border-radius: 3px; vertical-align: middle; }
 .hvl-chart { display: flex; flex-direction: column; gap: 0; }
 /* one line per row of the chart: its name beside its four bars (compact enough for one screen) */
 .hvl-class { display: grid; grid-template-columns: minmax(6em, 10em) 1fr; align-items: center; column-gap: 10px;
   padding: 4px 0; border-bottom: 1px solid #d0d0d0; }
-.hvl-class-name { font-weight: 700; font-size: 15px; line-height: 1.2; color: #111; }
-.hvl-barrow { display: grid; grid-template-columns: 2.6em 1fr 3.2em; align-items: center; gap: 6px; font-size: 14px;
-  line-height: 15px; color: #111; }
-.hvl-track { position: relative; height: 10px; background: #e6e6e6; }
+.hvl-class-name { font-weight: 700; font-size: calc(var(--hvl-small) + 1px); line-height: 1.2; color: #111; }
+.hvl-barrow { display: grid; grid-template-columns: 2.6em 1fr 3.2em; align-items: center; gap: 6px; font-size: var(--hvl-small);
+  line-height: calc(var(--hvl-small) + 1px); color: #111; }
+.hvl-track { position: relative; height: var(--hvl-track, 10px); background: #e6e6e6; }
 .hvl-fill { position: absolute; left: 0; top: 0; bottom: 0; }
 .hvl-thr { position: absolute; top: -4px; bottom: -4px; width: 3px; margin-left: -1px; background: #D55E00; }
 .hvl-val { text-align: right; font-variant-numeric: tabular-nums; }
 #teaching { max-width: 80ch; }
 #examples { height: auto !important; }
 #examples .grid-wrap { height: auto !important; min-height: 0 !important; max-height: none !important; overflow: visible !important; }
-#examples .grid-container { grid-template-columns: repeat(5, minmax(0, 1fr)) !important; gap: 6px !important; padding-top: 28px; }
+#examples .grid-container { grid-template-columns: repeat(var(--hvl-gallery-cols, 5), minmax(0, 1fr)) !important; gap: 6px !important; padding-top: 28px; }
 #examples .grid-container { grid-auto-rows: auto !important; }
 #examples .gallery-item, #examples .thumbnail-item { width: 100% !important; height: auto !important; }
 /* each caption under its picture, never over it (lecture mode's large type would cover the thumbnail) */
@@ -81,13 +81,13 @@ CSS = (
 #examples .thumbnail-item img { aspect-ratio: 1 / 1; width: 100% !important; height: auto !important; flex: 0 0 auto; }
 #examples .caption-label { position: static !important; max-width: none !important; margin: 0; transform: none !important;
   white-space: normal !important; overflow: visible !important; text-overflow: clip !important; border-radius: 0;
-  font-size: 0.72em; line-height: 1.15; padding: 2px 3px; background: #fff; color: #000; text-align: left; }
+  font-size: var(--hvl-small); line-height: 1.15; padding: 2px 3px; background: #fff; color: #000; text-align: left; }
 /* the upload box's label above the drop zone, not over its "Drop File Here" */
 #upload > label[data-testid="block-label"] { position: static !important; margin-bottom: 4px; }
-.hvl-skip { font-size: 0.92em; margin: 2px 0 4px 2px; }
+.hvl-skip { font-size: var(--hvl-small); margin: 2px 0 4px 2px; }
 .hvl-skip a { color: #194a76; text-decoration: underline; }
 .hvl-skip a:focus-visible, #decision [tabindex]:focus-visible { outline: 3px solid #D55E00; outline-offset: 2px; }
-.hvl-note p { margin: 2px 0 0 0; color: #8a2a00; font-weight: 600; font-size: 0.92em; }
+.hvl-note p { margin: 2px 0 0 0; color: #8a2a00; font-weight: 600; font-size: var(--hvl-small); }
 /* a phone scrolls the verdict into view with its top border in sight */
 #decision { scroll-margin-top: 16px; }
 @media (max-width: 700px) {
@@ -98,24 +98,20 @@ CSS = (
   #examples .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
   .hvl-class { grid-template-columns: 1fr; }
 }
-body.hvl-lecture { --text-xs: 16px; --text-sm: 18px; --text-md: 20px; --text-lg: 24px; --text-xl: 28px;
-  --block-label-text-size: 18px; --block-info-text-size: 17px; --body-text-color-subdued: #000; --body-text-size: 20px; }
+/* lecture mode: gradio's copies of the rules above outrank a body.hvl-lecture rule, so it sets the
+   variables they read (app.styles) */
+body.hvl-lecture { --text-xxs: 18px; --text-xs: 18px; --text-sm: 18px; --text-md: 20px; --text-lg: 24px; --text-xl: 28px;
+  --block-label-text-size: 18px; --checkbox-label-text-size: 18px; --section-header-text-size: 20px;
+  --body-text-color-subdued: #000; --body-text-size: 20px; --hvl-title: 2rem; --hvl-track: 1.1em; }
 body.hvl-lecture .gradio-container { font-size: 20px; color: #000; }
-body.hvl-lecture .hvl-fig-notes p, body.hvl-lecture .hvl-cbar, body.hvl-lecture .hvl-legend,
-body.hvl-lecture .hvl-barrow { font-size: 1.05em; color: #000; }
-body.hvl-lecture .hvl-header h1 { font-size: 2rem; }
 body.hvl-lecture .hvl-pic img { max-height: none !important; max-width: none; }
-body.hvl-lecture .hvl-track { height: 1.1em; }
 body.hvl-lecture #upload { height: auto !important; min-height: 150px; }
 body.hvl-lecture #upload .upload-container { height: auto !important; min-height: 120px; padding: 6px 0; }
 body.hvl-lecture label, body.hvl-lecture [data-testid="block-label"], body.hvl-lecture [data-testid="block-info"] { font-size: 18px !important; color: #000; }
-body.hvl-lecture #examples .caption-label { font-size: 15px !important; }
-body.hvl-lecture #examples .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }
-body.hvl-lecture .hvl-class-name { font-size: 19px; }
-body.hvl-lecture .hvl-barrow { font-size: 17px; line-height: 18px; }
 """
     + views.CSS
     + teaching.CSS
+    + styles.CSS
 )
 
 
@@ -151,8 +147,25 @@ def theme() -> gr.themes.Base:
 #: keyboard order, for every page: a radio group is one Tab stop (arrows move within it, as in any
 #: form), the example gallery is one Tab stop (arrows move between thumbnails, Enter picks one),
 #: and the "jump to" links put the focus on the verdict or the threshold
-PAGE_JS = """() => {
+PAGE_JS = (
+    "() => {\n"
+    + styles.FIT_JS
+    + controls.COMMIT_JS
+    + """
   const tidy = () => {
+    // a dropdown's option list scrolls, so Chromium makes it a Tab stop that vanishes on blur,
+    // leaving the focus on <body>: the arrow keys move through the options instead
+    document.querySelectorAll('ul.option-list:not([tabindex])').forEach((u) => { u.tabIndex = -1; });
+    // a file box's "add files" button holds gradio's drop zone, itself a button (nested controls, named
+    // by an untranslated key): the outer one keeps the name and the Tab stop and opens the file dialog
+    document.querySelectorAll('button.icon-button[aria-label="common.upload"]').forEach((b) => {
+      b.setAttribute('aria-label', 'Add files');
+      b.title = 'Add files';
+      const inner = b.querySelector('button.upload-container');
+      if (!inner || inner.inert) return;
+      inner.inert = true;
+      b.addEventListener('click', () => { const f = inner.querySelector('input[type=file]'); if (f) f.click(); });
+    });
     document.querySelectorAll('fieldset[id]').forEach((fs) => {
       fs.querySelectorAll('input[type=radio]').forEach((r) => { if (r.name !== fs.id + '-choice') r.name = fs.id + '-choice'; });
     });
@@ -196,6 +209,7 @@ PAGE_JS = """() => {
     el.focus({preventScroll: true});
   });
 }"""
+)
 
 
 def build_demo(service: ModelService | None = None) -> gr.Blocks:
@@ -205,7 +219,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
     # the reference images' shipped encodings for the score distribution (none encoded at start-up)
     reference = ReferenceSet(examples)
     reference.warm(model)
-    gpu.warm_up(model)  # the encoder's first call, off the first request's path
+    warming = gpu.warm_up(model)  # the encoder's first call, beside the page's construction
     with gr.Blocks(title="HVL — known or unknown?", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         session = gr.State(Session(model_identity=Spec().identity()), time_to_live=1800)
         shown = gr.State({}, time_to_live=1800)
@@ -223,6 +237,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
             with gr.Column(scale=6, min_width=360, elem_id="outputs"):
                 verdict = results.render_verdict()
                 first = results.render_first_maps()
+                results.render_status(verdict)
                 top = results.render_top()
         more = results.render_more_maps()
         seen = insight.render()
@@ -289,6 +304,8 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
         analyse_btn.click(
             ui.bind(on_rerun), ui.inputs(), ui.outputs(), concurrency_id="model", api_visibility="private"
         )
+    if warming is not None:  # served only once it is done: a request right after the start waits for no warm-up
+        warming.join()
     return configure_queue(demo)
 
 

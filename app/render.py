@@ -199,6 +199,15 @@ def font(px: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(FONT_FILE, px)
 
 
+def fit_px(labels: Sequence[Sequence[str]], cell: int, px: int, smallest: int = 8) -> int:
+    """The largest font size up to ``px`` at which the widest label, with its outline, fits in
+    90% of a ``cell``-wide cell: labels never run into their neighbours."""
+    widest = max((s for row in labels for s in row), key=len, default="")
+    while px > smallest and font(px).getlength(widest) + 2 * max(2, px // 8) > 0.9 * cell:
+        px -= 1
+    return px
+
+
 def label_cells(img: np.ndarray, labels: Sequence[Sequence[str]], px: int | None = None) -> np.ndarray:
     """Write ``labels[row][col]`` at the centre of each cell of a ``g×g`` grid, white on a black
     outline (readable on any colour)."""
@@ -206,7 +215,7 @@ def label_cells(img: np.ndarray, labels: Sequence[Sequence[str]], px: int | None
     g = len(labels)
     size = img.shape[0]
     e = cell_edges(size, g)
-    px = px or max(12, min(26, size // (3 * g)))
+    px = fit_px(labels, int(np.diff(e).min()), px or max(12, min(26, size // (3 * g))))
     canvas = Image.fromarray(img)
     draw = ImageDraw.Draw(canvas)
     for r in range(g):

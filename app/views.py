@@ -21,15 +21,15 @@ NEAR_COLOUR = "#009E73"
 HIST_BINS = 12
 
 CSS = """
-.hvl-axis-row { display: grid; grid-template-columns: minmax(7em, 12em) 1fr; align-items: center; gap: 8px; margin: 6px 0; font-size: 0.88em; }
+.hvl-axis-row { display: grid; grid-template-columns: minmax(7em, 12em) 1fr; align-items: center; gap: 8px; margin: 6px 0; font-size: var(--hvl-small); }
 .hvl-axis-track { position: relative; height: 1.6em; background: #eef0f3; border-radius: 3px; }
 .hvl-dot { position: absolute; top: 50%; width: 12px; height: 12px; margin: -6px 0 0 -6px; border-radius: 50%; border: 1px solid #222; }
 .hvl-mark { position: absolute; top: -3px; bottom: -3px; width: 4px; margin-left: -2px; background: #000; }
 .hvl-axis-thr { position: absolute; top: -6px; bottom: -6px; width: 3px; margin-left: -1px; background: #D55E00; }
-.hvl-axis-ticks { display: flex; justify-content: space-between; font-size: 0.8em; color: #222; }
+.hvl-axis-ticks { display: flex; justify-content: space-between; font-size: var(--hvl-small); color: #222; }
 .hvl-cards { display: flex; gap: 10px; flex-wrap: wrap; }
 .hvl-card { flex: 1 1 220px; border: 2px solid #999; border-radius: 8px; padding: 8px 12px; color: #111; }
-.hvl-card-title { font-weight: 700; font-size: 0.92em; }
+.hvl-card-title { font-weight: 700; font-size: max(var(--hvl-small), 0.92em); }
 .hvl-card-verdict { font-size: 1.15em; font-weight: 700; margin: 2px 0; }
 .hvl-hist { display: flex; align-items: flex-end; gap: 2px; height: 120px; position: relative; border-bottom: 1px solid #333; }
 .hvl-hist-bar { flex: 1 1 0; min-height: 1px; }
@@ -38,8 +38,7 @@ CSS = """
 .hvl-compare-side { min-width: 0; }
 .hvl-compare .hvl-pic img { max-height: 300px; width: auto; max-width: 100%; }
 @media (max-width: 700px) { .hvl-compare { grid-template-columns: 1fr; } .hvl-axis-row { grid-template-columns: 1fr; }
-  #batch-table table, #batch-table td, #batch-table th { font-size: 11px !important; } }
-body.hvl-lecture .hvl-axis-row, body.hvl-lecture .hvl-card { font-size: 1.05em; }
+  #batch-table table, #batch-table td, #batch-table th { font-size: var(--hvl-small) !important; } }
 .hvl-highlight { outline: 4px solid #D55E00 !important; outline-offset: 3px; border-radius: 6px; }
 """
 
@@ -212,7 +211,7 @@ def compare_side_html(title: str, pred, thumbnail: str, main_map: str) -> str:
         f"{html.escape('known' if ss.known0 else 'unknown')} ({fmt_score(ss.score0, pred.threshold)})</p>"
     )
     return (
-        f"<div class='hvl-compare-side'><h4>{html.escape(title)}</h4>{dec.decision_html(pred)}"
+        f"<div class='hvl-compare-side'><h3>{html.escape(title)}</h3>{dec.decision_html(pred)}"
         f"<div class='hvl-fig-notes'>{facts}</div>{thumbnail}{main_map}</div>"
     )
 

@@ -16,22 +16,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import gradio as gr
 
 from . import batch as bt
 from . import figures, views
+from .deciding import own_threshold, probe_threshold, start_threshold
 from .handlers import check_settings
 from .messages import friendly_error, unseen_examples
 from .presenting import UI, context
 from .reference import PRESET_ID_KIND, ReferenceSet, id_kind_for
 from .service import USER_ERRORS, Session, UserError
+from .tabs import BatchTab, CompareTab
 from .teaching import STEP_TITLES, teaching_steps
-
-if TYPE_CHECKING:
-    from .components.batch import BatchTab
-    from .components.compare import CompareTab
 
 log = logging.getLogger(__name__)
 
@@ -170,21 +167,27 @@ def _batch_outputs(v: Views, model, batch: bt.Batch, threshold: float) -> dict:
 
 
 def analyse_batch(service, s, files) -> tuple[bt.Batch, object]:
-    """Read, encode and decide a batch with the page's settings (the model's threshold)."""
+    """Read, encode and decide a batch with the page's settings: its class set, head options and
+    decision score, at the model's threshold for that score (to the table's decimals, so the slider,
+    the table and the CSV show the threshold the table was decided at); where the model has none
+    for the score, just under the batch's median score."""
     check_settings(s)
     spec, ck = service.spec(s.preset, s.custom, s.checkpoint, s.n, s.backbone)
     model = service.model(spec, ck)
+    score = s.score or model.score_name
+    own = own_threshold(model, score)
     items = bt.read_uploads(files)
     batch = bt.encode(model, items)
-    batch = replace(
-        batch,
-        spec=spec,
-        analysed_threshold=model.threshold,
-        options=dict(
-            k=max(1, min(int(s.k), 4 * model.n**2)), entropy_filter=s.entropy_filter, renormalize=s.renormalize
-        ),
+    options = dict(
+        k=max(1, min(int(s.k), 4 * model.n**2)), entropy_filter=s.entropy_filter, renormalize=s.renormalize, score=score
     )
-    return bt.decide(model, batch, model.threshold), model
+    batch = replace(batch, spec=spec, options=options)
+    if own is None:
+        probe = bt.decide(model, batch, probe_threshold(model, score))
+        threshold = start_threshold([p.score for p in probe.predictions] or [probe_threshold(model, score)])
+    else:
+        threshold = round(own, bt.TABLE_DIGITS)
+    return bt.decide(model, replace(batch, analysed_threshold=threshold), threshold), model
 
 
 def on_batch(ui: UI, v: Views, values: dict, progress=gr.Progress()) -> dict:
@@ -200,7 +203,7 @@ def on_batch(ui: UI, v: Views, values: dict, progress=gr.Progress()) -> dict:
             v.batch.state: None,
             v.batch.csv: None,
         }
-    t = model.threshold
+    t = batch.analysed_threshold
     lo, hi = views.score_axis(
         [p.score for p in batch.predictions], batch.predictions[0] if batch.predictions else (0.0, 1.0), t
     )

@@ -5,28 +5,13 @@ histogram with the threshold, a threshold slider that re-decides the table witho
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import gradio as gr
 
 from .. import views_handlers as vh
 from ..batch import COLUMNS, MAX_BATCH_BYTES, MAX_BATCH_IMAGES
+from ..tabs import BatchTab
 from .upload import IMAGE_TYPES
-
-
-@dataclass
-class BatchTab:
-    """The batch tab's components."""
-
-    files: gr.File
-    run: gr.Button
-    state: gr.State
-    threshold: gr.Slider
-    table: gr.Dataframe
-    hist: gr.HTML
-    summary: gr.Markdown
-    csv: gr.File
-    csv_btn: gr.Button
 
 
 def render() -> BatchTab:

@@ -4,27 +4,14 @@ verdicts, scores, the analysed squares and the main maps aligned, with the page'
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
 from .. import views_handlers as vh
 from ..service import DEFAULT_PRESET
+from ..tabs import CompareTab
 from .upload import IMAGE_TYPES, gallery_caption
-
-
-@dataclass
-class CompareTab:
-    """The compare tab's components: images A and B (an example or an upload each), the button
-    and the side-by-side result."""
-
-    a: gr.Dropdown
-    a_file: gr.File
-    b: gr.Dropdown
-    b_file: gr.File
-    button: gr.Button
-    out: gr.HTML
 
 
 def render(examples: list[dict]) -> CompareTab:

@@ -5,6 +5,7 @@ components. The threshold slider is in the units of the score: its range is the 
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import gradio as gr
@@ -19,6 +20,16 @@ from .score_slider import ScoreSlider
 
 #: keyboard step of the threshold slider
 THRESHOLD_STEP = 0.01
+
+#: part of the page script: Enter in a slider's number box commits the typed value as leaving the
+#: box does (gradio's .release: a value out of range comes back as the one in use), and the focus stays
+COMMIT_JS = """
+  document.addEventListener('keydown', (e) => {
+    if (e.key !== 'Enter' || !e.target.matches || !e.target.matches('#threshold input[type=number], #k input[type=number], #n input[type=number]')) return;
+    e.target.blur();
+    e.target.focus();
+  });
+"""
 
 
 def render_classes(model) -> tuple[gr.Radio, gr.Textbox]:
@@ -135,9 +146,11 @@ def listen(ui) -> None:
     c.checkpoint_files.upload(settings_fn, inputs, ui.outputs(), **model_events)
     c.checkpoint_files.clear(settings_fn, inputs, ui.outputs(), **model_events)
     # n: a key, a drag or a typed value sends .input; a blur of the typed box (which gradio clamps
-    # to the slider's ends) sends .release. ``on_n`` runs only when n differs from the analysed one.
-    for ev in (c.n.input, c.n.release):
-        ev(ui.bind(handlers.on_n), inputs, ui.outputs(), trigger_mode="always_last", **model_events)
+    # to the slider's ends) sends .release, whose answer to a value out of range also puts the
+    # control back on the n in use. ``on_n`` runs only when n differs from the analysed one.
+    for ev, committed in ((c.n.input, False), (c.n.release, True)):
+        fn = functools.partial(handlers.on_n, ui, committed=committed)
+        ev(fn, inputs, ui.outputs(), trigger_mode="always_last", **model_events)
     if c.backbone is not None:
         c.backbone.input(settings_fn, inputs, ui.outputs(), **model_events)
     # one queue group for the head's events, so they run in order: a threshold typed in one score's
@@ -145,17 +158,13 @@ def listen(ui) -> None:
     head = dict(trigger_mode="always_last", api_visibility="private", show_progress="hidden", concurrency_id="head")
     options_fn = ui.bind(handlers.on_options)
     # keys, drags and typing send .input (keys never send .release); a blur of a typed box sends
-    # .release with the value gradio clamped to the slider's ends. ``on_options`` runs the head only
-    # when a value differs from the one applied, so the pair never decides twice.
-    for ev in (
-        c.k.input,
-        c.k.release,
-        c.entropy_filter.input,
-        c.renormalize.input,
-        c.threshold.input,
-        c.threshold.release,
-    ):
+    # .release with the typed value (gradio then shows it clamped to the slider's ends): a value out
+    # of range is answered with the control back on the value in use, never mid-typing. ``on_options``
+    # runs the head only when a value differs from the one applied, so the pair never decides twice.
+    for ev in (c.k.input, c.entropy_filter.input, c.renormalize.input, c.threshold.input):
         ev(options_fn, inputs, ui.outputs(), **head)
+    for ev in (c.k.release, c.threshold.release):
+        ev(functools.partial(handlers.on_options, ui, committed=True), inputs, ui.outputs(), **head)
     if c.score is not None:
         c.score.input(
             ui.bind(handlers.on_score),

@@ -15,7 +15,9 @@ element.setAttribute('aria-live', 'polite');
 element.setAttribute('role', 'status');
 watch('value', () => {
   if (window.matchMedia('(max-width: 820px)').matches && element.querySelector('.hvl-decision, .hvl-error')) {
-    element.scrollIntoView({block: 'start'});
+    // the block (with its scroll margin), once the new outputs above it are laid out
+    const block = element.closest('#decision') || element;
+    requestAnimationFrame(() => requestAnimationFrame(() => block.scrollIntoView({block: 'start'})));
   }
 });
 """
@@ -40,9 +42,14 @@ class Verdict:
 
 
 def render_verdict() -> Verdict:
+    """The verdict; the status line ("Analysed …") is placed under the first maps
+    (``render_status``), so the main map's colour bar fits a laptop's first screen."""
     decision = gr.HTML(dec.empty_html(), elem_id="decision", js_on_load=DECISION_JS)
-    status = gr.Markdown("", elem_id="status")
-    return Verdict(decision, status)
+    return Verdict(decision, gr.Markdown("", elem_id="status", render=False))
+
+
+def render_status(verdict: Verdict) -> None:
+    verdict.status.render()
 
 
 def render_top() -> gr.Label:

@@ -41,7 +41,7 @@ CSS = """
 #teach-steps.hvl-step-pinned #step-text { max-width: 110ch; }
 #teach-steps.hvl-step-pinned #step-picker label { padding: 2px 8px; }
 #step-picker .wrap { gap: 4px 6px; }
-@media (max-width: 700px) { #teach-steps.hvl-step-pinned #step-picker label { font-size: 12px; padding: 1px 5px; }
+@media (max-width: 700px) { #teach-steps.hvl-step-pinned #step-picker label { font-size: var(--hvl-small); padding: 1px 5px; }
   #teach-steps.hvl-step-pinned { max-height: 45vh; } }
 """
 

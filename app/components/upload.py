@@ -25,12 +25,12 @@ ACRONYMS = {"mri", "ct", "he", "ihc"}
 
 
 #: right after the upload: the verdict, and the threshold with K, one Tab stop away (app.layout's
-#: page script moves the focus there)
+#: page script moves the focus there: to the sliders themselves, where the arrow keys work)
 SKIP_LINKS = (
     "<nav class='hvl-skip' aria-label='Jump to the result'>Jump to "
     "<a href='#decision' data-hvl-focus='#decision .hvl-decision, #decision .hvl-empty, #decision .hvl-error'>"
-    "the verdict</a> · <a href='#threshold' data-hvl-focus='#threshold input[type=number]'>the threshold</a> · "
-    "<a href='#k' data-hvl-focus='#k input[type=number]'>K</a></nav>"
+    "the verdict</a> · <a href='#threshold' data-hvl-focus='#threshold input[type=range]'>the threshold</a> · "
+    "<a href='#k' data-hvl-focus='#k input[type=range]'>K</a></nav>"
 )
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import html
+import math
+from dataclasses import dataclass
 
 import numpy as np
 from matplotlib import colormaps
 
 from .. import render
-from ..decision import fmt_num, fmt_signed
+from ..decision import fmt_num, fmt_signed, separating_digits
 
 
 class Figure:
@@ -90,3 +92,48 @@ def grid_labels(values: np.ndarray, digits: int, signed: bool = False) -> list[l
         return None
     f = fmt_signed if signed else fmt_num
     return [[f(values[r, c], digits) for c in range(g)] for r in range(g)]
+
+
+SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+@dataclass(frozen=True)
+class CellUnits:
+    """How a map writes its cell values: ``digits`` decimals of the value × 10^``power``. Values
+    that need four or more decimals to tell them from the reference (tiny entropies: "0.00003")
+    get a per-map unit instead ("0.3" in units of 10⁻⁴), so each label stays short enough for its
+    cell and the figure says the unit."""
+
+    digits: int
+    power: int = 0
+
+    @classmethod
+    def for_values(cls, values, ref: float) -> CellUnits:
+        v = np.asarray(values, dtype=float)
+        d = separating_digits(v, ref)
+        top = float(np.abs(v).max()) if v.size else 0.0
+        if d <= 3 or top == 0:
+            return cls(d)
+        power = -math.floor(math.log10(top))  # the largest value reads 1 to 9.9
+        return cls(separating_digits(v * 10.0**power, ref * 10.0**power, lo=1, hi=3), power)
+
+    def fmt(self, x: float) -> str:
+        """The value as a cell label (in the map's unit)."""
+        return fmt_num(float(x) * 10.0**self.power, self.digits)
+
+    def unit(self) -> str:
+        """The unit after a value written in it (" × 10⁻⁴"); "" when the map has none."""
+        return f" × 10{str(-self.power).translate(SUPERSCRIPT)}" if self.power else ""
+
+    def text(self, x: float) -> str:
+        """The value in running text: its label and the unit."""
+        return self.fmt(x) + self.unit()
+
+    def note(self, quantity: str, unit: str) -> str:
+        """The sentence under a map whose cells are written in a per-map unit."""
+        power = str(-self.power).translate(SUPERSCRIPT)
+        return f"The numbers in the cells are {quantity} in units of 10{power} {unit}: every patch is nearly certain."
+
+    def labels(self, values: np.ndarray) -> list[list[str]] | None:
+        g = values.shape[0]
+        return None if g > render.MAX_LABELLED_GRID else [[self.fmt(x) for x in row] for row in values]

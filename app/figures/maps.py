@@ -13,8 +13,8 @@ import numpy as np
 from hvl_core.model import OTHER_LABEL
 
 from .. import render, thumbnails
-from ..decision import fmt_num, fmt_signed, separating_digits
-from .base import SCALE_NAMES, Figure, array_key, cell_name, colour_bar, figure, grid_labels
+from ..decision import fmt_num, fmt_signed
+from .base import SCALE_NAMES, CellUnits, Figure, array_key, cell_name, colour_bar, figure, grid_labels
 
 # --------------------------------------------------------------------------- thumbnail
 
@@ -108,9 +108,9 @@ def entropy_html(pred, scale: int, entropy_filter: bool = True) -> str:
     g = h.shape[0]
     vmax = entropy_ceiling(pred)
     mean = float(h.mean())
-    d = separating_digits(h, mean)
+    u = CellUnits.for_values(h, mean)  # tiny entropies: a per-map unit, so labels fit their cells
     img = render.entropy_overlay(pred.image, h, keep, vmax)
-    labels = grid_labels(h, d)
+    labels = u.labels(h)
     if labels:
         img = render.label_cells(img, labels)
     dropped = int((~keep).sum())
@@ -123,16 +123,16 @@ def entropy_html(pred, scale: int, entropy_filter: bool = True) -> str:
     elif dropped:
         rule = (
             f"<b>Hatched</b> = dropped by the entropy filter: H above this scale's mean "
-            f"H̄ = {fmt_num(mean, d)} ({dropped} of {g * g}); they do not count towards p{sym}."
+            f"H̄ = {u.text(mean)} ({dropped} of {g * g}); they do not count towards p{sym}."
         )
-        alt_rule = f"{dropped} hatched patches have entropy above the mean {fmt_num(mean, d)} and were dropped"
+        alt_rule = f"{dropped} hatched patches have entropy above the mean {u.text(mean)} and were dropped"
     else:
-        rule = f"No patch is above the mean H̄ = {fmt_num(mean, d)}, so none is dropped."
+        rule = f"No patch is above the mean H̄ = {u.text(mean)}, so none is dropped."
         alt_rule = "no patch was dropped"
     alt = (
         f"{name}-scale entropy map: the analysed square cut into {g}×{g} patches, each coloured by its entropy "
         f"from 0 (certain, dark purple) to {fmt_num(vmax)} (no idea, yellow); {alt_rule}; the most certain "
-        f"patch is {cell_name((r, c))} (H = {fmt_num(h[r, c], d)})."
+        f"patch is {cell_name((r, c))} (H = {u.text(h[r, c])})."
     )
     # the ends stay short (they share one line); what the top means is written under the bar
     bar = colour_bar(
@@ -142,7 +142,7 @@ def entropy_html(pred, scale: int, entropy_filter: bool = True) -> str:
         f"entropy-{name.lower()}",
         f"{name} scale ({g}×{g} patches): how unsure each patch is",
         [(render.data_uri(img), alt)],
-        [rule],
+        [rule] + ([u.note("H", "nats")] if u.power else []),
         extra=bar,
     )
 

@@ -130,3 +130,32 @@ def test_every_encoder_path_runs_inside_spaces_gpu(zero_gpu, tiny_backbone):
     assert len(paths["reference set"]) == 1 and len(paths["reference set"][0][1][1]) == len(examples)
     assert calls[-1][3] > paths["upload"][0][3]  # a bigger batch reserves longer
     assert sum(encoded) > 0  # the encoder did run, and only inside
+
+
+def test_the_page_is_built_only_once_the_warm_up_is_done(tiny_backbone, monkeypatch):
+    """The encoder's first call runs beside the page's construction, and ``build_demo`` returns
+    (the server starts answering) only once it is over: the first request never waits for it."""
+    import threading
+
+    from app import layout
+
+    registered, done, seen = threading.Event(), threading.Event(), []
+
+    def slow_warm_up(model):
+        def run():  # still running when the page is complete (its API registered last)
+            registered.wait()
+            threading.Event().wait(1.0)
+            done.set()
+
+        t = threading.Thread(target=run)
+        t.start()
+        return t
+
+    register, configure = layout.api.register, layout.configure_queue
+    monkeypatch.setattr(app.gpu, "warm_up", slow_warm_up)
+    monkeypatch.setattr(layout.api, "register", lambda svc: (register(svc), registered.set()))
+    monkeypatch.setattr(layout, "configure_queue", lambda demo: (seen.append(done.is_set()), configure(demo))[1])
+    svc = ModelService("tiny-clip-random", device="cpu")
+    svc._backbones["tiny-clip-random"] = tiny_backbone
+    layout.build_demo(svc)
+    assert seen == [True]

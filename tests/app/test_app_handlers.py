@@ -211,6 +211,28 @@ def test_typed_k_and_n_out_of_range_are_one_sentence_and_repeats_do_not_run(ui, 
     assert handlers.on_options(ui, {**values(ui, sess, shown), ui.controls.threshold: None}) == {ui.shown: shown}
 
 
+def test_a_refused_value_puts_the_control_back_once_the_box_is_left(ui, analysed):
+    """While typing (.input) a refused value only gets its sentence (the box is not rewritten under
+    the cursor); leaving the box (.release, ``committed``) also puts the control back on the value
+    in use, which the verdict keeps."""
+    sess, shown = analysed[ui.session], analysed[ui.shown]
+    pred = sess.prediction
+    c = ui.controls
+    for field, typed, control, in_use in (
+        ("threshold", 999, c.threshold, pred.threshold),
+        ("threshold", -5, c.threshold, pred.threshold),
+        ("k", 99, c.k, pred.k),
+        ("k", 0, c.k, pred.k),
+    ):
+        typing = handlers.on_options(ui, values(ui, sess, shown, **{field: typed}))
+        assert control not in typing and ui.decision not in typing
+        left = handlers.on_options(ui, values(ui, sess, shown, **{field: typed}), committed=True)
+        assert left[control] == {"__type__": "update", "value": in_use}, (field, typed)
+        assert ui.decision not in left and (left.get(ui.threshold_note) or left.get(ui.kn_note))
+    out = handlers.on_n(ui, {**values(ui, sess, shown), c.n: 9}, progress=None, committed=True)
+    assert out[c.n] == {"__type__": "update", "value": 2} and "n stays 2" in out[ui.kn_note]
+
+
 def test_a_new_image_keeps_a_slider_value_in_its_units(ui, analysed):
     """After a score change, the next image is decided in that score with the slider's value."""
     sess, shown = analysed[ui.session], analysed[ui.shown]

@@ -362,6 +362,44 @@ def test_entropy_figure_says_what_it_shows_for_this_image(prediction):
     assert "Entropy filter off" in off
 
 
+def test_cell_labels_never_run_into_their_neighbours():
+    """Long labels on a 6×6 grid: the font shrinks until each fits inside its cell, so no white
+    text pixel reaches a cell border."""
+    size, g = render.DISPLAY_SIZE, 6
+    labels = [["0.00003"] * g for _ in range(g)]
+    out = render.label_cells(black(size), labels)
+    edges = render.cell_edges(size, g)
+    for x in edges[1:-1]:
+        assert not (out[:, x - 1 : x + 2] > 200).all(axis=-1).any(), x
+    assert (out > 200).all(axis=-1).sum() > 100  # the labels are drawn
+    cell = int(np.diff(edges).min())
+    px = render.fit_px(labels, cell, 26)
+    assert px < 26 and render.font(px).getlength("0.00003") < 0.9 * cell
+    assert render.fit_px([["1.2"]], cell, 20) == 20  # a short label keeps its size
+
+
+def test_tiny_entropies_get_a_per_map_unit(prediction):
+    """Entropies that need four or more decimals are written in units of 10⁻ᵉ: short labels, and
+    the figure says the unit; ordinary ones keep plain decimals."""
+    import dataclasses
+
+    from app.figures.base import CellUnits
+
+    h = prediction.entropy2 * 1e-4 + 1e-5
+    u = CellUnits.for_values(h, float(h.mean()))
+    assert u.power >= 4 and all(len(s) <= 4 for row in u.labels(h) for s in row), u
+    # a patch above the mean still reads above it
+    above = h > h.mean()
+    assert all(
+        (float(s) > float(u.fmt(h.mean()))) == a for row, arow in zip(u.labels(h), above) for s, a in zip(row, arow)
+    )
+    assert u.text(h.mean()) == u.fmt(h.mean()) + " × 10⁻" + "⁰¹²³⁴⁵⁶⁷⁸⁹"[u.power]
+    html = figures.entropy_html(dataclasses.replace(prediction, entropy2=h), 2)
+    assert "in units of 10⁻" in html and "nats" in html
+    plain = CellUnits.for_values(prediction.entropy2, float(prediction.entropy2.mean()))
+    assert plain.power == 0 and "in units of" not in figures.entropy_html(prediction, 2)
+
+
 def test_gain_figure_outlines_only_positive_candidates():
     g = 4
     gain = np.zeros((g, g))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 import zipfile
 from dataclasses import fields
@@ -316,6 +317,29 @@ def test_batch_encodes_once_and_redecides_with_the_head(env, tmp_path, monkeypat
     assert rows[1][3] == p0.score_name and float(rows[1][4]) == pytest.approx(t) and float(rows[1][2]) == p0.score
     # the table: every number with the same three decimals
     assert all(re.fullmatch(r"-?\d+\.\d{3}", c) for r in res[v.batch.table] for c in (r[2], r[4]) if c is not None)
+
+
+@pytest.mark.parametrize("score", ["msp", "energy"])
+def test_batch_decides_with_the_pages_score_at_a_round_threshold(env, score):
+    """The batch follows the page's decision score (not the model's default), at the model's
+    threshold for that score rounded to the table's decimals, or, where it has none, just under
+    the batch's median score: the slider shows what decided."""
+    from app.deciding import own_threshold
+
+    ui, v = env
+    model = ui.service.model(Spec())
+    out = vh.on_batch(
+        ui, v, {**values(ui, score=score), v.batch.files: [str(SKIN), str(OOD), str(SKIN)]}, progress=None
+    )
+    batch = out[v.batch.state]
+    assert {p.score_name for p in batch.predictions} == {score}
+    own = own_threshold(model, score)
+    scores = sorted(p.score for p in batch.predictions)
+    expected = round(own, bt.TABLE_DIGITS) if own is not None else math.floor(scores[1] * 100) / 100
+    assert all(p.threshold == pytest.approx(expected) for p in batch.predictions)
+    assert out[v.batch.threshold]["value"] == pytest.approx(expected) and abs(expected - round(expected, 3)) < 1e-12
+    res = vh.on_batch_threshold(ui, v, batch, expected + 0.5)  # a move keeps the score
+    assert {p.score_name for p in res[v.batch.state].predictions} == {score}
 
 
 def test_batch_failure_is_one_sentence(env):
