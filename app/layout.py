@@ -13,6 +13,7 @@ import gradio as gr
 
 from . import gpu, styles, views
 from .components import api, batch, compare, controls, header, insight, results, teaching, upload
+from .examples import ASSETS_DIR, load_examples
 from .handlers import on_rerun
 from .messages import model_markdown
 from .presenting import UI
@@ -215,7 +216,7 @@ PAGE_JS = (
 def build_demo(service: ModelService | None = None) -> gr.Blocks:
     service = service or ModelService()
     model = service.preload(Spec())
-    examples = upload.load_examples()
+    examples = load_examples()
     # the reference images' shipped encodings for the score distribution (none encoded at start-up)
     reference = ReferenceSet(examples)
     reference.warm(model)
@@ -318,7 +319,7 @@ def launch_kwargs(server_name: str | None = None, server_port: int | None = None
         css=CSS,
         theme=theme(),
         js=PAGE_JS,
-        allowed_paths=[str(upload.ASSETS_DIR)],
+        allowed_paths=[str(ASSETS_DIR)],
         run_history=False,
         max_file_size=MAX_FILE_SIZE,
         show_error=False,

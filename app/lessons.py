@@ -147,7 +147,7 @@ def markdown(examples: list[dict], path: Path = VERDICTS_FILE) -> list[str]:
 def main(argv=None) -> int:
     """``python -m app.lessons``: analyse every lesson's image with the shipped model and write
     ``weights/reference/lessons.json`` (re-run when a shipped checkpoint or an example changes)."""
-    from .components.upload import ASSETS_DIR, load_examples
+    from .examples import ASSETS_DIR, load_examples
 
     items = lessons(load_examples())
     data = {

@@ -192,7 +192,7 @@ def main(argv=None) -> int:
     write them under ``weights/reference/`` (re-run when the backbone, n or the examples change)."""
     import argparse
 
-    from .components.upload import load_examples
+    from .examples import load_examples
     from .service import ModelService, Spec
 
     ap = argparse.ArgumentParser(prog="python -m app.reference", description=main.__doc__.split("\n\n")[0])

@@ -225,7 +225,8 @@ class HVLModel:
             (self.backbone.name, self.backbone.note),
             self.calibration.get(cfg.score),
             self.scope,
-            self.precision,
+            # measured at the checkpoint's own score and threshold only
+            self.precision if source == "calibrated" and cfg.score == self.head.config.score else None,
         )
 
     def decide(self, encoded: Encoded, threshold: float | None = None, **overrides) -> Prediction:

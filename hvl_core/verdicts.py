@@ -55,7 +55,7 @@ def meaning(pred) -> str:
         )
     return (
         f"The model's best match among its {len(pred.classes)} known classes; how often this answer is right "
-        "was not measured: a suggestion to check, not a diagnosis."
+        "was not measured at this setting: a suggestion to check, not a diagnosis."
     )
 
 

@@ -21,7 +21,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import hvl_core  # noqa: E402
-from app import layout, messages  # noqa: E402
+from app import examples, layout, messages  # noqa: E402
 from app.components import upload  # noqa: E402
 from app.service import ModelService, Session, Spec, UserError, checkpoint_ref  # noqa: E402
 from hvl_core import CheckpointError, ImageError  # noqa: E402
@@ -228,7 +228,7 @@ def test_friendly_error_hides_internals():
 
 
 def test_examples_from_the_manifest_and_without_it(tmp_path):
-    items = upload.load_examples()
+    items = examples.load_examples()
     manifest = json.loads((ROOT / "assets" / "manifest.json").read_text())
     assert len(items) == len(manifest)
     assert {it["kind"] for it in items} == {"skin", "histology", "ood", "failure"}
@@ -248,7 +248,7 @@ def test_examples_from_the_manifest_and_without_it(tmp_path):
     Image.new("RGB", (32, 32)).save(tmp_path / "ood_thing.png")
     Image.new("RGB", (32, 32)).save(tmp_path / "skin_a.jpg")
     (tmp_path / "notes.txt").write_text("x")
-    found = upload.load_examples(tmp_path)
+    found = examples.load_examples(tmp_path)
     assert [(Path(i["path"]).name, i["kind"]) for i in found] == [("skin_a.jpg", "skin"), ("ood_thing.png", "ood")]
 
 

@@ -19,7 +19,7 @@ import torch
 import app.gpu
 from app import api, handlers
 from app import views_handlers as vh
-from app.components.upload import load_examples
+from app.examples import load_examples
 from app.headless import stub_ui, stub_views
 from app.reference import ReferenceSet
 from app.service import ModelService, Session, Spec

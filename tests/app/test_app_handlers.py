@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from app import handlers
-from app.components.upload import load_examples
+from app.examples import load_examples
 from app.headless import stub_ui
 from app.messages import class_placeholder, friendly_error
 from app.service import ModelService, Session, Spec

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from app import reference as rf
-from app.components.upload import load_examples
+from app.examples import load_examples
 from app.service import ModelService, Spec
 from hvl_core import load_image
 

@@ -19,7 +19,7 @@ import pytest
 from app import batch as bt
 from app import handlers, views
 from app import views_handlers as vh
-from app.components.upload import load_examples
+from app.examples import load_examples
 from app.headless import stub_ui, stub_views
 from app.reference import ReferenceSet, id_kind_for
 from app.service import ModelService, Session, Spec, UserError
@@ -178,7 +178,7 @@ def test_examples_the_backbone_never_saw_are_not_known_id():
     ]
     assert views.reference_groups(ref, {}) == ref.groups()  # a backbone that lists nothing: as before
     # the shipped manifest names the skin examples' imaging in the offline DenseNet's words
-    from app.components.upload import load_examples
+    from app.examples import load_examples
     from hvl_core.backbones.catalog import BY_NAME
 
     info = BY_NAME["medmnist-densenet121"]  # the catalog's facts, as the backbone reports them
@@ -232,8 +232,13 @@ def test_batch_limits(tmp_path, monkeypatch):
 
 
 def test_flips_by_hand():
-    preds = [SimpleNamespace(score=s, known=s >= 0.6) for s in (0.2, 0.45, 0.55, 0.7)]
-    b = bt.Batch(names=list("abcd"), encoded=[None] * 4, analysed_threshold=0.5, predictions=preds)
+    preds = [
+        SimpleNamespace(score=s, known=s >= 0.6, outcome="known" if s >= 0.6 else "unknown")
+        for s in (0.2, 0.45, 0.55, 0.7)
+    ]
+    # out of scope: no threshold makes it known, so it never flips
+    preds.append(SimpleNamespace(score=0.5, known=False, outcome="out of scope", deciding_p_value=None))
+    b = bt.Batch(names=list("abcde"), encoded=[None] * 5, analysed_threshold=0.5, predictions=preds)
     assert bt.flips(b, 0.6) == (1, 0)  # 0.55 goes known → unknown
     assert bt.flips(b, 0.4) == (0, 1)  # 0.45 goes unknown → known
     assert "1 flip (1 known → unknown, 0 unknown → known)" in bt.flips_sentence(b, 0.6)

@@ -3,7 +3,8 @@
 import pytest
 
 from app import lessons
-from app.components.upload import ASSETS_DIR, failures_markdown, load_examples
+from app.components.upload import failures_markdown
+from app.examples import ASSETS_DIR, load_examples
 
 
 def test_a_lesson_reads_the_verdict_it_is_given():
