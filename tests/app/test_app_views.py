@@ -233,7 +233,7 @@ def test_batch_limits(tmp_path, monkeypatch):
 
 def test_flips_by_hand():
     preds = [
-        SimpleNamespace(score=s, known=s >= 0.6, outcome="known" if s >= 0.6 else "unknown")
+        SimpleNamespace(score=s, known=s >= 0.6, outcome="known" if s >= 0.6 else "unknown", deciding_p_value=None)
         for s in (0.2, 0.45, 0.55, 0.7)
     ]
     # out of scope: no threshold makes it known, so it never flips
