@@ -224,14 +224,15 @@ def _load_file(fp, name: str, max_side: int, tile, notes: list[str], max_pixels:
         fp.seek(0)
         kind = _sniff(head)
         if kind == "dicom":
-            from .dicom import is_dicom_wsi, read_dicom
+            from .dicom import is_wsi, read_dicom, read_header
 
+            ds = read_header(fp, name)  # once: deflated files are refused before any inflating
             path = getattr(fp, "name", None)
-            if isinstance(path, str) and os.path.isfile(path) and is_dicom_wsi(fp):
+            if isinstance(path, str) and os.path.isfile(path) and is_wsi(ds):
                 from .slides import load_slide
 
                 return load_slide(path, name, tile=tile, dicom=True)
-            img = array_to_image(read_dicom(fp, name, notes), notes)
+            img = array_to_image(read_dicom(fp, name, notes, ds), notes)
             check_budget(name, *img.size, False, max_pixels)
         elif kind == "tiff":
             img = _open_tiff(fp, name, max_side, notes, tile, max_pixels)
