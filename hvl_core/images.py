@@ -39,6 +39,9 @@ READABLE = "PNG, JPEG, TIFF, BMP, WebP, DICOM or a whole-slide image"
 FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".dcm", ".svs", ".ndpi")
 #: pixels an image may have when it is decoded at full size (no format-level downscaling)
 MAX_DECODE_PIXELS = 50_000_000
+#: TIFF page headers read at most: a file's pages are counted (and a pyramid looked for) only up to
+#: this, as walking every header of a 20,000-page file ties up the CPU for a minute
+MAX_TIFF_PAGES = 256
 #: rows of the result made at a time from a band of the decoded raster
 _STRIP_ROWS = 256
 #: EXIF orientation → the transpose that undoes it (as ``ImageOps.exif_transpose``)
@@ -112,15 +115,19 @@ def _bounded_rgb(img: Image.Image, max_side: int, notes: list[str], original: tu
     return out
 
 
-def _open_pil(fp, name: str, max_side: int, notes: list[str], max_pixels: int | None) -> Image.Image:
+def _open_pil(
+    fp, name: str, max_side: int, notes: list[str], max_pixels: int | None, frames_noted: bool = False
+) -> Image.Image:
+    """Any format PIL reads, the first frame; ``frames_noted``: the caller already said how many."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         img = Image.open(fp)
     w, h = img.size
     check_raster(name, w, h, len(img.getbands()), _SAMPLE_BYTES.get(img.mode, 1))
     check_budget(name, w, h, False, max_pixels)
-    if getattr(img, "n_frames", 1) > 1:
-        notes.append(f"animated image: first of {img.n_frames} frames used")
+    if getattr(img, "is_animated", False):  # looks one frame ahead; n_frames would walk them all
+        if not frames_noted:
+            notes.append("animated image: the first frame used")
         img.seek(0)
     if max(w, h) > max_side and img.format == "JPEG":
         img.draft("RGB", (max_side, max_side))  # decode JPEGs at reduced size directly
@@ -136,9 +143,11 @@ def _open_tiff(fp, name: str, max_side: int, notes: list[str], tile, max_pixels)
 
     from . import slides
 
+    pages = None
     try:
         with tifffile.TiffFile(fp) as tf:
-            if slides.is_slide(tf):
+            pages = _page_count(tf)
+            if pages is not None and slides.is_slide(tf):  # a slide's levels are a few pages
                 fp.seek(0)
                 return slides.load_slide(fp, name, tile=tile)
             page = tf.pages.first
@@ -147,18 +156,25 @@ def _open_tiff(fp, name: str, max_side: int, notes: list[str], tile, max_pixels)
             channels = page.samplesperpixel
             check_raster(name, w, h, channels, dtype.itemsize if dtype is not None else 1)
             check_budget(name, w, h, True, max_pixels, kind="a TIFF image")
+            if pages != 1:
+                notes.append(f"multi-page TIFF: first of {pages or f'more than {MAX_TIFF_PAGES}'} pages used")
             if dtype is not None and dtype != np.uint8 and page.planarconfig != 2:
-                notes_before = len(notes)
-                img = array_to_image(page.asarray(), notes)
-                if len(tf.pages) > 1:
-                    notes.insert(notes_before, f"multi-page TIFF: first of {len(tf.pages)} pages used")
-                return img
+                return array_to_image(page.asarray(), notes)
     except ImageError:
         raise
     except Exception:  # noqa: BLE001 — tifffile could not parse it: PIL gets its chance and says why
         pass
     fp.seek(0)
-    return _open_pil(fp, name, max_side, notes, max_pixels)
+    return _open_pil(fp, name, max_side, notes, max_pixels, frames_noted=pages != 1)
+
+
+def _page_count(tf, limit: int = MAX_TIFF_PAGES) -> int | None:
+    """How many pages a TIFF has, reading at most ``limit`` + 1 page headers; None: more."""
+    try:
+        tf.pages[limit]  # walks the chain of page offsets up to ``limit`` only
+    except IndexError:
+        return len(tf.pages)  # the chain ended sooner: its length is known
+    return None
 
 
 def _sniff(head: bytes) -> str:

@@ -154,7 +154,7 @@ UNUSUAL = {
             append_images=[Image.new("RGB", (40, 40), (0, 0, 255))],
             duration=100,
         ),
-        "first of 2 frames",
+        "the first frame used",
     ),
     "huge TIFF": (lambda p: _saved(Image.new("RGB", (5000, 300), (20, 120, 60)), p / "wide.tif"), "downscaled"),
     "BMP": (lambda p: _saved(Image.new("RGB", (40, 40), (1, 2, 3)), p / "x.bmp"), None),
