@@ -35,7 +35,7 @@ def _load_pair(weights, config, label: str) -> Checkpoint:
         try:
             ck = load_checkpoint(d)
         except CheckpointError as e:
-            raise CheckpointError(str(e).replace(d, label).replace(os.path.realpath(d), label)) from None
+            raise CheckpointError(str(e).replace(os.path.basename(d), label)) from None
         except (OSError, RecursionError, ValueError, TypeError, KeyError) as e:
             raise CheckpointError(f"checkpoint {label}: unreadable or invalid ({type(e).__name__})") from None
     ck.source = label

@@ -221,14 +221,16 @@ def hub_files(repo: str) -> tuple[Path, Path]:
     raise CheckpointError(f"checkpoint {repo}: the hub repo has neither {CONFIG_NAME} nor {LEGACY_CONFIG_NAME}")
 
 
-def _resolve(source: str) -> tuple[Path, Path]:
+def _resolve(source: str) -> tuple[Path, Path, str]:
+    """(weights, config, the checkpoint's name): a local folder is named by its own name, never
+    its path on this machine (answers and messages show the name); a hub repo by its id."""
     pair = _local_pair(Path(source))
     if pair is not None:
-        return pair
+        return *pair, os.path.basename(os.path.abspath(pair[1].parent))
     repo = source[len("hf://") :] if source.startswith("hf://") else source
     if not is_hub_id(repo):
         raise CheckpointError(f"checkpoint {source}: no such file or folder (a hub checkpoint is written org/name)")
-    return hub_files(repo)
+    return *hub_files(repo), repo
 
 
 def _read_config(cfg: Path, source: str) -> dict:
@@ -251,9 +253,9 @@ def _expected_shapes(meta: dict) -> dict[str, tuple[int, int]]:
 
 
 def load_checkpoint(source: str | os.PathLike) -> Checkpoint:
-    """Read and validate a checkpoint from a folder, one of its files, or a hub repo id."""
-    source = os.fspath(source)
-    weights, cfg = _resolve(source)
+    """Read and validate a checkpoint from a folder, one of its files, or a hub repo id. Its
+    ``source`` (and every message) names the folder or repo, never a path."""
+    weights, cfg, source = _resolve(os.fspath(source))
     for f in (weights, cfg):
         if not f.is_file():
             raise CheckpointError(f"checkpoint {source}: {f.name} is missing")

@@ -176,6 +176,24 @@ def test_unusual_but_valid_images_are_analysed_with_a_note(service, tmp_path, ki
         assert note in status, status
 
 
+def test_answers_and_messages_name_a_checkpoint_never_its_server_path(service, tiny_backbone, tmp_path):
+    from app import api
+
+    model = hvl_core.load_model(tiny_backbone, preset="dermatology-isic4", device="cpu")
+    folder = hvl_core.save_checkpoint(tmp_path / "ck", model.head, "tiny-clip-random", model.classes, threshold=0.42)
+    spec, ck = service.spec("dermatology-isic4", "", checkpoint_ref(str(folder), None), 2)
+    _, pred, m, _ = service.analyse(service.load(str(EXAMPLE)), spec, ck, None, 4, True, False)
+    row = json.dumps(api.result("image", pred, m))
+    assert json.loads(row)["checkpoint"] == "ck" and str(tmp_path) not in row
+    up = tmp_path / "up"
+    up.mkdir()
+    (up / WEIGHTS_NAME).write_bytes((folder / WEIGHTS_NAME).read_bytes())
+    (up / CONFIG_NAME).write_text("{not json")
+    with pytest.raises(CheckpointError) as e:
+        service.spec("dermatology-isic4", "", checkpoint_ref("", [str(up / WEIGHTS_NAME), str(up / CONFIG_NAME)]), 2)
+    assert "not valid JSON" in str(e.value) and "/" not in str(e.value) and "hvl-ckpt" not in str(e.value)
+
+
 def test_new_upload_keeps_the_users_threshold(service):
     sess, pred, model, reset = analysed(service, threshold=0.77, previous=Session(model_identity=Spec().identity()))
     assert not reset and pred.threshold == 0.77
