@@ -130,15 +130,46 @@ def test_log_holds_no_upload_path_and_readers_in_one_line(tmp_path):
     assert "analysis failed for <upload>" in text and "bad tag in <upload>" in text  # our own: redacted, kept
 
 
-def test_configure_logging_quietens_the_readers():
-    filt = logs.configure_logging("/nonexistent/uploads")
+def test_warnings_quoted_names_and_data_uris_never_reach_the_log(tmp_path):
+    """Warnings kept their message (the filter matched "py", not "py.warnings"); a name with a
+    quote was cut at the quote; a data: URI went whole into the log."""
+    up = tmp_path / "hvl-uploads-1-x"
+    filt = logs.PrivateFilter([up])
+    path = f"{up}/0a1b/it's DOE^JOHN MRN 12345.png"
+    uri = "data:image/png;base64," + "QUJD" * 100_000
+
+    def emit():
+        logging.getLogger("py.warnings").warning("%s: UserWarning: odd tag in DOE^JOHN", path)
+        logging.getLogger("app.api").error("failed on '%s' and %s", path, uri)
+        logging.getLogger("app.api").error("x" * (logs.MAX_CHARS + 10))
+
+    text = _log_text(filt, emit)
+    lines = text.strip().splitlines()
+    assert lines[0] == "WARNING py.warnings: a warning while reading a file (details withheld: they name it)"
+    assert lines[1] == "ERROR app.api: failed on '<upload>' and data:<withheld>"
+    assert "DOE" not in text and "QUJD" not in text and lines[2].endswith("(10 characters withheld)")
+
+
+def test_configure_logging_quietens_the_readers_and_redacts_the_console(tmp_path, capsys):
+    import sys
+
+    up = tmp_path / "hvl-uploads-1-x"
+    streams = sys.stdout, sys.stderr
+    filt = logs.configure_logging(up)
     try:
         assert all(logging.getLogger(n).level == logging.WARNING for n in logs.READERS)
         assert any(filt in h.filters for h in logging.getLogger().handlers)
+        # what gradio prints for a raw call with too few values: the upload's path and the data
+        print(f'Received inputs:\n    [{{"path": "{up}/ab/it\'s DOE^JOHN.png"}}, "data:image/png;base64,QUJDRA=="]')
+        print("x" * (logs.MAX_CHARS + 5), file=sys.stderr)
     finally:
+        sys.stdout, sys.stderr = streams
         for h in logging.getLogger().handlers:
             h.removeFilter(filt)
         logging.captureWarnings(False)
+    out, err = capsys.readouterr()
+    assert "DOE" not in out and "QUJD" not in out and "<upload>" in out and "data:<withheld>" in out
+    assert "(5 characters withheld)" in err and len(err) < logs.MAX_CHARS + 100
 
 
 _HANDLED = """
