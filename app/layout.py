@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from . import gpu, views
 from .components import api, batch, compare, controls, header, insight, results, teaching, upload
@@ -17,6 +18,7 @@ from .handlers import on_rerun
 from .messages import model_markdown
 from .presenting import UI
 from .reference import ReferenceSet
+from .requests_guard import BodyLimit, refuse_missing_values
 from .service import ModelService, Session, Spec, configure_queue
 from .settings import Controls
 from .views_handlers import Views
@@ -289,6 +291,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
         analyse_btn.click(
             ui.bind(on_rerun), ui.inputs(), ui.outputs(), concurrency_id="model", api_visibility="private"
         )
+    refuse_missing_values(demo)
     return configure_queue(demo)
 
 
@@ -308,6 +311,7 @@ def launch_kwargs(server_name: str | None = None, server_port: int | None = None
         footer_links=["api"],
         ssr_mode=False,
         mcp_server=mcp_enabled(),
+        app_kwargs={"middleware": [Middleware(BodyLimit)]},  # a body is read up to MAX_BODY_BYTES
     )
 
 

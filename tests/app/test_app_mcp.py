@@ -199,3 +199,28 @@ def test_a_server_path_is_never_read(app_url):
         assert secret.read_text().strip() not in text.replace("event: error", "")
     ok = raw_call(app_url, "predict", [data_uri(SKIN), "dermatology-isic4", "", "auto", None])
     assert "event: complete" in ok and '\\"verdict\\"' in ok  # the same call with an image answers
+
+
+def test_a_raw_call_with_too_few_values_gets_a_sentence(app_url, capfd):
+    """It answered {"error": null}, and gradio printed every value sent (a data: URI whole)."""
+    text = raw_call(app_url, "predict", ["data:image/png;base64,QUJDRA=="])
+    assert (
+        "event: error" in text
+        and "takes 5 values (image, preset, classes, score, threshold)" in text
+        and "null" not in text.split("event: error")[1]
+    )
+    out, err = capfd.readouterr()
+    assert "QUJDRA" not in out + err
+
+
+def test_a_100_mb_body_is_refused_before_it_is_read(app_url):
+    from app.requests_guard import TOO_LARGE
+
+    host, port = app_url.split("//")[1].rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(
+            b"POST /gradio_api/call/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 104857600\r\n\r\n" + b'{"data": ["' + b"A" * 65536
+        )
+        answer = s.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 413") and TOO_LARGE in answer
