@@ -6,6 +6,8 @@ Environment:
   HVL_DEVICE          ``auto`` (default: a GPU when present), ``cpu``, ``cuda``
   GRADIO_SERVER_NAME  address to listen on (default 127.0.0.1; a Space sets 0.0.0.0)
   GRADIO_SERVER_PORT  port (default 7860)
+  HVL_ALLOW_CUSTOM_BACKBONES  1: on a public server, a checkpoint may build any registered
+                      backbone (default: only the server's own and the ones the page offers)
 """
 
 import os

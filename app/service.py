@@ -39,14 +39,13 @@ from hvl_core.backbones import (
     Backbone,
     create_backbone,
 )
-from hvl_core.backbones.catalog import CATALOG, LABEL_ONLY
 from hvl_core.checkpoint import Checkpoint, shipped_checkpoint
 from hvl_core.head import HVLConfig
 from hvl_core.images import LoadedImage
 from hvl_core.presets import split_class_list
 
 from . import gpu
-from .checkpoints import MAX_UPLOADED_CHECKPOINTS, CheckpointSources, checkpoint_ref  # noqa: F401
+from .checkpoints import CHOOSABLE_BACKBONES, MAX_UPLOADED_CHECKPOINTS, CheckpointSources, checkpoint_ref  # noqa: F401
 from .deciding import decide_on, has_threshold, own_threshold  # noqa: F401
 from .errors import USER_ERRORS, UserError  # noqa: F401
 from .queueing import API_GROUP, BROWSER_GROUP, QUEUE_MAX_SIZE, configure_queue  # noqa: F401
@@ -65,9 +64,6 @@ DEFAULT_N = HVLConfig.n
 MAX_N = 4
 #: backbones kept built (a ViT-B/16 is ~600 MB); the least recently used one is dropped
 MAX_BACKBONES = 2
-#: the backbones a page may switch to (real weights, from the catalog), besides the server's own;
-#: built through the same bounded cache
-CHOOSABLE_BACKBONES = tuple(i.name for i in CATALOG if i.openclip or i.kind == LABEL_ONLY)
 #: models (head + class embeddings, sharing the backbones) kept built
 MAX_MODELS = 6
 
@@ -160,7 +156,11 @@ class ModelService(CheckpointSources):
     def _remember_backbone(self, name: str, bb: Backbone) -> None:
         self._backbones[name] = bb
         while len(self._backbones) > self.max_backbones:
-            _, dropped = self._backbones.popitem(last=False)
+            # the least recently used, never the server's own (every default page uses it)
+            victim = next((k for k in self._backbones if k not in (name, self.backbone_name)), None)
+            if victim is None:
+                break
+            dropped = self._backbones.pop(victim)
             # models built on it go too, or they would keep it alive
             for key in [k for k, m in self._models.items() if m.backbone is dropped]:
                 del self._models[key]

@@ -73,6 +73,26 @@ def test_public_server_builds_no_backbone_a_checkpoint_names(name, tiny_backbone
     assert "passwd" not in str(e.value) and builds == [] and len(s._backbones) == 1
 
 
+def test_a_checkpoints_custom_backbone_is_off_on_a_public_server_unless_allowed(tiny_backbone, tmp_path, monkeypatch):
+    """A checkpoint naming a registered backbone the page does not offer (a ``*-random`` twin:
+    seconds of CPU and ~1 GB while every browser user waits) is refused by default."""
+    import copy
+
+    twin, made = copy.copy(tiny_backbone), []
+    twin.name = "custom-random"
+    monkeypatch.setitem(hvl_core.backbones._REGISTRY, "custom-random", lambda: twin)
+    monkeypatch.setattr(svc_mod, "create_backbone", lambda name="auto": made.append(name) or twin)
+    monkeypatch.delenv("HVL_ALLOW_CUSTOM_BACKBONES", raising=False)
+    s = public(tiny_backbone)
+    files = checkpoint_files(tmp_path, tiny_backbone, backbone="custom-random")
+    spec, ck = s.spec("dermatology-isic4", "", checkpoint_ref("", files), 2)
+    with pytest.raises(UserError, match="runs only its listed backbones"):
+        s.model(spec, ck)
+    assert made == []
+    monkeypatch.setenv("HVL_ALLOW_CUSTOM_BACKBONES", "1")
+    assert s.model(spec, ck).backbone is twin and made == ["custom-random"]
+
+
 def test_rejected_checkpoint_leaves_no_backbone_and_builds_stay_bounded(tiny_backbone, tmp_path, builds, monkeypatch):
     s = ModelService("tiny-clip-random", device="cpu", max_backbones=2)
     s._backbones["tiny-clip-random"] = tiny_backbone
@@ -85,7 +105,7 @@ def test_rejected_checkpoint_leaves_no_backbone_and_builds_stay_bounded(tiny_bac
         # registered for this test only: the registry is shared by the whole run
         monkeypatch.setitem(hvl_core.backbones._REGISTRY, f"bb-{i}", lambda: tiny_backbone)
         s.backbone(f"bb-{i}")
-        assert len(s._backbones) <= 2
+        assert len(s._backbones) <= 2 and "tiny-clip-random" in s._backbones  # the default stays
     assert len(s._models) <= s.max_models
 
 
