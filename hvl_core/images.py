@@ -120,7 +120,9 @@ def _open_pil(
 ) -> Image.Image:
     """Any format PIL reads, the first frame; ``frames_noted``: the caller already said how many."""
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # this module's limits decide, from the header, below (PIL warns from 89 M pixels, under
+        # MAX_PIXELS, and raises past twice that)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         img = Image.open(fp)
     w, h = img.size
     check_raster(name, w, h, len(img.getbands()), _SAMPLE_BYTES.get(img.mode, 1))
@@ -129,12 +131,25 @@ def _open_pil(
         if not frames_noted:
             notes.append("animated image: the first frame used")
         img.seek(0)
-    if max(w, h) > max_side and img.format == "JPEG":
-        img.draft("RGB", (max_side, max_side))  # decode JPEGs at reduced size directly
+    scale = _draft_scale(w, h, max_side) if img.format == "JPEG" else 1
+    if scale > 1:
+        img.draft("RGB", (w // scale, h // scale))  # decode JPEGs at reduced size directly
     dw, dh = img.size  # what will be decoded
     check_budget(name, dw, dh, True, kind=f"a {img.format or 'raster'} image")
     img.load()
     return _bounded_rgb(img, max_side, notes, (w, h))
+
+
+def _draft_scale(w: int, h: int, max_side: int) -> int:
+    """The reduction (1, 2, 4 or 8) a JPEG is decoded at: the largest that keeps its longest side
+    at least ``max_side`` (it is downscaled to that anyway), then as much more as brings it under
+    ``MAX_DECODE_PIXELS`` (a 10000×8000 JPEG decodes at 5000×4000)."""
+    scale = 1
+    while scale < 8 and max(w, h) / (2 * scale) >= max_side:
+        scale *= 2
+    while scale < 8 and math.ceil(w / scale) * math.ceil(h / scale) > MAX_DECODE_PIXELS:
+        scale *= 2
+    return scale
 
 
 def _open_tiff(fp, name: str, max_side: int, notes: list[str], tile, max_pixels) -> LoadedImage | Image.Image:

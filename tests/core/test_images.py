@@ -210,3 +210,19 @@ def test_a_few_pages_are_counted():
         for _ in range(3):
             tw.write(np.zeros((16, 16), np.uint8))
     assert load_image(buf.getvalue()).notes == ["multi-page TIFF: first of 3 pages used"]
+
+
+def test_a_jpeg_is_decoded_reduced_whenever_that_brings_it_under_the_cap(monkeypatch):
+    """A 10000×8000 JPEG was refused as 'decoded at full size' (draft applied only when both
+    sides were ≥ 2 × 4096), a 9500² one as a decompression bomb (PIL's 89 M pixels): the same
+    cases scaled down, the caps with them."""
+    from hvl_core import images
+
+    assert images._draft_scale(10000, 8000, 4096) == 2 and images._draft_scale(9500, 9500, 4096) == 2
+    assert images._draft_scale(3000, 2000, 4096) == 1
+    monkeypatch.setattr(images, "MAX_DECODE_PIXELS", 1_000_000)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2_000_000)  # PIL warns past this, raises past twice
+    jpeg = png_bytes(Image.new("L", (2000, 1600), 128), "JPEG")
+    li = load_image(jpeg, max_side=1024)
+    assert li.image.size == (1000, 800) and li.original_size == (2000, 1600)  # decoded at half size
+    assert "downscaled from 2000×1600" in li.notes
