@@ -187,11 +187,11 @@ def unreadable(name: str, reason: str) -> dict:
 def predict(service: ModelService, image, preset=None, classes=None, score=None, threshold=None) -> dict:
     """One image decided; raises ``UserError`` (or another error ``friendly_error`` words) when it cannot."""
     model = resolve(service, preset, classes)
+    thr, sc = parse_threshold(threshold), parse_score(score) or model.score_name
+    model.resolve_threshold(thr, sc)  # a threshold or score that does not fit: said before any decoding
     name, source = image_source(image)
-    loaded = load_image(source)
-    enc = gpu.encode_images(model, [loaded])[0]
-    pred = model.decide(enc, threshold=parse_threshold(threshold), score=parse_score(score) or model.score_name)
-    return result(name, pred, model)
+    enc = gpu.encode_images(model, [load_image(source)])[0]
+    return result(name, model.decide(enc, threshold=thr, score=sc), model)
 
 
 def batch(service: ModelService, images, preset=None, classes=None, score=None, threshold=None) -> list[dict]:

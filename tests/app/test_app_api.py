@@ -397,3 +397,17 @@ def test_api_handles_concurrent_requests(client):
     for t in threads:
         t.join(60)
     assert len(results) == 3 and max(results) - min(results) < 1e-6
+
+
+@pytest.mark.parametrize("score, threshold", [("msp", 2.0), ("nonsense", None), ("auto", "abc")])
+def test_predict_checks_score_and_threshold_before_reading_the_image(service, monkeypatch, score, threshold):
+    """A threshold outside the score's range took a whole encoding (2.5-3.1 s) to be refused."""
+    from app import api
+
+    def never(*a, **k):
+        raise AssertionError("the image was read")
+
+    monkeypatch.setattr(api, "image_source", never)
+    with pytest.raises((UserError, ValueError)) as e:
+        api.predict(service, "data:image/png;base64,AAAA", "dermatology-isic4", "", score, threshold)
+    assert ("threshold" in str(e.value) or "score" in str(e.value)) and "\n" not in str(e.value)
