@@ -231,7 +231,9 @@ def load_image(
             if isinstance(source, (str, os.PathLike)):
                 name = os.path.basename(os.fspath(source)) or "the image"
                 if not os.path.isfile(source):
-                    raise ImageError(f"{name}: no such file")
+                    raise ImageError(
+                        f"{name} is a folder, not an image" if os.path.isdir(source) else f"{name}: no such file"
+                    )
                 with open(source, "rb") as f:
                     return _load_file(f, name, max_side, tile, notes, max_pixels)
             fp = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
