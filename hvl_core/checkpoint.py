@@ -29,8 +29,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .checkpoint_fields import (  # noqa: F401  (the bounds are this module's public names too)
+from .checkpoint_fields import (  # noqa: F401  (the bounds and file names are this module's public names too)
+    CARD_NAME,
+    CONFIG_NAME,
     FORMAT_VERSION,
+    LAYOUTS,
+    LEGACY_CONFIG_NAME,
+    LEGACY_WEIGHTS_NAME,
     MAX_BACKBONE_NAME,
     MAX_CALIBRATION_SCORES,
     MAX_CLASSES,
@@ -38,6 +43,7 @@ from .checkpoint_fields import (  # noqa: F401  (the bounds are this module's pu
     MAX_EMBED_DIM,
     MAX_N,
     MAX_TEXT,
+    WEIGHTS_NAME,
     reject_constant,
     validate_meta,
 )
@@ -47,13 +53,6 @@ from .hub import is_hub_id, offline_unless_reachable
 from .model_card import model_card
 from .presets import ClassSet
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-CARD_NAME = "README.md"
-LEGACY_WEIGHTS_NAME = "head.safetensors"
-LEGACY_CONFIG_NAME = "hvl.json"
-#: (config, weights) file names, newest first
-LAYOUTS = ((CONFIG_NAME, WEIGHTS_NAME), (LEGACY_CONFIG_NAME, LEGACY_WEIGHTS_NAME))
 FORMAT = "hvl-head"
 
 
