@@ -20,6 +20,7 @@ from .presenting import UI
 from .reference import ReferenceSet
 from .requests_guard import BodyLimit, refuse_missing_values
 from .service import ModelService, Session, Spec, configure_queue
+from .sessions import MAX_SESSIONS
 from .settings import Controls
 from .views_handlers import Views
 
@@ -312,6 +313,9 @@ def launch_kwargs(server_name: str | None = None, server_port: int | None = None
         ssr_mode=False,
         mcp_server=mcp_enabled(),
         app_kwargs={"middleware": [Middleware(BodyLimit)]},  # a body is read up to MAX_BODY_BYTES
+        # gradio keeps each session's inputs and outputs (the pictures too) until 10,000 sessions:
+        # as many as the image store, whose older pages have lost their image anyway
+        state_session_capacity=MAX_SESSIONS,
     )
 
 
