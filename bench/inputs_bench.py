@@ -13,7 +13,8 @@ exception that is not a user error), and the peak RSS while it ran (sampled ever
 
 Part 3, memory (``--part memory``): the worst case of each kind, each in a fresh process: ten
 uploads of a template-bomb checkpoint, 20 sessions against one, a 9400² and a 7000² RGBA PNG, a
-batch of twelve of each, a checkpoint naming a listed backbone of another width, and ``app.py``
+batch of twelve of each, a checkpoint naming a listed backbone of another width, deflated DICOMs
+(~400 MB and ~4 GB inflated), a 20,000-page TIFF, a 9500² and a 10000×8000 JPEG, and ``app.py``
 stopped by SIGTERM after an upload (is its upload folder gone?).
 
 Part 2, concurrency: ``app.py`` on loopback in a subprocess (``HVL_BACKBONE=tiny-clip-random``),
@@ -678,6 +679,86 @@ def probe_width_mismatch(tmp: Path) -> dict:
     }
 
 
+def _deflated_dicom(path: Path, inflated_mb: int) -> None:
+    """A deflated DICOM (transfer syntax 1.2.840.10008.1.2.1.99) holding a 16×16 image and a
+    private element of ``inflated_mb`` MB of zeros: ~1000:1, deflated in 1 MB chunks."""
+    import struct
+    import zlib
+
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+
+    from tests.wsi_files import dicom_bytes
+
+    ds = __import__("pydicom").dcmread(io.BytesIO(dicom_bytes(np.zeros((16, 16), np.uint8))))
+    pixels = ds.PixelData
+    del ds.PixelData
+    ds.add_new((0x7FDF, 0x0010), "LO", "HVL BENCH")
+    head = DicomBytesIO()
+    head.is_little_endian, head.is_implicit_VR = True, False
+    write_dataset(head, ds)
+    meta = DicomBytesIO()
+    meta.write(b"\0" * 128 + b"DICM")
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    write_file_meta_info(meta, ds.file_meta)
+    z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    n = inflated_mb * 2**20
+    with open(path, "wb") as f:
+        f.write(meta.getvalue())
+        f.write(z.compress(head.getvalue() + struct.pack("<HH2sHI", 0x7FDF, 0x1000, b"OB", 0, n)))
+        chunk = bytes(2**20)
+        for _ in range(inflated_mb):
+            f.write(z.compress(chunk))
+        f.write(z.compress(struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, len(pixels)) + pixels))
+        f.write(z.flush())
+
+
+def _many_page_tiff(path: Path, pages: int) -> None:
+    import tifffile
+
+    with tifffile.TiffWriter(path) as tw:
+        for i in range(pages):
+            tw.write(np.full((16, 16), i % 256, np.uint8))
+
+
+def _grey_jpeg(path: Path, size: tuple[int, int]) -> None:
+    Image.linear_gradient("L").resize(size).save(path, "JPEG", quality=90)
+
+
+#: hostile or large files read as an upload is: (what it is, how to write it)
+FILES = {
+    "dicom_deflated_400k": ("deflated DICOM, ~400 MB inflated", lambda p: _deflated_dicom(p, 400)),
+    "dicom_deflated_4m": ("deflated DICOM, ~4 GB inflated", lambda p: _deflated_dicom(p, 4000)),
+    "tiff_20000_pages": ("TIFF of 20,000 pages of 16×16", lambda p: _many_page_tiff(p, 20_000)),
+    "jpeg_9500": ("9500×9500 grey JPEG", lambda p: _grey_jpeg(p, (9500, 9500))),
+    "jpeg_10000x8000": ("10000×8000 grey JPEG", lambda p: _grey_jpeg(p, (10000, 8000))),
+}
+
+
+def probe_file(tmp: Path, key: str) -> dict:
+    """``load_image`` of one of ``FILES`` (written first, outside the measurement), as an upload."""
+    from hvl_core.images import ImageError, load_image
+
+    what, write = FILES[key]
+    path = tmp / key
+    if not path.exists():
+        write(path)
+    base = _rss()
+    t0 = time.perf_counter()
+    with PeakRSS() as peak:
+        try:
+            li = load_image(str(path))
+            msg = f"ok: {li.image.size[0]}×{li.image.size[1]} kept; " + "; ".join(li.notes)
+        except ImageError as e:
+            msg = str(e)
+    return {
+        "file": f"{what}, {path.stat().st_size / 2**10:,.0f} KB",
+        "peak_growth_mb": _mb(peak.peak - base),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "result": msg[:200],
+    }
+
+
 PROBES = {
     "template_bomb": probe_template_bomb,
     "sessions": probe_sessions,
@@ -686,6 +767,7 @@ PROBES = {
     "batch_9400": lambda tmp: probe_batch(tmp, 9400),
     "batch_7000": lambda tmp: probe_batch(tmp, 7000),
     "width_mismatch": probe_width_mismatch,
+    **{key: (lambda tmp, key=key: probe_file(tmp, key)) for key in FILES},
 }
 
 
@@ -766,6 +848,7 @@ def write_report(
         **({"decode_memory": decode} if decode else {}),
         **({"memory": {**old.get("memory", {}), **memory}} if memory else {}),
         "cpu": f"{psutil.cpu_count()} cores",
+        "load_average_1_5_15_min": [round(x, 1) for x in os.getloadavg()],  # the machine may be shared
         "python": sys.version.split()[0],
     }
     (out / "inputs.json").write_text(json.dumps(data, indent=1, ensure_ascii=False))
@@ -773,7 +856,8 @@ def write_report(
         "# Bad inputs and concurrent clients",
         "",
         "`PYTHONPATH=. .venv/bin/python bench/inputs_bench.py` (bench/inputs_bench.py); backbone `tiny-clip-random`, CPU, "
-        f"{data['cpu']}.",
+        f"{data['cpu']}; load average {data['load_average_1_5_15_min']} (1, 5, 15 min) when the last part was "
+        "written: the machine was shared with other work, so times are upper bounds.",
         "",
     ]
     if "bad_inputs" in data:
@@ -870,6 +954,13 @@ def _memory_report(m: dict) -> list[str]:
             L.append(
                 f"| batch | {r['files']} | peak +{r['peak_growth_mb']} MB, {r['seconds']} s; {r['encoded']} encoded, "
                 f"{r['error_rows']} error rows ({r['first_error']}) | bounded like one image |"
+            )
+    for key in FILES:
+        if "file" in m.get(key, {}):
+            r = m[key]
+            L.append(
+                f"| hostile file | {r['file']} | peak +{r['peak_growth_mb']} MB, {r['seconds']} s: {r['result']} | "
+                "≤ 2 s, ≤ +50 MB (JPEGs: analysed) |"
             )
     if "width_mismatch" in m:
         w = m["width_mismatch"]
