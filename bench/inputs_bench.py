@@ -3,6 +3,7 @@
     PYTHONPATH=. .venv/bin/python bench/inputs_bench.py                  # both parts (~3 min on 2 cores)
     PYTHONPATH=. .venv/bin/python bench/inputs_bench.py --part bad       # the bad-input table only
     PYTHONPATH=. .venv/bin/python bench/inputs_bench.py --part memory    # peak RSS per request, worst cases
+    PYTHONPATH=. .venv/bin/python bench/inputs_bench.py --part hostile   # a hostile client beside an ordinary one
     git worktree add /tmp/before HEAD~1 && PYTHONPATH=. .venv/bin/python bench/inputs_bench.py \
         --part decode --compare-root /tmp/before                       # decoding memory, before / after
 
@@ -16,6 +17,11 @@ uploads of a template-bomb checkpoint, 20 sessions against one, a 9400² and a 7
 batch of twelve of each, a checkpoint naming a listed backbone of another width, deflated DICOMs
 (~400 MB and ~4 GB inflated), a 20,000-page TIFF, a 9500² and a 10000×8000 JPEG, and ``app.py``
 stopped by SIGTERM after an upload (is its upload folder gone?).
+
+Part 4, a hostile client (``--part hostile``): ``app.py`` on loopback; one client's ``/predict``
+timed alone and beside a client sending deflated DICOMs, a 20,000-page TIFF, a raw call with too
+few values (a data: URI, an upload named like a patient) and a 100 MB body; every answer and the
+server's log are then searched for a path, the name or a data: URI.
 
 Part 2, concurrency: ``app.py`` on loopback in a subprocess (``HVL_BACKBONE=tiny-clip-random``),
 20 ``gradio_client`` clients × 5 ``/predict`` requests each at once; errors, latency
@@ -445,6 +451,127 @@ def run_concurrency(clients: int = 20, per_client: int = 5) -> dict:
     }
 
 
+# --------------------------------------------------------------------------- a hostile client beside an ordinary one
+
+#: what a hostile client sends to /predict besides the files: an upload named like a patient
+PATIENT_NAME = "it's DOE^JOHN MRN 12345.png"
+HOSTILE_FILES = ("dicom_deflated_400k", "dicom_deflated_4m", "tiff_20000_pages")
+
+
+def _hostile_round(url: str, uris: dict, uploaded: str) -> list[tuple[str, float, str]]:
+    """One round of hostile calls: (what, seconds, the answer's text)."""
+    import httpx
+    from gradio_client import Client
+
+    c, out = Client(url, verbose=False), []
+    for key, uri in uris.items():
+        t0 = time.perf_counter()
+        try:
+            text = str(c.predict(uri, api_name="/predict"))
+        except Exception as e:  # noqa: BLE001 — the refusal is the answer
+            text = str(e)
+        out.append((key, time.perf_counter() - t0, text))
+    # too few values, one of them a data: URI and an upload named like a patient (gradio printed both)
+    few = [{"path": uploaded, "orig_name": PATIENT_NAME, "meta": {"_type": "gradio.FileData"}}, uris[HOSTILE_FILES[0]]]
+    t0 = time.perf_counter()
+    event = httpx.post(f"{url}gradio_api/call/predict", json={"data": few}, timeout=60).json()["event_id"]
+    text = httpx.get(f"{url}gradio_api/call/predict/{event}", timeout=60).text
+    out.append(("too few values", time.perf_counter() - t0, text))
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1].strip("/"))), timeout=30) as sock:
+        t0 = time.perf_counter()
+        sock.sendall(
+            b"POST /gradio_api/call/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 104857600\r\n\r\n" + b'{"data": ["' + b"A" * 2**20
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < 64:
+            if not (chunk := sock.recv(65536)):  # the answer, its body unread (the server keeps the line open)
+                break
+            answer += chunk
+        head, _, body = answer.decode(errors="replace").partition("\r\n\r\n")
+        out.append(("100 MB body", time.perf_counter() - t0, f"{head.splitlines()[0]}: {body}"))
+    return out
+
+
+def run_hostile(rounds: int = 5) -> dict:
+    """``app.py`` on loopback: one client's ``/predict`` timed alone, then while a second client
+    sends ``HOSTILE_FILES`` as data: URIs, a raw call with too few values and a 100 MB body; then
+    every answer and the server's log are searched for a path, the patient's name or a data: URI."""
+    import base64
+
+    import httpx
+    from gradio_client import Client, handle_file
+
+    port, tmp = _free_port(), Path(tempfile.mkdtemp(prefix="hvl-bench-hostile-"))
+    uris = {}
+    for key in HOSTILE_FILES:
+        FILES[key][1](tmp / key)
+        uris[key] = "data:application/octet-stream;base64," + base64.b64encode((tmp / key).read_bytes()).decode()
+    (tmp / PATIENT_NAME).write_bytes(EXAMPLE.read_bytes())
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py")], env=server_env(port, tmp), stdout=log, stderr=subprocess.STDOUT
+    )
+    url, answers, hostile, stop = f"http://127.0.0.1:{port}/", [], [], threading.Event()
+    try:
+        for _ in range(240):
+            try:
+                a = Client(url, verbose=False)
+                break
+            except Exception:  # noqa: BLE001 — still starting
+                time.sleep(0.5)
+        with open(tmp / PATIENT_NAME, "rb") as f:
+            uploaded = httpx.post(f"{url}gradio_api/upload", files={"files": (PATIENT_NAME, f)}).json()[0]
+
+        def timed():
+            t = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                answers.append(str(a.predict(handle_file(str(EXAMPLE)), api_name="/predict")))
+                t.append(time.perf_counter() - t0)
+            return t
+
+        alone = timed()
+
+        def attack():
+            while not stop.is_set():
+                hostile.extend(_hostile_round(url, uris, uploaded))
+
+        b = threading.Thread(target=attack)
+        b.start()
+        while not hostile:
+            time.sleep(0.1)  # the attack has begun
+        beside = timed()
+        stop.set()
+        b.join()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    log.seek(0)
+    server_log = log.read().decode(errors="replace")
+    shutil.rmtree(tmp, ignore_errors=True)
+    texts = answers + [t for _, _, t in hostile] + [server_log]
+    leaks = {
+        "absolute paths (tmp, upload folder, checkout)": sum(x in t for t in texts for x in (str(tmp), str(ROOT))),
+        "the patient's name": sum("DOE" in t for t in texts),
+        "data: URIs": sum("data:application" in t or "base64," in t for t in texts),
+    }
+    by_kind = {}
+    for what, sec, text in hostile:
+        by_kind.setdefault(what, {"calls": 0, "max_s": 0.0, "answer": text.strip().splitlines()[-1][:200]})
+        by_kind[what]["calls"] += 1
+        by_kind[what]["max_s"] = round(max(by_kind[what]["max_s"], sec), 2)
+    return {
+        "predict_alone_median_s": round(statistics.median(alone), 2),
+        "predict_beside_hostile_median_s": round(statistics.median(beside), 2),
+        "slowdown": round(statistics.median(beside) / statistics.median(alone), 2),
+        "hostile": by_kind,
+        "leaks": leaks,
+        "server_log_lines": len(server_log.splitlines()),
+        "server_tracebacks": server_log.count("Traceback"),
+    }
+
+
 # --------------------------------------------------------------------------- decode memory, before / after
 
 _DECODE_PROBE = """
@@ -835,7 +962,12 @@ def run_memory(cases=None) -> dict:
 
 
 def write_report(
-    out: Path, bad: dict | None, conc: dict | None, decode: dict | None = None, memory: dict | None = None
+    out: Path,
+    bad: dict | None,
+    conc: dict | None,
+    decode: dict | None = None,
+    memory: dict | None = None,
+    hostile: dict | None = None,
 ) -> None:
     from app.service import EMPTY_AGE_S
 
@@ -847,6 +979,7 @@ def write_report(
         **({"concurrency": conc} if conc else {}),
         **({"decode_memory": decode} if decode else {}),
         **({"memory": {**old.get("memory", {}), **memory}} if memory else {}),
+        **({"hostile": hostile} if hostile else {}),
         "cpu": f"{psutil.cpu_count()} cores",
         "load_average_1_5_15_min": [round(x, 1) for x in os.getloadavg()],  # the machine may be shared
         "python": sys.version.split()[0],
@@ -913,6 +1046,8 @@ def write_report(
         L.append("")
     if "memory" in data:
         L += _memory_report(data["memory"])
+    if "hostile" in data:
+        L += _hostile_report(data["hostile"])
     (out / "inputs.md").write_text("\n".join(L))
 
 
@@ -978,9 +1113,32 @@ def _memory_report(m: dict) -> list[str]:
     return [*L, ""]
 
 
+def _hostile_report(h: dict) -> list[str]:
+    L = [
+        "## A hostile client beside an ordinary one",
+        "",
+        "`--part hostile`: `app.py` on loopback (`tiny-clip-random`, CPU); one client's `/predict` of "
+        f"{EXAMPLE.name} timed alone, then while a second client sends, round after round, the files below as "
+        "data: URIs, a raw call with too few values (an upload named like a patient and a data: URI), and a "
+        "100 MB body. Then every answer and the server's whole log are searched.",
+        "",
+        f"- the other client's `/predict`: median {h['predict_alone_median_s']} s alone, "
+        f"{h['predict_beside_hostile_median_s']} s beside the hostile one: {h['slowdown']}× (goal ≤ 2×)",
+        "- found in the answers and the log: "
+        + ", ".join(f"{k}: {v}" for k, v in h["leaks"].items())
+        + f" (goal: none); {h['server_tracebacks']} tracebacks in {h['server_log_lines']} log lines",
+        "",
+        "| hostile call | calls | slowest answer (s) | answer |",
+        "|---|---:|---:|---|",
+    ]
+    for what, r in h["hostile"].items():
+        L.append(f"| {what} | {r['calls']} | {r['max_s']} | {r['answer'].replace('|', '/')} |")
+    return [*L, ""]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=["bad", "concurrency", "decode", "memory", "all"], default="all")
+    ap.add_argument("--part", choices=["bad", "concurrency", "decode", "memory", "hostile", "all"], default="all")
     ap.add_argument("--cases", nargs="+", help=f"for --part memory: some of {', '.join([*PROBES, 'sigterm'])}")
     ap.add_argument("--probe", choices=list(PROBES), help=argparse.SUPPRESS)  # one case, in this process
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
@@ -996,7 +1154,10 @@ def main(argv=None):
         print(json.dumps(conc, indent=1))
     decode = run_decode_memory(Path(args.compare_root)) if args.part == "decode" and args.compare_root else None
     memory = run_memory(args.cases) if args.part in ("memory", "all") else None
-    write_report(Path(args.out), bad, conc, decode, memory)
+    hostile = run_hostile() if args.part in ("hostile", "all") else None
+    if hostile:
+        print(json.dumps(hostile, indent=1))
+    write_report(Path(args.out), bad, conc, decode, memory, hostile)
 
 
 if __name__ == "__main__":
