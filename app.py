@@ -12,6 +12,12 @@ Environment:
 
 import os
 
+# memory: two malloc arenas, set before any thread starts (app/allocator.py: glibc's per-thread
+# arenas grew the server with every session)
+from app.allocator import limit_malloc_arenas  # noqa: E402
+
+limit_malloc_arenas()
+
 # privacy: no analytics, no version check, no hub telemetry; set before gradio is imported
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

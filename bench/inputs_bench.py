@@ -572,6 +572,93 @@ def run_hostile(rounds: int = 5) -> dict:
     }
 
 
+# --------------------------------------------------------------------------- many browser sessions
+
+
+def _browser_upload(url: str, dep: dict, components: dict, path: Path) -> str:
+    """What a browser does when a file is dropped on the upload box: ``/upload``, then the upload
+    event through the queue with the page's other values as they start; the last message's kind."""
+    import secrets
+
+    import httpx
+
+    with open(path, "rb") as f:
+        server_path = httpx.post(f"{url}gradio_api/upload", files={"files": (path.name, f)}, timeout=60).json()[0]
+    upload_id = dep["targets"][0][0]
+    data = []
+    for cid in dep["inputs"]:
+        c = components[cid]
+        if cid == upload_id:
+            meta = {"_type": "gradio.FileData"}
+            data.append({"path": server_path, "orig_name": path.name, "mime_type": "image/jpeg", "meta": meta})
+        else:
+            data.append(None if c["type"] == "state" else c.get("props", {}).get("value"))
+    session = secrets.token_hex(8)
+    body = {"data": data, "fn_index": dep["id"], "session_hash": session, "event_data": None, "trigger_id": upload_id}
+    httpx.post(f"{url}gradio_api/queue/join", json=body, timeout=60).raise_for_status()
+    last = ""
+    with httpx.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session}, timeout=300) as r:
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                msg = json.loads(line[5:])
+                last = msg.get("msg", "")
+                if last == "process_completed":
+                    return "ok" if msg.get("success") else f"failed: {str(msg.get('output'))[:200]}"
+    return last
+
+
+def run_sessions(count: int = 200, root: Path = ROOT, every: int = 20) -> dict:
+    """``root``'s ``app.py`` on loopback: ``count`` browser sessions, each uploading a different
+    12 MP JPEG (the page's upload event, as the browser sends it); the server's RSS every ``every``."""
+    import httpx
+    from PIL import ImageDraw
+
+    port, tmp = _free_port(), Path(tempfile.mkdtemp(prefix="hvl-bench-sessions-"))
+    env = {**server_env(port, tmp), "PYTHONPATH": str(root)}
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen([sys.executable, str(root / "app.py")], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url, rss, results = f"http://127.0.0.1:{port}/", {}, []
+    base = Image.fromarray(np.asarray(_photo(2000).resize((4000, 3000))))
+    try:
+        for _ in range(240):
+            try:
+                config = httpx.get(f"{url}config", timeout=5).json()
+                break
+            except Exception:  # noqa: BLE001 — still starting
+                time.sleep(0.5)
+        components = {c["id"]: c for c in config["components"]}
+        upload = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "upload")
+        dep = next(d for d in config["dependencies"] if [upload, "upload"] in [list(t) for t in d["targets"]])
+        proc = psutil.Process(server.pid)
+        rss[0] = _mb(proc.memory_info().rss)
+        for i in range(1, count + 1):
+            img = base.copy()
+            ImageDraw.Draw(img).rectangle(
+                (i * 17 % 3500, i * 11 % 2500, i * 17 % 3500 + 400, i * 11 % 2500 + 400), (i, 255 - i, 99)
+            )
+            path = tmp / f"photo-{i}.jpg"
+            img.save(path, quality=85)
+            results.append(_browser_upload(url, dep, components, path))
+            path.unlink()
+            if i % every == 0 or i == 1:
+                rss[i] = _mb(proc.memory_info().rss)
+                print(f"{i} sessions: server RSS {rss[i]} MB", flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+    half = count // 2
+    return {
+        "root": "this tree" if root == ROOT else "--compare-root",
+        "sessions": count,
+        "image": "4000×3000 JPEG, a different one each session",
+        "answers_ok": results.count("ok"),
+        "first_failure": next((r for r in results if r != "ok"), ""),
+        "rss_mb_by_sessions": rss,
+        f"last_{count - half}_sessions_added_mb": rss[count] - rss[half],
+    }
+
+
 # --------------------------------------------------------------------------- decode memory, before / after
 
 _DECODE_PROBE = """
@@ -968,6 +1055,7 @@ def write_report(
     decode: dict | None = None,
     memory: dict | None = None,
     hostile: dict | None = None,
+    sessions: dict | None = None,
 ) -> None:
     from app.service import EMPTY_AGE_S
 
@@ -980,6 +1068,7 @@ def write_report(
         **({"decode_memory": decode} if decode else {}),
         **({"memory": {**old.get("memory", {}), **memory}} if memory else {}),
         **({"hostile": hostile} if hostile else {}),
+        **({"sessions": {**old.get("sessions", {}), **sessions}} if sessions else {}),
         "cpu": f"{psutil.cpu_count()} cores",
         "load_average_1_5_15_min": [round(x, 1) for x in os.getloadavg()],  # the machine may be shared
         "python": sys.version.split()[0],
@@ -1048,6 +1137,8 @@ def write_report(
         L += _memory_report(data["memory"])
     if "hostile" in data:
         L += _hostile_report(data["hostile"])
+    if "sessions" in data:
+        L += _sessions_report(data["sessions"])
     (out / "inputs.md").write_text("\n".join(L))
 
 
@@ -1136,9 +1227,30 @@ def _hostile_report(h: dict) -> list[str]:
     return [*L, ""]
 
 
+def _sessions_report(runs: dict) -> list[str]:
+    L = [
+        "## Many browser sessions",
+        "",
+        "`--part sessions [--compare-root OLD_CHECKOUT]`: `app.py` on loopback (`tiny-clip-random`, CPU); each "
+        "session uploads a different 4000×3000 JPEG through the page's upload event, as the browser sends it "
+        "(`/upload`, then the event through the queue). The server's RSS after so many sessions:",
+        "",
+    ]
+    for label, r in runs.items():
+        curve = ", ".join(f"{n}: {mb}" for n, mb in r["rss_mb_by_sessions"].items())
+        added = next(v for k, v in r.items() if k.startswith("last_"))
+        L += [
+            f"- {label} ({r['root']}): {r['answers_ok']} of {r['sessions']} analysed; MB by sessions: {curve}; "
+            f"the last {r['sessions'] - r['sessions'] // 2} sessions added {added} MB (goal ≤ 64)",
+        ]
+    return [*L, ""]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=["bad", "concurrency", "decode", "memory", "hostile", "all"], default="all")
+    ap.add_argument(
+        "--part", choices=["bad", "concurrency", "decode", "memory", "hostile", "sessions", "all"], default="all"
+    )
     ap.add_argument("--cases", nargs="+", help=f"for --part memory: some of {', '.join([*PROBES, 'sigterm'])}")
     ap.add_argument("--probe", choices=list(PROBES), help=argparse.SUPPRESS)  # one case, in this process
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
@@ -1157,7 +1269,12 @@ def main(argv=None):
     hostile = run_hostile() if args.part in ("hostile", "all") else None
     if hostile:
         print(json.dumps(hostile, indent=1))
-    write_report(Path(args.out), bad, conc, decode, memory, hostile)
+    sessions = None
+    if args.part == "sessions":  # not in "all": 200 sessions take minutes
+        sessions = {"after": run_sessions()}
+        if args.compare_root:
+            sessions["before"] = run_sessions(root=Path(args.compare_root))
+    write_report(Path(args.out), bad, conc, decode, memory, hostile, sessions)
 
 
 if __name__ == "__main__":

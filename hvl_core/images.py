@@ -158,7 +158,7 @@ def _open_tiff(fp, name: str, max_side: int, notes: list[str], tile, max_pixels)
 
     from . import slides
 
-    pages = None
+    pages, noted = None, False
     try:
         with tifffile.TiffFile(fp) as tf:
             pages = _page_count(tf)
@@ -173,6 +173,7 @@ def _open_tiff(fp, name: str, max_side: int, notes: list[str], tile, max_pixels)
             check_budget(name, w, h, True, max_pixels, kind="a TIFF image")
             if pages != 1:
                 notes.append(f"multi-page TIFF: first of {pages or f'more than {MAX_TIFF_PAGES}'} pages used")
+                noted = True
             if dtype is not None and dtype != np.uint8 and page.planarconfig != 2:
                 return array_to_image(page.asarray(), notes)
     except ImageError:
@@ -180,7 +181,7 @@ def _open_tiff(fp, name: str, max_side: int, notes: list[str], tile, max_pixels)
     except Exception:  # noqa: BLE001 — tifffile could not parse it: PIL gets its chance and says why
         pass
     fp.seek(0)
-    return _open_pil(fp, name, max_side, notes, max_pixels, frames_noted=pages != 1)
+    return _open_pil(fp, name, max_side, notes, max_pixels, frames_noted=noted)
 
 
 def _page_count(tf, limit: int = MAX_TIFF_PAGES) -> int | None:
