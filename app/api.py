@@ -20,6 +20,7 @@ import math
 import os
 
 from hvl_core import ImageError, load_image
+from hvl_core.backbones import public_name
 from hvl_core.presets import split_class_list
 from hvl_core.scores import SCORES
 
@@ -170,7 +171,7 @@ def result(name: str, pred, model) -> dict:
         "msp": float(pred.msp),
         "top": [{"class": c, "p": p} for c, p in pred.top(TOP)],
         "classes": list(pred.classes),
-        "backbone": model.backbone.name,
+        "backbone": public_name(model.backbone.name),
         "checkpoint": model.checkpoint,
         "n": int(pred.n),
         "k": int(pred.k),

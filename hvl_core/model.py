@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .backbones import Backbone, create_backbone, same_backbone
+from .backbones import Backbone, create_backbone, public_name, same_backbone
 from .checkpoint import Checkpoint, CheckpointError, head_from_checkpoint, load_checkpoint
 from .geometry import hierarchical_crops, split_scales
 from .head import SCORES, HVLConfig, HVLHead, HVLOutput, ScoreError, check_threshold
@@ -242,7 +242,7 @@ class HVLModel:
             encoded,
             thr,
             source,
-            (self.backbone.name, self.backbone.note),
+            (public_name(self.backbone.name), self.backbone.note),  # never a server path
             self.calibration.get(cfg.score),
         )
 

@@ -347,3 +347,18 @@ def test_a_backbone_name_never_opens_a_file_or_tells_whether_it_exists(tmp_path,
         create_backbone(f"ViT-B-16:{tmp_path}/x.pt")
     with pytest.raises(BackboneUnavailable, match="absent.pt is not a readable weights file"):
         create_backbone(f"ViT-B-16:{tmp_path}/absent.pt")
+
+
+def test_answers_name_a_local_weights_file_never_its_path(tiny_backbone):
+    from hvl_core.backbones import public_name
+
+    assert public_name("ViT-B-16:/srv/w/open_clip.bin") == "ViT-B-16:open_clip.bin"
+    assert public_name("openclip:ViT-B-16:/a/b.pt") == "openclip:ViT-B-16:b.pt"
+    assert public_name("local-dir:/srv/models/x/") == "local-dir:x"
+    for name in ("ViT-B-16:openai", "hf-hub:org/name", "clip-vit-b16", "biomedclip-random"):
+        assert public_name(name) == name
+    import copy
+
+    bb = copy.copy(tiny_backbone)
+    bb.name = "ViT-B-16:/srv/secret/w.bin"
+    assert bb.describe().startswith("ViT-B-16:w.bin") and "/srv" not in bb.describe()
