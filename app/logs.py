@@ -50,8 +50,9 @@ class PrivateFilter(logging.Filter):
 
     def redact(self, text: str) -> str:
         text = self._paths.sub("<upload>", _DATA_URI.sub("data:<withheld>", text))
-        if len(text) > MAX_CHARS:
-            text = f"{text[:MAX_CHARS]} … ({len(text) - MAX_CHARS:,} characters withheld)"
+        if len(text) > MAX_CHARS:  # cut to MAX_CHARS in all, so that a second pass leaves it as is
+            cut = f" … ({len(text) - MAX_CHARS + 64:,} characters withheld)"
+            text = text[: MAX_CHARS - 64] + cut
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
