@@ -4,9 +4,9 @@
 ``hvl-uploads-<pid>-<random>`` under the system's temporary folder or ``GRADIO_TEMP_DIR``) and
 points ``GRADIO_TEMP_DIR`` at it, so two servers on one host never see or sweep each other's
 uploads. It is removed when the process ends (``atexit``, and before a SIGTERM or SIGINT whose
-default action would skip ``atexit``), never while it serves: an ignored signal stays ignored. A folder left by a killed server is removed at the next start only when the
-process that made it is gone (same user, its pid no longer running, or running since after the
-folder was made). ``start_sweeper`` also deletes, while running, uploads older than ten minutes
+default action would skip ``atexit``), never while it serves: an ignored signal stays ignored. A
+folder left by a killed server is removed at the next start only when the process that made it is
+gone (same user, its pid no longer running, or running since after the folder was made). ``start_sweeper`` also deletes, while running, uploads older than ten minutes
 and the empty temporary files gradio's upload parser leaves.
 """
 

@@ -1,5 +1,6 @@
 """DICOM images (pydicom): single-frame colour and grey images → the same 8-bit pixels a PNG export
-would hold (whole-slide DICOM goes to ``slides``, through wsidicom). Only the pixel description is read from the header (size, samples, bits, photometric
+would hold (whole-slide DICOM goes to ``slides``, through wsidicom). A deflated dataset is refused
+from the file meta, before anything is inflated. Only the pixel description is read from the header (size, samples, bits, photometric
 interpretation, window); no patient or study attribute is ever returned, shown or written.
 """
 
@@ -70,8 +71,9 @@ def read_dicom(fp, name: str, notes: list[str], ds=None) -> np.ndarray:
     """The first frame of a DICOM file as a uint8 array (H×W grey or H×W×3 RGB).
 
     The header (``ds``: ``read_header``'s, read here when not given) comes first and the frame's
-    size is checked (``check_raster``) before any pixel data is decoded. MONOCHROME1 is inverted (so dark is dark, as in a PNG export); YBR colour is
-    converted to RGB; 8-bit pixels are passed through unchanged.
+    size is checked (``check_raster``) before any pixel data is decoded. MONOCHROME1 is inverted
+    (so dark is dark, as in a PNG export); YBR colour is converted to RGB; 8-bit pixels are passed
+    through unchanged.
     """
     from pydicom.pixels import pixel_array
 
