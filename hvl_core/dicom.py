@@ -1,7 +1,8 @@
 """DICOM images (pydicom): single-frame colour and grey images → the same 8-bit pixels a PNG export
 would hold (whole-slide DICOM goes to ``slides``, through wsidicom). A deflated dataset is refused
-from the file meta, before anything is inflated. Only the pixel description is read from the header (size, samples, bits, photometric
-interpretation, window); no patient or study attribute is ever returned, shown or written.
+from the file meta, before anything is inflated. Only the pixel description is read from the
+header (size, samples, bits, photometric interpretation, window); no patient or study attribute
+is ever returned, shown or written.
 """
 
 from __future__ import annotations
