@@ -6,9 +6,17 @@ Environment:
   HVL_DEVICE          ``auto`` (default: a GPU when present), ``cpu``, ``cuda``
   GRADIO_SERVER_NAME  address to listen on (default 127.0.0.1; a Space sets 0.0.0.0)
   GRADIO_SERVER_PORT  port (default 7860)
+  HVL_ALLOW_CUSTOM_BACKBONES  1: on a public server, a checkpoint may build any registered
+                      backbone (default: only the server's own and the ones the page offers)
 """
 
 import os
+
+# memory: two malloc arenas, set before any thread starts (app/allocator.py: glibc's per-thread
+# arenas grew the server with every session)
+from app.allocator import limit_malloc_arenas  # noqa: E402
+
+limit_malloc_arenas()
 
 # privacy: no analytics, no version check, no hub telemetry; set before gradio is imported
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"

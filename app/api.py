@@ -20,6 +20,7 @@ import math
 import os
 
 from hvl_core import ImageError, load_image, verdicts
+from hvl_core.backbones import public_name
 from hvl_core.presets import split_class_list
 from hvl_core.scores import SCORES
 
@@ -180,7 +181,7 @@ def result(name: str, pred, model) -> dict:
         "msp": float(pred.msp),
         "top": [{"class": c, "p": p} for c, p in pred.top(TOP)],
         "classes": list(pred.classes),
-        "backbone": model.backbone.name,
+        "backbone": public_name(model.backbone.name),
         "checkpoint": model.checkpoint,
         "n": int(pred.n),
         "k": int(pred.k),
@@ -197,11 +198,11 @@ def unreadable(name: str, reason: str) -> dict:
 def predict(service: ModelService, image, preset=None, classes=None, score=None, threshold=None) -> dict:
     """One image decided; raises ``UserError`` (or another error ``friendly_error`` words) when it cannot."""
     model = resolve(service, preset, classes)
+    thr, sc = parse_threshold(threshold), parse_score(score) or model.score_name
+    model.resolve_threshold(thr, sc)  # a threshold or score that does not fit: said before any decoding
     name, source = image_source(image)
-    loaded = load_image(source)
-    enc = gpu.encode_images(model, [loaded])[0]
-    pred = model.decide(enc, threshold=parse_threshold(threshold), score=parse_score(score) or model.score_name)
-    return result(name, pred, model)
+    enc = gpu.encode_images(model, [load_image(source)])[0]
+    return result(name, model.decide(enc, threshold=thr, score=sc), model)
 
 
 def batch(service: ModelService, images, preset=None, classes=None, score=None, threshold=None) -> list[dict]:

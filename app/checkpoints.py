@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hvl_core import CheckpointError, load_checkpoint
 from hvl_core.backbones import list_backbones
+from hvl_core.backbones.catalog import CATALOG, LABEL_ONLY
 from hvl_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, Checkpoint, hub_files
 from hvl_core.hub import is_hub_id
 from hvl_core.scope import SCOPE_WEIGHTS
@@ -24,6 +25,15 @@ from .errors import UserError
 
 #: uploaded checkpoints kept in memory (by the sha256 of both files)
 MAX_UPLOADED_CHECKPOINTS = 4
+#: the backbones a page may switch to (real weights, from the catalog), besides the server's own
+CHOOSABLE_BACKBONES = tuple(i.name for i in CATALOG if i.openclip or i.kind == LABEL_ONLY)
+#: set to 1 to let a checkpoint on a public server build any registered backbone (the ``*-random``
+#: twins too: each costs seconds of CPU and ~1 GB, during which the other users' events wait)
+ENV_ALLOW_CUSTOM_BACKBONES = "HVL_ALLOW_CUSTOM_BACKBONES"
+
+
+def custom_backbones_allowed() -> bool:
+    return os.environ.get(ENV_ALLOW_CUSTOM_BACKBONES, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _load_pair(weights, config, label: str, scope=None) -> Checkpoint:
@@ -39,7 +49,7 @@ def _load_pair(weights, config, label: str, scope=None) -> Checkpoint:
         try:
             ck = load_checkpoint(d)
         except CheckpointError as e:
-            raise CheckpointError(str(e).replace(d, label).replace(os.path.realpath(d), label)) from None
+            raise CheckpointError(str(e).replace(os.path.basename(d), label)) from None
         except (OSError, RecursionError, ValueError, TypeError, KeyError) as e:
             raise CheckpointError(f"checkpoint {label}: unreadable or invalid ({type(e).__name__})") from None
     ck.source = label
@@ -60,16 +70,19 @@ class CheckpointSources:
     ``backbone_name``, ``_backbones``, ``_uploaded`` and ``_lock`` from it."""
 
     def check_backbone_name(self, name) -> str:
-        """A backbone a checkpoint may ask this server to build: on a public server only the
-        server's own or a registered one (never ``MODEL:/a/path`` or an arbitrary hub model)."""
+        """A backbone a checkpoint may ask this server to build: on a public server the server's
+        own, a built one or one the page offers (``CHOOSABLE_BACKBONES``); any registered one only
+        with ``HVL_ALLOW_CUSTOM_BACKBONES=1``; never ``MODEL:/a/path`` or an arbitrary hub model."""
         if not isinstance(name, str) or not name.strip():
             raise UserError("the checkpoint does not name its backbone")
         if self.allow_local_checkpoints:
             return name
-        own = {self.backbone_name, *(bb.name for bb in self._backbones.values())}
-        if name not in own and name not in list_backbones():
+        listed = {self.backbone_name, *(bb.name for bb in self._backbones.values()), *CHOOSABLE_BACKBONES}
+        if custom_backbones_allowed():
+            listed |= set(list_backbones())
+        if name not in listed:
             raise UserError(
-                f"this server runs only its listed backbones ({', '.join(sorted(own | set(list_backbones())))}); "
+                f"this server runs only its listed backbones ({', '.join(sorted(listed))}); "
                 "the checkpoint names another one"
             )
         return name

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from . import gpu, styles, views
 from .components import api, batch, compare, controls, header, insight, results, teaching, upload
@@ -18,7 +19,9 @@ from .handlers import on_rerun
 from .messages import model_markdown
 from .presenting import UI
 from .reference import ReferenceSet
+from .requests_guard import BodyLimit, refuse_missing_values
 from .service import ModelService, Session, Spec, configure_queue
+from .sessions import MAX_SESSIONS
 from .settings import Controls
 from .views_handlers import Views
 
@@ -305,6 +308,7 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
         analyse_btn.click(
             ui.bind(on_rerun), ui.inputs(), ui.outputs(), concurrency_id="model", api_visibility="private"
         )
+    refuse_missing_values(demo)
     if warming is not None:  # served only once it is done: a request right after the start waits for no warm-up
         warming.join()
     return configure_queue(demo)
@@ -326,6 +330,10 @@ def launch_kwargs(server_name: str | None = None, server_port: int | None = None
         footer_links=["api"],
         ssr_mode=False,
         mcp_server=mcp_enabled(),
+        app_kwargs={"middleware": [Middleware(BodyLimit)]},  # a body is read up to MAX_BODY_BYTES
+        # gradio keeps each session's inputs and outputs (the pictures too) until 10,000 sessions:
+        # as many as the image store, whose older pages have lost their image anyway
+        state_session_capacity=MAX_SESSIONS,
     )
 
 

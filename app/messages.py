@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from hvl_core import scores
-from hvl_core.backbones import UnknownClassError
+from hvl_core.backbones import UnknownClassError, public_name
 from hvl_core.checkpoint import CONFIG_NAME, shipped_checkpoint
 from hvl_core.presets import list_presets, split_class_list
 
@@ -36,7 +36,7 @@ def backbone_label(name: str, server_default: bool = False) -> str:
     info = backbone_info(name)
     mark = " · this server's default" if server_default else ""
     if info is None:
-        return f"{name}{mark}"
+        return f"{public_name(name)}{mark}"
     trained = any(shipped_checkpoint(name, p) is not None for p in list_presets())
     own = "its own labels only" if info.kind == LABEL_ONLY else "zero-shot"
     head = (
@@ -107,7 +107,7 @@ def header_markdown(bb) -> str:
         '<div class="hvl-header">\n\n# HVL — known disease, or refer to a specialist?\n\n'
         "Three scales of your image, fused coarse to fine; unsure patches ignored; **unknown** when the decision "
         "score is under a threshold (Lai et al., MICCAI 2025). **Research and teaching demo — not a medical "
-        f'device.**\n\n<p class="hvl-backbone">Backbone <code>{html.escape(bb.name)}</code>: '
+        f'device.**\n\n<p class="hvl-backbone">Backbone <code>{html.escape(public_name(bb.name))}</code>: '
         f'{html.escape(f"{how}, {data}{never}.")} <span class="hvl-measured">'
         f"{html.escape(measured_pointer(bb.name))}</span></p>\n</div>"
     )
@@ -142,7 +142,7 @@ def model_markdown(model) -> str:
     }.get(model.threshold_source, model.threshold_source)
     score = f"**Decision:** {scores.label(model.score_name)} ≥ {model.threshold:g} ({source}) by default"
     return (
-        f"**Backbone:** `{bb.name}` ({kind}){note} — {measured_sentence(bb.name)}  \n"
+        f"**Backbone:** `{public_name(bb.name)}` ({kind}){note} — {measured_sentence(bb.name)}  \n"
         f"**Known classes ({len(model.classes.names)}):** {classes}  \n{negatives}"
         f"**Head:** {head}; n = {model.n} ({1 + model.n**2 + 4 * model.n**2} crops){similarity}; "
         f"device {model.device.type}  \n{score}"

@@ -16,9 +16,10 @@ Public-server rules (``allow_local_checkpoints=False``, any address but loopback
 or uploaded file may make the server open a path of its own — a checkpoint is an upload or a hub
 id, and a checkpoint may only name a registered backbone (no ``MODEL:/path``, no arbitrary hub
 model), and a checkpoint's fields are decided from their text before anything is built (its
-embedding width against the catalog's). Nothing slow runs under the caches' lock: a backbone or
-model is built under a lock of its own name, so a build stalls only the requests that need it,
-and the encoder runs under its own lock.
+embedding width against the catalog's); a backbone other than the server's is built in a worker
+of its own (``builds``), the request answered at once. Nothing slow runs under the caches' lock:
+a backbone or model is built under a lock of its own name, so a build stalls only the requests
+that need it, and the encoder runs under its own lock.
 
 Each session's image and encoding live in the bounded ``sessions.STORE``; the upload folder is
 ``uploads``'s (private to the process, removed at exit).
@@ -31,6 +32,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 
 import hvl_core
 from hvl_core import Encoded, HVLModel, Prediction, load_image
@@ -39,14 +41,14 @@ from hvl_core.backbones import (
     Backbone,
     create_backbone,
 )
-from hvl_core.backbones.catalog import CATALOG, LABEL_ONLY
 from hvl_core.checkpoint import Checkpoint, shipped_checkpoint
 from hvl_core.head import HVLConfig
 from hvl_core.images import LoadedImage
 from hvl_core.presets import split_class_list
 
 from . import gpu
-from .checkpoints import MAX_UPLOADED_CHECKPOINTS, CheckpointSources, checkpoint_ref  # noqa: F401
+from .builds import Builds
+from .checkpoints import CHOOSABLE_BACKBONES, MAX_UPLOADED_CHECKPOINTS, CheckpointSources, checkpoint_ref  # noqa: F401
 from .deciding import decide_on, has_threshold, own_threshold  # noqa: F401
 from .errors import USER_ERRORS, UserError  # noqa: F401
 from .queueing import API_GROUP, BROWSER_GROUP, QUEUE_MAX_SIZE, configure_queue  # noqa: F401
@@ -65,9 +67,6 @@ DEFAULT_N = HVLConfig.n
 MAX_N = 4
 #: backbones kept built (a ViT-B/16 is ~600 MB); the least recently used one is dropped
 MAX_BACKBONES = 2
-#: the backbones a page may switch to (real weights, from the catalog), besides the server's own;
-#: built through the same bounded cache
-CHOOSABLE_BACKBONES = tuple(i.name for i in CATALOG if i.openclip or i.kind == LABEL_ONLY)
 #: models (head + class embeddings, sharing the backbones) kept built
 MAX_MODELS = 6
 
@@ -119,6 +118,8 @@ class ModelService(CheckpointSources):
         self._gates: dict[object, threading.Lock] = {}  # one per backbone or model being built
         self._encode_lock = threading.Lock()  # one encoder run at a time
         self.encode_calls = 0  # how many times the encoder ran (tests check decide never does)
+        # a public server builds other backbones in a worker of its own (app/builds.py)
+        self._builds = None if allow_local_checkpoints else Builds()
 
     # ----------------------------------------------------------------- building
     def _cached_backbone(self, name: str) -> Backbone | None:
@@ -140,30 +141,40 @@ class ModelService(CheckpointSources):
         """The backbone ``name`` (default: the server's), built at most once while it stays among
         the ``max_backbones`` most recently used; built outside the caches' lock."""
         name = name or self.backbone_name
-        with self._lock:
-            bb = self._cached_backbone(name)
+        bb = self._cached(name)
         if bb is not None:
             return bb
+        if self._builds is not None and name != self.backbone_name:  # a public server: off the request's path
+            return self._builds.get(
+                name, lambda: self._cached(name), lambda: create_backbone(name), partial(self._remember_backbone, name)
+            )
         gate = ("backbone", name)
         try:
             with self._gate(gate):
-                with self._lock:
-                    bb = self._cached_backbone(name)
+                bb = self._cached(name)
                 if bb is None:
                     bb = create_backbone(name)
-                    with self._lock:
-                        self._remember_backbone(name, bb)
+                    self._remember_backbone(name, bb)
                 return bb
         finally:
             self._ungate(gate)
 
+    def _cached(self, name: str) -> Backbone | None:
+        with self._lock:
+            return self._cached_backbone(name)
+
     def _remember_backbone(self, name: str, bb: Backbone) -> None:
-        self._backbones[name] = bb
-        while len(self._backbones) > self.max_backbones:
-            _, dropped = self._backbones.popitem(last=False)
-            # models built on it go too, or they would keep it alive
-            for key in [k for k, m in self._models.items() if m.backbone is dropped]:
-                del self._models[key]
+        with self._lock:
+            self._backbones[name] = bb
+            while len(self._backbones) > self.max_backbones:
+                # the least recently used, never the server's own (every default page uses it)
+                victim = next((k for k in self._backbones if k not in (name, self.backbone_name)), None)
+                if victim is None:
+                    break
+                dropped = self._backbones.pop(victim)
+                # models built on it go too, or they would keep it alive
+                for key in [k for k, m in self._models.items() if m.backbone is dropped]:
+                    del self._models[key]
 
     def spec(
         self, preset: str, custom: str, checkpoint: tuple | None, n: int, backbone: str = ""
@@ -220,21 +231,13 @@ class ModelService(CheckpointSources):
             # catalog's on load, and against a built one here, before anything is built for it; a
             # backbone built for it is kept only when the checkpoint fits it
             name = self.check_backbone_name(ck.backbone)
-            with self._lock:
-                bb = self._cached_backbone(name)
+            bb = self._cached(name)
             if bb is not None and bb.embed_dim != ck.meta["embed_dim"]:
                 raise UserError(
                     f"the checkpoint holds {ck.meta['embed_dim']}-d embeddings, but {name} gives "
                     f"{bb.embed_dim}-d ones: it was trained on another backbone"
                 )
-            fresh = bb is None
-            if fresh:
-                bb = create_backbone(name)
-            model = hvl_core.load_model(bb, checkpoint=ck, device=self.device, n=spec.n)
-            if fresh:
-                with self._lock:
-                    self._remember_backbone(name, bb)
-            return model
+            return hvl_core.load_model(bb or self.backbone(name), checkpoint=ck, device=self.device, n=spec.n)
         if spec.preset == "custom":
             return hvl_core.load_model(
                 self.backbone(spec.backbone or None),

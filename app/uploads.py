@@ -3,10 +3,10 @@
 ``private_upload_dir`` makes, at start-up, a folder of this process's own (mode 0700, named
 ``hvl-uploads-<pid>-<random>`` under the system's temporary folder or ``GRADIO_TEMP_DIR``) and
 points ``GRADIO_TEMP_DIR`` at it, so two servers on one host never see or sweep each other's
-uploads. It is removed at exit: on SIGTERM and SIGINT (then the signal does what it did before)
-and by ``atexit``. A folder left by a killed server is removed at the next start only when the
-process that made it is gone (same user, its pid no longer running, or running since after the
-folder was made). ``start_sweeper`` also deletes, while running, uploads older than ten minutes
+uploads. It is removed when the process ends (``atexit``, and before a SIGTERM or SIGINT whose
+default action would skip ``atexit``), never while it serves: an ignored signal stays ignored. A
+folder left by a killed server is removed at the next start only when the process that made it is
+gone (same user, its pid no longer running, or running since after the folder was made). ``start_sweeper`` also deletes, while running, uploads older than ten minutes
 and the empty temporary files gradio's upload parser leaves.
 """
 
@@ -74,8 +74,11 @@ def remove_stale(parent: str | os.PathLike) -> int:
 
 
 def remove_at_exit(folder: Path, signals=(signal.SIGTERM, signal.SIGINT)) -> None:
-    """Delete ``folder`` at exit: ``atexit``, and on each of ``signals`` before what the signal
-    did before (the default action, or the handler that was installed)."""
+    """Delete ``folder`` when the process ends: ``atexit``, and before each of ``signals`` that
+    would kill it without running ``atexit`` (its default action). A signal that was ignored (a
+    server started with ``&`` from a script ignores SIGINT) or has a handler is left as it is: the
+    process goes on, or ends through that handler and ``atexit``, so the folder exists exactly
+    while the server serves."""
 
     def remove():
         shutil.rmtree(folder, ignore_errors=True)
@@ -84,20 +87,14 @@ def remove_at_exit(folder: Path, signals=(signal.SIGTERM, signal.SIGINT)) -> Non
     if threading.current_thread() is not threading.main_thread():
         return  # signal handlers can only be set from the main thread
 
+    def on_signal(signum, frame):
+        remove()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
     for sig in signals:
-        before = signal.getsignal(sig)
-
-        def on_signal(signum, frame, before=before):
-            remove()
-            if callable(before):
-                return before(signum, frame)
-            if before == signal.SIG_IGN:
-                return None
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return None
-
-        signal.signal(sig, on_signal)
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            signal.signal(sig, on_signal)
 
 
 def private_upload_dir(parent: str | os.PathLike | None = None) -> Path:

@@ -3,6 +3,7 @@
     PYTHONPATH=. .venv/bin/python bench/inputs_bench.py                  # both parts (~3 min on 2 cores)
     PYTHONPATH=. .venv/bin/python bench/inputs_bench.py --part bad       # the bad-input table only
     PYTHONPATH=. .venv/bin/python bench/inputs_bench.py --part memory    # peak RSS per request, worst cases
+    PYTHONPATH=. .venv/bin/python bench/inputs_bench.py --part hostile   # a hostile client beside an ordinary one
     git worktree add /tmp/before HEAD~1 && PYTHONPATH=. .venv/bin/python bench/inputs_bench.py \
         --part decode --compare-root /tmp/before                       # decoding memory, before / after
 
@@ -13,8 +14,14 @@ exception that is not a user error), and the peak RSS while it ran (sampled ever
 
 Part 3, memory (``--part memory``): the worst case of each kind, each in a fresh process: ten
 uploads of a template-bomb checkpoint, 20 sessions against one, a 9400² and a 7000² RGBA PNG, a
-batch of twelve of each, a checkpoint naming a listed backbone of another width, and ``app.py``
+batch of twelve of each, a checkpoint naming a listed backbone of another width, deflated DICOMs
+(~400 MB and ~4 GB inflated), a 20,000-page TIFF, a 9500² and a 10000×8000 JPEG, and ``app.py``
 stopped by SIGTERM after an upload (is its upload folder gone?).
+
+Part 4, a hostile client (``--part hostile``): ``app.py`` on loopback; one client's ``/predict``
+timed alone and beside a client sending deflated DICOMs, a 20,000-page TIFF, a raw call with too
+few values (a data: URI, an upload named like a patient) and a 100 MB body; every answer and the
+server's log are then searched for a path, the name or a data: URI.
 
 Part 2, concurrency: ``app.py`` on loopback in a subprocess (``HVL_BACKBONE=tiny-clip-random``),
 20 ``gradio_client`` clients × 5 ``/predict`` requests each at once; errors, latency
@@ -444,6 +451,214 @@ def run_concurrency(clients: int = 20, per_client: int = 5) -> dict:
     }
 
 
+# --------------------------------------------------------------------------- a hostile client beside an ordinary one
+
+#: what a hostile client sends to /predict besides the files: an upload named like a patient
+PATIENT_NAME = "it's DOE^JOHN MRN 12345.png"
+HOSTILE_FILES = ("dicom_deflated_400k", "dicom_deflated_4m", "tiff_20000_pages")
+
+
+def _hostile_round(url: str, uris: dict, uploaded: str) -> list[tuple[str, float, str]]:
+    """One round of hostile calls: (what, seconds, the answer's text)."""
+    import httpx
+    from gradio_client import Client
+
+    c, out = Client(url, verbose=False), []
+    for key, uri in uris.items():
+        t0 = time.perf_counter()
+        try:
+            text = str(c.predict(uri, api_name="/predict"))
+        except Exception as e:  # noqa: BLE001 — the refusal is the answer
+            text = str(e)
+        out.append((key, time.perf_counter() - t0, text))
+    # too few values, one of them a data: URI and an upload named like a patient (gradio printed both)
+    few = [{"path": uploaded, "orig_name": PATIENT_NAME, "meta": {"_type": "gradio.FileData"}}, uris[HOSTILE_FILES[0]]]
+    t0 = time.perf_counter()
+    event = httpx.post(f"{url}gradio_api/call/predict", json={"data": few}, timeout=60).json()["event_id"]
+    text = httpx.get(f"{url}gradio_api/call/predict/{event}", timeout=60).text
+    out.append(("too few values", time.perf_counter() - t0, text))
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1].strip("/"))), timeout=30) as sock:
+        t0 = time.perf_counter()
+        sock.sendall(
+            b"POST /gradio_api/call/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 104857600\r\n\r\n" + b'{"data": ["' + b"A" * 2**20
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < 64:
+            if not (chunk := sock.recv(65536)):  # the answer, its body unread (the server keeps the line open)
+                break
+            answer += chunk
+        head, _, body = answer.decode(errors="replace").partition("\r\n\r\n")
+        out.append(("100 MB body", time.perf_counter() - t0, f"{head.splitlines()[0]}: {body}"))
+    return out
+
+
+def run_hostile(rounds: int = 5) -> dict:
+    """``app.py`` on loopback: one client's ``/predict`` timed alone, then while a second client
+    sends ``HOSTILE_FILES`` as data: URIs, a raw call with too few values and a 100 MB body; then
+    every answer and the server's log are searched for a path, the patient's name or a data: URI."""
+    import base64
+
+    import httpx
+    from gradio_client import Client, handle_file
+
+    port, tmp = _free_port(), Path(tempfile.mkdtemp(prefix="hvl-bench-hostile-"))
+    uris = {}
+    for key in HOSTILE_FILES:
+        FILES[key][1](tmp / key)
+        uris[key] = "data:application/octet-stream;base64," + base64.b64encode((tmp / key).read_bytes()).decode()
+    (tmp / PATIENT_NAME).write_bytes(EXAMPLE.read_bytes())
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py")], env=server_env(port, tmp), stdout=log, stderr=subprocess.STDOUT
+    )
+    url, answers, hostile, stop = f"http://127.0.0.1:{port}/", [], [], threading.Event()
+    try:
+        for _ in range(240):
+            try:
+                a = Client(url, verbose=False)
+                break
+            except Exception:  # noqa: BLE001 — still starting
+                time.sleep(0.5)
+        with open(tmp / PATIENT_NAME, "rb") as f:
+            uploaded = httpx.post(f"{url}gradio_api/upload", files={"files": (PATIENT_NAME, f)}).json()[0]
+
+        def timed():
+            t = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                answers.append(str(a.predict(handle_file(str(EXAMPLE)), api_name="/predict")))
+                t.append(time.perf_counter() - t0)
+            return t
+
+        alone = timed()
+
+        def attack():
+            while not stop.is_set():
+                hostile.extend(_hostile_round(url, uris, uploaded))
+
+        b = threading.Thread(target=attack)
+        b.start()
+        while not hostile:
+            time.sleep(0.1)  # the attack has begun
+        beside = timed()
+        stop.set()
+        b.join()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    log.seek(0)
+    server_log = log.read().decode(errors="replace")
+    shutil.rmtree(tmp, ignore_errors=True)
+    texts = answers + [t for _, _, t in hostile] + [server_log]
+    leaks = {
+        "absolute paths (tmp, upload folder, checkout)": sum(x in t for t in texts for x in (str(tmp), str(ROOT))),
+        "the patient's name": sum("DOE" in t for t in texts),
+        "data: URIs": sum("data:application" in t or "base64," in t for t in texts),
+    }
+    by_kind = {}
+    for what, sec, text in hostile:
+        by_kind.setdefault(what, {"calls": 0, "max_s": 0.0, "answer": text.strip().splitlines()[-1][:200]})
+        by_kind[what]["calls"] += 1
+        by_kind[what]["max_s"] = round(max(by_kind[what]["max_s"], sec), 2)
+    return {
+        "predict_alone_median_s": round(statistics.median(alone), 2),
+        "predict_beside_hostile_median_s": round(statistics.median(beside), 2),
+        "slowdown": round(statistics.median(beside) / statistics.median(alone), 2),
+        "hostile": by_kind,
+        "leaks": leaks,
+        "server_log_lines": len(server_log.splitlines()),
+        "server_tracebacks": server_log.count("Traceback"),
+    }
+
+
+# --------------------------------------------------------------------------- many browser sessions
+
+
+def _browser_upload(url: str, dep: dict, components: dict, path: Path) -> str:
+    """What a browser does when a file is dropped on the upload box: ``/upload``, then the upload
+    event through the queue with the page's other values as they start; the last message's kind."""
+    import secrets
+
+    import httpx
+
+    with open(path, "rb") as f:
+        server_path = httpx.post(f"{url}gradio_api/upload", files={"files": (path.name, f)}, timeout=60).json()[0]
+    upload_id = dep["targets"][0][0]
+    data = []
+    for cid in dep["inputs"]:
+        c = components[cid]
+        if cid == upload_id:
+            meta = {"_type": "gradio.FileData"}
+            data.append({"path": server_path, "orig_name": path.name, "mime_type": "image/jpeg", "meta": meta})
+        else:
+            data.append(None if c["type"] == "state" else c.get("props", {}).get("value"))
+    session = secrets.token_hex(8)
+    body = {"data": data, "fn_index": dep["id"], "session_hash": session, "event_data": None, "trigger_id": upload_id}
+    httpx.post(f"{url}gradio_api/queue/join", json=body, timeout=60).raise_for_status()
+    last = ""
+    with httpx.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session}, timeout=300) as r:
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                msg = json.loads(line[5:])
+                last = msg.get("msg", "")
+                if last == "process_completed":
+                    return "ok" if msg.get("success") else f"failed: {str(msg.get('output'))[:200]}"
+    return last
+
+
+def run_sessions(count: int = 200, root: Path = ROOT, every: int = 20) -> dict:
+    """``root``'s ``app.py`` on loopback: ``count`` browser sessions, each uploading a different
+    12 MP JPEG (the page's upload event, as the browser sends it); the server's RSS every ``every``."""
+    import httpx
+    from PIL import ImageDraw
+
+    port, tmp = _free_port(), Path(tempfile.mkdtemp(prefix="hvl-bench-sessions-"))
+    env = {**server_env(port, tmp), "PYTHONPATH": str(root)}
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen([sys.executable, str(root / "app.py")], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url, rss, results = f"http://127.0.0.1:{port}/", {}, []
+    base = Image.fromarray(np.asarray(_photo(2000).resize((4000, 3000))))
+    try:
+        for _ in range(240):
+            try:
+                config = httpx.get(f"{url}config", timeout=5).json()
+                break
+            except Exception:  # noqa: BLE001 — still starting
+                time.sleep(0.5)
+        components = {c["id"]: c for c in config["components"]}
+        upload = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "upload")
+        dep = next(d for d in config["dependencies"] if [upload, "upload"] in [list(t) for t in d["targets"]])
+        proc = psutil.Process(server.pid)
+        rss[0] = _mb(proc.memory_info().rss)
+        for i in range(1, count + 1):
+            img = base.copy()
+            ImageDraw.Draw(img).rectangle(
+                (i * 17 % 3500, i * 11 % 2500, i * 17 % 3500 + 400, i * 11 % 2500 + 400), (i, 255 - i, 99)
+            )
+            path = tmp / f"photo-{i}.jpg"
+            img.save(path, quality=85)
+            results.append(_browser_upload(url, dep, components, path))
+            path.unlink()
+            if i % every == 0 or i == 1:
+                rss[i] = _mb(proc.memory_info().rss)
+                print(f"{i} sessions: server RSS {rss[i]} MB", flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+    half = count // 2
+    return {
+        "root": "this tree" if root == ROOT else "--compare-root",
+        "sessions": count,
+        "image": "4000×3000 JPEG, a different one each session",
+        "answers_ok": results.count("ok"),
+        "first_failure": next((r for r in results if r != "ok"), ""),
+        "rss_mb_by_sessions": rss,
+        f"last_{count - half}_sessions_added_mb": rss[count] - rss[half],
+    }
+
+
 # --------------------------------------------------------------------------- decode memory, before / after
 
 _DECODE_PROBE = """
@@ -678,6 +893,86 @@ def probe_width_mismatch(tmp: Path) -> dict:
     }
 
 
+def _deflated_dicom(path: Path, inflated_mb: int) -> None:
+    """A deflated DICOM (transfer syntax 1.2.840.10008.1.2.1.99) holding a 16×16 image and a
+    private element of ``inflated_mb`` MB of zeros: ~1000:1, deflated in 1 MB chunks."""
+    import struct
+    import zlib
+
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+
+    from tests.wsi_files import dicom_bytes
+
+    ds = __import__("pydicom").dcmread(io.BytesIO(dicom_bytes(np.zeros((16, 16), np.uint8))))
+    pixels = ds.PixelData
+    del ds.PixelData
+    ds.add_new((0x7FDF, 0x0010), "LO", "HVL BENCH")
+    head = DicomBytesIO()
+    head.is_little_endian, head.is_implicit_VR = True, False
+    write_dataset(head, ds)
+    meta = DicomBytesIO()
+    meta.write(b"\0" * 128 + b"DICM")
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    write_file_meta_info(meta, ds.file_meta)
+    z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    n = inflated_mb * 2**20
+    with open(path, "wb") as f:
+        f.write(meta.getvalue())
+        f.write(z.compress(head.getvalue() + struct.pack("<HH2sHI", 0x7FDF, 0x1000, b"OB", 0, n)))
+        chunk = bytes(2**20)
+        for _ in range(inflated_mb):
+            f.write(z.compress(chunk))
+        f.write(z.compress(struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, len(pixels)) + pixels))
+        f.write(z.flush())
+
+
+def _many_page_tiff(path: Path, pages: int) -> None:
+    import tifffile
+
+    with tifffile.TiffWriter(path) as tw:
+        for i in range(pages):
+            tw.write(np.full((16, 16), i % 256, np.uint8))
+
+
+def _grey_jpeg(path: Path, size: tuple[int, int]) -> None:
+    Image.linear_gradient("L").resize(size).save(path, "JPEG", quality=90)
+
+
+#: hostile or large files read as an upload is: (what it is, how to write it)
+FILES = {
+    "dicom_deflated_400k": ("deflated DICOM, ~400 MB inflated", lambda p: _deflated_dicom(p, 400)),
+    "dicom_deflated_4m": ("deflated DICOM, ~4 GB inflated", lambda p: _deflated_dicom(p, 4000)),
+    "tiff_20000_pages": ("TIFF of 20,000 pages of 16×16", lambda p: _many_page_tiff(p, 20_000)),
+    "jpeg_9500": ("9500×9500 grey JPEG", lambda p: _grey_jpeg(p, (9500, 9500))),
+    "jpeg_10000x8000": ("10000×8000 grey JPEG", lambda p: _grey_jpeg(p, (10000, 8000))),
+}
+
+
+def probe_file(tmp: Path, key: str) -> dict:
+    """``load_image`` of one of ``FILES`` (written first, outside the measurement), as an upload."""
+    from hvl_core.images import ImageError, load_image
+
+    what, write = FILES[key]
+    path = tmp / key
+    if not path.exists():
+        write(path)
+    base = _rss()
+    t0 = time.perf_counter()
+    with PeakRSS() as peak:
+        try:
+            li = load_image(str(path))
+            msg = f"ok: {li.image.size[0]}×{li.image.size[1]} kept; " + "; ".join(li.notes)
+        except ImageError as e:
+            msg = str(e)
+    return {
+        "file": f"{what}, {path.stat().st_size / 2**10:,.0f} KB",
+        "peak_growth_mb": _mb(peak.peak - base),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "result": msg[:200],
+    }
+
+
 PROBES = {
     "template_bomb": probe_template_bomb,
     "sessions": probe_sessions,
@@ -686,6 +981,7 @@ PROBES = {
     "batch_9400": lambda tmp: probe_batch(tmp, 9400),
     "batch_7000": lambda tmp: probe_batch(tmp, 7000),
     "width_mismatch": probe_width_mismatch,
+    **{key: (lambda tmp, key=key: probe_file(tmp, key)) for key in FILES},
 }
 
 
@@ -753,7 +1049,13 @@ def run_memory(cases=None) -> dict:
 
 
 def write_report(
-    out: Path, bad: dict | None, conc: dict | None, decode: dict | None = None, memory: dict | None = None
+    out: Path,
+    bad: dict | None,
+    conc: dict | None,
+    decode: dict | None = None,
+    memory: dict | None = None,
+    hostile: dict | None = None,
+    sessions: dict | None = None,
 ) -> None:
     from app.service import EMPTY_AGE_S
 
@@ -765,7 +1067,10 @@ def write_report(
         **({"concurrency": conc} if conc else {}),
         **({"decode_memory": decode} if decode else {}),
         **({"memory": {**old.get("memory", {}), **memory}} if memory else {}),
+        **({"hostile": hostile} if hostile else {}),
+        **({"sessions": {**old.get("sessions", {}), **sessions}} if sessions else {}),
         "cpu": f"{psutil.cpu_count()} cores",
+        "load_average_1_5_15_min": [round(x, 1) for x in os.getloadavg()],  # the machine may be shared
         "python": sys.version.split()[0],
     }
     (out / "inputs.json").write_text(json.dumps(data, indent=1, ensure_ascii=False))
@@ -773,7 +1078,8 @@ def write_report(
         "# Bad inputs and concurrent clients",
         "",
         "`PYTHONPATH=. .venv/bin/python bench/inputs_bench.py` (bench/inputs_bench.py); backbone `tiny-clip-random`, CPU, "
-        f"{data['cpu']}.",
+        f"{data['cpu']}; load average {data['load_average_1_5_15_min']} (1, 5, 15 min) when the last part was "
+        "written: the machine was shared with other work, so times are upper bounds.",
         "",
     ]
     if "bad_inputs" in data:
@@ -829,6 +1135,10 @@ def write_report(
         L.append("")
     if "memory" in data:
         L += _memory_report(data["memory"])
+    if "hostile" in data:
+        L += _hostile_report(data["hostile"])
+    if "sessions" in data:
+        L += _sessions_report(data["sessions"])
     (out / "inputs.md").write_text("\n".join(L))
 
 
@@ -871,6 +1181,13 @@ def _memory_report(m: dict) -> list[str]:
                 f"| batch | {r['files']} | peak +{r['peak_growth_mb']} MB, {r['seconds']} s; {r['encoded']} encoded, "
                 f"{r['error_rows']} error rows ({r['first_error']}) | bounded like one image |"
             )
+    for key in FILES:
+        if "file" in m.get(key, {}):
+            r = m[key]
+            L.append(
+                f"| hostile file | {r['file']} | peak +{r['peak_growth_mb']} MB, {r['seconds']} s: {r['result']} | "
+                "≤ 2 s, ≤ +50 MB (JPEGs: analysed) |"
+            )
     if "width_mismatch" in m:
         w = m["width_mismatch"]
         L.append(
@@ -887,9 +1204,53 @@ def _memory_report(m: dict) -> list[str]:
     return [*L, ""]
 
 
+def _hostile_report(h: dict) -> list[str]:
+    L = [
+        "## A hostile client beside an ordinary one",
+        "",
+        "`--part hostile`: `app.py` on loopback (`tiny-clip-random`, CPU); one client's `/predict` of "
+        f"{EXAMPLE.name} timed alone, then while a second client sends, round after round, the files below as "
+        "data: URIs, a raw call with too few values (an upload named like a patient and a data: URI), and a "
+        "100 MB body. Then every answer and the server's whole log are searched.",
+        "",
+        f"- the other client's `/predict`: median {h['predict_alone_median_s']} s alone, "
+        f"{h['predict_beside_hostile_median_s']} s beside the hostile one: {h['slowdown']}× (goal ≤ 2×)",
+        "- found in the answers and the log: "
+        + ", ".join(f"{k}: {v}" for k, v in h["leaks"].items())
+        + f" (goal: none); {h['server_tracebacks']} tracebacks in {h['server_log_lines']} log lines",
+        "",
+        "| hostile call | calls | slowest answer (s) | answer |",
+        "|---|---:|---:|---|",
+    ]
+    for what, r in h["hostile"].items():
+        L.append(f"| {what} | {r['calls']} | {r['max_s']} | {r['answer'].replace('|', '/')} |")
+    return [*L, ""]
+
+
+def _sessions_report(runs: dict) -> list[str]:
+    L = [
+        "## Many browser sessions",
+        "",
+        "`--part sessions [--compare-root OLD_CHECKOUT]`: `app.py` on loopback (`tiny-clip-random`, CPU); each "
+        "session uploads a different 4000×3000 JPEG through the page's upload event, as the browser sends it "
+        "(`/upload`, then the event through the queue). The server's RSS after so many sessions:",
+        "",
+    ]
+    for label, r in runs.items():
+        curve = ", ".join(f"{n}: {mb}" for n, mb in r["rss_mb_by_sessions"].items())
+        added = next(v for k, v in r.items() if k.startswith("last_"))
+        L += [
+            f"- {label} ({r['root']}): {r['answers_ok']} of {r['sessions']} analysed; MB by sessions: {curve}; "
+            f"the last {r['sessions'] - r['sessions'] // 2} sessions added {added} MB (goal ≤ 64)",
+        ]
+    return [*L, ""]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=["bad", "concurrency", "decode", "memory", "all"], default="all")
+    ap.add_argument(
+        "--part", choices=["bad", "concurrency", "decode", "memory", "hostile", "sessions", "all"], default="all"
+    )
     ap.add_argument("--cases", nargs="+", help=f"for --part memory: some of {', '.join([*PROBES, 'sigterm'])}")
     ap.add_argument("--probe", choices=list(PROBES), help=argparse.SUPPRESS)  # one case, in this process
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
@@ -905,7 +1266,15 @@ def main(argv=None):
         print(json.dumps(conc, indent=1))
     decode = run_decode_memory(Path(args.compare_root)) if args.part == "decode" and args.compare_root else None
     memory = run_memory(args.cases) if args.part in ("memory", "all") else None
-    write_report(Path(args.out), bad, conc, decode, memory)
+    hostile = run_hostile() if args.part in ("hostile", "all") else None
+    if hostile:
+        print(json.dumps(hostile, indent=1))
+    sessions = None
+    if args.part == "sessions":  # not in "all": 200 sessions take minutes
+        sessions = {"after": run_sessions()}
+        if args.compare_root:
+            sessions["before"] = run_sessions(root=Path(args.compare_root))
+    write_report(Path(args.out), bad, conc, decode, memory, hostile, sessions)
 
 
 if __name__ == "__main__":

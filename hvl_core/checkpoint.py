@@ -29,8 +29,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .checkpoint_fields import (  # noqa: F401  (the bounds are this module's public names too)
+from .checkpoint_fields import (  # noqa: F401  (the bounds and file names are this module's public names too)
+    CARD_NAME,
+    CONFIG_NAME,
     FORMAT_VERSION,
+    LAYOUTS,
+    LEGACY_CONFIG_NAME,
+    LEGACY_WEIGHTS_NAME,
     MAX_BACKBONE_NAME,
     MAX_CALIBRATION_SCORES,
     MAX_CLASSES,
@@ -38,6 +43,7 @@ from .checkpoint_fields import (  # noqa: F401  (the bounds are this module's pu
     MAX_EMBED_DIM,
     MAX_N,
     MAX_TEXT,
+    WEIGHTS_NAME,
     reject_constant,
     validate_meta,
 )
@@ -48,13 +54,6 @@ from .model_card import model_card
 from .presets import ClassSet
 from .scope import SCOPE_WEIGHTS, ScopeDetector, read_scope, scope_blob
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-CARD_NAME = "README.md"
-LEGACY_WEIGHTS_NAME = "head.safetensors"
-LEGACY_CONFIG_NAME = "hvl.json"
-#: (config, weights) file names, newest first
-LAYOUTS = ((CONFIG_NAME, WEIGHTS_NAME), (LEGACY_CONFIG_NAME, LEGACY_WEIGHTS_NAME))
 FORMAT = "hvl-head"
 
 
@@ -239,14 +238,16 @@ def _has_scope(cfg: Path) -> bool:
         return False  # _read_config says what is wrong with it
 
 
-def _resolve(source: str) -> tuple[Path, Path]:
+def _resolve(source: str) -> tuple[Path, Path, str]:
+    """(weights, config, the checkpoint's name): a local folder is named by its own name, never
+    its path on this machine (answers and messages show the name); a hub repo by its id."""
     pair = _local_pair(Path(source))
     if pair is not None:
-        return pair
+        return *pair, os.path.basename(os.path.abspath(pair[1].parent))
     repo = source[len("hf://") :] if source.startswith("hf://") else source
     if not is_hub_id(repo):
         raise CheckpointError(f"checkpoint {source}: no such file or folder (a hub checkpoint is written org/name)")
-    return hub_files(repo)
+    return *hub_files(repo), repo
 
 
 def _read_config(cfg: Path, source: str) -> dict:
@@ -269,9 +270,9 @@ def _expected_shapes(meta: dict) -> dict[str, tuple[int, int]]:
 
 
 def load_checkpoint(source: str | os.PathLike) -> Checkpoint:
-    """Read and validate a checkpoint from a folder, one of its files, or a hub repo id."""
-    source = os.fspath(source)
-    weights, cfg = _resolve(source)
+    """Read and validate a checkpoint from a folder, one of its files, or a hub repo id. Its
+    ``source`` (and every message) names the folder or repo, never a path."""
+    weights, cfg, source = _resolve(os.fspath(source))
     for f in (weights, cfg):
         if not f.is_file():
             raise CheckpointError(f"checkpoint {source}: {f.name} is missing")

@@ -14,6 +14,17 @@ from .backbones.catalog import declared_width
 from .head import HVLConfig, check_threshold
 from .presets import check_template
 
+#: a checkpoint's files (the hub's names), here so that the model card and the checkpoint module
+#: both read them without importing each other
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+LEGACY_WEIGHTS_NAME = "head.safetensors"
+LEGACY_CONFIG_NAME = "hvl.json"
+#: (config, weights) file names, newest first
+LAYOUTS = ((CONFIG_NAME, WEIGHTS_NAME), (LEGACY_CONFIG_NAME, LEGACY_WEIGHTS_NAME))
+
+
 FORMAT_VERSION = 2  # 2: hub layout (config.json + model.safetensors); 1: head.safetensors + hvl.json
 #: bounds on what a checkpoint may ask for: a public server builds whatever it names
 MAX_CONFIG_BYTES = 1 << 20

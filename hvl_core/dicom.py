@@ -1,6 +1,8 @@
 """DICOM images (pydicom): single-frame colour and grey images → the same 8-bit pixels a PNG export
-would hold (whole-slide DICOM goes to ``slides``, through wsidicom). Only the pixel description is read from the header (size, samples, bits, photometric
-interpretation, window); no patient or study attribute is ever returned, shown or written.
+would hold (whole-slide DICOM goes to ``slides``, through wsidicom). A deflated dataset is refused
+from the file meta, before anything is inflated. Only the pixel description is read from the
+header (size, samples, bits, photometric interpretation, window); no patient or study attribute
+is ever returned, shown or written.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from .raster import ImageError, array_to_uint8, check_raster
 
 #: VL Whole Slide Microscopy Image Storage: one level of a DICOM whole-slide image
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
+#: Deflated Explicit VR Little Endian: the whole dataset is zlib-deflated, and pydicom inflates it
+#: in one piece without a limit (~1000:1, so a 32 MB upload could become 32 GB)
+DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
 def _window(ds, a: np.ndarray) -> tuple[np.ndarray, float | None, str]:
@@ -30,35 +35,51 @@ def _window(ds, a: np.ndarray) -> tuple[np.ndarray, float | None, str]:
     return a, None, ""
 
 
-def is_dicom_wsi(fp) -> bool:
-    """Whether a DICOM file is (a level of) a whole-slide image; ``fp`` is left at its start."""
+def read_header(fp, name: str):
+    """The DICOM header (no pixel data), ``fp`` left at its start. The file meta group is read
+    first, on its own, and a deflated dataset refused before pydicom inflates anything."""
     import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.filereader import _read_file_meta_info, read_preamble
 
+    unreadable = (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError)
     try:
-        ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=["SOPClassUID"])
-        return str(getattr(ds, "SOPClassUID", "")) == WSI_SOP_CLASS
-    except Exception:  # noqa: BLE001 — read_dicom says what is wrong with it
-        return False
+        # pydicom's own meta reader: its public twin takes only a path, and dcmread inflates first
+        read_preamble(fp, False)
+        syntax = str(_read_file_meta_info(fp).get("TransferSyntaxUID", ""))
+    except unreadable as e:
+        raise ImageError(f"{name} is not a DICOM file this app can read ({type(e).__name__})") from None
+    if syntax == DEFLATED:
+        raise ImageError(
+            f"{name} is a deflate-compressed DICOM file, which is not read here (its size is unknown until "
+            "it is inflated whole); export it as uncompressed DICOM or PNG"
+        )
+    fp.seek(0)
+    try:
+        return pydicom.dcmread(fp, stop_before_pixels=True)
+    except unreadable as e:
+        raise ImageError(f"{name} is not a DICOM file this app can read ({type(e).__name__})") from None
     finally:
         fp.seek(0)
 
 
-def read_dicom(fp, name: str, notes: list[str]) -> np.ndarray:
+def is_wsi(ds) -> bool:
+    """Whether a DICOM header is (a level of) a whole-slide image's."""
+    return str(getattr(ds, "SOPClassUID", "")) == WSI_SOP_CLASS
+
+
+def read_dicom(fp, name: str, notes: list[str], ds=None) -> np.ndarray:
     """The first frame of a DICOM file as a uint8 array (H×W grey or H×W×3 RGB).
 
-    The header is read first and the frame's size checked (``check_raster``) before any pixel
-    data is decoded. MONOCHROME1 is inverted (so dark is dark, as in a PNG export); YBR colour is
-    converted to RGB; 8-bit pixels are passed through unchanged.
+    The header (``ds``: ``read_header``'s, read here when not given) comes first and the frame's
+    size is checked (``check_raster``) before any pixel data is decoded. MONOCHROME1 is inverted
+    (so dark is dark, as in a PNG export); YBR colour is converted to RGB; 8-bit pixels are passed
+    through unchanged.
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
     from pydicom.pixels import pixel_array
 
-    try:
-        ds = pydicom.dcmread(fp, stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ImageError(f"{name} is not a DICOM file this app can read ({type(e).__name__})") from None
-    if str(getattr(ds, "SOPClassUID", "")) == WSI_SOP_CLASS:
+    ds = read_header(fp, name) if ds is None else ds
+    if is_wsi(ds):
         raise ImageError(f"{name} is a DICOM whole-slide image; it is read from its file (a path), not from bytes")
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
@@ -69,7 +90,6 @@ def read_dicom(fp, name: str, notes: list[str]) -> np.ndarray:
     except (AttributeError, TypeError, ValueError):
         raise ImageError(f"{name} is a DICOM file without an image in it (no rows, columns or pixel data)") from None
     check_raster(name, cols, rows, samples, max(1, (bits + 7) // 8))
-    fp.seek(0)
     try:
         a = pixel_array(fp, index=0 if frames > 1 else None)
     except Exception as e:  # noqa: BLE001 — pydicom raises many kinds for undecodable pixel data

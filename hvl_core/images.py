@@ -39,6 +39,9 @@ READABLE = "PNG, JPEG, TIFF, BMP, WebP, DICOM or a whole-slide image"
 FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".dcm", ".svs", ".ndpi")
 #: pixels an image may have when it is decoded at full size (no format-level downscaling)
 MAX_DECODE_PIXELS = 50_000_000
+#: TIFF page headers read at most: a file's pages are counted (and a pyramid looked for) only up to
+#: this, as walking every header of a 20,000-page file ties up the CPU for a minute
+MAX_TIFF_PAGES = 256
 #: rows of the result made at a time from a band of the decoded raster
 _STRIP_ROWS = 256
 #: EXIF orientation → the transpose that undoes it (as ``ImageOps.exif_transpose``)
@@ -112,22 +115,41 @@ def _bounded_rgb(img: Image.Image, max_side: int, notes: list[str], original: tu
     return out
 
 
-def _open_pil(fp, name: str, max_side: int, notes: list[str], max_pixels: int | None) -> Image.Image:
+def _open_pil(
+    fp, name: str, max_side: int, notes: list[str], max_pixels: int | None, frames_noted: bool = False
+) -> Image.Image:
+    """Any format PIL reads, the first frame; ``frames_noted``: the caller already said how many."""
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # this module's limits decide, from the header, below (PIL warns from 89 M pixels, under
+        # MAX_PIXELS, and raises past twice that)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         img = Image.open(fp)
     w, h = img.size
     check_raster(name, w, h, len(img.getbands()), _SAMPLE_BYTES.get(img.mode, 1))
     check_budget(name, w, h, False, max_pixels)
-    if getattr(img, "n_frames", 1) > 1:
-        notes.append(f"animated image: first of {img.n_frames} frames used")
+    if getattr(img, "is_animated", False):  # looks one frame ahead; n_frames would walk them all
+        if not frames_noted:
+            notes.append("animated image: the first frame used")
         img.seek(0)
-    if max(w, h) > max_side and img.format == "JPEG":
-        img.draft("RGB", (max_side, max_side))  # decode JPEGs at reduced size directly
+    scale = _draft_scale(w, h, max_side) if img.format == "JPEG" else 1
+    if scale > 1:
+        img.draft("RGB", (w // scale, h // scale))  # decode JPEGs at reduced size directly
     dw, dh = img.size  # what will be decoded
     check_budget(name, dw, dh, True, kind=f"a {img.format or 'raster'} image")
     img.load()
     return _bounded_rgb(img, max_side, notes, (w, h))
+
+
+def _draft_scale(w: int, h: int, max_side: int) -> int:
+    """The reduction (1, 2, 4 or 8) a JPEG is decoded at: the largest that keeps its longest side
+    at least ``max_side`` (it is downscaled to that anyway), then as much more as brings it under
+    ``MAX_DECODE_PIXELS`` (a 10000×8000 JPEG decodes at 5000×4000)."""
+    scale = 1
+    while scale < 8 and max(w, h) / (2 * scale) >= max_side:
+        scale *= 2
+    while scale < 8 and math.ceil(w / scale) * math.ceil(h / scale) > MAX_DECODE_PIXELS:
+        scale *= 2
+    return scale
 
 
 def _open_tiff(fp, name: str, max_side: int, notes: list[str], tile, max_pixels) -> LoadedImage | Image.Image:
@@ -136,9 +158,11 @@ def _open_tiff(fp, name: str, max_side: int, notes: list[str], tile, max_pixels)
 
     from . import slides
 
+    pages, noted = None, False
     try:
         with tifffile.TiffFile(fp) as tf:
-            if slides.is_slide(tf):
+            pages = _page_count(tf)
+            if pages is not None and slides.is_slide(tf):  # a slide's levels are a few pages
                 fp.seek(0)
                 return slides.load_slide(fp, name, tile=tile)
             page = tf.pages.first
@@ -147,18 +171,26 @@ def _open_tiff(fp, name: str, max_side: int, notes: list[str], tile, max_pixels)
             channels = page.samplesperpixel
             check_raster(name, w, h, channels, dtype.itemsize if dtype is not None else 1)
             check_budget(name, w, h, True, max_pixels, kind="a TIFF image")
+            if pages != 1:
+                notes.append(f"multi-page TIFF: first of {pages or f'more than {MAX_TIFF_PAGES}'} pages used")
+                noted = True
             if dtype is not None and dtype != np.uint8 and page.planarconfig != 2:
-                notes_before = len(notes)
-                img = array_to_image(page.asarray(), notes)
-                if len(tf.pages) > 1:
-                    notes.insert(notes_before, f"multi-page TIFF: first of {len(tf.pages)} pages used")
-                return img
+                return array_to_image(page.asarray(), notes)
     except ImageError:
         raise
     except Exception:  # noqa: BLE001 — tifffile could not parse it: PIL gets its chance and says why
         pass
     fp.seek(0)
-    return _open_pil(fp, name, max_side, notes, max_pixels)
+    return _open_pil(fp, name, max_side, notes, max_pixels, frames_noted=noted)
+
+
+def _page_count(tf, limit: int = MAX_TIFF_PAGES) -> int | None:
+    """How many pages a TIFF has, reading at most ``limit`` + 1 page headers; None: more."""
+    try:
+        tf.pages[limit]  # walks the chain of page offsets up to ``limit`` only
+    except IndexError:
+        return len(tf.pages)  # the chain ended sooner: its length is known
+    return None
 
 
 def _sniff(head: bytes) -> str:
@@ -200,7 +232,9 @@ def load_image(
             if isinstance(source, (str, os.PathLike)):
                 name = os.path.basename(os.fspath(source)) or "the image"
                 if not os.path.isfile(source):
-                    raise ImageError(f"{name}: no such file")
+                    raise ImageError(
+                        f"{name} is a folder, not an image" if os.path.isdir(source) else f"{name}: no such file"
+                    )
                 with open(source, "rb") as f:
                     return _load_file(f, name, max_side, tile, notes, max_pixels)
             fp = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
@@ -224,14 +258,15 @@ def _load_file(fp, name: str, max_side: int, tile, notes: list[str], max_pixels:
         fp.seek(0)
         kind = _sniff(head)
         if kind == "dicom":
-            from .dicom import is_dicom_wsi, read_dicom
+            from .dicom import is_wsi, read_dicom, read_header
 
+            ds = read_header(fp, name)  # once: deflated files are refused before any inflating
             path = getattr(fp, "name", None)
-            if isinstance(path, str) and os.path.isfile(path) and is_dicom_wsi(fp):
+            if isinstance(path, str) and os.path.isfile(path) and is_wsi(ds):
                 from .slides import load_slide
 
                 return load_slide(path, name, tile=tile, dicom=True)
-            img = array_to_image(read_dicom(fp, name, notes), notes)
+            img = array_to_image(read_dicom(fp, name, notes, ds), notes)
             check_budget(name, *img.size, False, max_pixels)
         elif kind == "tiff":
             img = _open_tiff(fp, name, max_side, notes, tile, max_pixels)

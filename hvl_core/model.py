@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .backbones import Backbone, create_backbone, same_backbone
+from .backbones import Backbone, create_backbone, public_name, same_backbone
 from .checkpoint import Checkpoint, CheckpointError, head_from_checkpoint, load_checkpoint
 from .defaults import decision_default, default_threshold
 from .geometry import hierarchical_crops, split_scales
@@ -222,7 +222,7 @@ class HVLModel:
             encoded,
             thr,
             source,
-            (self.backbone.name, self.backbone.note),
+            (public_name(self.backbone.name), self.backbone.note),  # never a server path
             self.calibration.get(cfg.score),
             self.scope,
             # measured at the checkpoint's own score and threshold only

@@ -3,6 +3,8 @@ the threshold, and what the head was trained, calibrated and measured on when it
 
 from __future__ import annotations
 
+from .checkpoint_fields import CONFIG_NAME, WEIGHTS_NAME
+
 #: the ``library_name`` of every card (the one written beside a checkpoint and the pushed one)
 LIBRARY_NAME = "hvl"
 
@@ -45,8 +47,6 @@ def hub_metadata(meta: dict) -> dict:
 
 def model_card(meta: dict) -> str:
     """A short model card with hub metadata (the publishing tool writes a fuller one)."""
-    from .checkpoint import CONFIG_NAME, WEIGHTS_NAME
-
     hub = hub_metadata(meta)
     thr = meta.get("threshold")
     lines = [

@@ -47,15 +47,17 @@ def dicom_bytes(
     patient: str = "Doe^Jane",
     sop_class: str | None = None,
     frames: int = 1,
+    transfer_syntax: str | None = None,
 ) -> bytes:
-    """An uncompressed DICOM file holding ``a`` (H×W grey or H×W×3 RGB; uint8 or uint16)."""
+    """A DICOM file holding ``a`` (H×W grey or H×W×3 RGB; uint8 or uint16), uncompressed unless
+    ``transfer_syntax`` says otherwise (the deflated one: the whole dataset deflated)."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class or SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = transfer_syntax or ExplicitVRLittleEndian
     ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from .base import Backbone, BackboneUnavailable, UnknownClassError
+from .base import Backbone, BackboneUnavailable, UnknownClassError, names_local_file, public_name
 from .catalog import BY_NAME, BackboneInfo, backbone_info, describe_backbones, recommended_backbones
 
 log = logging.getLogger(__name__)
@@ -54,26 +54,6 @@ def register_backbone(name: str, factory: Callable[..., Backbone]) -> None:
 
 def list_backbones() -> list[str]:
     return ["auto", *_REGISTRY]
-
-
-def names_local_file(name: str) -> bool:
-    """Whether a backbone name points at the local disk (``MODEL:/path``, ``NAME:/path``,
-    ``local-dir:``): a public server must not build such a name from user input."""
-    if name.startswith("local-dir:"):
-        return True
-    if name.startswith(("hf-hub:", "openclip:hf-hub:")):
-        return False
-    tail = name.removeprefix("openclip:").partition(":")[2]
-    return (
-        bool(tail)
-        and tail.lower() not in ("none", "random")
-        and (
-            "/" in tail
-            or "\\" in tail
-            or tail.startswith((".", "~"))
-            or tail.endswith((".bin", ".pt", ".pth", ".safetensors"))
-        )
-    )
 
 
 def same_backbone(name: str, want: str) -> bool:
@@ -120,6 +100,7 @@ __all__ = [
     "list_backbones",
     "register_backbone",
     "names_local_file",
+    "public_name",
     "same_backbone",
     "describe_backbones",
     "recommended_backbones",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -17,6 +18,38 @@ class BackboneUnavailable(RuntimeError):
 
 class UnknownClassError(ValueError):
     """A class name the backbone cannot represent (e.g. a label-only backbone)."""
+
+
+def names_local_file(name: str) -> bool:
+    """Whether a backbone name points at the local disk (``MODEL:/path``, ``NAME:/path``,
+    ``local-dir:``): a public server must not build such a name from user input."""
+    if name.startswith("local-dir:"):
+        return True
+    if name.startswith(("hf-hub:", "openclip:hf-hub:")):
+        return False
+    tail = name.removeprefix("openclip:").partition(":")[2]
+    return (
+        bool(tail)
+        and tail.lower() not in ("none", "random")
+        and (
+            "/" in tail
+            or "\\" in tail
+            or tail.startswith((".", "~"))
+            or tail.endswith((".bin", ".pt", ".pth", ".safetensors"))
+        )
+    )
+
+
+def public_name(name: str) -> str:
+    """A backbone name as answers and reports show it: a local weights file by its own name
+    (``ViT-B-16:/srv/w/open_clip.bin`` → ``ViT-B-16:open_clip.bin``), never the path to it."""
+    if not names_local_file(name):
+        return name
+    path = name.removeprefix("local-dir:") if name.startswith("local-dir:") else name.partition(":")[2]
+    if name.startswith("openclip:"):
+        path = path.partition(":")[2]
+    head = name[: len(name) - len(path)]
+    return head + os.path.basename(path.replace("\\", "/").rstrip("/"))
 
 
 class Backbone(ABC):
@@ -101,7 +134,7 @@ class Backbone(ABC):
         return (pixels01 - mean) / std
 
     def describe(self) -> str:
-        return self.name + (f" ({self.note})" if self.note else "")
+        return public_name(self.name) + (f" ({self.note})" if self.note else "")
 
 
 def _info(name: str):

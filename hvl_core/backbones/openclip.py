@@ -147,23 +147,25 @@ class OpenCLIPBackbone(Backbone):
 
 
 def _check_weights_file(backbone: str, path: str) -> None:
-    """A local weights file must exist and look like one — a PyTorch zip archive, a pickle
-    (read weights-only) or safetensors — before torch is asked to read it."""
-    if not os.path.isfile(path):
-        raise BackboneUnavailable(
-            f"Cannot load {backbone}: weights file {path} does not exist; {offline_hint(backbone.partition(':')[0])}."
-        )
+    """A local weights file must be named like one (``WEIGHT_SUFFIXES``: nothing else is opened,
+    so a backbone name cannot make the disk be read) and look like one — a PyTorch zip archive,
+    a pickle (read weights-only) or safetensors — before torch is asked to read it. Missing,
+    unreadable and not weights get the same sentence: it never tells whether a file exists."""
+    refused = BackboneUnavailable(
+        f"Cannot load {backbone}: {path} is not a readable weights file (a PyTorch checkpoint or safetensors "
+        f"named *{', *'.join(WEIGHT_SUFFIXES)}); {offline_hint(backbone.partition(':')[0])}."
+    )
+    if not path.lower().endswith(WEIGHT_SUFFIXES):
+        raise refused
     try:
         with open(path, "rb") as f:
             head = f.read(9)
-    except OSError as e:
-        raise BackboneUnavailable(f"Cannot load {backbone}: {path} cannot be read ({e.strerror or e}).") from None
+    except OSError:
+        raise refused from None
     zip_or_pickle = head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"
     safetensors = len(head) == 9 and head[8:9] == b"{"
     if not (zip_or_pickle or safetensors):
-        raise BackboneUnavailable(
-            f"Cannot load {backbone}: {path} is not a weights file (neither a PyTorch checkpoint nor safetensors)."
-        )
+        raise refused
 
 
 def parse_openclip_id(backbone: str) -> tuple[str, str | None]:
@@ -178,9 +180,21 @@ def parse_openclip_id(backbone: str) -> tuple[str, str | None]:
         raise ValueError(f"open_clip backbones are written MODEL:PRETRAINED (e.g. ViT-B-16:openai), got {backbone!r}")
     if pretrained.lower() in ("none", "random"):
         return model, None
-    if "/" in pretrained or pretrained.endswith(WEIGHT_SUFFIXES):
-        _check_weights_file(backbone, pretrained)
+    if (
+        "/" in pretrained
+        or "\\" in pretrained
+        or pretrained.endswith(WEIGHT_SUFFIXES)
+        or not _known_tag(model, pretrained)
+    ):
+        _check_weights_file(backbone, pretrained)  # open_clip would load any existing file a tag names
     return model, pretrained
+
+
+def _known_tag(model: str, tag: str) -> bool:
+    """Whether open_clip knows ``tag`` as pretrained weights of ``model`` (else it is a file)."""
+    import open_clip
+
+    return bool(open_clip.get_pretrained_cfg(model, tag))
 
 
 def _quick_gelu(model: str, pretrained: str | None) -> dict:

@@ -1,13 +1,15 @@
 """What to score: folders (searched recursively), globs, single files, or CSV manifests.
 
-Folders and globs take every file ``hvl predict`` reads (``hvl_core.images.FILE_SUFFIXES``:
-images, DICOM, whole-slide .svs/.ndpi/.tiff), links included even when broken: whatever cannot
-be read is an error row of its own, never left out."""
+Folders and globs take every entry named like an image: what ``hvl predict`` reads
+(``hvl_core.images.FILE_SUFFIXES``: images, DICOM, whole-slide .svs/.ndpi/.tiff) and any other
+image type (.svg, .gif ...), links included even when broken, a folder named ``x.png`` too:
+whatever cannot be read is an error row of its own, never left out."""
 
 from __future__ import annotations
 
 import csv
 import glob
+import mimetypes
 from pathlib import Path
 
 from hvl_core.images import FILE_SUFFIXES
@@ -41,8 +43,12 @@ def read_manifest(path: Path) -> list[str]:
 
 
 def is_scored(p: Path) -> bool:
-    """A file (or a link, even a broken one) a folder scan takes: a readable kind by its name."""
-    return (p.is_file() or p.is_symlink()) and p.suffix.lower() in FILE_SUFFIXES and not p.name.startswith(".")
+    """An entry a folder scan takes: one named like an image — a kind ``hvl predict`` reads, or
+    any other image type (``.svg``, ``.gif``, ``.heic``: ``mimetypes``) — whether a file, a link
+    (even a broken one) or a folder (``x.png/``): what cannot be read gets an error row."""
+    if p.name.startswith("."):
+        return False
+    return p.suffix.lower() in FILE_SUFFIXES or (mimetypes.guess_type(p.name)[0] or "").startswith("image/")
 
 
 def scan_folder(folder: Path) -> list[str]:

@@ -154,7 +154,7 @@ UNUSUAL = {
             append_images=[Image.new("RGB", (40, 40), (0, 0, 255))],
             duration=100,
         ),
-        "first of 2 frames",
+        "the first frame used",
     ),
     "huge TIFF": (lambda p: _saved(Image.new("RGB", (5000, 300), (20, 120, 60)), p / "wide.tif"), "downscaled"),
     "BMP": (lambda p: _saved(Image.new("RGB", (40, 40), (1, 2, 3)), p / "x.bmp"), None),
@@ -174,6 +174,24 @@ def test_unusual_but_valid_images_are_analysed_with_a_note(service, tmp_path, ki
     assert path.name in status
     if note:
         assert note in status, status
+
+
+def test_answers_and_messages_name_a_checkpoint_never_its_server_path(service, tiny_backbone, tmp_path):
+    from app import api
+
+    model = hvl_core.load_model(tiny_backbone, preset="dermatology-isic4", device="cpu")
+    folder = hvl_core.save_checkpoint(tmp_path / "ck", model.head, "tiny-clip-random", model.classes, threshold=0.42)
+    spec, ck = service.spec("dermatology-isic4", "", checkpoint_ref(str(folder), None), 2)
+    _, pred, m, _ = service.analyse(service.load(str(EXAMPLE)), spec, ck, None, 4, True, False)
+    row = json.dumps(api.result("image", pred, m))
+    assert json.loads(row)["checkpoint"] == "ck" and str(tmp_path) not in row
+    up = tmp_path / "up"
+    up.mkdir()
+    (up / WEIGHTS_NAME).write_bytes((folder / WEIGHTS_NAME).read_bytes())
+    (up / CONFIG_NAME).write_text("{not json")
+    with pytest.raises(CheckpointError) as e:
+        service.spec("dermatology-isic4", "", checkpoint_ref("", [str(up / WEIGHTS_NAME), str(up / CONFIG_NAME)]), 2)
+    assert "not valid JSON" in str(e.value) and "/" not in str(e.value) and "hvl-ckpt" not in str(e.value)
 
 
 def test_new_upload_keeps_the_users_threshold(service):
@@ -379,3 +397,17 @@ def test_api_handles_concurrent_requests(client):
     for t in threads:
         t.join(60)
     assert len(results) == 3 and max(results) - min(results) < 1e-6
+
+
+@pytest.mark.parametrize("score, threshold", [("msp", 2.0), ("nonsense", None), ("auto", "abc")])
+def test_predict_checks_score_and_threshold_before_reading_the_image(service, monkeypatch, score, threshold):
+    """A threshold outside the score's range took a whole encoding (2.5-3.1 s) to be refused."""
+    from app import api
+
+    def never(*a, **k):
+        raise AssertionError("the image was read")
+
+    monkeypatch.setattr(api, "image_source", never)
+    with pytest.raises((UserError, ValueError)) as e:
+        api.predict(service, "data:image/png;base64,AAAA", "dermatology-isic4", "", score, threshold)
+    assert ("threshold" in str(e.value) or "score" in str(e.value)) and "\n" not in str(e.value)

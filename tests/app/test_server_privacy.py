@@ -130,20 +130,51 @@ def test_log_holds_no_upload_path_and_readers_in_one_line(tmp_path):
     assert "analysis failed for <upload>" in text and "bad tag in <upload>" in text  # our own: redacted, kept
 
 
-def test_configure_logging_quietens_the_readers():
-    filt = logs.configure_logging("/nonexistent/uploads")
+def test_warnings_quoted_names_and_data_uris_never_reach_the_log(tmp_path):
+    """Warnings kept their message (the filter matched "py", not "py.warnings"); a name with a
+    quote was cut at the quote; a data: URI went whole into the log."""
+    up = tmp_path / "hvl-uploads-1-x"
+    filt = logs.PrivateFilter([up])
+    path = f"{up}/0a1b/it's DOE^JOHN MRN 12345.png"
+    uri = "data:image/png;base64," + "QUJD" * 100_000
+
+    def emit():
+        logging.getLogger("py.warnings").warning("%s: UserWarning: odd tag in DOE^JOHN", path)
+        logging.getLogger("app.api").error("failed on '%s' and %s", path, uri)
+        logging.getLogger("app.api").error("x" * (logs.MAX_CHARS + 10))
+
+    text = _log_text(filt, emit)
+    lines = text.strip().splitlines()
+    assert lines[0] == "WARNING py.warnings: a warning while reading a file (details withheld: they name it)"
+    assert lines[1] == "ERROR app.api: failed on '<upload>' and data:<withheld>"
+    assert "DOE" not in text and "QUJD" not in text and lines[2].endswith("(74 characters withheld)")
+    cut = lines[2].removeprefix("ERROR app.api: ")
+    assert len(cut) <= logs.MAX_CHARS and filt.redact(cut) == cut  # a second filter leaves it as it is
+
+
+def test_configure_logging_quietens_the_readers_and_redacts_the_console(tmp_path, capsys):
+    import sys
+
+    up = tmp_path / "hvl-uploads-1-x"
+    streams = sys.stdout, sys.stderr
+    filt = logs.configure_logging(up)
     try:
         assert all(logging.getLogger(n).level == logging.WARNING for n in logs.READERS)
         assert any(filt in h.filters for h in logging.getLogger().handlers)
+        # what gradio prints for a raw call with too few values: the upload's path and the data
+        print(f'Received inputs:\n    [{{"path": "{up}/ab/it\'s DOE^JOHN.png"}}, "data:image/png;base64,QUJDRA=="]')
+        print("x" * (logs.MAX_CHARS + 5), file=sys.stderr)
     finally:
+        sys.stdout, sys.stderr = streams
         for h in logging.getLogger().handlers:
             h.removeFilter(filt)
         logging.captureWarnings(False)
+    out, err = capsys.readouterr()
+    assert "DOE" not in out and "QUJD" not in out and "<upload>" in out and "data:<withheld>" in out
+    assert "(69 characters withheld)" in err and len(err) <= logs.MAX_CHARS + 1
 
 
-def test_sigterm_handler_chains_to_the_one_before(tmp_path):
-    """A handler installed before (e.g. a server's own) still runs after the folder is removed."""
-    code = """
+_HANDLED = """
 import os, signal, sys, time
 from pathlib import Path
 got = []
@@ -152,14 +183,24 @@ from app.uploads import remove_at_exit
 d = Path(sys.argv[1]); d.mkdir()
 remove_at_exit(d)
 os.kill(os.getpid(), signal.SIGTERM)
+os.kill(os.getpid(), signal.SIGINT) if signal.getsignal(signal.SIGINT) == signal.SIG_IGN else None
 time.sleep(0.2)
 print(got == [signal.SIGTERM], d.exists())
 """
+
+
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_the_folder_stays_while_the_process_runs_and_goes_when_it_ends(tmp_path, sigint):
+    """A handled or ignored signal that does not end the process used to delete the folder while
+    the server went on serving (``app.py &`` from a script ignores SIGINT)."""
+    folder = tmp_path / "u"
     out = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "u")],
+        [sys.executable, "-c", _HANDLED, str(folder)],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=60,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint == "ignored" else None,
     )
-    assert out.stdout.split() == ["True", "False"], out.stderr
+    assert out.stdout.split() == ["True", "True"], out.stderr  # the handler ran; the folder is there
+    assert not folder.exists()  # and gone once the process ended

@@ -73,6 +73,29 @@ def test_public_server_builds_no_backbone_a_checkpoint_names(name, tiny_backbone
     assert "passwd" not in str(e.value) and builds == [] and len(s._backbones) == 1
 
 
+def test_a_checkpoints_custom_backbone_is_off_on_a_public_server_unless_allowed(tiny_backbone, tmp_path, monkeypatch):
+    """A checkpoint naming a registered backbone the page does not offer (a ``*-random`` twin:
+    seconds of CPU and ~1 GB while every browser user waits) is refused by default."""
+    import copy
+
+    twin, made = copy.copy(tiny_backbone), []
+    twin.name = "custom-random"
+    monkeypatch.setitem(hvl_core.backbones._REGISTRY, "custom-random", lambda: twin)
+    monkeypatch.setattr(svc_mod, "create_backbone", lambda name="auto": made.append(name) or twin)
+    monkeypatch.delenv("HVL_ALLOW_CUSTOM_BACKBONES", raising=False)
+    s = public(tiny_backbone)
+    files = checkpoint_files(tmp_path, tiny_backbone, backbone="custom-random")
+    spec, ck = s.spec("dermatology-isic4", "", checkpoint_ref("", files), 2)
+    with pytest.raises(UserError, match="runs only its listed backbones"):
+        s.model(spec, ck)
+    assert made == []
+    monkeypatch.setenv("HVL_ALLOW_CUSTOM_BACKBONES", "1")
+    with pytest.raises(UserError, match="being built"):  # in a worker of its own
+        s.model(spec, ck)
+    s._builds.wait()
+    assert s.model(spec, ck).backbone is twin and made == ["custom-random"]
+
+
 def test_rejected_checkpoint_leaves_no_backbone_and_builds_stay_bounded(tiny_backbone, tmp_path, builds, monkeypatch):
     s = ModelService("tiny-clip-random", device="cpu", max_backbones=2)
     s._backbones["tiny-clip-random"] = tiny_backbone
@@ -85,7 +108,7 @@ def test_rejected_checkpoint_leaves_no_backbone_and_builds_stay_bounded(tiny_bac
         # registered for this test only: the registry is shared by the whole run
         monkeypatch.setitem(hvl_core.backbones._REGISTRY, f"bb-{i}", lambda: tiny_backbone)
         s.backbone(f"bb-{i}")
-        assert len(s._backbones) <= 2
+        assert len(s._backbones) <= 2 and "tiny-clip-random" in s._backbones  # the default stays
     assert len(s._models) <= s.max_models
 
 
@@ -272,10 +295,12 @@ def test_listed_backbone_of_another_width_is_refused_without_building_it(tiny_ba
 
 
 def test_a_slow_build_does_not_hold_the_service_lock(tiny_backbone, tmp_path, monkeypatch):
-    """While one request builds a backbone, another's cached model and decisions go on."""
+    """While one request builds a backbone (on loopback, in the request), another's cached model
+    and decisions go on."""
     import threading
 
-    s = public(tiny_backbone)
+    s = ModelService("tiny-clip-random", device="cpu")
+    s._backbones["tiny-clip-random"] = tiny_backbone
     spec, _ = s.spec("dermatology-isic4", "", None, 2)
     s.model(spec)  # cached
     started, release = threading.Event(), threading.Event()
@@ -358,3 +383,44 @@ def test_batch_is_bounded_in_pixels_not_bytes(tiny_model, monkeypatch):
     b = bt.encode(tiny_model, [(f"{i}.png", buf.getvalue()) for i in range(5)])
     assert b.readable() == [0, 1, 2] and sorted(b.errors) == [3, 4]
     assert "pixel budget" in b.errors[3] and b.encoded[2] is not None and b.encoded[3] is None
+
+
+def test_a_public_server_builds_another_backbone_in_a_worker_of_its_own(tiny_backbone, monkeypatch):
+    """A build held the browser event's queue slot: every other user's upload waited behind it."""
+    import threading
+
+    from hvl_core.backbones import BackboneUnavailable
+
+    s = public(tiny_backbone)
+    default, _ = s.spec("dermatology-isic4", "", None, 2)
+    s.model(default)
+    release, made, fail = threading.Event(), [], []
+
+    def slow_build(name="auto"):
+        made.append(name)
+        release.wait(20)
+        if fail:
+            raise BackboneUnavailable(f"Cannot load {name}: offline.")
+        return tiny_backbone
+
+    monkeypatch.setattr(svc_mod, "create_backbone", slow_build)
+    monkeypatch.setattr(svc_mod, "CHOOSABLE_BACKBONES", ("slow-one",))
+    other, _ = s.spec("dermatology-isic4", "", None, 2, "slow-one")
+    for _ in range(2):  # answered at once, however often asked; one build
+        with pytest.raises(UserError, match="slow-one is being built"):
+            s.model(other)
+    assert s.model(default) is not None and made == ["slow-one"]  # the others go on meanwhile
+    release.set()
+    s._builds.wait()
+    assert s.model(other).backbone is tiny_backbone and "tiny-clip-random" in s._backbones
+    fail.append(1)
+    s._backbones.pop("slow-one")
+    other, _ = s.spec("dermatology-isic4", "", None, 3, "slow-one")  # a model not built yet
+    with pytest.raises(UserError, match="being built"):
+        s.model(other)
+    s._builds.wait()
+    with pytest.raises(BackboneUnavailable, match="offline"):  # a failed build is told once
+        s.model(other)
+    with pytest.raises(UserError, match="being built"):  # then tried again
+        s.model(other)
+    s._builds.wait()

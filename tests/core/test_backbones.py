@@ -94,7 +94,9 @@ def test_offline_an_unknown_hf_hub_model_fails_with_one_sentence(no_network):
 
 
 def test_missing_local_weights_file_names_the_backbone(tmp_path):
-    with pytest.raises(BackboneUnavailable, match=r"biomedclip:.*missing.bin: weights file .* does not exist"):
+    with pytest.raises(
+        BackboneUnavailable, match=r"biomedclip:.*missing.bin: .*missing.bin is not a readable weights file"
+    ):
         create_backbone(f"biomedclip:{tmp_path}/missing.bin")
 
 
@@ -315,3 +317,48 @@ def test_without_transformers_biomedclip_says_so_in_one_sentence(monkeypatch, no
         "Cannot load biomedclip-random: its text tower needs the transformers package, which this "
         "installation lacks; use another backbone."
     )
+
+
+def test_a_backbone_name_never_opens_a_file_or_tells_whether_it_exists(tmp_path, monkeypatch):
+    """``ViT-B-16:/etc/passwd`` read the file's first bytes, and "does not exist" / "is not a
+    weights file" told which files exist."""
+    from hvl_core.backbones import openclip as oc
+
+    def no_open(*a, **k):
+        raise AssertionError("a file was opened")
+
+    monkeypatch.setattr(oc, "open", no_open, raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "passwd").write_text("root:x:0:0\n")
+    messages = []
+    for name in (
+        "ViT-B-16:/etc/passwd",
+        f"ViT-B-16:{tmp_path}/passwd",
+        f"ViT-B-16:{tmp_path}/absent",
+        "ViT-B-16:passwd",
+    ):
+        with pytest.raises(BackboneUnavailable) as e:
+            create_backbone(name)
+        messages.append(str(e.value).replace(name.partition(":")[2], "PATH"))
+    assert len(set(messages)) == 1 and "is not a readable weights file" in messages[0]
+    monkeypatch.undo()
+    (tmp_path / "x.pt").write_text("root:x:0:0\n")  # named like weights: read, and the same sentence
+    with pytest.raises(BackboneUnavailable, match="x.pt is not a readable weights file"):
+        create_backbone(f"ViT-B-16:{tmp_path}/x.pt")
+    with pytest.raises(BackboneUnavailable, match="absent.pt is not a readable weights file"):
+        create_backbone(f"ViT-B-16:{tmp_path}/absent.pt")
+
+
+def test_answers_name_a_local_weights_file_never_its_path(tiny_backbone):
+    from hvl_core.backbones import public_name
+
+    assert public_name("ViT-B-16:/srv/w/open_clip.bin") == "ViT-B-16:open_clip.bin"
+    assert public_name("openclip:ViT-B-16:/a/b.pt") == "openclip:ViT-B-16:b.pt"
+    assert public_name("local-dir:/srv/models/x/") == "local-dir:x"
+    for name in ("ViT-B-16:openai", "hf-hub:org/name", "clip-vit-b16", "biomedclip-random"):
+        assert public_name(name) == name
+    import copy
+
+    bb = copy.copy(tiny_backbone)
+    bb.name = "ViT-B-16:/srv/secret/w.bin"
+    assert bb.describe().startswith("ViT-B-16:w.bin") and "/srv" not in bb.describe()

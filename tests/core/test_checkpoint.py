@@ -64,6 +64,16 @@ def test_the_model_uses_the_checkpoint_and_its_threshold(trained_ckpt, tiny_back
     assert m3.predict(rgb_image).entropy2.shape == (6, 6)
 
 
+def test_a_local_checkpoint_is_named_by_its_folder_never_its_path(trained_ckpt, tiny_backbone):
+    d, _ = trained_ckpt
+    assert load_checkpoint(d).source == load_checkpoint(d / CONFIG_NAME).source == "ck"
+    assert load_model(tiny_backbone, checkpoint=d.resolve(), device="cpu").checkpoint == "ck"
+    (d / CONFIG_NAME).write_text("{}")
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(d.resolve())
+    assert str(d.parent) not in str(e.value) and "checkpoint ck:" in str(e.value)
+
+
 def test_truncated_weights_are_refused(trained_ckpt):
     d, _ = trained_ckpt
     w = d / WEIGHTS_NAME

@@ -94,7 +94,7 @@ def test_animated_gif_uses_the_first_frame():
     frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
     li = load_image(buf.getvalue())
     assert np.asarray(li.image)[0, 0, 0] > 200
-    assert any("first of 2 frames" in n for n in li.notes)
+    assert any("animated image: the first frame used" in n for n in li.notes)
 
 
 def test_huge_image_is_downscaled():
@@ -176,3 +176,53 @@ def test_exif_rotation_survives_the_strip_path():
     img.save(buf, "PNG", exif=exif)
     li = load_image(buf.getvalue(), max_side=200)
     assert li.image.size == (100, 200) and li.original_size == (300, 600)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_tiff_of_many_pages_is_read_without_walking_every_page_header(monkeypatch, dtype):
+    import tifffile
+    from PIL import TiffImagePlugin
+
+    from hvl_core import images, slides
+
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tw:
+        for i in range(images.MAX_TIFF_PAGES + 20):
+            tw.write(np.full((16, 16), i % 200, dtype))
+
+    def walked(*a):
+        raise AssertionError("every page header was read")
+
+    real_len = tifffile.TiffPages.__len__
+    monkeypatch.setattr(tifffile.TiffPages, "__len__", lambda self: real_len(self) if self._indexed else walked())
+    monkeypatch.setattr(slides, "is_slide", walked)  # tf.series reads every page header
+    monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "n_frames", property(walked))
+    li = load_image(buf.getvalue())
+    assert f"more than {images.MAX_TIFF_PAGES} pages" in li.notes[0]
+    assert not any("animated" in n for n in li.notes)
+
+
+def test_a_few_pages_are_counted():
+    import tifffile
+
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tw:
+        for _ in range(3):
+            tw.write(np.zeros((16, 16), np.uint8))
+    assert load_image(buf.getvalue()).notes == ["multi-page TIFF: first of 3 pages used"]
+
+
+def test_a_jpeg_is_decoded_reduced_whenever_that_brings_it_under_the_cap(monkeypatch):
+    """A 10000×8000 JPEG was refused as 'decoded at full size' (draft applied only when both
+    sides were ≥ 2 × 4096), a 9500² one as a decompression bomb (PIL's 89 M pixels): the same
+    cases scaled down, the caps with them."""
+    from hvl_core import images
+
+    assert images._draft_scale(10000, 8000, 4096) == 2 and images._draft_scale(9500, 9500, 4096) == 2
+    assert images._draft_scale(3000, 2000, 4096) == 1
+    monkeypatch.setattr(images, "MAX_DECODE_PIXELS", 1_000_000)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2_000_000)  # PIL warns past this, raises past twice
+    jpeg = png_bytes(Image.new("L", (2000, 1600), 128), "JPEG")
+    li = load_image(jpeg, max_side=1024)
+    assert li.image.size == (1000, 800) and li.original_size == (2000, 1600)  # decoded at half size
+    assert "downscaled from 2000×1600" in li.notes

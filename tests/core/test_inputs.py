@@ -187,3 +187,21 @@ def test_dicom_header_size_is_checked_before_pixels(monkeypatch):
     monkeypatch.setattr(im, "MAX_RASTER_BYTES", 1000)
     with pytest.raises(ImageError, match="would need"):
         load_image(dicom_bytes(np.zeros((64, 64), np.uint8)))
+
+
+def test_deflated_dicom_is_refused_before_anything_is_inflated(monkeypatch):
+    import zlib
+
+    from hvl_core.dicom import DEFLATED
+
+    # 4096² zeros deflate to a few KB: the ~1000:1 bomb in small
+    b = dicom_bytes(np.zeros((4096, 4096), np.uint8), transfer_syntax=DEFLATED)
+    assert len(b) < 64_000
+
+    def no_inflating(*a, **k):
+        raise AssertionError("the dataset was inflated")
+
+    monkeypatch.setattr(zlib, "decompress", no_inflating)  # pydicom inflates with zlib.decompress
+    with pytest.raises(ImageError, match="deflate-compressed DICOM") as e:
+        load_image(b)
+    assert "\n" not in str(e.value)

@@ -107,7 +107,7 @@ def test_clip_vit_b16_offline_fails_with_one_actionable_sentence(monkeypatch):
 
 
 def test_local_weights_file_that_does_not_exist(tmp_path):
-    with pytest.raises(BackboneUnavailable, match="does not exist"):
+    with pytest.raises(BackboneUnavailable, match="is not a readable weights file"):
         create_backbone(f"ViT-B-16:{tmp_path}/missing.safetensors")
 
 

@@ -45,7 +45,7 @@ def test_checkpoint_naming_a_file_that_is_not_weights_is_one_sentence(passwd_che
     assert out.returncode == 2, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
     lines = [ln for ln in out.stderr.strip().splitlines() if ln.startswith("hvl: error:")]
-    assert len(lines) == 1 and f"{not_weights} is not a weights file" in lines[0], out.stderr[-2000:]
+    assert len(lines) == 1 and f"{not_weights} is not a readable weights file" in lines[0], out.stderr[-2000:]
 
 
 def test_unreadable_weights_errors_from_torch_are_one_sentence(monkeypatch, capsys):

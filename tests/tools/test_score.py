@@ -85,6 +85,22 @@ def test_folder_scan_reads_what_predict_reads_and_reports_every_unreadable_file(
         assert rows[str(root / name)]["error"].startswith(name), rows[str(root / name)]
 
 
+def test_an_unreadable_image_type_and_a_folder_named_like_an_image_get_rows(tmp_path, tiny_model):
+    """vector.svg and a folder named x.png were left out without a row."""
+    root = tmp_path / "scan"
+    synthetic_images(root, 1, (64, 64), seed=1)
+    (root / "vector.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    (root / "x.png").mkdir()
+    (root / "notes.txt").write_text("not an image")  # not named like an image: not scanned
+    paths = collect_inputs([str(root)])
+    assert sorted(Path(p).name for p in paths) == sorted([*(p.name for p in root.glob("*.jpg")), "vector.svg", "x.png"])
+    s = score_archive([str(root)], tmp_path / "out", SPEC, batch_size=4, workers=1, progress=False, model=tiny_model)
+    rows = _rows(tmp_path / "out")
+    assert (s["files"], s["errors"]) == (len(paths), 2)
+    assert rows[str(root / "vector.svg")]["error"].startswith("vector.svg is not an image")
+    assert rows[str(root / "x.png")]["error"] == "x.png is a folder, not an image"
+
+
 # --------------------------------------------------------------------------- crops of a batch of views
 
 
