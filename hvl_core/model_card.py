@@ -80,7 +80,8 @@ def model_card(meta: dict) -> str:
         "```",
         "",
         f"Files: `{WEIGHTS_NAME}` (W, b0, b2), `{CONFIG_NAME}` (backbone, classes, options, threshold, "
-        "the weights' sha256).",
+        "the weights' sha256)"
+        + (", `scope.safetensors` (stage 1: the KNN bank and the gate's weights)." if meta.get("scope") else "."),
         "",
     ]
     return "\n".join(lines)
@@ -112,7 +113,9 @@ def _provenance(meta: dict) -> list[str]:
     cal = meta.get("calibration") or {}
     if cal.get("rule") == "conformal":
         lines += [
-            f"**Calibrated** on {cal['n']} known images of other sources ({', '.join(cal.get('sources', []))}): "
+            f"**Calibrated** on {cal['n']} known images "
+            + ("each scored by a head that never saw its source" if cal.get("pooled") else "of other sources")
+            + f" ({', '.join(cal.get('sources', []))}): "
             f"the threshold is their conformal quantile for {100 * cal['alpha']:.0f}% false rejection, valid "
             "for new images exchangeable with them (taken the same way); their scores ship in config.json "
             "for conformal p-values.",
