@@ -53,7 +53,7 @@ BATCH_SIZE = 20
 
 
 def stub_ui(service):
-    from app.components.upload import load_examples
+    from app.examples import load_examples
     from app.headless import stub_ui
 
     return stub_ui(service, load_examples())

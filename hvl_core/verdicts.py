@@ -33,30 +33,22 @@ def scope_of(pred) -> str:
 
 
 def meaning(pred) -> str:
-    """What the outcome means and what to do, one or two sentences."""
+    """What the outcome means and what to do, in a sentence."""
     if pred.outcome == OUT_OF_SCOPE:
-        what = scope_of(pred)
-        kind = f"{what}" if what else "the kind of image it was built for"
-        return (
-            f"This does not look like {kind}. The model was built only for those and cannot say anything "
-            "about this image: use a method made for this kind of image."
-        )
+        what = scope_of(pred) or "the kind of image it was built for"
+        return f"Not {what}: the model reads only those and cannot judge this image."
     if pred.outcome == UNKNOWN:
         return (
-            f"The image is of the kind the model reads, but it does not match any of its {len(pred.classes)} "
-            "known classes well enough: possibly a disease it never learned. Refer it to a specialist."
+            f"Of the kind it reads, but none of its {len(pred.classes)} known classes: possibly a disease it "
+            "never learned. Refer to a specialist."
         )
     prec = pred.precision
     if prec and prec.get("n"):
         return (
-            f"The model's best match among its {len(pred.classes)} known classes. When it says {pred.label}, "
-            f"it was right in {100 * prec['value']:.0f}% of {prec['n']} held-out images: a suggestion to check, "
-            "not a diagnosis."
+            f"When it says {pred.label}, it was right in {100 * prec['value']:.0f}% of {prec['n']} held-out "
+            "images: a suggestion to check, not a diagnosis."
         )
-    return (
-        f"The model's best match among its {len(pred.classes)} known classes; how often this answer is right "
-        "was not measured at this setting: a suggestion to check, not a diagnosis."
-    )
+    return f"Its best match among {len(pred.classes)} known classes: a suggestion to check, not a diagnosis."
 
 
 def qualifier(p: float) -> str:

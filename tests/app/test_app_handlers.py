@@ -18,6 +18,7 @@ from app.messages import class_placeholder, friendly_error
 from app.service import ModelService, Session, Spec
 from app.settings import Settings
 from hvl_core.backbones import UnknownClassError
+from hvl_core.checkpoint import load_checkpoint, shipped_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "assets" / "skin_nevus_closeup.jpg"
@@ -343,10 +344,14 @@ def test_choosing_the_label_only_backbone_rebuilds_the_page(ui, analysed):
     pred = out[ui.session].prediction
     assert pred.backbone == "medmnist-densenet121" and svc.encode_calls == calls + 1
     # its shipped checkpoint for the preset: the score and threshold calibrated on held-out sources
-    assert pred.score_name == "msp" and pred.threshold_source == "calibrated" and pred.p_value is not None
+    shipped = load_checkpoint(shipped_checkpoint("medmnist-densenet121", "dermatology-isic4"))
+    assert (
+        pred.score_name == shipped.config.score and pred.threshold_source == "calibrated" and pred.p_value is not None
+    )
+    assert pred.scope is not None  # and its in-scope stage
     assert "Measured at the default threshold" in out[ui.header]
     assert "label-only" in out[ui.header] and "label-only" in out[ui.model_info]
     assert "zero-shot" not in out[ui.model_info] and "zero-shot" not in out[ui.teaching]
     assert "output row of each" in out[ui.teaching] and "text of each" not in out[ui.teaching]
-    assert out[ui.controls.score]["value"] == "msp"
+    assert out[ui.controls.score]["value"] == shipped.config.score  # the control follows the checkpoint
     assert len(svc._backbones) <= svc.max_backbones

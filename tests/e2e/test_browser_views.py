@@ -153,9 +153,9 @@ def test_batch_tab(browser, app_url, width, height, tmp_path):
         link.wait_for()
         text = pg.request.get(link.get_attribute("href")).text()
         lines = text.splitlines()
-        assert lines[0].startswith("file,class,score,score_name,threshold,known,") and len(lines) == 5
+        assert lines[0].startswith("file,class,score,score_name,threshold,verdict,") and len(lines) == 5
         assert "ct.png" in text
-        assert all(line.split(",")[5] == "no" for line in lines[1:])  # the threshold of 1 rejected every image
+        assert all(line.split(",")[5] == "unknown" for line in lines[1:])  # the threshold of 1 rejected every image
         _shot(pg, f"view_batch_{width}x{height}", "#batch-hist")
         _no_error_badges(pg)
         assert pg.console_errors == [], pg.console_errors[:5]
