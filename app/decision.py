@@ -167,9 +167,9 @@ def decision_html(pred, threshold_note: str = "", window: tuple[float, float] | 
 <div class="hvl-decision" data-known="{int(known)}" data-outcome="{html.escape(o)}" data-score="{pred.score:.6f}" data-msp="{pred.msp:.6f}"
      data-threshold="{pred.threshold:.6f}" data-score-name="{html.escape(pred.score_name)}"
      style="border:2px solid {colour};background:{bg};border-radius:10px;padding:12px 16px;color:#111">
-  <div class="hvl-verdict" style="font-size:1.6em;font-weight:700;color:{colour}">{html.escape(decision_text(pred))}</div>
+  <div class="hvl-verdict" style="font-size:1.6em;font-weight:700;color:{colour}">{html.escape(verdicts.headline(pred))}</div>
   {said}
-  <div style="font-size:0.95em;margin-top:4px">{sub} <span style="font-size:0.88em">&nbsp;·&nbsp; {scores.SCORES[pred.score_name].meaning if pred.score_name in scores.SCORES else ""}</span></div>
+  <div style="font-size:0.95em;margin-top:4px">{sub}</div>
   <div class="hvl-bar" style="position:relative;height:22px;margin:10px 0 4px 0;background:#ddd;border-radius:4px">
     <div class="hvl-bar-fill" style="position:absolute;left:0;top:0;bottom:0;width:{pos}%;background:{colour};border-radius:4px"></div>
     <div class="hvl-bar-threshold" title="threshold" style="position:absolute;top:-6px;bottom:-6px;left:calc({thr}% - 2px);width:4px;background:#111"></div>
@@ -192,7 +192,7 @@ def threshold_note(pred, measured_elsewhere: bool = True, where: bool = False) -
     source = pred.threshold_source
     if source == "calibrated":
         if getattr(pred, "n_calibration", 0):
-            return f"{t}: calibrated on {pred.n_calibration} known images of held-out sources (≤ 5% of such referred)."
+            return f"{t}: calibrated on {pred.n_calibration} known images (≤ 5% referred)."
         return f"{t}: calibrated on the checkpoint's validation images so that 95% of its known images pass."
     if source == "measured":
         return f"{t}: this backbone's default for these classes, measured on real images" + (

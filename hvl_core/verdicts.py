@@ -45,8 +45,8 @@ def meaning(pred) -> str:
     prec = pred.precision
     if prec and prec.get("n"):
         return (
-            f"When it says {pred.label}, it was right in {100 * prec['value']:.0f}% of {prec['n']} held-out "
-            "images: a suggestion to check, not a diagnosis."
+            f"Right in {100 * prec['value']:.0f}% of {prec['n']} held-out images it called {pred.label}: "
+            "a suggestion to check, not a diagnosis."
         )
     return f"Its best match among {len(pred.classes)} known classes: a suggestion to check, not a diagnosis."
 
@@ -56,10 +56,10 @@ def qualifier(p: float) -> str:
     if p <= RARE:
         return "rarer than 1 in 20 known images"
     if p <= 2 * RARE:
-        return "borderline: close to the 1-in-20 line"
+        return "borderline, near the 1-in-20 line"
     if p <= 0.25:
         return "unusual but not rare"
-    return "typical of known images"
+    return "typical"
 
 
 def p_value_words(pred) -> str:
@@ -69,10 +69,7 @@ def p_value_words(pred) -> str:
         return ""
     if pred.outcome == OUT_OF_SCOPE:
         return f"In-scope p = {p:.2f} against {pred.scope['n_calibration']} known images — {qualifier(p)}."
-    return (
-        f"p = {p:.2f}: {100 * p:.0f}% of {pred.n_calibration} known calibration images score this low or lower "
-        f"— {qualifier(p)}."
-    )
+    return f"p = {p:.2f}: {100 * p:.0f}% of {pred.n_calibration} known images score this low or lower — {qualifier(p)}."
 
 
 def summary(pred) -> dict:

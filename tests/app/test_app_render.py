@@ -537,7 +537,7 @@ def test_scores_that_round_equal_get_more_digits():
 def test_decision_html_marks_score_and_threshold_on_the_bar():
     html = dec.decision_html(fake_pred(0.731, 0.25))
     assert 'data-known="1"' in html and "width:73.1%" in html and "left:calc(25.0% - 2px)" in html
-    assert "Known: melanoma (0.731)" in html
+    assert ">Known: melanoma<" in html and "MSP 0.731 ≥ threshold 0.250" in html  # the score on its own line
     html = dec.decision_html(fake_pred(0.2, 0.6, label="<b>x</b>"))
     assert 'data-known="0"' in html and "width:20.0%" in html and "Unknown" in html
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html  # class names are escaped

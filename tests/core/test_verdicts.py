@@ -41,14 +41,14 @@ def test_each_outcome_reads_as_what_it_is():
     assert "rarer than 1 in 20" in verdicts.p_value_words(unk)
     known = _pred("known", p_value=0.19, precision={"value": 0.7, "n": 40})
     assert verdicts.headline(known) == "Known: nevus"
-    assert "it was right in 70% of 40 held-out images" in verdicts.meaning(known)
+    assert "Right in 70% of 40 held-out images it called nevus" in verdicts.meaning(known)
     assert "not a diagnosis" in verdicts.meaning(known)
     assert verdicts.p_value_words(known) == (
-        "p = 0.19: 19% of 200 known calibration images score this low or lower — unusual but not rare."
+        "p = 0.19: 19% of 200 known images score this low or lower — unusual but not rare."
     )
     assert verdicts.meaning(_pred("known")).startswith("Its best match among 2 known classes")
-    assert verdicts.qualifier(0.07) == "borderline: close to the 1-in-20 line"
-    assert verdicts.qualifier(0.6) == "typical of known images"
+    assert verdicts.qualifier(0.07) == "borderline, near the 1-in-20 line"
+    assert verdicts.qualifier(0.6) == "typical"
     assert verdicts.summary(out)["decided_by"] == "stage 1: in scope?"
 
 
