@@ -66,6 +66,16 @@ def scope_section(r: dict) -> list[str]:
         f"| {row['kind']} | {row['n_test']} | {row['in_scope']} | {100 * row['id_in_scope']:.1f}% |"
         for row in sc["leave_kind_out"]
     ]
+    held = sc.get("held_out_negatives") or []
+    if held:
+        lines += [
+            "",
+            "Validation on the train and calibration sources (what chose the gate's C): each far-OOD source "
+            "among the negatives left out of the fit in turn, "
+            f"{sum(r['in_scope'] for r in held)} of its {sum(r['n'] for r in held)} images then in scope: "
+            + "; ".join(f"{r['source']} {r['in_scope']}/{r['n']}" for r in held)
+            + ".",
+        ]
     return lines + [""]
 
 
