@@ -93,23 +93,28 @@ def measured_pointer(name: str) -> str:
 
 
 def header_markdown(bb) -> str:
-    """The header: what the demo does, with the backbone in use — its kind, its training data
-    and what it has never seen — in one line."""
+    """The header: the title, then one line (not a medical device; the backbone's name and kind)
+    whose "About" opens the method and the backbone in use — its training data and what it has
+    never seen. Two lines in all, so the main map keeps a laptop's first screen."""
     f = backbone_facts(bb)
+    label_only = f["kind"] == "label-only"
     how = (
         "label-only (a classifier: classes are its labels, no text)"
-        if f["kind"] == "label-only"
+        if label_only
         else "vision-language (classes are text prompts)"
     )
     data = f"trained on {f['trained_on']}" if f["trained_on"] else "its training data is not recorded here"
     never = f"; it has never seen {f['never_seen']}" if f["never_seen"] else ""
+    name = html.escape(public_name(bb.name))
     return (
         '<div class="hvl-header">\n\n# HVL — known disease, or refer to a specialist?\n\n'
-        "Three scales of your image, fused coarse to fine; unsure patches ignored; **unknown** when the decision "
-        "score is under a threshold (Lai et al., MICCAI 2025). **Research and teaching demo — not a medical "
-        f'device.**\n\n<p class="hvl-backbone">Backbone <code>{html.escape(public_name(bb.name))}</code>: '
-        f'{html.escape(f"{how}, {data}{never}.")} <span class="hvl-measured">'
-        f"{html.escape(measured_pointer(bb.name))}</span></p>\n</div>"
+        '<div class="hvl-sub"><p class="hvl-lede"><strong>Research and teaching demo — not a medical device.</strong></p>'
+        f'<details class="hvl-about"><summary>About the method and the backbone <code>{name}</code> '
+        f"({'label-only' if label_only else 'vision-language'})</summary>"
+        "<p>Three scales of your image, fused coarse to fine; unsure patches ignored; <strong>unknown</strong> when "
+        "the decision score is under a threshold (Lai et al., MICCAI 2025).</p>"
+        f'<p class="hvl-backbone">Backbone <code>{name}</code>: {html.escape(f"{how}, {data}{never}.")} '
+        f'<span class="hvl-measured">{html.escape(measured_pointer(bb.name))}</span></p></details></div>\n</div>'
     )
 
 

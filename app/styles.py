@@ -29,6 +29,11 @@ body.hvl-lecture { --hvl-small: 18px; --hvl-gallery-cols: 4; }
 /* the first screen: the analysed image and the main map take the height the window has left
    under the header and the verdict (FIT_JS measures it), so the map's colour bar stays in view */
 body { --hvl-map-cap: 316px; --hvl-first-maps: calc(100vh - 520px); }
+/* the header: the title and one line; "About" (the method, the backbone) opens on a line of its own */
+.hvl-sub { display: flex; flex-wrap: wrap; align-items: baseline; column-gap: 1em; }
+.hvl-sub details[open] { flex-basis: 100%; }
+.hvl-about summary { cursor: pointer; color: #194a76; text-decoration: underline; }
+.hvl-about p { margin: 2px 0; max-width: 110ch; }
 body.hvl-lecture { --hvl-map-cap: 560px; }
 /* a phone: the examples in one row that scrolls sideways, the failure cases after the settings,
    so the class set sits a few hundred pixels under the upload (not thousands) */

@@ -174,14 +174,16 @@ def test_verdict_threshold_and_k_are_a_few_tab_stops_from_the_image(analysed):
 
 
 def test_the_header_and_the_reference_groups_say_one_thing(browser, app_url):
-    """No example whose kind of picture the header says the backbone never saw is counted as
-    "known (ID)"; the failure notes teach the MSP retina and the wrong-organ H&E."""
+    """No example whose kind of picture the header's "About" says the backbone never saw is counted
+    as "known (ID)"; the failure notes teach the MSP retina and the wrong-organ H&E."""
     import json
 
     manifest = json.loads((ROOT / "assets" / "manifest.json").read_text())
     pg = _open(browser, app_url, 1366, 768)
     try:
+        pg.locator("#header summary").click()  # the backbone's facts are under the header's "About"
         header = pg.locator("#header").inner_text()
+        assert "never seen " in header or "seeded random weights" in header, header
         never = header.split("never seen ", 1)[1].split(". ", 1)[0] if "never seen " in header else ""
         _analyse(pg)
         pg.wait_for_selector("#distribution .hvl-dot", timeout=120_000)

@@ -160,6 +160,7 @@ CONTROLS = [
     ("#backbone input", None),
     ("#examples button.thumbnail-item[tabindex='0']", None),
     (".hvl-skip a", None),
+    ("#header summary", None),
 ]
 
 
