@@ -43,6 +43,7 @@ def test_bench_merges_its_keys_and_measures_the_handlers(tmp_path, capsys):
     # app.py started in a process of its own, served, and answered a first /predict
     assert data["start_to_serve_s"] > 0 and r["first_analysis_s"] > 0 and r["first_analysis_encoder_s"] > 0
     assert r["first_verdict"] in ("known", "unknown") and data["first_analysis_over_encoder"] > 0
+    assert r["later_analysis_s"] > 0 and all(x["first_over_later"] > 0 for x in r["starts"])
     assert len(r["starts"]) == 2 and min(x["start_to_serve_s"] for x in r["starts"]) <= r["start_to_serve_s"]
     md = (tmp_path / "app.md").read_text()
     assert "K change" in md and "`python app.py` → page answers" in md
