@@ -26,6 +26,10 @@ from matplotlib import colormaps
 from matplotlib.colors import Normalize
 from PIL import Image, ImageDraw, ImageFont
 
+# gradio reads matplotlib's backend around every event; left unresolved, the first event pays for
+# importing pyplot to resolve it (~0.4 s on the server's event loop, every request waiting)
+matplotlib.use("agg")
+
 #: side (px) of the square overlays drawn over the model's view
 DISPLAY_SIZE = 448
 GRID_COLOR = (255, 255, 255)
