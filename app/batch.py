@@ -215,7 +215,7 @@ def flips_sentence(batch: Batch, threshold: float) -> str:
         )
         p = batch.predictions[0]
         note = verdicts.bh_note(
-            verdicts.smallest_p(p.n_calibration, (p.scope or {}).get("n_calibration", 0)), len(flags), BATCH_FDR
+            verdicts.smallest_p(p.n_calibration, (p.scope or {}).get("smallest_p")), len(flags), BATCH_FDR
         )
         s += f" {note}" if note else ""
     if batch.errors:

@@ -334,6 +334,12 @@ def stage_words(pred) -> str:
         f"first, is it {s['scope'] or 'the kind of image the model reads'}? KNN similarity "
         f"{fmt_num(s['knn'], 3)} (needs ≥ {fmt_num(s['t_knn'], 3)}), gate {fmt_num(s['gate'], 2)} "
         f"(needs ≥ {fmt_num(s['t_gate'], 2)})"
+        + (
+            f", nearer the known images than any other kind by {fmt_num(s['contrast'], 3)} "
+            f"(needs ≥ {fmt_num(s['t_contrast'], 3)})"
+            if s.get("contrast") is not None
+            else ""
+        )
     )
     if not s["in_scope"]:
         return f"but {asked}: no, so the score is not asked — the model cannot judge this image."

@@ -130,7 +130,13 @@ def _provenance(meta: dict) -> list[str]:
             f"a KNN bank of {sc['n_bank']} known images of {len(fit.get('id_sources', {}))} sources (k = {sc['k']}) "
             f"and a logistic gate fitted against {sum(fit.get('negative_sources', {}).values())} images of "
             f"{len(fit.get('negative_sources', {}))} sources ({kinds}); thresholds KNN ≥ {sc['t_knn']:.4f} and gate "
-            f"≥ {sc['t_gate']:.3f} from {len(sc['calibration']['knn'])} known images' scores pooled "
+            f"≥ {sc['t_gate']:.3f}"
+            + (
+                f" and contrast (KNN minus the similarity to the nearest of those images) ≥ {sc['t_contrast']:.4f}"
+                if "t_contrast" in sc
+                else ""
+            )
+            + f" from {len(sc['calibration']['knn'])} known images' scores pooled "
             "leave-one-source-out. An image out of scope is not judged.",
             "",
         ]

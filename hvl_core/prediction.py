@@ -116,7 +116,8 @@ class Prediction:
     #: HVL_SPEC §11: "out of scope" (stage 1 said this is not the kind of image the model reads),
     #: "unknown" (in scope, score under the threshold) or "known"; ``known`` is outcome == "known"
     outcome: str = "known"
-    #: stage 1's answer when the model has one: {"in_scope", "knn", "gate", "t_knn", "t_gate",
+    #: stage 1's answer when the model has one: {"in_scope", "knn", "gate", "contrast" (None without
+    #: a negatives bank), "t_knn", "t_gate", "t_contrast",
     #: "p_value", "n_calibration", "scope"}; None: no stage 1 (every image counts as in scope)
     scope: dict | None = None
     #: the predicted class's precision on held-out sources, {"value", "n"}, when it was measured
@@ -197,7 +198,10 @@ def predictions(
     other_all = np.stack([o[f"neg{j}"].sum(-1) for j in range(3)], -1)  # (B, 3)
     kept = np.stack([o["keep1"].mean(-1), o["keep2"].mean(-1)], -1)  # (B, 2)
     labels = o["p_id"].argmax(-1)
-    stage1 = None if scope is None else scope.predict(torch.stack([e.v0 for e in encoded]))
+    stage1 = None
+    if scope is not None:
+        v0, v1, v2 = (torch.stack([getattr(e, f) for e in encoded]) for f in ("v0", "v1", "v2"))
+        stage1 = scope.predict(scope.embed(v0, v1, v2))
     preds = []
     for i, e in enumerate(encoded):
         idx = int(labels[i])
@@ -266,7 +270,10 @@ def _scope_entry(scope, result, i: int) -> dict:
         "gate": float(result.gate[i]),
         "t_knn": scope.t_knn,
         "t_gate": scope.t_gate,
+        "contrast": None if result.contrast is None else float(result.contrast[i]),
+        "t_contrast": scope.t_contrast,
         "p_value": float(result.p_value[i]),
         "n_calibration": scope.n_calibration,
+        "smallest_p": scope.smallest_p,
         "scope": scope.scope,
     }

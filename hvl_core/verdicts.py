@@ -85,10 +85,10 @@ def summary(pred) -> dict:
     }
 
 
-def smallest_p(n_calibration: int, n_scope: int = 0) -> float | None:
+def smallest_p(n_calibration: int, scope_smallest: float | None = None) -> float | None:
     """The smallest p-value a model can give: ``1/(N+1)`` over its N calibration scores (stage 2),
-    ``2/(M+1)`` over stage 1's M (two tests); None without calibration scores (HVL_SPEC §11)."""
-    ps = [1 / (n + 1) * k for n, k in ((n_calibration, 1), (n_scope, 2)) if n]
+    or stage 1's (``ScopeDetector.smallest_p``) when smaller; None without either (HVL_SPEC §11)."""
+    ps = [p for p in (1 / (n_calibration + 1) if n_calibration else None, scope_smallest) if p is not None]
     return min(1.0, min(ps)) if ps else None
 
 

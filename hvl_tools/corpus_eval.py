@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from hvl_core.conformal import ALPHA, conformal_threshold
+from hvl_core.geometry import split_scales
 from hvl_core.scores import SCORES as REGISTERED
 
 from . import metrics as M
@@ -233,26 +234,27 @@ def run_preset(
     scores, each measured on the test sources; the default written as the shipped checkpoint."""
     from hvl_core.checkpoint import save_checkpoint
 
-    from .scope_eval import evaluate_scope, fit_scope
+    from .scope_eval import corpus_features, evaluate_scope, fit_scope
 
     rows, fs = enc.rows, enc.feats
     labels = id_labels(rows, preset, model.classes.names)
     masks = role_masks(rows, preset)
     train, calib, test = (split_mask(rows, s) for s in ("train", "calib", "test"))
-    v0 = fs.v[:, 0]
-    scope = fit_scope(preset, rows, v0)
+    v0, f = fs.v[:, 0], corpus_features(fs.v, model.n)
+    scope = fit_scope(preset, rows, f)
     logits0 = classifier_logits(model, v0.float())
     classifier = {
         "classifier MSP": logits0.softmax(-1).max(-1).values.double().numpy(),
         "classifier energy": torch.logsumexp(logits0, -1).double().numpy(),
     }
     result: dict = {"preset": preset, "backbone": BACKBONE, "train_config": cfg.to_dict(), "alpha": alpha}
-    result["scope"] = evaluate_scope(preset, rows, v0, scope, classifier, n_boot)
-    in_scope = scope.predict(v0).in_scope
+    result["scope"] = evaluate_scope(preset, rows, f, scope, classifier, n_boot)
+    in_scope = scope.predict(f).in_scope
     log(f"{preset}: stage 1 in scope on test — " + _short_scope(result["scope"]))
-    fit_set = subset(fs, masks["id"] & train, labels)
+    fitting = train | calib
+    fit_set = subset(fs, masks["id"] & fitting, labels)
     head = train_hvl(model, fit_set, cfg)
-    result["n_train"] = len(fit_set)
+    result["n_train"], result["source_folds"] = len(fit_set), SOURCE_FOLDS
     result["train_accuracy"] = float((all_scores(head, model, fit_set)[1] == fit_set.labels.numpy()).mean())
     log(f"  trained on {len(fit_set)} ID images; accuracy on them {result['train_accuracy']:.3f}")
     heads = {"trained": head, "untrained": model.head}
@@ -262,13 +264,17 @@ def run_preset(
     }
     for which, h in heads.items():
         scores, pred = all_scores(h, model, fs)
-        # stage 2 sees in-scope images: chosen by ID against near-OOD of the calibration sources
-        selection = {s: auroc_fast(scores[s][masks["id"] & calib], scores[s][masks["near"] & calib]) for s in SCORES}
+        held_out = cross_fitted_scores(which, model, fs, rows, labels, masks, fitting, cfg, scores)
+        # stage 2 sees in-scope images: chosen by ID against near-OOD of the fitting sources, each
+        # image scored by a head that never saw its source
+        selection = {
+            s: auroc_fast(held_out[s][masks["id"] & fitting], held_out[s][masks["near"] & fitting]) for s in SCORES
+        }
         best = max(SCORES, key=lambda s: selection[s])
-        pooled = pooled_id_scores(which, h, model, fs, rows, labels, masks, train, calib, cfg, scores)
+        pooled = {s: held_out[s][masks["id"] & fitting] for s in SCORES}
         # as the checkpoint stores them (rounded down), so a threshold is one of its calibration scores
         pooled = {s: np.array(_rounded(np.sort(v))) for s, v in pooled.items()}
-        entry = {"selection_auroc_calib": selection, "score": best}
+        entry = {"selection_auroc": selection, "score": best}
         entry["pooled_calibration"] = {s: [float(x) for x in v] for s, v in pooled.items()}
         for s in SCORES:
             thr = conformal_threshold(pooled[s], alpha)
@@ -283,9 +289,7 @@ def run_preset(
             }
         result[which] = entry
         log(f"  {which}: score {best} (calib near AUROC {selection[best]:.3f}); " + _short_outcomes(entry[best]))
-    which, best = max(
-        ((w, s) for w in heads for s in SCORES), key=lambda ws: result[ws[0]]["selection_auroc_calib"][ws[1]]
-    )
+    which, best = max(((w, s) for w in heads for s in SCORES), key=lambda ws: result[ws[0]]["selection_auroc"][ws[1]])
     head, entry = heads[which], result[which]
     thr = entry[best]["threshold"]
     result["default"] = {"head": which, "score": best, "threshold": thr}
@@ -334,9 +338,9 @@ def run_preset(
                     "train_config": cfg.to_dict(),
                     "n_train": len(fit_set),
                     "train_accuracy": result["train_accuracy"],
-                    "sources": result["sources"]["train"],
+                    "sources": sorted(set(result["sources"]["train"]) | set(result["sources"]["calib"])),
                     "head": which,
-                    "selection_auroc_calib": {w: result[w]["selection_auroc_calib"] for w in heads},
+                    "selection_auroc": {w: result[w]["selection_auroc"] for w in heads},
                 },
             },
         )
@@ -354,7 +358,7 @@ def mixed_batch(rows, masks, test, scope, entry, best, model, fs, head, size: in
     order = np.argsort(np.argsort(pick))  # subset keeps row order; back to pick's order
     s2 = all_scores(head, model, sub)[0][best][order]
     p2 = conformal_pvalue(s2, np.sort(entry["pooled_calibration"][best]))
-    r1 = scope.predict(sub.v[order][:, 0])
+    r1 = scope.predict(scope.embed(*split_scales(sub.v[order], model.n)))
     p = np.where(r1.in_scope, p2, r1.p_value)
     flagged = bh_select(p, 0.05)
     n_id = min(size, len(ids))
@@ -367,30 +371,36 @@ def mixed_batch(rows, masks, test, scope, entry, best, model, fs, head, size: in
     }
 
 
-#: the trained head's pooled ID scores come from this many heads, each trained without a share of
-#: the train sources (cross-fitting by source: every image is scored by a head that never saw its source)
+#: the trained head's held-out scores come from this many heads, each trained without a share of
+#: the fitting sources (cross-fitting by source: every image is scored by a head that never saw its source)
 SOURCE_FOLDS = 3
 
 
-def pooled_id_scores(which, head, model, fs, rows, labels, masks, train, calib, cfg, scores) -> dict:
-    """{score: the ID images' scores of the train and calib sources}, each from a head that never saw
-    its source: the untrained head as it is; for the trained head, the train sources' images by heads
-    trained without their source (``SOURCE_FOLDS`` folds of sources), the calib sources' by the head
-    trained on all train sources."""
-    pooled_mask = masks["id"] & (train | calib)
+def source_folds(sources, k: int = SOURCE_FOLDS) -> list[list[str]]:
+    """The fitting sources (sorted) dealt into ``min(k, n)`` folds: fold ``f`` holds every
+    ``k``-th source from the ``f``-th."""
+    sources = sorted(set(sources))
+    k = min(k, len(sources))
+    return [sources[f::k] for f in range(k)]
+
+
+def cross_fitted_scores(which, model, fs, rows, labels, masks, fitting, cfg, scores) -> dict:
+    """{score: (N,)}: ``scores`` with every row of the fitting sources (``fitting``) scored again by
+    a head that never saw its source — the untrained head as it is; for the trained head, the rows
+    of each fold of ID sources (``source_folds``) by a head trained on the other folds' ID images
+    (rows of sources without ID images keep the full head's score: it never saw them). What
+    chooses the head and score, and the pooled calibration scores (HVL_SPEC §11)."""
     if which == "untrained":
-        return {s: scores[s][pooled_mask] for s in SCORES}
+        return scores
     out = {s: scores[s].copy() for s in SCORES}
     src = np.array([r.source for r in rows])
-    sources = sorted(set(src[masks["id"] & train]))
-    for f in range(min(SOURCE_FOLDS, len(sources))):
-        held_sources = sources[f :: min(SOURCE_FOLDS, len(sources))]
-        held = masks["id"] & train & np.isin(src, held_sources)
-        fold = subset(fs, masks["id"] & train & ~np.isin(src, held_sources), labels)
+    for held_sources in source_folds(src[masks["id"] & fitting]):
+        held = fitting & np.isin(src, held_sources)
+        fold = subset(fs, masks["id"] & fitting & ~held, labels)
         fold_scores, _ = all_scores(train_hvl(model, fold, cfg), model, subset(fs, held))
         for s in SCORES:
             out[s][held] = fold_scores[s]
-    return {s: out[s][pooled_mask] for s in SCORES}
+    return out
 
 
 def outcomes(above, in_scope, pred, labels, masks, test, n_boot) -> dict:

@@ -25,6 +25,13 @@ def pct(t) -> str:
     return f"{100 * v:.1f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
+FEATURE_WORDS = {
+    "global": "the L2-normalised scale-0 embedding",
+    "scale-means": "the L2-normalised scale-0 embedding beside the L2-normalised means of the scale-1 and "
+    "scale-2 patch embeddings (their cosine similarity is the mean of the three scales')",
+}
+
+
 def scope_section(r: dict) -> list[str]:
     """Stage 1 (in scope?): what it was fitted on, its in-scope shares, AUROCs, per kind and leave-kind-out."""
     sc = r["scope"]
@@ -32,12 +39,19 @@ def scope_section(r: dict) -> list[str]:
     lines = [
         "### Stage 1 — in scope?",
         "",
+        f"f = {FEATURE_WORDS[sc['features']]}. "
         f"KNN bank (k = 10) of {sum(fit['id_sources'].values())} ID images from {len(fit['id_sources'])} train and "
         f"calibration sources; gate: logistic regression with outlier exposure against "
         f"{sum(fit['negative_sources'].values())} images of {len(fit['negative_sources'])} sources "
         f"({'; '.join(f'{k} {v}' for k, v in fit['negative_kinds'].items())}). Thresholds from "
         f"{sc['n_calibration']} ID scores pooled leave-one-source-out: KNN ≥ {sc['t_knn']:.4f}, gate ≥ "
-        f"{sc['t_gate']:.3f} (each at 2.5%).",
+        f"{sc['t_gate']:.3f}"
+        + (
+            f", contrast (KNN minus the cosine to the nearest of those negatives) ≥ {sc['t_contrast']:.4f} (each at "
+            f"{100 * r['alpha'] / 3:.2f}%)."
+            if sc.get("t_contrast") is not None
+            else f" (each at {100 * r['alpha'] / 2:.1f}%)."
+        ),
         "",
         "| test images | n | in scope |",
         "|---|---|---|",
@@ -90,11 +104,13 @@ def preset_section(name: str, r: dict) -> list[str]:
         *scope_section(r),
         "### Stage 2 — known class?",
         "",
-        f"Trained on {r['n_train']} ID images ({r['train_config']['epochs']} epochs, the paper's loss, L_ID in the "
-        f"log domain): accuracy on them **{r['train_accuracy']:.3f}**. Default: the **{which}** head with the "
-        f"**{best}** score, the best AUROC of ID against near-OOD on the calibration sources among "
+        f"Trained on the {r['n_train']} ID images of the train and calibration sources ({r['train_config']['epochs']} "
+        f"epochs, the paper's loss, L_ID in the log domain): accuracy on them **{r['train_accuracy']:.3f}**. "
+        f"Default: the **{which}** head with the **{best}** score, the best AUROC of ID against near-OOD of the "
+        "train and calibration sources, each image scored by a head that never saw its source (the trained head "
+        f"cross-fitted over {r['source_folds']} folds of sources), among "
         + "; ".join(
-            f"{w} " + ", ".join(f"{s} {v:.3f}" for s, v in r[w]["selection_auroc_calib"].items())
+            f"{w} " + ", ".join(f"{s} {v:.3f}" for s, v in r[w]["selection_auroc"].items())
             for w in ("trained", "untrained")
         )
         + f"; threshold {r['default']['threshold']:.4g} = conformal quantile for {100 * r['alpha']:.0f}% false "

@@ -21,7 +21,17 @@ import numpy as np
 import torch
 
 from hvl_core.conformal import ALPHA, conformal_threshold
-from hvl_core.scope import KNN_K, ScopeDetector, gate_logodds, knn_similarity, unit
+from hvl_core.geometry import split_scales
+from hvl_core.scope import (
+    KNN_K,
+    ScopeDetector,
+    contrast_score,
+    gate_logodds,
+    knn_similarity,
+    min_pvalue_calibration,
+    scope_embedding,
+    unit,
+)
 
 #: what each preset reads, in the words of the verdict
 SCOPE_OF = {
@@ -31,11 +41,16 @@ SCOPE_OF = {
 FIT_SPLITS = ("train", "calib")
 #: roles whose images the gate learns as out of scope
 NEGATIVE_ROLES = ("far", "other", "near-other")
-#: the gate's inverse regularisation (scikit-learn's C) on unit-norm features, chosen on the train and
-#: calib sources only (``held_out_negatives``: each far-OOD source among the negatives left out in
-#: turn, how many of its images then pass as in scope; dermatology + histology, of 152 each):
-#: C = 1: 29 (dermatology), 10: 27 + 17, 100: 23 + 17, 1000: 20 + 17, 10000: 20 + 18
-GATE_C = 1000.0
+#: stage 1's f (``hvl_core.scope.FEATURES``) and the gate's inverse regularisation (scikit-learn's
+#: C), chosen on the train and calib sources only (``held_out_negatives``: each far-OOD source
+#: among the negatives left out in turn, how many of its 208 images then pass as in scope,
+#: dermatology + histology): "global" at C = 1000: 49 + 18 (endoscopy 38 of 56 in dermatology);
+#: "scale-means" at C = 10: 11 + 16, 100: 12 + 10, 1000: 12 + 9, 10000: 12 + 6
+SCOPE_FEATURES = "scale-means"
+GATE_C = 10000.0
+#: the third test, contrast(f) (``hvl_core.scope``), chosen the same way: with it (each test at
+#: α/3), 9 + 7 of the 208 held-out negative images in scope; without it (α/2), 12 + 6
+SCOPE_CONTRAST = True
 
 
 def fit_gate(pos: torch.Tensor, neg: torch.Tensor, c: float = GATE_C) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,19 +65,22 @@ def fit_gate(pos: torch.Tensor, neg: torch.Tensor, c: float = GATE_C) -> tuple[t
 
 def loso_scores(
     pos: torch.Tensor, sources: Sequence[str], neg: torch.Tensor, k: int = KNN_K, c: float = GATE_C
-) -> tuple[np.ndarray, np.ndarray]:
-    """(knn, gate) of every ID embedding ``pos (N,d)``, each scored by a bank and gate fitted
-    without its own source (``sources``, one per row): the pooled leave-one-source-out scores."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(knn, gate, contrast) of every ID row ``pos (N,D)`` (unit rows), each scored by a bank and
+    gate fitted without its own source (``sources``, one per row): the pooled leave-one-source-out
+    scores."""
     src = np.asarray(sources)
     if len(set(src)) < 2:
         raise ValueError("leave-one-source-out needs ID images from at least two sources")
-    knn, gate = np.empty(len(src)), np.empty(len(src))
+    knn, gate, contrast = np.empty(len(src)), np.empty(len(src)), np.empty(len(src))
     for s in sorted(set(src)):
         out, keep = torch.from_numpy(src == s), torch.from_numpy(src != s)
         w, b = fit_gate(pos[keep], neg, c)
-        knn[out.numpy()] = knn_similarity(pos[out], pos[keep], k).double().numpy()
+        kn = knn_similarity(pos[out], pos[keep], k)
+        knn[out.numpy()] = kn.double().numpy()
         gate[out.numpy()] = gate_logodds(pos[out], w, b).double().numpy()
-    return knn, gate
+        contrast[out.numpy()] = contrast_score(kn, pos[out], neg).double().numpy()
+    return knn, gate, contrast
 
 
 def fit_detector(
@@ -74,23 +92,33 @@ def fit_detector(
     alpha: float = ALPHA,
     c: float = GATE_C,
     fitted_on: dict | None = None,
+    features: str = "global",
+    contrast: bool = False,
 ) -> ScopeDetector:
-    """Stage 1 fitted: bank = ``pos``; gate = ``pos`` against ``neg`` (raw or unit embeddings);
-    thresholds at ``alpha/2`` each over the pooled leave-one-source-out ID scores (HVL_SPEC §11)."""
+    """Stage 1 fitted: bank = ``pos``; gate = ``pos`` against ``neg`` (rows of ``f``, made as
+    ``features`` says); with ``contrast``, the third test against the bank ``neg``; thresholds
+    at ``alpha/m`` each (m tests) over the pooled leave-one-source-out ID scores (HVL_SPEC §11)."""
     pos, neg = unit(pos), unit(neg)
-    knn, gate = loso_scores(pos, sources, neg, k, c)
+    knn, gate, con = loso_scores(pos, sources, neg, k, c)
     w, b = fit_gate(pos, neg, c)
+    m = 3 if contrast else 2
+    tests = {"knn": knn, "gate": gate, **({"contrast": con} if contrast else {})}
+    calibration = {key: np.sort(v) for key, v in tests.items()}
+    calibration["min_p"] = min_pvalue_calibration(*tests.values())
     return ScopeDetector(
         bank=pos,
         w=w,
         b=b,
-        t_knn=conformal_threshold(knn, alpha / 2),
-        t_gate=conformal_threshold(gate, alpha / 2),
-        calibration={"knn": np.sort(knn), "gate": np.sort(gate)},
+        t_knn=conformal_threshold(knn, alpha / m),
+        t_gate=conformal_threshold(gate, alpha / m),
+        calibration=calibration,
         k=k,
         alpha=alpha,
         scope=scope,
         fitted_on=dict(fitted_on or {}),
+        features=features,
+        negatives=neg if contrast else None,
+        t_contrast=conformal_threshold(con, alpha / m) if contrast else None,
     )
 
 
@@ -98,8 +126,14 @@ def _mask(rows, test) -> np.ndarray:
     return np.array([test(r) for r in rows])
 
 
-def fit_scope(preset: str, rows, v0: torch.Tensor, exclude_kind: str | None = None) -> ScopeDetector:
-    """The preset's stage 1 from the rows of the fitting splits (optionally without one far-OOD kind)."""
+def corpus_features(v: torch.Tensor, n: int) -> torch.Tensor:
+    """Stage 1's ``f`` (``SCOPE_FEATURES``) of cached crop embeddings ``v (N, 1 + n² + 4n², d)``."""
+    return scope_embedding(*split_scales(v, n), SCOPE_FEATURES)
+
+
+def fit_scope(preset: str, rows, f: torch.Tensor, exclude_kind: str | None = None) -> ScopeDetector:
+    """The preset's stage 1 from the rows' ``f`` (``corpus_features``) of the fitting splits
+    (optionally without one far-OOD kind)."""
     fit = _mask(rows, lambda r: r.split in FIT_SPLITS)
     pos = fit & _mask(rows, lambda r: r.role(preset) == "id")
     neg = (
@@ -115,11 +149,13 @@ def fit_scope(preset: str, rows, v0: torch.Tensor, exclude_kind: str | None = No
         "negative_kinds": dict(sorted(Counter(f"{r.category}: {r.kind}" for r in neg_rows).items())),
     }
     return fit_detector(
-        v0[torch.from_numpy(pos)],
+        f[torch.from_numpy(pos)],
         [r.source for r in pos_rows],
-        v0[torch.from_numpy(neg)],
+        f[torch.from_numpy(neg)],
         scope=SCOPE_OF.get(preset, ""),
         fitted_on=fitted_on,
+        features=SCOPE_FEATURES,
+        contrast=SCOPE_CONTRAST,
     )
 
 
@@ -127,34 +163,38 @@ def _rate(x: np.ndarray) -> float:
     return float(x.mean()) if len(x) else math.nan
 
 
-def evaluate_scope(preset: str, rows, v0: torch.Tensor, det: ScopeDetector, classifier: dict, n_boot: int) -> dict:
+def evaluate_scope(preset: str, rows, f: torch.Tensor, det: ScopeDetector, classifier: dict, n_boot: int) -> dict:
     """Stage 1 on the test sources: in-scope shares (CIs), AUROCs of each detector, per kind and source,
     and leave-kind-out rows."""
     from .corpus_eval import auroc_fast, bootstrap_ci, role_masks, split_mask
 
     test = split_mask(rows, "test")
     masks = role_masks(rows, preset)
-    res = det.predict(v0)
+    res = det.predict(f)
     inside = res.in_scope
     groups = {g: m & test for g, m in masks.items()}
     out = {
         "t_knn": det.t_knn,
         "t_gate": det.t_gate,
         "n_calibration": det.n_calibration,
+        "features": det.features,
+        "t_contrast": det.t_contrast,
         "fitted_on": det.fitted_on,
         "in_scope": {g: bootstrap_ci(_rate, [inside[m]], n_boot) for g, m in groups.items()},
         "n": {g: int(m.sum()) for g, m in groups.items()},
     }
     far_like = groups["far"] | groups["other"]
-    detectors = {"KNN": res.knn, "gate": res.gate, "KNN and gate": np.minimum(res.p_value, 1.0), **classifier}
+    both = "KNN, gate and contrast" if res.contrast is not None else "KNN and gate"
+    own = {"KNN": res.knn, "gate": res.gate, **({"contrast": res.contrast} if res.contrast is not None else {})}
+    detectors = {**own, both: np.minimum(res.p_value, 1.0), **classifier}
     out["auroc_far"] = {
         name: bootstrap_ci(auroc_fast, [s[groups["id"]], s[far_like]], n_boot) for name, s in detectors.items()
     }
     out["auroc_near"] = {name: auroc_fast(s[groups["id"]], s[groups["near"]]) for name, s in detectors.items()}
     out["per_kind"] = _table(rows, inside, test & ~masks["id"], lambda r: f"{r.category}: {r.kind}")
     out["per_source"] = _table(rows, inside, test, lambda r: f"{r.source} ({r.role(preset)})")
-    out["leave_kind_out"] = leave_kind_out(preset, rows, v0, test, masks)
-    out["held_out_negatives"] = held_out_negatives(preset, rows, v0)
+    out["leave_kind_out"] = leave_kind_out(preset, rows, f, test, masks)
+    out["held_out_negatives"] = held_out_negatives(preset, rows, f)
     return out
 
 
@@ -166,7 +206,7 @@ def _table(rows, inside, mask, key) -> list[dict]:
     return [{"group": k, "n": len(v), "in_scope": sum(v)} for k, v in sorted(t.items())]
 
 
-def held_out_negatives(preset: str, rows, v0: torch.Tensor) -> list[dict]:
+def held_out_negatives(preset: str, rows, f: torch.Tensor) -> list[dict]:
     """Validation on the fitting splits alone: each far-OOD source among the negatives left out of
     the fit in turn, how many of its images stage 1 then lets in (what chose ``GATE_C``)."""
     fit = _mask(rows, lambda r: r.split in FIT_SPLITS)
@@ -174,22 +214,22 @@ def held_out_negatives(preset: str, rows, v0: torch.Tensor) -> list[dict]:
     out = []
     for s in sources:
         keep = _mask(rows, lambda r, s=s: not (r.source == s and r.role(preset) == "far"))
-        det = fit_scope(preset, [r for r, k in zip(rows, keep) if k], v0[torch.from_numpy(keep)])
+        det = fit_scope(preset, [r for r, k in zip(rows, keep) if k], f[torch.from_numpy(keep)])
         own = ~keep
         out.append(
-            {"source": s, "n": int(own.sum()), "in_scope": int(det.predict(v0[torch.from_numpy(own)]).in_scope.sum())}
+            {"source": s, "n": int(own.sum()), "in_scope": int(det.predict(f[torch.from_numpy(own)]).in_scope.sum())}
         )
     return out
 
 
-def leave_kind_out(preset: str, rows, v0: torch.Tensor, test, masks) -> list[dict]:
+def leave_kind_out(preset: str, rows, f: torch.Tensor, test, masks) -> list[dict]:
     """For each far-OOD kind among the negatives: refit without it, then its test images' in-scope share
     (and the ID images', which the refit may move)."""
     kinds = sorted({r.kind for r, m in zip(rows, masks["far"]) if m and r.split in FIT_SPLITS})
     out = []
     for kind in kinds:
-        det = fit_scope(preset, rows, v0, exclude_kind=kind)
-        inside = det.predict(v0).in_scope
+        det = fit_scope(preset, rows, f, exclude_kind=kind)
+        inside = det.predict(f).in_scope
         own = test & masks["far"] & _mask(rows, lambda r, k=kind: r.kind == k)
         out.append(
             {

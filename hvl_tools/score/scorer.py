@@ -138,9 +138,11 @@ class Scorer:
             "head_weights": state_digest(m.head),
             "detail": m.detail,
             "threshold": self.threshold,
-            "scope": None if m.scope is None else {"t_knn": m.scope.t_knn, "t_gate": m.scope.t_gate},
+            "scope": None
+            if m.scope is None
+            else {"t_knn": m.scope.t_knn, "t_gate": m.scope.t_gate, "t_contrast": m.scope.t_contrast},
             "smallest_p": smallest_p(
-                len(m.calibration.get(m.score_name, ())), 0 if m.scope is None else m.scope.n_calibration
+                len(m.calibration.get(m.score_name, ())), None if m.scope is None else m.scope.smallest_p
             ),
             "precision": precision_of(m.device),
             "decoder": "device" if self.decode_on_device else "cpu",

@@ -54,7 +54,8 @@ def test_each_outcome_reads_as_what_it_is():
 
 def test_smallest_p_is_the_stage_with_the_most_reach():
     assert verdicts.smallest_p(63) == pytest.approx(1 / 64)
-    assert verdicts.smallest_p(63, 399) == pytest.approx(2 / 400)
+    assert verdicts.smallest_p(63, 2 / 400) == pytest.approx(2 / 400)
+    assert verdicts.smallest_p(0, 1 / 189) == pytest.approx(1 / 189)
     assert verdicts.smallest_p(0) is None
 
 
