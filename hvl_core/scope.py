@@ -116,7 +116,7 @@ class ScopeDetector:
     b: torch.Tensor  # ()
     t_knn: float
     t_gate: float
-    calibration: dict  # {"knn", "gate"[, "contrast"]: sorted (N,)} pooled leave-one-source-out ID scores
+    calibration: dict  # {"knn", "gate"[, "contrast"], "min_p": sorted (N,)}: pooled leave-one-source-out ID scores
     k: int = KNN_K
     alpha: float = ALPHA
     #: what is in scope, for the verdict ("a skin-lesion photo"), and what the stage was fitted on
