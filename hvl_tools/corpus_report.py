@@ -70,8 +70,8 @@ def scope_section(r: dict) -> list[str]:
     lines += [f"| {row['group']} | {row['n']} | {row['in_scope']} |" for row in sc["per_kind"]]
     lines += [
         "",
-        "Leave one kind out: the gate refitted without that far-OOD kind among its negatives; that kind's "
-        "test images then (and the ID test images' in-scope share):",
+        "Leave one kind out: stage 1 refitted without that far-OOD kind among its negatives (the gate and "
+        "the contrast bank); that kind's test images then (and the ID test images' in-scope share):",
         "",
         "| kind left out | test images | in scope | ID in scope |",
         "|---|---|---|---|",
@@ -84,8 +84,8 @@ def scope_section(r: dict) -> list[str]:
     if held:
         lines += [
             "",
-            "Validation on the train and calibration sources (what chose the gate's C): each far-OOD source "
-            "among the negatives left out of the fit in turn, "
+            "Validation on the train and calibration sources (what chose f, the gate's C and the contrast "
+            "test): each far-OOD source among the negatives left out of the fit in turn, "
             f"{sum(r['in_scope'] for r in held)} of its {sum(r['n'] for r in held)} images then in scope: "
             + "; ".join(f"{r['source']} {r['in_scope']}/{r['n']}" for r in held)
             + ".",
