@@ -212,13 +212,19 @@ def test_skip_links_land_where_the_arrow_keys_work(analysed):
     link.focus()
     pg.keyboard.press("Enter")
     assert pg.evaluate("() => document.activeElement.matches('#threshold input[type=range]')")
+    # the range input steps on its grid (min + k·step): from a calibrated threshold off the grid
+    # (0.128 for MSP), Chromium's ArrowRight goes one step above the nearest grid value (0.14)
+    lo, step = pg.evaluate(
+        "() => { const r = document.querySelector('#threshold input[type=range]'); return [+r.min, +r.step]; }"
+    )
+    up = lo + step * (round((before - lo) / step) + 1)
     pg.keyboard.press("ArrowRight")
     pg.wait_for_function(
-        f"() => Math.abs(parseFloat(document.querySelector('#decision .hvl-decision').dataset.threshold) - {before + 0.01}) < 1e-6"
+        f"() => Math.abs(parseFloat(document.querySelector('#decision .hvl-decision').dataset.threshold) - {up}) < 1e-6"
     )
     pg.keyboard.press("ArrowLeft")
     pg.wait_for_function(
-        f"() => Math.abs(parseFloat(document.querySelector('#decision .hvl-decision').dataset.threshold) - {before}) < 1e-6"
+        f"() => Math.abs(parseFloat(document.querySelector('#decision .hvl-decision').dataset.threshold) - {up - step}) < 1e-6"
     )
     k0 = int(pg.locator("#k input[type=number]").input_value())
     pg.locator(".hvl-skip a", has_text="K").focus()
