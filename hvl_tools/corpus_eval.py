@@ -288,7 +288,7 @@ def run_preset(
                 "per_kind_test": per_kind(rows, np.where(in_scope, scores[s], -np.inf), test & ~masks["id"], thr),
             }
         result[which] = entry
-        log(f"  {which}: score {best} (calib near AUROC {selection[best]:.3f}); " + _short_outcomes(entry[best]))
+        log(f"  {which}: score {best} (held-out near AUROC {selection[best]:.3f}); " + _short_outcomes(entry[best]))
     which, best = max(((w, s) for w in heads for s in SCORES), key=lambda ws: result[ws[0]]["selection_auroc"][ws[1]])
     head, entry = heads[which], result[which]
     thr = entry[best]["threshold"]
