@@ -12,11 +12,12 @@ Environment:
 
 import os
 
-# memory: two malloc arenas, set before any thread starts (app/allocator.py: glibc's per-thread
-# arenas grew the server with every session)
-from app.allocator import limit_malloc_arenas  # noqa: E402
+# glibc's malloc: one arena (per-thread arenas grew the server with every session) and the
+# encoder's activations kept in the heap (mmap'd afresh each call they cost ~25%); set before any
+# thread starts (app/allocator.py)
+from app.allocator import tune_malloc  # noqa: E402
 
-limit_malloc_arenas()
+tune_malloc()
 
 # privacy: no analytics, no version check, no hub telemetry; set before gradio is imported
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"

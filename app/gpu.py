@@ -2,6 +2,9 @@
 ``/batch``, the reference set — goes through ``encode_images``, which calls a ``gpu_task``
 function (``spaces.GPU`` on a ZeroGPU Space, a plain call elsewhere).
 
+It runs on the model's thread (``app/model_thread.py``), where the warm-up runs too: a request
+right after the start queues behind it instead of running beside it.
+
 ``spaces`` pickles the arguments of every call into its GPU worker (a ViT-B/16 would cost seconds
 and 600 MB each time), so the GPU function takes a model *key* and the decoded images, and finds
 the model in ``MODELS``, a module-level registry the worker sees. Its reservation grows with the
@@ -13,6 +16,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Sequence
+from concurrent.futures import Future
 
 from hvl_core import Encoded, HVLModel
 from hvl_core.geometry import num_crops
@@ -20,14 +24,16 @@ from hvl_core.hub import gpu_task
 from hvl_core.images import LoadedImage
 from hvl_core.model import MAX_CROPS_PER_CALL
 
+from . import model_thread
+
 #: seconds reserved per GPU call: a fixed part (moving the model, the first kernels) and a part
 #: per image (21 crops at n = 2; a ViT-B/16 takes well under a second for them on a GPU)
 GPU_BASE_S, GPU_PER_IMAGE_S, GPU_MAX_S = 20, 2, 120
+#: encoder passes before the server answers (``warm_up``)
+WARM_UP_PASSES = 2
 #: the models the GPU function may run, by key; weak, so the service's caches decide their life
 MODELS: weakref.WeakValueDictionary[str, HVLModel] = weakref.WeakValueDictionary()
 _lock = threading.Lock()
-#: the warm-up thread, when one was started (``warm_up``); a request waits for it, not beside it
-_warming: list[threading.Thread | None] = [None]
 
 
 def model_key(model: HVLModel) -> str:
@@ -63,19 +69,19 @@ def images_per_pass(model: HVLModel) -> int:
 
 
 def encode_images(model: HVLModel, images: Sequence[LoadedImage]) -> list[Encoded]:
-    """``model.encode_batch(images)`` through the GPU function: one call for all the images."""
+    """``model.encode_batch(images)`` through the GPU function, on the model's thread: one call
+    for all the images."""
     if not images:
         return []
-    warming = _warming[0]
-    if warming is not None and warming.is_alive():  # two encoder runs at once would each take twice as long
-        warming.join()
-    return encode_on_gpu(model_key(model), list(images))
+    return model_thread.run(encode_on_gpu, model_key(model), list(images))
 
 
-def warm_up(model: HVLModel) -> threading.Thread | None:
-    """One encoder pass on a blank image, in the background, so the first request does not pay
-    for the encoder's first call (its kernels' set-up for the crop batch's shape: ~1.5× a later
-    call on the CPU). Not on a ZeroGPU Space, where it would spend GPU quota at start-up."""
+def warm_up(model: HVLModel, passes: int = WARM_UP_PASSES) -> Future | None:
+    """``passes`` encoder passes on a blank image, queued on the model's thread, so the first
+    request does not pay for the encoder's first calls: its kernels' set-up for the crop batch's
+    shape (the first pass: ~1.3× a later one on the CPU), and the heap's growth to the pass's
+    working set, which settles only on the second (~40,000 fresh pages, then none). Not on a
+    ZeroGPU Space, where it would spend GPU quota at start-up."""
     from hvl_core.hub import on_zero_gpu
 
     if on_zero_gpu():
@@ -84,8 +90,4 @@ def warm_up(model: HVLModel) -> threading.Thread | None:
 
     size = (model.backbone.image_size,) * 2
     blank = LoadedImage(Image.new("RGB", size, (128, 128, 128)), size)
-    # not a daemon: a process that exits meanwhile waits for it (torch aborts if killed mid-call)
-    t = threading.Thread(target=model.encode_batch, args=([blank],), name="hvl-warm-up")
-    _warming[0] = t
-    t.start()
-    return t
+    return model_thread.submit(lambda: [model.encode_batch([blank]) for _ in range(passes)][-1])

@@ -12,15 +12,16 @@ import os
 import gradio as gr
 from starlette.middleware import Middleware
 
-from . import gpu, styles, views
+from . import gpu, model_thread, styles, views
 from .components import api, batch, compare, controls, header, insight, results, teaching, upload
 from .examples import ASSETS_DIR, load_examples
 from .handlers import on_rerun
 from .messages import model_markdown
 from .presenting import UI
+from .queueing import BROWSER_GROUP, configure_queue
 from .reference import ReferenceSet
 from .requests_guard import BodyLimit, refuse_missing_values
-from .service import ModelService, Session, Spec, configure_queue
+from .service import ModelService, Session, Spec
 from .sessions import MAX_SESSIONS
 from .settings import Controls
 from .views_handlers import Views
@@ -218,12 +219,11 @@ PAGE_JS = (
 
 def build_demo(service: ModelService | None = None) -> gr.Blocks:
     service = service or ModelService()
-    model = service.preload(Spec())
+    model = model_thread.run(service.preload, Spec())  # no torch work on this thread (app/model_thread.py)
     examples = load_examples()
-    # the reference images' shipped encodings for the score distribution (none encoded at start-up)
-    reference = ReferenceSet(examples)
-    reference.warm(model)
-    warming = gpu.warm_up(model)  # the encoder's first call, beside the page's construction
+    reference = ReferenceSet(examples)  # the score distribution's images: their shipped encodings
+    model_thread.run(reference.warm, model)
+    warming = gpu.warm_up(model)  # the encoder's first calls, beside the page's construction
     with gr.Blocks(title="HVL — known or unknown?", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         session = gr.State(Session(model_identity=Spec().identity()), time_to_live=1800)
         shown = gr.State({}, time_to_live=1800)
@@ -306,11 +306,11 @@ def build_demo(service: ModelService | None = None) -> gr.Blocks:
         upload.listen(ui)
         controls.listen(ui)
         analyse_btn.click(
-            ui.bind(on_rerun), ui.inputs(), ui.outputs(), concurrency_id="model", api_visibility="private"
+            ui.bind(on_rerun), ui.inputs(), ui.outputs(), concurrency_id=BROWSER_GROUP, api_visibility="private"
         )
     refuse_missing_values(demo)
     if warming is not None:  # served only once it is done: a request right after the start waits for no warm-up
-        warming.join()
+        warming.result()
     return configure_queue(demo)
 
 

@@ -10,6 +10,7 @@ import gradio as gr
 
 from .. import views_handlers as vh
 from ..batch import COLUMNS, MAX_BATCH_BYTES, MAX_BATCH_IMAGES
+from ..queueing import BATCH_GROUP, BROWSER_GROUP
 from ..tabs import BatchTab
 from .upload import IMAGE_TYPES
 
@@ -58,7 +59,7 @@ def listen(ui, v) -> None:
         functools.partial(vh.on_batch, ui, v),
         ui.inputs() | {b.files},
         outs,
-        concurrency_id="model",
+        concurrency_id=BROWSER_GROUP,
         api_visibility="private",
     )
     redecide = functools.partial(vh.on_batch_threshold, ui, v)
@@ -70,6 +71,6 @@ def listen(ui, v) -> None:
             api_visibility="private",
             trigger_mode="always_last",
             show_progress="hidden",
-            concurrency_id="batch",
+            concurrency_id=BATCH_GROUP,
         )
     b.csv_btn.click(functools.partial(vh.on_batch_csv, v), b.state, [b.csv, b.summary], api_visibility="private")

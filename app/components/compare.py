@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from .. import views_handlers as vh
+from ..queueing import BROWSER_GROUP
 from ..service import DEFAULT_PRESET
 from ..tabs import CompareTab
 from .upload import IMAGE_TYPES, gallery_caption
@@ -51,6 +52,6 @@ def listen(ui, v) -> None:
         functools.partial(vh.on_compare, ui, v),
         inputs,
         [c.out],
-        concurrency_id="model",
+        concurrency_id=BROWSER_GROUP,
         api_visibility="private",
     )

@@ -15,6 +15,7 @@ from hvl_core.scores import SCORES
 from .. import handlers
 from ..decision import model_score_range, threshold_slider
 from ..messages import backbone_choices, class_placeholder
+from ..queueing import BROWSER_GROUP, HEAD_GROUP
 from ..service import CHOOSABLE_BACKBONES, DEFAULT_N, DEFAULT_PRESET, MAX_N, PRESETS
 from .score_slider import ScoreSlider
 
@@ -135,7 +136,7 @@ def render_head(model) -> Head:
 def listen(ui) -> None:
     c = ui.controls
     inputs = ui.inputs()
-    model_events = dict(concurrency_id="model", api_visibility="private")
+    model_events = dict(concurrency_id=BROWSER_GROUP, api_visibility="private")
     c.preset.change(
         lambda p: gr.update(visible=p == "custom"), c.preset, c.custom, queue=False, api_visibility="private"
     )
@@ -155,7 +156,7 @@ def listen(ui) -> None:
         c.backbone.input(settings_fn, inputs, ui.outputs(), **model_events)
     # one queue group for the head's events, so they run in order: a threshold typed in one score's
     # units is decided before a score change moves the slider to another's
-    head = dict(trigger_mode="always_last", api_visibility="private", show_progress="hidden", concurrency_id="head")
+    head = dict(trigger_mode="always_last", api_visibility="private", show_progress="hidden", concurrency_id=HEAD_GROUP)
     options_fn = ui.bind(handlers.on_options)
     # keys, drags and typing send .input (keys never send .release); a blur of a typed box sends
     # .release with the typed value (gradio then shows it clamped to the slider's ends): a value out
@@ -172,5 +173,5 @@ def listen(ui) -> None:
             ui.outputs(),
             api_visibility="private",
             show_progress="hidden",
-            concurrency_id="head",
+            concurrency_id=HEAD_GROUP,
         )

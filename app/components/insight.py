@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from .. import views_handlers as vh
+from ..queueing import REFERENCE_GROUP
 
 
 @dataclass
@@ -32,7 +33,7 @@ def listen(ui, v) -> None:
         ui.inputs(),
         [v.distribution, v.single],
         api_visibility="private",
-        concurrency_id="reference",
+        concurrency_id=REFERENCE_GROUP,
         show_progress="hidden",
         trigger_mode="always_last",
     )

@@ -11,6 +11,7 @@ import gradio as gr
 
 from .. import handlers, lessons
 from ..examples import ACRONYMS, ASSETS_DIR, KIND_LABELS
+from ..queueing import BROWSER_GROUP
 
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".dcm", ".dicom", ".svs", ".ndpi"]
 #: gallery captions are cut to this many characters (two lines under a thumbnail)
@@ -87,7 +88,7 @@ def render(examples: list[dict]) -> Upload:
 
 
 def listen(ui) -> None:
-    events = dict(concurrency_id="model", api_visibility="private")
+    events = dict(concurrency_id=BROWSER_GROUP, api_visibility="private")
     ui.upload.upload(ui.bind(handlers.on_upload), ui.inputs(), ui.outputs(), **events)
 
     def on_select(values: dict, evt: gr.SelectData, progress=gr.Progress()) -> dict:

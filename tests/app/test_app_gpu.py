@@ -136,10 +136,12 @@ def test_the_page_is_built_only_once_the_warm_up_is_done(tiny_backbone, monkeypa
     """The encoder's first call runs beside the page's construction, and ``build_demo`` returns
     (the server starts answering) only once it is over: the first request never waits for it."""
     import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     from app import layout
 
     registered, done, seen = threading.Event(), threading.Event(), []
+    pool = ThreadPoolExecutor(1)
 
     def slow_warm_up(model):
         def run():  # still running when the page is complete (its API registered last)
@@ -147,9 +149,7 @@ def test_the_page_is_built_only_once_the_warm_up_is_done(tiny_backbone, monkeypa
             threading.Event().wait(1.0)
             done.set()
 
-        t = threading.Thread(target=run)
-        t.start()
-        return t
+        return pool.submit(run)
 
     register, configure = layout.api.register, layout.configure_queue
     monkeypatch.setattr(app.gpu, "warm_up", slow_warm_up)
