@@ -5,8 +5,10 @@ torch's CPU threads are OpenMP's (libgomp): each thread that starts a parallel r
 of workers of its own, and once the pools hold more threads than there are cores, every pool's
 workers stop spinning after ~100 turns between regions and sleep on a futex. An encoder pass is
 thousands of regions, each then waiting for a wake-up: the server's encoder, run in gradio's
-worker threads after the page was built on the main thread, took ~1.2× the same call in a
-process's main thread (bench/results/app-cpu.md). One thread, one pool.
+worker threads after the page was built on the main thread, took 1.1–1.2× the same call in a
+process's main thread (two cores). One thread, one pool. The cost: a head's event (a K change,
+~10 ms) waits for an encoder pass already running — on two cores, running beside it would slow
+both.
 
 ``run`` waits for a call on the model thread (a plain call when already on it); ``on_model_thread``
 wraps a function so; ``submit`` queues one without waiting (the warm-up). The caller's context

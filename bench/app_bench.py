@@ -20,11 +20,11 @@
   through ``gradio_client``, whose message loop sleeps 50 ms between looks — its own cost.
 
 This process runs as the server does: its malloc set by ``app/allocator.py`` and every model
-computation, the bare encoder's too, on the model's thread (``app/model_thread.py``) — the
-ratios compare like with like. The handlers run as the app runs them, on a UI of stand-in components (handlers only use
-components as keys) — what is measured is the Python side of an event, not the browser's.
-The keys of the first backbone are merged into ``DIR/bench.json`` (created if missing) with a
-per-backbone breakdown under ``"app"``, printed, and summarised in ``DIR/app.md``.
+computation, the bare encoder's too, on the model's thread (``app/model_thread.py``) — the ratios
+compare like with like. The handlers run as the app runs them, on a UI of stand-in components
+(handlers only use components as keys) — what is measured is the Python side of an event, not the
+browser's. The keys of the first backbone are merged into ``DIR/bench.json`` (created if missing)
+with a per-backbone breakdown under ``"app"``, printed, and summarised in ``DIR/app.md``.
 """
 
 from __future__ import annotations
