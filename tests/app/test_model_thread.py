@@ -79,6 +79,4 @@ def test_the_model_groups_events_run_on_the_model_thread_and_no_other(tiny_backb
     assert wrapped == set(MODEL_GROUPS)  # every group has events, and all of them are wrapped
     assert free and not free & MODEL_GROUPS  # a teaching step or the CSV does not wait for the model
     predict = next(fn for fn in fns if fn.api_name == "predict")
-    assert list(inspect.signature(predict.fn).parameters) == list(
-        inspect.signature(predict.fn.__wrapped__).parameters
-    )
+    assert list(inspect.signature(predict.fn).parameters) == list(inspect.signature(predict.fn.__wrapped__).parameters)
