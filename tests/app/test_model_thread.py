@@ -80,3 +80,18 @@ def test_the_model_groups_events_run_on_the_model_thread_and_no_other(tiny_backb
     assert free and not free & MODEL_GROUPS  # a teaching step or the CSV does not wait for the model
     predict = next(fn for fn in fns if fn.api_name == "predict")
     assert list(inspect.signature(predict.fn).parameters) == list(inspect.signature(predict.fn.__wrapped__).parameters)
+
+
+def test_gradio_queue_looks_for_work_every_10_ms():
+    # the attributes are gradio's own (set in its Queue): a gradio that renamed them would leave
+    # its 1 ms look in place, silently, so the names are checked against a fresh queue first
+    import gradio as gr
+
+    from app.queueing import PROGRESS_POLL_S, QUEUE_POLL_S, configure_queue
+
+    with gr.Blocks() as demo:
+        gr.Button().click(lambda: None, None, None, concurrency_id="model")
+    fresh = gr.Blocks().queue()._queue
+    assert {"sleep_when_free", "progress_update_sleep_when_free"} <= vars(fresh).keys()
+    queue = configure_queue(demo)._queue
+    assert (queue.sleep_when_free, queue.progress_update_sleep_when_free) == (QUEUE_POLL_S, PROGRESS_POLL_S)
