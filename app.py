@@ -14,8 +14,8 @@ import os
 
 # glibc's malloc: one arena (per-thread arenas grew the server with every session) and the
 # encoder's activations kept in the heap (mmap'd afresh each call they cost ~25%); set before any
-# thread starts (app/allocator.py)
-from app.allocator import tune_malloc  # noqa: E402
+# thread starts (hvl_core/allocator.py)
+from hvl_core.allocator import tune_malloc  # noqa: E402
 
 tune_malloc()
 

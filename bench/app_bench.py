@@ -19,7 +19,7 @@
   request costs beyond the next ones. ``later_analysis_gradio_client_s``: the same request
   through ``gradio_client``, whose message loop sleeps 50 ms between looks — its own cost.
 
-This process runs as the server does: its malloc set by ``app/allocator.py`` and every model
+This process runs as the server does: its malloc set by ``hvl_core/allocator.py`` and every model
 computation, the bare encoder's too, on the model's thread (``app/model_thread.py``) — the ratios
 compare like with like. The handlers run as the app runs them, on a UI of stand-in components
 (handlers only use components as keys) — what is measured is the Python side of an event, not the
@@ -45,7 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the app/ package of this checkout
 
-from app.allocator import tune_malloc  # noqa: E402
+from hvl_core.allocator import tune_malloc  # noqa: E402
 
 MALLOC = tune_malloc()  # as app.py does, before any thread starts
 

@@ -1,4 +1,4 @@
-"""The server's malloc settings (app/allocator.py): one arena and the encoder's activations kept
+"""The malloc settings of the server and the CLI (hvl_core/allocator.py): one arena and the encoder's activations kept
 in the heap, unless the operator chose otherwise."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app import allocator
+from hvl_core import allocator
 
 VARIABLES = [variable for _, _, variable, _ in allocator.SETTINGS]
 
@@ -42,3 +42,13 @@ def test_the_heap_keeps_twice_what_it_stops_mapping():
 def test_app_py_sets_them_before_anything_else_starts():
     text = (Path(__file__).resolve().parents[2] / "app.py").read_text()
     assert text.index("tune_malloc()") < text.index("private_upload_dir()") < text.index("import ipaddress")
+
+
+def test_the_command_line_sets_them_first(monkeypatch):
+    from hvl_tools import cli
+
+    calls = []
+    monkeypatch.setattr(allocator, "tune_malloc", lambda: calls.append("tuned"))
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert calls == ["tuned"]
