@@ -3,9 +3,10 @@ and the command line (``hvl``) — set before the process's threads start.
 
 - **One arena.** glibc gives each thread that allocates an arena of its own (up to 8 per core)
   and keeps what was freed in each: a server whose events ran in many worker threads grew with
-  every session (200 browser sessions of 12 MP JPEGs: +208 MB over the last 100; two arenas
-  +30 MB, bench/results/inputs.md). One arena also serves the model's thread from the main heap,
-  which can grow past the 64 MB that caps any other arena's heaps.
+  every session (200 browser sessions of 12 MP JPEGs: +208 MB over the last 100 with glibc's
+  default arenas; two arenas +1 to +11 MB, one with the thresholds below +32 MB,
+  bench/results/inputs.md). One arena also serves the model's thread from the main heap, which
+  can grow past the 64 MB that caps any other arena's heaps.
 - **The encoder's activations stay in the heap.** Blocks above the mmap threshold (at most 32 MB
   by glibc's own adjustment) get fresh pages from the kernel on every call, each page zeroed as
   it is first touched: a DenseNet-121 pass over 21 crops allocates dozens of such blocks (64 MB
