@@ -90,4 +90,9 @@ def warm_up(model: HVLModel, passes: int = WARM_UP_PASSES) -> Future | None:
 
     size = (model.backbone.image_size,) * 2
     blank = LoadedImage(Image.new("RGB", size, (128, 128, 128)), size)
-    return model_thread.submit(lambda: [model.encode_batch([blank]) for _ in range(passes)][-1])
+
+    def encode_blank() -> None:
+        for _ in range(passes):
+            model.encode_batch([blank])
+
+    return model_thread.submit(encode_blank)

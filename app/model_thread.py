@@ -60,4 +60,10 @@ def on_model_thread(fn: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args, **kwargs):
         return run(fn, *args, **kwargs)
 
+    wrapper.runs_on_model_thread = True
     return wrapper
+
+
+def wrapped(fn) -> bool:
+    """Whether ``fn`` came from ``on_model_thread`` (another decorator's ``__wrapped__`` does not count)."""
+    return getattr(fn, "runs_on_model_thread", False)

@@ -3,7 +3,7 @@ events run on the model's thread."""
 
 from __future__ import annotations
 
-from .model_thread import on_model_thread
+from .model_thread import on_model_thread, wrapped
 
 #: the queue: requests waiting at most, and the concurrency groups (one encoder run at a time per
 #: group; browser events and the API have a group each, so neither can lock the other out)
@@ -29,7 +29,7 @@ def configure_queue(demo, max_size: int = QUEUE_MAX_SIZE):
     for fn in demo.fns.values():
         if fn.api_name == "predict":
             fn.concurrency_id = API_GROUP
-        if fn.fn is not None and fn.concurrency_id in MODEL_GROUPS and not hasattr(fn.fn, "__wrapped__"):
+        if fn.fn is not None and fn.concurrency_id in MODEL_GROUPS and not wrapped(fn.fn):
             fn.fn = on_model_thread(fn.fn)
     demo.queue(default_concurrency_limit=1, max_size=max_size)
     demo._queue.sleep_when_free = QUEUE_POLL_S

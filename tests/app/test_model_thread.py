@@ -74,8 +74,8 @@ def test_the_model_groups_events_run_on_the_model_thread_and_no_other(tiny_backb
     svc._backbones["tiny-clip-random"] = tiny_backbone
     demo = build_demo(svc)
     fns = [fn for fn in demo.fns.values() if fn.fn is not None]
-    wrapped = {fn.concurrency_id for fn in fns if hasattr(fn.fn, "__wrapped__")}
-    free = {fn.concurrency_id for fn in fns if not hasattr(fn.fn, "__wrapped__")}
+    wrapped = {fn.concurrency_id for fn in fns if model_thread.wrapped(fn.fn)}
+    free = {fn.concurrency_id for fn in fns if not model_thread.wrapped(fn.fn)}
     assert wrapped == set(MODEL_GROUPS)  # every group has events, and all of them are wrapped
     assert free and not free & MODEL_GROUPS  # a teaching step or the CSV does not wait for the model
     predict = next(fn for fn in fns if fn.api_name == "predict")
